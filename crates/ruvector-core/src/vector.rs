@@ -1,0 +1,283 @@
+//! Rules for `vector` values: dimension limits, element checks, element-wise arithmetic,
+//! ordering and the running sums behind `avg(vector)`.
+
+use std::cmp::Ordering;
+
+use crate::VectorError;
+
+/// The most dimensions a vector may have. pgvector's limit too, so that values move between
+/// the two unchanged; an index page must also hold at least one full vector.
+pub const VECTOR_MAX_DIM: usize = 16000;
+
+/// Checks a dimension count: at least 1 and at most [`VECTOR_MAX_DIM`].
+pub fn check_dims(dims: usize) -> Result<(), VectorError> {
+    if dims < 1 {
+        Err(VectorError::NoDimensions)
+    } else if dims > VECTOR_MAX_DIM {
+        Err(VectorError::TooManyDimensions { dims })
+    } else {
+        Ok(())
+    }
+}
+
+/// Checks a value's dimensions against a column's type modifier (`None`: no modifier).
+pub fn check_typmod(typmod: Option<usize>, dims: usize) -> Result<(), VectorError> {
+    match typmod {
+        Some(expected) if expected != dims => Err(VectorError::DimensionMismatch {
+            expected,
+            actual: dims,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Checks one element: NaN and infinities are not vector elements.
+pub fn check_element(x: f32) -> Result<(), VectorError> {
+    if x.is_nan() {
+        Err(VectorError::NotANumber)
+    } else if x.is_infinite() {
+        Err(VectorError::Infinite)
+    } else {
+        Ok(())
+    }
+}
+
+/// Checks every element (see [`check_element`]).
+pub fn check_elements(x: &[f32]) -> Result<(), VectorError> {
+    x.iter().try_for_each(|&v| check_element(v))
+}
+
+/// Checks that two operands have the same number of dimensions.
+pub fn check_same_dims(a: &[f32], b: &[f32]) -> Result<(), VectorError> {
+    if a.len() == b.len() {
+        Ok(())
+    } else {
+        Err(VectorError::DifferentDimensions {
+            left: a.len(),
+            right: b.len(),
+        })
+    }
+}
+
+fn elementwise(
+    a: &[f32],
+    b: &[f32],
+    out: &mut [f32],
+    op: impl Fn(f32, f32) -> f32,
+) -> Result<(), VectorError> {
+    check_same_dims(a, b)?;
+    assert_eq!(
+        out.len(),
+        a.len(),
+        "output length must equal operand length"
+    );
+    for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+        *o = op(x, y);
+    }
+    if out.iter().any(|v| v.is_infinite()) {
+        return Err(VectorError::Overflow);
+    }
+    Ok(())
+}
+
+/// `a + b` into `out`.
+pub fn add(a: &[f32], b: &[f32], out: &mut [f32]) -> Result<(), VectorError> {
+    elementwise(a, b, out, |x, y| x + y)
+}
+
+/// `a - b` into `out`.
+pub fn sub(a: &[f32], b: &[f32], out: &mut [f32]) -> Result<(), VectorError> {
+    elementwise(a, b, out, |x, y| x - y)
+}
+
+/// Element-wise `a * b` into `out`; a product of non-zero elements that rounds to zero is an
+/// underflow error, as for `real * real`.
+pub fn mul(a: &[f32], b: &[f32], out: &mut [f32]) -> Result<(), VectorError> {
+    elementwise(a, b, out, |x, y| x * y)?;
+    let underflow = out
+        .iter()
+        .zip(a.iter().zip(b))
+        .any(|(&r, (&x, &y))| r == 0.0 && x != 0.0 && y != 0.0);
+    if underflow {
+        return Err(VectorError::Underflow);
+    }
+    Ok(())
+}
+
+/// The btree order of vectors: element by element, then the shorter first.
+/// Elements are never NaN (see [`check_element`]), so the order is total.
+pub fn compare(a: &[f32], b: &[f32]) -> Ordering {
+    for (x, y) in a.iter().zip(b) {
+        if x < y {
+            return Ordering::Less;
+        }
+        if x > y {
+            return Ordering::Greater;
+        }
+    }
+    a.len().cmp(&b.len())
+}
+
+/// L2 norm with double-precision accumulation.
+pub fn norm(a: &[f32]) -> f64 {
+    a.iter()
+        .map(|&x| f64::from(x) * f64::from(x))
+        .sum::<f64>()
+        .sqrt()
+}
+
+/// `a / ‖a‖` into `out`; the zero vector stays zero.
+pub fn l2_normalize(a: &[f32], out: &mut [f32]) -> Result<(), VectorError> {
+    assert_eq!(
+        out.len(),
+        a.len(),
+        "output length must equal operand length"
+    );
+    let n = norm(a);
+    if n > 0.0 {
+        for (o, &x) in out.iter_mut().zip(a) {
+            *o = (f64::from(x) / n) as f32;
+        }
+        if out.iter().any(|v| v.is_infinite()) {
+            return Err(VectorError::Overflow);
+        }
+    } else {
+        out.fill(0.0);
+    }
+    Ok(())
+}
+
+/// Adds `x` into running double-precision sums (the state of `avg(vector)`).
+pub fn accumulate(sums: &mut [f64], x: &[f32]) -> Result<(), VectorError> {
+    if sums.len() != x.len() {
+        return Err(VectorError::DimensionMismatch {
+            expected: sums.len(),
+            actual: x.len(),
+        });
+    }
+    for (s, &v) in sums.iter_mut().zip(x) {
+        *s += f64::from(v);
+        if s.is_infinite() {
+            return Err(VectorError::Overflow);
+        }
+    }
+    Ok(())
+}
+
+/// Adds the partial sums `other` into `sums` (the combine step of a parallel `avg`).
+pub fn combine(sums: &mut [f64], other: &[f64]) -> Result<(), VectorError> {
+    if sums.len() != other.len() {
+        return Err(VectorError::DimensionMismatch {
+            expected: sums.len(),
+            actual: other.len(),
+        });
+    }
+    for (s, &v) in sums.iter_mut().zip(other) {
+        *s += v;
+        if s.is_infinite() {
+            return Err(VectorError::Overflow);
+        }
+    }
+    Ok(())
+}
+
+/// The mean from running sums over `count` vectors, into `out`.
+pub fn mean(sums: &[f64], count: f64, out: &mut [f32]) -> Result<(), VectorError> {
+    assert_eq!(
+        out.len(),
+        sums.len(),
+        "output length must equal state length"
+    );
+    for (o, &s) in out.iter_mut().zip(sums) {
+        *o = (s / count) as f32;
+        check_element(*o)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dims_bounds() {
+        assert_eq!(check_dims(0), Err(VectorError::NoDimensions));
+        assert!(check_dims(1).is_ok());
+        assert!(check_dims(VECTOR_MAX_DIM).is_ok());
+        assert_eq!(
+            check_dims(VECTOR_MAX_DIM + 1),
+            Err(VectorError::TooManyDimensions { dims: 16001 })
+        );
+    }
+
+    #[test]
+    fn typmod() {
+        assert!(check_typmod(None, 7).is_ok());
+        assert!(check_typmod(Some(3), 3).is_ok());
+        assert_eq!(
+            check_typmod(Some(3), 2),
+            Err(VectorError::DimensionMismatch {
+                expected: 3,
+                actual: 2
+            })
+        );
+    }
+
+    #[test]
+    fn arithmetic_and_errors() {
+        let mut out = [0.0; 3];
+        add(&[1.0, 2.0, 3.0], &[4.0, 5.0, 6.0], &mut out).unwrap();
+        assert_eq!(out, [5.0, 7.0, 9.0]);
+        sub(&[1.0, 2.0, 3.0], &[4.0, 5.0, 6.0], &mut out).unwrap();
+        assert_eq!(out, [-3.0, -3.0, -3.0]);
+        mul(&[1.0, 2.0, 3.0], &[4.0, 5.0, 6.0], &mut out).unwrap();
+        assert_eq!(out, [4.0, 10.0, 18.0]);
+        let mut two = [0.0; 2];
+        assert_eq!(
+            add(&[1.0, 2.0, 3.0], &[1.0, 2.0], &mut two),
+            Err(VectorError::DifferentDimensions { left: 3, right: 2 })
+        );
+        let mut one = [0.0; 1];
+        assert_eq!(
+            add(&[f32::MAX], &[f32::MAX], &mut one),
+            Err(VectorError::Overflow)
+        );
+        assert_eq!(
+            mul(&[1e-30], &[1e-30], &mut one),
+            Err(VectorError::Underflow)
+        );
+        assert!(mul(&[0.0], &[1e-30], &mut one).is_ok());
+    }
+
+    #[test]
+    fn order() {
+        assert_eq!(compare(&[1.0, 2.0], &[1.0, 3.0]), Ordering::Less);
+        assert_eq!(compare(&[1.0, 2.0], &[1.0, 2.0]), Ordering::Equal);
+        assert_eq!(compare(&[1.0, 2.0], &[1.0, 2.0, 0.0]), Ordering::Less);
+        assert_eq!(compare(&[2.0], &[1.0, 9.0]), Ordering::Greater);
+    }
+
+    #[test]
+    fn normalize() {
+        let mut out = [0.0; 2];
+        l2_normalize(&[3.0, 4.0], &mut out).unwrap();
+        assert_eq!(out, [0.6, 0.8]);
+        l2_normalize(&[0.0, 0.0], &mut out).unwrap();
+        assert_eq!(out, [0.0, 0.0]);
+        assert_eq!(norm(&[3.0, 4.0]), 5.0);
+    }
+
+    #[test]
+    fn running_mean() {
+        let mut sums = vec![0.0; 2];
+        accumulate(&mut sums, &[1.0, 2.0]).unwrap();
+        accumulate(&mut sums, &[3.0, 6.0]).unwrap();
+        let mut other = vec![0.0; 2];
+        accumulate(&mut other, &[2.0, 1.0]).unwrap();
+        combine(&mut sums, &other).unwrap();
+        let mut out = [0.0; 2];
+        mean(&sums, 3.0, &mut out).unwrap();
+        assert_eq!(out, [2.0, 3.0]);
+        assert!(accumulate(&mut sums, &[1.0]).is_err());
+    }
+}

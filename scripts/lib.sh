@@ -96,9 +96,10 @@ install_all() {
 
 as_pg() { runuser -u postgres -- "$@"; }
 
-# cluster_init BINDIR DATADIR PORT SOCKDIR: a fresh cluster owned by postgres, loopback only.
+# cluster_init BINDIR DATADIR PORT SOCKDIR [EXTRA_CONF]: a fresh cluster owned by postgres,
+# loopback only, with ruvector preloaded.
 cluster_init() {
-    local bin=$1 data=$2 port=$3 sock=$4
+    local bin=$1 data=$2 port=$3 sock=$4 extra=${5:-}
     install -d -o postgres -g postgres -m 0700 "$data"
     install -d -o postgres -g postgres -m 0755 "$sock"
     as_pg "$bin/initdb" -D "$data" --auth=trust --locale=C.UTF-8 -E UTF8 >/dev/null
@@ -107,12 +108,13 @@ port = $port
 listen_addresses = '127.0.0.1'
 unix_socket_directories = '$sock'
 shared_preload_libraries = 'ruvector'
-fsync = off
+$extra
 CONF
 }
 
 cluster_start() { # BINDIR DATADIR
-    as_pg "$1/pg_ctl" -D "$2" -l "$2/server.log" -w -t 60 start >/dev/null
+    # No Rust backtraces in the server: they would land in error DETAILs.
+    env -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE runuser -u postgres -- "$1/pg_ctl" -D "$2" -l "$2/server.log" -w -t 60 start >/dev/null
 }
 
 cluster_stop() { # BINDIR DATADIR

@@ -1,0 +1,2 @@
+-- Run once after the regression database is created.
+CREATE EXTENSION ruvector;

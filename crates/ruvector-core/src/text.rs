@@ -163,12 +163,10 @@ pub fn write_f32(out: &mut String, x: f32) {
         out.push('0');
         return;
     }
-    // Rust's `{:e}` gives the shortest digits that round-trip, as Ryu does in PostgreSQL.
-    let mut sci = String::with_capacity(16);
-    write!(sci, "{x:e}").expect("writing to a String cannot fail");
-    let (mantissa, exp) = sci.split_once('e').expect("{:e} always has an exponent");
-    let exp: i32 = exp.parse().expect("{:e} exponent is an integer");
-    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    // Shortest round-trip digits by Ryu, the algorithm PostgreSQL's float4out uses: among
+    // equally short candidates it picks the closest, and on an exact tie the even one
+    // (1361.90625 prints as 1361.9062). Rust's own `{:e}` breaks such ties upward.
+    let (digits, exp) = shortest_digits(x);
     let n = digits.len() as i32;
     if (-4..6).contains(&exp) {
         if exp < 0 {
@@ -193,6 +191,24 @@ pub fn write_f32(out: &mut String, x: f32) {
         let sign = if exp < 0 { '-' } else { '+' };
         write!(out, "e{sign}{:02}", exp.abs()).expect("writing to a String cannot fail");
     }
+}
+
+/// The shortest decimal digits of a positive finite `x` and the decimal exponent of the first
+/// digit, from Ryu's output in whichever notation it chose ("1361.9062", "1e-5", "1.5E38").
+fn shortest_digits(x: f32) -> (String, i32) {
+    let mut buf = ryu::Buffer::new();
+    let text = buf.format_finite(x);
+    let (mantissa, exp10) = match text.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.parse::<i32>().expect("ryu writes an integer exponent")),
+        None => (text, 0),
+    };
+    let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let all: String = int_part.chars().chain(frac_part.chars()).collect();
+    let leading = all.len() - all.trim_start_matches('0').len();
+    let digits = all.trim_matches('0').to_string();
+    // The first digit of `all` has exponent len(int_part) - 1; skip the leading zeros.
+    let exp = exp10 + int_part.len() as i32 - 1 - leading as i32;
+    (digits, exp)
 }
 
 /// Formats a vector as `[x1,x2,...]`.
@@ -314,6 +330,11 @@ mod tests {
             (1e-45, "1e-45"),
             (12.5, "12.5"),
             (1e5 + 0.5, "100000.5"),
+            (-1361.90625, "-1361.9062"),
+            (1e-40, "1e-40"),
+            (3e10, "3e+10"),
+            (0.5, "0.5"),
+            (100.0, "100"),
         ];
         for &(x, want) in cases {
             let mut s = String::new();

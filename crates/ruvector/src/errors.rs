@@ -57,8 +57,8 @@ pub fn vector_error(err: VectorError, literal: Option<&str>) -> ! {
             (None, Some("Vector elements must be finite numbers."))
         }
         VectorError::OutOfRange { .. } => (
-            Some(format!("Vector elements are 4-byte floats, at most {:e} in magnitude.", f32::MAX)),
             None,
+            Some("Vector elements are 4-byte floats, at most 3.4028235e38 in magnitude."),
         ),
         _ => (None, None),
     };

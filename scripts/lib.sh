@@ -14,6 +14,8 @@ PG18_HOME="$TOOLS/pg18/pgserver/pginstall"
 PG18_BIN="$PG18_HOME/bin"
 PG18_CONFIG="$PG18_BIN/pg_config"
 VENV="$TOOLS/venv"
+# Per-checkout pgrx configuration; .cargo/config.toml points plain cargo commands at it too.
+export PGRX_HOME="$ROOT/target/pgrx-home"
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 export DEBIAN_FRONTEND=noninteractive
 
@@ -65,11 +67,12 @@ install_pg18() {
 }
 
 pgrx_init() {
-    local cfg="${PGRX_HOME:-$HOME/.pgrx}/config.toml"
+    local cfg="$PGRX_HOME/config.toml"
     if [ -f "$cfg" ] && grep -q "pg15 = \"$PG15_CONFIG\"" "$cfg" && grep -q "pg18 = \"$PG18_CONFIG\"" "$cfg"; then
         return 0
     fi
     log "cargo pgrx init (pg15 from Debian, pg18 from the wheel)"
+    mkdir -p "$PGRX_HOME"
     cargo pgrx init --pg15="$PG15_CONFIG" --pg18="$PG18_CONFIG" >/dev/null
 }
 

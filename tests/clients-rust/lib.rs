@@ -1,0 +1,1 @@
+//! End-to-end tests of ruvector through the Rust `pgvector` crate; see `tests/`.

@@ -8,6 +8,9 @@ use std::time::Duration;
 
 const DIMS: [usize; 4] = [128, 384, 768, 1536];
 
+/// One distance computed with a given kernel set.
+type Op = fn(&Kernels, &[f32], &[f32]) -> f32;
+
 fn kernels() -> Vec<Kernels> {
     [Some(Kernels::scalar()), Kernels::avx2(), Kernels::avx512()]
         .into_iter()
@@ -20,7 +23,7 @@ fn bench(c: &mut Criterion) {
     for dim in DIMS {
         let a: Vec<f32> = (0..dim).map(|_| rng.gen_range(-1.0..1.0)).collect();
         let b: Vec<f32> = (0..dim).map(|_| rng.gen_range(-1.0..1.0)).collect();
-        let ops: [(&str, fn(&Kernels, &[f32], &[f32]) -> f32); 4] = [
+        let ops: [(&str, Op); 4] = [
             ("l2_squared", |k, a, b| (k.l2_squared)(a, b)),
             ("dot", |k, a, b| (k.dot)(a, b)),
             ("cosine", |k, a, b| {

@@ -23,9 +23,9 @@ macro_rules! pg_fn {
             /// match the SQL declaration in `sql/`.
             #[unsafe(no_mangle)]
             pub unsafe extern "C-unwind" fn [<rv_ $name>]($fcinfo: ::pgrx::pg_sys::FunctionCallInfo) -> ::pgrx::pg_sys::Datum {
+                let body = move || $body;
                 // SAFETY: the guard turns Rust panics into PostgreSQL errors and lets
                 // PostgreSQL errors unwind through Rust frames, which is what #[pg_guard] does.
-                let body = move || $body;
                 unsafe { ::pgrx::pg_sys::submodules::panic::pgrx_extern_c_guard(body) }
             }
         }

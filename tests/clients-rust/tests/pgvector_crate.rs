@@ -11,7 +11,10 @@ async fn connect() -> Client {
         .expect("RUVECTOR_TEST_URL is not set; scripts/test starts a server and sets it");
     let (client, connection) = tokio_postgres::connect(&url, NoTls).await.expect("connect");
     tokio::spawn(connection);
-    client.batch_execute("CREATE EXTENSION IF NOT EXISTS ruvector").await.unwrap();
+    client
+        .batch_execute("CREATE EXTENSION IF NOT EXISTS ruvector")
+        .await
+        .unwrap();
     client
 }
 
@@ -38,11 +41,20 @@ async fn binary_round_trip_through_the_pgvector_crate() {
         .await
         .unwrap();
     let rows = sample(64, 128);
-    let insert = client.prepare("INSERT INTO rs_items (embedding) VALUES ($1)").await.unwrap();
+    let insert = client
+        .prepare("INSERT INTO rs_items (embedding) VALUES ($1)")
+        .await
+        .unwrap();
     for r in &rows {
-        client.execute(&insert, &[&Vector::from(r.clone())]).await.unwrap();
+        client
+            .execute(&insert, &[&Vector::from(r.clone())])
+            .await
+            .unwrap();
     }
-    let got = client.query("SELECT embedding FROM rs_items ORDER BY id", &[]).await.unwrap();
+    let got = client
+        .query("SELECT embedding FROM rs_items ORDER BY id", &[])
+        .await
+        .unwrap();
     assert_eq!(got.len(), rows.len());
     for (row, want) in got.iter().zip(&rows) {
         let v: Vector = row.get(0);
@@ -54,20 +66,30 @@ async fn binary_round_trip_through_the_pgvector_crate() {
     // A kNN query with a vector parameter returns the exact nearest rows.
     let q = Vector::from(rows[9].clone());
     let nearest = client
-        .query("SELECT id - 1 FROM rs_items ORDER BY embedding <-> $1, id LIMIT 3", &[&q])
+        .query(
+            "SELECT id - 1 FROM rs_items ORDER BY embedding <-> $1, id LIMIT 3",
+            &[&q],
+        )
         .await
         .unwrap();
     let mut by_distance: Vec<(f64, i64)> = rows
         .iter()
         .enumerate()
         .map(|(i, r)| {
-            let d: f64 = r.iter().zip(&rows[9]).map(|(a, b)| f64::from(a - b).powi(2)).sum();
+            let d: f64 = r
+                .iter()
+                .zip(&rows[9])
+                .map(|(a, b)| f64::from(a - b).powi(2))
+                .sum();
             (d, i as i64)
         })
         .collect();
     by_distance.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let got_ids: Vec<i64> = nearest.iter().map(|r| r.get(0)).collect();
-    assert_eq!(got_ids, by_distance[..3].iter().map(|p| p.1).collect::<Vec<_>>());
+    assert_eq!(
+        got_ids,
+        by_distance[..3].iter().map(|p| p.1).collect::<Vec<_>>()
+    );
     client.batch_execute("DROP TABLE rs_items").await.unwrap();
 }
 
@@ -90,14 +112,23 @@ async fn text_protocol_and_errors() {
     assert_eq!(row.get(0), Some("[1,2.5,3]"));
     assert_eq!(row.get(1), Some("2.8284271247461903"));
 
-    let err = client.query("SELECT '[1,,2]'::vector", &[]).await.unwrap_err();
+    let err = client
+        .query("SELECT '[1,,2]'::vector", &[])
+        .await
+        .unwrap_err();
     let db = err.as_db_error().expect("a server error");
     assert_eq!(db.code().code(), "22P02");
-    assert_eq!(db.message(), "invalid input syntax for type vector: \"[1,,2]\"");
+    assert_eq!(
+        db.message(),
+        "invalid input syntax for type vector: \"[1,,2]\""
+    );
 
     let err = client
         .query("SELECT $1::vector(3)", &[&Vector::from(vec![1.0, 2.0])])
         .await
         .unwrap_err();
-    assert_eq!(err.as_db_error().expect("a server error").code().code(), "22000");
+    assert_eq!(
+        err.as_db_error().expect("a server error").code().code(),
+        "22000"
+    );
 }

@@ -9,19 +9,25 @@
 //! The SQL-level distances ([`l2_distance`] etc.) widen the `f32` sums to `f64` exactly as
 //! pgvector does, so results agree with pgvector to within that rounding.
 
+/// A kernel over two equally long slices.
+pub type Kernel = fn(&[f32], &[f32]) -> f32;
+
+/// The cosine kernel: (Σ aᵢ·bᵢ, Σ aᵢ², Σ bᵢ²).
+pub type CosineKernel = fn(&[f32], &[f32]) -> (f32, f32, f32);
+
 /// The inner loops one vector distance needs, as plain function pointers.
 #[derive(Clone, Copy)]
 pub struct Kernels {
     /// Which implementation these are: `"scalar"`, `"avx2+fma"` or `"avx512f"`.
     pub name: &'static str,
     /// Σ (aᵢ − bᵢ)²
-    pub l2_squared: fn(&[f32], &[f32]) -> f32,
+    pub l2_squared: Kernel,
     /// Σ aᵢ·bᵢ
-    pub dot: fn(&[f32], &[f32]) -> f32,
+    pub dot: Kernel,
     /// Σ |aᵢ − bᵢ|
-    pub l1: fn(&[f32], &[f32]) -> f32,
+    pub l1: Kernel,
     /// (Σ aᵢ·bᵢ, Σ aᵢ², Σ bᵢ²) in one pass
-    pub cosine_parts: fn(&[f32], &[f32]) -> (f32, f32, f32),
+    pub cosine_parts: CosineKernel,
 }
 
 impl Kernels {

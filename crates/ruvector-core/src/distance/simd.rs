@@ -89,8 +89,8 @@ mod x86 {
                 }
                 while i + 8 <= n {
                     let $acc = &mut accs[0];
-                    // SAFETY: i + 8 <= n.
                     let ($x, $y) =
+                        // SAFETY: i + 8 <= n.
                         unsafe { (_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i))) };
                     *$acc = $step;
                     i += 8;

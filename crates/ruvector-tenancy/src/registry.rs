@@ -436,10 +436,10 @@ pub(crate) mod tests {
             other.lookup(7, "x.y-z_1").unwrap().1.state(),
             TenantState::Suspended
         );
-        assert_eq!(
-            bytes_needed(100_000) / 100_000,
-            264,
-            "documented memory per tenant"
+        let per_tenant = bytes_needed(100_000) / 100_000;
+        assert!(
+            per_tenant <= 270,
+            "docs promise at most 270 bytes per tenant, got {per_tenant}"
         );
     }
 }

@@ -46,8 +46,8 @@ pub struct Limits {
     pub max_concurrent: i32,
 }
 
-/// One tenant's shared state. 256 bytes, so a slot never shares a cache line pair with the
-/// next one's hot counters.
+/// One tenant's shared state: 256 bytes, cache-line aligned so one tenant's hot counters
+/// never share a line with the next tenant's.
 #[repr(C, align(64))]
 pub struct TenantSlot {
     db: AtomicU32,
@@ -73,7 +73,14 @@ pub struct TenantSlot {
     pub refused: AtomicU64,
     pub search_micros: AtomicU64,
     pub last_access_ms: AtomicI64,
+    /// Searches per ten-minute period over the last hour: (period << 32) | count.
+    search_window: [AtomicU64; WINDOW_BUCKETS],
 }
+
+/// Buckets of the searches-in-the-last-hour window (ten minutes each).
+pub const WINDOW_BUCKETS: usize = 6;
+/// Length of one window bucket.
+pub const WINDOW_PERIOD_MS: i64 = 600_000;
 
 const _: () = assert!(std::mem::size_of::<TenantSlot>() == 256);
 const _: () = assert!(MAX_TENANT_ID_LEN < 64);
@@ -133,7 +140,35 @@ impl TenantSlot {
             .store(limits.max_concurrent.into(), Relaxed);
     }
 
+    /// Counts one search at `now_ms` in the last-hour window.
+    pub fn count_search(&self, now_ms: i64) {
+        let period = (now_ms / WINDOW_PERIOD_MS) as u64 & 0xffff_ffff;
+        let bucket = &self.search_window[period as usize % WINDOW_BUCKETS];
+        let mut cur = bucket.load(Relaxed);
+        loop {
+            let next = if cur >> 32 == period { cur + 1 } else { (period << 32) | 1 };
+            match bucket.compare_exchange_weak(cur, next, Relaxed, Relaxed) {
+                Ok(_) => return,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// Searches counted in the current and the previous five ten-minute periods.
+    pub fn searches_last_hour(&self, now_ms: i64) -> u64 {
+        let period = (now_ms / WINDOW_PERIOD_MS) as u64 & 0xffff_ffff;
+        self.search_window
+            .iter()
+            .map(|b| b.load(Relaxed))
+            .filter(|v| period.wrapping_sub(v >> 32) < WINDOW_BUCKETS as u64)
+            .map(|v| v & 0xffff_ffff)
+            .sum()
+    }
+
     fn reset(&self, db: u32, id: &str) {
+        for b in &self.search_window {
+            b.store(0, Relaxed);
+        }
         for counter in [
             &self.vectors,
             &self.vectors_reserved,
@@ -357,6 +392,7 @@ pub(crate) mod tests {
             refused: AtomicU64::new(0),
             search_micros: AtomicU64::new(0),
             last_access_ms: AtomicI64::new(0),
+            search_window: Default::default(),
         };
         Owned {
             header: Header {
@@ -421,6 +457,20 @@ pub(crate) mod tests {
         assert!(fresh);
         assert_eq!(recreated.vectors.load(Relaxed), 0);
         assert_eq!(reg.used(), 1);
+    }
+
+    #[test]
+    fn search_window_keeps_the_last_hour() {
+        let mem = owned(1);
+        let reg = mem.registry(true);
+        let (_, slot, _) = reg.upsert(1, "t", false).unwrap();
+        let t0 = 1_000 * WINDOW_PERIOD_MS;
+        for i in 0..10 {
+            slot.count_search(t0 + i * WINDOW_PERIOD_MS / 2);
+        }
+        assert_eq!(slot.searches_last_hour(t0 + 5 * WINDOW_PERIOD_MS), 10);
+        assert_eq!(slot.searches_last_hour(t0 + 6 * WINDOW_PERIOD_MS), 8, "the first period left the window");
+        assert_eq!(slot.searches_last_hour(t0 + 20 * WINDOW_PERIOD_MS), 0);
     }
 
     #[test]

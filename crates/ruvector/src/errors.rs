@@ -120,3 +120,101 @@ pub fn not_preloaded() -> ! {
         .set_hint("Add 'ruvector' to shared_preload_libraries in postgresql.conf and restart the server."),
     )
 }
+
+/// A tenant context that may not be used (see `tenancy::context::may_use`).
+pub fn refuse(r: crate::tenancy::context::Refusal) -> ! {
+    raise(ErrorReport::new(r.code, r.message, "ruvector").set_detail(r.detail).set_hint(r.hint))
+}
+
+/// The caller is neither superuser nor a member of ruvector_admin.
+pub fn not_admin(what: &str) -> ! {
+    raise(
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("permission denied to {what}"),
+            "ruvector",
+        )
+        .set_detail("Tenant administration is reserved to superusers and members of ruvector_admin.")
+        .set_hint("GRANT ruvector_admin TO <role> to allow it."),
+    )
+}
+
+/// A malformed tenant id.
+pub fn invalid_tenant_id(id: &str, why: &str) -> ! {
+    raise(
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("invalid tenant id \"{id}\""),
+            "ruvector",
+        )
+        .set_detail(why.to_string())
+        .set_hint("A tenant id is 1 to 63 characters of letters, digits, '-', '_' and '.'."),
+    )
+}
+
+/// A row for a tenant that does not exist (or was deleted).
+pub fn unknown_tenant(id: &str) -> ! {
+    raise(
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            format!("tenant \"{id}\" does not exist"),
+            "ruvector",
+        )
+        .set_detail("Rows of tenant tables must belong to a registered, not deleted tenant.")
+        .set_hint("Create the tenant with ruvector_tenant_create()."),
+    )
+}
+
+/// A row for a suspended tenant.
+pub fn tenant_suspended(id: &str) -> ! {
+    raise(
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("tenant \"{id}\" is suspended"),
+            "ruvector",
+        )
+        .set_detail("Every operation of a suspended tenant is refused.")
+        .set_hint("An administrator can resume it with ruvector_tenant_resume()."),
+    )
+}
+
+/// A reservation beyond the tenant's quota.
+pub fn quota_exceeded(id: &str, e: ruvector_tenancy::quota::QuotaExceeded) -> ! {
+    use ruvector_tenancy::quota::Resource;
+    let (what, current, max, hint) = match e.resource {
+        Resource::Vectors => (
+            "vector",
+            e.current.to_string(),
+            e.max.to_string(),
+            "Delete rows, or ask an administrator to raise max_vectors.",
+        ),
+        Resource::StorageBytes => (
+            "storage",
+            format!("{:.3} GB", e.current as f64 / 1073741824.0),
+            format!("{:.3} GB", e.max as f64 / 1073741824.0),
+            "Delete rows, or ask an administrator to raise max_storage_gb.",
+        ),
+    };
+    raise(
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
+            format!("tenant \"{id}\" has exceeded its {what} quota"),
+            "ruvector",
+        )
+        .set_detail(format!("current: {current}, maximum: {max}"))
+        .set_hint(hint),
+    )
+}
+
+/// The shared registry has no free slot.
+pub fn registry_full(capacity: u32) -> ! {
+    raise(
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
+            "the tenant registry is full",
+            "ruvector",
+        )
+        .set_detail(format!("ruvector.max_tenants is {capacity}; deleted tenants keep their slot until restart."))
+        .set_hint("Raise ruvector.max_tenants and restart the server."),
+    )
+}

@@ -74,3 +74,23 @@ pub fn palloc_cstring(s: &str) -> pg_sys::Datum {
         pg_sys::Datum::from(p)
     }
 }
+
+/// Argument `n` as a Rust string (from `text`).
+///
+/// # Safety
+/// As [`arg`]; the argument is non-null `text`.
+pub unsafe fn arg_text(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> String {
+    // SAFETY: guaranteed by the caller; text_to_cstring returns a palloc'd copy.
+    unsafe {
+        let t = arg_varlena(fcinfo, n);
+        let c = pg_sys::text_to_cstring(t as *const pg_sys::text);
+        std::ffi::CStr::from_ptr(c).to_string_lossy().into_owned()
+    }
+}
+
+/// A `text` datum holding `s`.
+pub fn text_datum(s: &str) -> pg_sys::Datum {
+    let c = std::ffi::CString::new(s).expect("no NUL in text");
+    // SAFETY: cstring_to_text copies the string into a palloc'd text.
+    unsafe { pg_sys::Datum::from(pg_sys::cstring_to_text(c.as_ptr())) }
+}

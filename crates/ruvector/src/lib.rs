@@ -11,9 +11,12 @@ use pgrx::prelude::*;
 mod errors;
 #[macro_use]
 mod fmgr;
+mod gucs;
+mod tenancy;
 mod vector;
 
 pgrx::extension_sql_file!("../sql/vector.sql", name = "vector", bootstrap);
+pgrx::extension_sql_file!("../sql/tenancy.sql", name = "tenancy", requires = ["vector"]);
 
 /// Library initialization. RuVector keeps tenant state in shared memory and installs
 /// executor hooks, which PostgreSQL allows only while it preloads libraries at server start,
@@ -25,6 +28,8 @@ pub extern "C-unwind" fn _PG_init() {
     if !preloading {
         errors::not_preloaded();
     }
+    gucs::init();
+    tenancy::init();
 }
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -97,6 +102,6 @@ pub mod pg_test {
 
     #[must_use]
     pub fn postgresql_conf_options() -> Vec<&'static str> {
-        vec!["shared_preload_libraries = 'ruvector'"]
+        vec!["shared_preload_libraries = 'ruvector'", "ruvector.max_tenants = 1000"]
     }
 }

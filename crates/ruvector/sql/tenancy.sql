@@ -1,0 +1,423 @@
+-- Multi-tenancy: roles, the ruvector catalog schema, lifecycle functions and RLS helpers.
+--
+-- Security model: applications connect as a role without SUPERUSER or BYPASSRLS that is a
+-- member of ruvector_user. Tenant tables are protected by row-level security (FORCE, so
+-- table owners are confined too) and by the context layer in the extension, which refuses
+-- any statement on a tenant table without a valid, active tenant context. The catalog is
+-- owned by the extension; tenants read their own rows through views, and change nothing.
+
+DO $roles$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'ruvector_admin') THEN
+        CREATE ROLE ruvector_admin NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'ruvector_user') THEN
+        CREATE ROLE ruvector_user NOLOGIN;
+    END IF;
+END
+$roles$;
+COMMENT ON ROLE ruvector_admin IS 'RuVector administrators: tenant lifecycle, the * tenant context, all tenant rows';
+COMMENT ON ROLE ruvector_user IS 'RuVector applications: grant this role to the application''s login role';
+
+CREATE SCHEMA ruvector;
+GRANT USAGE ON SCHEMA ruvector TO ruvector_user, ruvector_admin;
+
+-- Internal functions (the Rust side) -------------------------------------------------------
+
+-- Applies a tenant's catalog row to the shared registry when the transaction commits.
+CREATE FUNCTION ruvector._registry_sync(id text, state text, max_vectors bigint, max_storage_gb real,
+                                        max_qps integer, max_concurrent integer, created boolean) RETURNS void
+    AS 'MODULE_PATHNAME', 'rv_registry_sync' LANGUAGE C VOLATILE STRICT;
+-- Marks the set of tenant tables as changed (every backend reloads its cache) at commit.
+CREATE FUNCTION ruvector._tables_changed() RETURNS void
+    AS 'MODULE_PATHNAME', 'rv_tables_changed' LANGUAGE C VOLATILE STRICT;
+-- Raises 42501 unless the current user may administer tenants.
+CREATE FUNCTION ruvector._require_admin(what text) RETURNS void
+    AS 'MODULE_PATHNAME', 'rv_require_admin' LANGUAGE C STABLE STRICT;
+-- Raises 22023 for a malformed tenant id.
+CREATE FUNCTION ruvector._check_tenant_id(id text) RETURNS void
+    AS 'MODULE_PATHNAME', 'rv_check_tenant_id' LANGUAGE C IMMUTABLE STRICT;
+-- The tenant of the current context ('*' or an id), NULL if none.
+CREATE FUNCTION ruvector.current_tenant() RETURNS text
+    AS 'MODULE_PATHNAME', 'rv_current_tenant' LANGUAGE C STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION ruvector.current_tenant() IS 'the ruvector.tenant_id of this session, NULL when unset';
+GRANT EXECUTE ON FUNCTION ruvector.current_tenant() TO PUBLIC;
+-- Records a table as a tenant table (the caller owns it).
+CREATE FUNCTION ruvector._register_tenant_table(rel regclass, tenant_column text) RETURNS void
+    AS 'MODULE_PATHNAME', 'rv_register_tenant_table' LANGUAGE C VOLATILE STRICT;
+-- Quota trigger of tenant tables: BEFORE INSERT OR UPDATE, AFTER DELETE, FOR EACH ROW.
+CREATE FUNCTION ruvector._quota_trigger() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'rv_quota_trigger' LANGUAGE C;
+-- Live usage and statistics of every tenant of this database from shared memory.
+CREATE FUNCTION ruvector._live_stats(
+    OUT tenant_id text, OUT state text, OUT current_vectors bigint, OUT reserved_vectors bigint,
+    OUT storage_bytes bigint, OUT searches bigint, OUT inserts bigint, OUT updates bigint,
+    OUT deletes bigint, OUT refused bigint, OUT search_ms_total double precision,
+    OUT searches_last_hour bigint, OUT last_access timestamptz)
+    RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'rv_live_stats' LANGUAGE C VOLATILE STRICT;
+
+-- Catalog -------------------------------------------------------------------------------
+
+CREATE TABLE ruvector.integrity_policies (
+    id                  serial PRIMARY KEY,
+    tenant_id           text,                 -- NULL: a built-in or shared policy
+    collection_id       integer,              -- NULL: every collection of the tenant
+    name                text NOT NULL,
+    threshold_high      real NOT NULL DEFAULT 0.4,
+    threshold_low       real NOT NULL DEFAULT 0.15,
+    hysteresis          jsonb NOT NULL DEFAULT '{"degrade_samples": 3, "critical_samples": 2,
+        "restore_threshold_offset": 0.1, "restore_hold_seconds": 300,
+        "cooldown_after_transition_seconds": 60}'::jsonb,
+    actions             jsonb NOT NULL DEFAULT '{}'::jsonb,
+    sample_interval_secs integer NOT NULL DEFAULT 60 CHECK (sample_interval_secs > 0),
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    CHECK (0 <= threshold_low AND threshold_low < threshold_high AND threshold_high <= 1)
+);
+INSERT INTO ruvector.integrity_policies (name, threshold_high, threshold_low) VALUES ('standard', 0.4, 0.15);
+
+CREATE TABLE ruvector.tenants (
+    id              text PRIMARY KEY CHECK (id ~ '^[A-Za-z0-9._-]{1,63}$'),
+    display_name    text,
+    max_vectors     bigint DEFAULT 1000000 CHECK (max_vectors >= 0),
+    max_collections integer DEFAULT 10 CHECK (max_collections >= 0),
+    max_qps         integer DEFAULT 100 CHECK (max_qps >= 0),
+    max_storage_gb  real NOT NULL DEFAULT 10.0 CHECK (max_storage_gb >= 0),
+    max_concurrent  integer NOT NULL DEFAULT 10 CHECK (max_concurrent >= 0),
+    isolation_level text DEFAULT 'shared' CHECK (isolation_level IN ('shared', 'partition', 'dedicated')),
+    integrity_enabled   boolean DEFAULT true,
+    integrity_policy_id integer REFERENCES ruvector.integrity_policies(id),
+    metadata        jsonb DEFAULT '{}'::jsonb,
+    created_at      timestamptz DEFAULT now(),
+    suspended_at    timestamptz,          -- non-null: suspended
+    deleted_at      timestamptz,          -- non-null: soft-deleted, refused, purged later
+    purge_after     timestamptz,          -- when the background worker purges its rows
+    vector_count    bigint DEFAULT 0,     -- refreshed from shared memory by the worker
+    storage_bytes   bigint DEFAULT 0,
+    last_access     timestamptz
+);
+CREATE INDEX idx_tenants_isolation ON ruvector.tenants(isolation_level);
+CREATE INDEX idx_tenants_suspended ON ruvector.tenants(suspended_at) WHERE suspended_at IS NOT NULL;
+ALTER TABLE ruvector.integrity_policies
+    ADD FOREIGN KEY (tenant_id) REFERENCES ruvector.tenants(id) ON DELETE CASCADE;
+
+CREATE TABLE ruvector.collections (
+    id              serial PRIMARY KEY,
+    name            text NOT NULL,
+    tenant_id       text REFERENCES ruvector.tenants(id) ON DELETE CASCADE,  -- NULL = shared
+    dimensions      integer CHECK (dimensions BETWEEN 1 AND 16000),
+    metric          text NOT NULL DEFAULT 'l2' CHECK (metric IN ('l2', 'cosine', 'ip', 'l1')),
+    metadata        jsonb NOT NULL DEFAULT '{}'::jsonb,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    UNIQUE NULLS NOT DISTINCT (name, tenant_id)
+);
+
+-- Tables registered with ruvector_enable_tenant_rls.
+CREATE TABLE ruvector.tenant_tables (
+    relid           regclass PRIMARY KEY,
+    tenant_column   name NOT NULL,
+    registered_at   timestamptz NOT NULL DEFAULT now()
+);
+
+-- Login roles bound to one tenant (ruvector_tenant_bind_role).
+CREATE TABLE ruvector.tenant_role_bindings (
+    role_name       name PRIMARY KEY,
+    tenant_id       text NOT NULL REFERENCES ruvector.tenants(id) ON DELETE CASCADE,
+    bound_at        timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE ruvector.tenant_audit_log (
+    id              bigserial PRIMARY KEY,
+    tenant_id       text NOT NULL,
+    operation       text NOT NULL,      -- search, insert, update, delete, lifecycle, refused, ...
+    user_id         text,
+    details         jsonb,
+    ip_address      inet,
+    created_at      timestamptz DEFAULT now()
+);
+CREATE INDEX idx_tenant_audit_log_tenant ON ruvector.tenant_audit_log (tenant_id, created_at);
+
+CREATE TABLE ruvector.tenant_contracted_graph (
+    tenant_id       text NOT NULL REFERENCES ruvector.tenants(id) ON DELETE CASCADE,
+    collection_id   integer NOT NULL,
+    node_type       text NOT NULL,
+    node_id         bigint NOT NULL,
+    node_data       jsonb NOT NULL DEFAULT '{}'::jsonb,
+    edges           jsonb NOT NULL DEFAULT '[]'::jsonb,
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, collection_id, node_type, node_id)
+);
+
+-- Keep the shared registry in step with every change of a tenant row, whoever makes it.
+CREATE FUNCTION ruvector._tenants_sync() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        PERFORM ruvector._registry_sync(OLD.id, 'deleted', 0, 0, 0, 0, false);
+        RETURN OLD;
+    END IF;
+    PERFORM ruvector._registry_sync(NEW.id,
+        CASE WHEN NEW.deleted_at IS NOT NULL THEN 'deleted'
+             WHEN NEW.suspended_at IS NOT NULL THEN 'suspended'
+             ELSE 'active' END,
+        NEW.max_vectors, NEW.max_storage_gb, NEW.max_qps, NEW.max_concurrent, TG_OP = 'INSERT');
+    RETURN NEW;
+END $$;
+CREATE TRIGGER tenants_sync AFTER INSERT OR UPDATE OR DELETE ON ruvector.tenants
+    FOR EACH ROW EXECUTE FUNCTION ruvector._tenants_sync();
+
+-- Views for tenants and monitoring ----------------------------------------------------------
+
+CREATE VIEW ruvector.my_collections WITH (security_barrier) AS
+SELECT * FROM ruvector.collections
+WHERE tenant_id = current_setting('ruvector.tenant_id', true)
+   OR tenant_id IS NULL;
+GRANT SELECT ON ruvector.my_collections TO ruvector_user;
+
+-- Quotas: the limits live in ruvector.tenants; usage is live, from shared memory.
+CREATE VIEW ruvector.tenant_quotas AS
+SELECT t.id AS tenant_id, t.max_vectors, t.max_storage_gb, t.max_qps, t.max_concurrent,
+       coalesce(s.current_vectors, 0) AS current_vectors,
+       (coalesce(s.storage_bytes, 0) / 1073741824.0)::real AS current_storage_gb,
+       coalesce(s.searches + s.inserts + s.updates + s.deletes, 0) AS request_count,
+       pg_postmaster_start_time() AS window_start
+FROM ruvector.tenants t
+LEFT JOIN ruvector._live_stats() s ON s.tenant_id = t.id
+WHERE t.deleted_at IS NULL;
+
+CREATE VIEW ruvector.tenant_stats AS
+SELECT s.tenant_id, s.state,
+       -- Integrity is sampled by the integrity monitor; NULL until a sample exists.
+       NULL::text AS integrity_state,
+       NULL::real AS lambda_cut,
+       s.current_vectors, s.reserved_vectors, s.storage_bytes,
+       s.searches, s.inserts, s.updates, s.deletes, s.refused,
+       CASE WHEN s.searches > 0 THEN s.search_ms_total / s.searches END AS avg_search_latency_ms,
+       s.searches_last_hour, s.last_access
+FROM ruvector._live_stats() s;
+
+-- A tenant session sees only its own row of the statistics.
+CREATE VIEW ruvector.my_tenant_stats WITH (security_barrier) AS
+SELECT * FROM ruvector.tenant_stats WHERE tenant_id = current_setting('ruvector.tenant_id', true);
+GRANT SELECT ON ruvector.my_tenant_stats TO ruvector_user;
+
+GRANT SELECT ON ALL TABLES IN SCHEMA ruvector TO ruvector_admin;
+GRANT INSERT, UPDATE, DELETE ON ruvector.tenants, ruvector.collections, ruvector.integrity_policies,
+    ruvector.tenant_role_bindings TO ruvector_admin;
+GRANT USAGE ON ALL SEQUENCES IN SCHEMA ruvector TO ruvector_admin;
+GRANT UPDATE (max_vectors, max_storage_gb, max_qps, max_concurrent) ON ruvector.tenant_quotas TO ruvector_admin;
+GRANT SET ON PARAMETER ruvector.audit_enabled TO ruvector_admin;
+
+-- Lifecycle -------------------------------------------------------------------------------
+
+CREATE FUNCTION ruvector_tenant_create(p_tenant_id text, p_options jsonb DEFAULT '{}'::jsonb)
+RETURNS ruvector.tenants
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    known constant text[] := ARRAY['display_name', 'max_vectors', 'max_collections', 'max_qps',
+        'max_storage_gb', 'max_concurrent', 'isolation_level', 'integrity_enabled', 'metadata'];
+    k text;
+    result ruvector.tenants;
+BEGIN
+    PERFORM ruvector._require_admin('create a tenant');
+    PERFORM ruvector._check_tenant_id(p_tenant_id);
+    IF jsonb_typeof(p_options) <> 'object' THEN
+        RAISE EXCEPTION 'tenant options must be a JSON object' USING ERRCODE = '22023',
+            HINT = 'For example ''{"max_vectors": 5000000, "max_qps": 200}''.';
+    END IF;
+    FOR k IN SELECT jsonb_object_keys(p_options) LOOP
+        IF NOT k = ANY (known) THEN
+            RAISE EXCEPTION 'unknown tenant option "%"', k USING ERRCODE = '22023',
+                HINT = 'Known options: ' || array_to_string(known, ', ') || '.';
+        END IF;
+    END LOOP;
+    IF EXISTS (SELECT 1 FROM ruvector.tenants WHERE id = p_tenant_id AND deleted_at IS NULL) THEN
+        RAISE EXCEPTION 'tenant "%" already exists', p_tenant_id USING ERRCODE = '42710';
+    ELSIF EXISTS (SELECT 1 FROM ruvector.tenants WHERE id = p_tenant_id) THEN
+        RAISE EXCEPTION 'tenant "%" is deleted and not yet purged', p_tenant_id USING ERRCODE = '55000',
+            HINT = 'Wait for the purge, or delete it with hard := true first.';
+    END IF;
+    INSERT INTO ruvector.tenants (id, display_name, max_vectors, max_collections, max_qps,
+                                  max_storage_gb, max_concurrent, isolation_level,
+                                  integrity_enabled, metadata)
+    VALUES (p_tenant_id,
+            p_options->>'display_name',
+            coalesce((p_options->>'max_vectors')::bigint, 1000000),
+            coalesce((p_options->>'max_collections')::integer, 10),
+            coalesce((p_options->>'max_qps')::integer, 100),
+            coalesce((p_options->>'max_storage_gb')::real, 10.0),
+            coalesce((p_options->>'max_concurrent')::integer, 10),
+            coalesce(p_options->>'isolation_level', 'shared'),
+            coalesce((p_options->>'integrity_enabled')::boolean, true),
+            coalesce(p_options->'metadata', '{}'::jsonb))
+    RETURNING * INTO result;
+    RETURN result;
+END $$;
+COMMENT ON FUNCTION ruvector_tenant_create(text, jsonb) IS 'create a tenant (ruvector_admin)';
+
+CREATE FUNCTION ruvector_tenant_suspend(p_tenant_id text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM ruvector._require_admin('suspend a tenant');
+    UPDATE ruvector.tenants SET suspended_at = coalesce(suspended_at, now())
+    WHERE id = p_tenant_id AND deleted_at IS NULL;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'tenant "%" does not exist', p_tenant_id USING ERRCODE = '42704';
+    END IF;
+END $$;
+
+CREATE FUNCTION ruvector_tenant_resume(p_tenant_id text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM ruvector._require_admin('resume a tenant');
+    UPDATE ruvector.tenants SET suspended_at = NULL WHERE id = p_tenant_id AND deleted_at IS NULL;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'tenant "%" does not exist', p_tenant_id USING ERRCODE = '42704';
+    END IF;
+END $$;
+
+-- Removes a tenant's rows from every tenant table. Runs as the extension owner under the
+-- '*' context, so it reaches every row whatever the caller's table privileges; callable by
+-- ruvector_admin only.
+CREATE FUNCTION ruvector._delete_tenant_rows(p_tenant_id text)
+RETURNS TABLE (table_name regclass, rows_deleted bigint)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp SET ruvector.tenant_id = '*' AS $$
+DECLARE
+    t record;
+    n bigint;
+BEGIN
+    FOR t IN SELECT relid, tenant_column FROM ruvector.tenant_tables ORDER BY relid::text LOOP
+        EXECUTE format('DELETE FROM %s WHERE %I = $1', t.relid, t.tenant_column) USING p_tenant_id;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        table_name := t.relid;
+        rows_deleted := n;
+        RETURN NEXT;
+    END LOOP;
+END $$;
+REVOKE ALL ON FUNCTION ruvector._delete_tenant_rows(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION ruvector._delete_tenant_rows(text) TO ruvector_admin;
+
+-- Soft delete: refused at once, rows purged by the background worker after
+-- ruvector.tenant_purge_delay. Hard delete: rows removed from every tenant table now; the
+-- worker then vacuums those tables (ruvector_tenant_erasure_status reports when).
+CREATE FUNCTION ruvector_tenant_delete(p_tenant_id text, hard boolean DEFAULT false)
+RETURNS TABLE (table_name regclass, rows_deleted bigint)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM ruvector._require_admin('delete a tenant');
+    IF NOT EXISTS (SELECT 1 FROM ruvector.tenants WHERE id = p_tenant_id) THEN
+        RAISE EXCEPTION 'tenant "%" does not exist', p_tenant_id USING ERRCODE = '42704';
+    END IF;
+    IF NOT hard THEN
+        UPDATE ruvector.tenants
+        SET deleted_at = coalesce(deleted_at, now()),
+            purge_after = coalesce(purge_after,
+                now() + make_interval(secs => current_setting('ruvector.tenant_purge_delay')::integer))
+        WHERE id = p_tenant_id;
+        RETURN;
+    END IF;
+    -- Refuse the tenant before removing its rows.
+    UPDATE ruvector.tenants SET deleted_at = coalesce(deleted_at, now()) WHERE id = p_tenant_id;
+    RETURN QUERY SELECT * FROM ruvector._delete_tenant_rows(p_tenant_id);
+    DELETE FROM ruvector.collections WHERE tenant_id = p_tenant_id;
+    DELETE FROM ruvector.tenants WHERE id = p_tenant_id;
+END $$;
+
+CREATE FUNCTION ruvector_tenants()
+RETURNS TABLE (id text, display_name text, state text, isolation_level text, max_vectors bigint,
+               current_vectors bigint, max_qps integer, created_at timestamptz,
+               suspended_at timestamptz, deleted_at timestamptz)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM ruvector._require_admin('list tenants');
+    RETURN QUERY
+    SELECT t.id, t.display_name,
+           CASE WHEN t.deleted_at IS NOT NULL THEN 'deleted'
+                WHEN t.suspended_at IS NOT NULL THEN 'suspended' ELSE 'active' END,
+           t.isolation_level, t.max_vectors, coalesce(s.current_vectors, 0), t.max_qps,
+           t.created_at, t.suspended_at, t.deleted_at
+    FROM ruvector.tenants t LEFT JOIN ruvector._live_stats() s ON s.tenant_id = t.id
+    ORDER BY t.id;
+END $$;
+
+-- Statistics of one tenant: admins may ask about any tenant, a tenant only about itself.
+CREATE FUNCTION ruvector_tenant_stats(p_tenant_id text)
+RETURNS SETOF ruvector.tenant_stats
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF p_tenant_id IS NOT DISTINCT FROM current_setting('ruvector.tenant_id', true) THEN
+        RETURN QUERY SELECT * FROM ruvector.my_tenant_stats;
+        RETURN;
+    END IF;
+    PERFORM ruvector._require_admin('read another tenant''s statistics');
+    RETURN QUERY SELECT * FROM ruvector.tenant_stats s WHERE s.tenant_id = p_tenant_id;
+END $$;
+
+CREATE FUNCTION ruvector_tenant_bind_role(p_role name, p_tenant_id text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM ruvector._require_admin('bind a role to a tenant');
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = p_role) THEN
+        RAISE EXCEPTION 'role "%" does not exist', p_role USING ERRCODE = '42704';
+    END IF;
+    IF (SELECT rolsuper FROM pg_roles WHERE rolname = p_role) THEN
+        RAISE EXCEPTION 'cannot bind superuser role "%" to a tenant', p_role USING ERRCODE = '42501';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM ruvector.tenants WHERE id = p_tenant_id AND deleted_at IS NULL) THEN
+        RAISE EXCEPTION 'tenant "%" does not exist', p_tenant_id USING ERRCODE = '42704';
+    END IF;
+    INSERT INTO ruvector.tenant_role_bindings (role_name, tenant_id) VALUES (p_role, p_tenant_id)
+    ON CONFLICT (role_name) DO UPDATE SET tenant_id = excluded.tenant_id, bound_at = now();
+    PERFORM ruvector._tables_changed();
+END $$;
+
+-- RLS -------------------------------------------------------------------------------------
+
+CREATE FUNCTION ruvector_enable_tenant_rls(p_table_name text, p_tenant_column text DEFAULT 'tenant_id')
+RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    rel regclass;
+BEGIN
+    -- Resolved with the caller's search_path, as the spec's unqualified names expect; every
+    -- other name below is schema-qualified.
+    rel := p_table_name::regclass;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = rel AND attname = p_tenant_column
+                   AND NOT attisdropped) THEN
+        RAISE EXCEPTION 'column "%" of relation % does not exist', p_tenant_column, rel
+            USING ERRCODE = '42703';
+    END IF;
+    EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', rel);
+    EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', rel);
+    EXECUTE format('DROP POLICY IF EXISTS tenant_isolation ON %s', rel);
+    EXECUTE format(
+        'CREATE POLICY tenant_isolation ON %s
+         USING (%I = current_setting(''ruvector.tenant_id'', true))
+         WITH CHECK (%I = current_setting(''ruvector.tenant_id'', true))',
+        rel, p_tenant_column, p_tenant_column);
+    -- Admins see every tenant only under the * context; under a tenant id they are confined
+    -- like everyone else.
+    EXECUTE format('DROP POLICY IF EXISTS admin_bypass ON %s', rel);
+    EXECUTE format(
+        'CREATE POLICY admin_bypass ON %s FOR ALL TO ruvector_admin
+         USING (current_setting(''ruvector.tenant_id'', true) = ''*'')
+         WITH CHECK (current_setting(''ruvector.tenant_id'', true) = ''*'')', rel);
+    EXECUTE format('DROP TRIGGER IF EXISTS ruvector_quota ON %s', rel);
+    EXECUTE format('CREATE TRIGGER ruvector_quota BEFORE INSERT OR UPDATE ON %s
+                    FOR EACH ROW EXECUTE FUNCTION ruvector._quota_trigger(%L)', rel, p_tenant_column);
+    EXECUTE format('DROP TRIGGER IF EXISTS ruvector_quota_delete ON %s', rel);
+    EXECUTE format('CREATE TRIGGER ruvector_quota_delete AFTER DELETE ON %s
+                    FOR EACH ROW EXECUTE FUNCTION ruvector._quota_trigger(%L)', rel, p_tenant_column);
+    PERFORM ruvector._register_tenant_table(rel, p_tenant_column);
+END $$;
+COMMENT ON FUNCTION ruvector_enable_tenant_rls(text, text) IS 'confine a table to the current tenant (RLS, FORCE, context checks, quotas)';
+
+GRANT EXECUTE ON FUNCTION ruvector_enable_tenant_rls(text, text) TO PUBLIC;
+
+REVOKE EXECUTE ON FUNCTION ruvector._live_stats(), ruvector._registry_sync(text, text, bigint, real, integer, integer, boolean)
+    FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION ruvector._live_stats(), ruvector._registry_sync(text, text, bigint, real, integer, integer, boolean)
+    TO ruvector_admin;
+
+-- Every backend rebuilds its tenant-table cache once the extension exists.
+SELECT ruvector._tables_changed();

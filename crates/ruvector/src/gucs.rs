@@ -1,0 +1,156 @@
+//! Every GUC of the extension, defined once in [`init`], read through typed getters.
+
+use std::ffi::{c_char, c_int, c_void, CStr};
+
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::pg_sys;
+use ruvector_tenancy::tenant_id::{parse_context, TenantContext};
+
+/// `ruvector.tenant_id`: the tenant of this session or transaction (`SET` / `SET LOCAL`).
+/// Defined directly (not through pgrx's setting type) so the per-statement read is a pointer
+/// read, not an allocation.
+static mut TENANT_ID: *mut c_char = std::ptr::null_mut();
+
+/// `ruvector.audit_enabled`: write tenant operations and refusals to the audit log.
+/// Superuser-only, with SET granted to ruvector_admin by the extension script, so a tenant
+/// session can never turn its own audit trail off.
+static AUDIT_ENABLED: GucSetting<bool> = GucSetting::<bool>::new(false);
+
+/// `ruvector.max_tenants`: capacity of the shared tenant registry, fixed at server start.
+/// About 260 bytes of shared memory per tenant: 100000 tenants take 26 MB.
+pub const MAX_TENANTS_DEFAULT: i32 = 100_000;
+pub const MAX_TENANTS_MIN: i32 = 16;
+pub const MAX_TENANTS_MAX: i32 = 10_000_000;
+static MAX_TENANTS: GucSetting<i32> = GucSetting::<i32>::new(MAX_TENANTS_DEFAULT);
+
+/// `ruvector.tenant_purge_delay`: seconds between a soft delete and the purge of the
+/// tenant's rows. A week by default: long enough to undo a mistaken delete from a backup
+/// conversation, short enough for erasure obligations.
+pub const PURGE_DELAY_DEFAULT: i32 = 7 * 24 * 3600;
+static PURGE_DELAY: GucSetting<i32> = GucSetting::<i32>::new(PURGE_DELAY_DEFAULT);
+
+pub fn init() {
+    // SAFETY: called once from _PG_init in the postmaster (or a backend for non-preloaded
+    // loads, which _PG_init refuses before getting here); the storage is a static that lives
+    // as long as the process, and the hook is guarded.
+    unsafe {
+        pg_sys::DefineCustomStringVariable(
+            c"ruvector.tenant_id".as_ptr(),
+            c"The tenant of this session: every statement on a tenant table is confined to it.".as_ptr(),
+            c"1 to 63 characters of letters, digits, '-', '_' and '.'; '*' (ruvector_admin only) means all tenants. Empty means no tenant context: statements on tenant tables are refused.".as_ptr(),
+            &raw mut TENANT_ID,
+            c"".as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            0,
+            Some(check_tenant_id),
+            None,
+            None,
+        );
+    }
+    GucRegistry::define_bool_guc(
+        c"ruvector.audit_enabled",
+        c"Record tenant operations and refused attempts in ruvector.tenant_audit_log.",
+        c"Only superusers and members of ruvector_admin can change it.",
+        &AUDIT_ENABLED,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"ruvector.max_tenants",
+        c"Capacity of the shared tenant registry (server start only).",
+        c"About 260 bytes of shared memory per tenant.",
+        &MAX_TENANTS,
+        MAX_TENANTS_MIN,
+        MAX_TENANTS_MAX,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"ruvector.tenant_purge_delay",
+        c"Seconds between a soft tenant delete and the purge of its rows.",
+        c"",
+        &PURGE_DELAY,
+        0,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    // SAFETY: PostgreSQL 15+; reserves the prefix so typos such as ruvector.tenantid fail.
+    unsafe { pg_sys::MarkGUCPrefixReserved(c"ruvector".as_ptr()) };
+}
+
+/// The raw `ruvector.tenant_id` setting, `None` when unset or empty.
+pub fn tenant_id() -> Option<&'static str> {
+    // SAFETY: PostgreSQL keeps the GUC's string alive until the next assignment, which cannot
+    // happen while a statement is using the value; it is NUL-terminated and validated ASCII.
+    unsafe {
+        let p = TENANT_ID;
+        if p.is_null() {
+            return None;
+        }
+        let s = CStr::from_ptr(p).to_str().ok()?;
+        (!s.is_empty()).then_some(s)
+    }
+}
+
+pub fn audit_enabled() -> bool {
+    AUDIT_ENABLED.get()
+}
+
+pub fn max_tenants() -> u32 {
+    MAX_TENANTS.get() as u32
+}
+
+/// GUC check hook of `ruvector.tenant_id`: the format always; the wildcard and role bindings
+/// when a transaction is open (catalog lookups need one). The context layer checks both
+/// again when a statement uses the value.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn check_tenant_id(newval: *mut *mut c_char, _extra: *mut *mut c_void, source: pg_sys::GucSource::Type) -> bool {
+    // SAFETY: PostgreSQL passes a valid pointer to the proposed value (possibly NULL).
+    let value = unsafe {
+        let p = *newval;
+        if p.is_null() {
+            return true;
+        }
+        CStr::from_ptr(p).to_string_lossy().into_owned()
+    };
+    let refuse = |code: pgrx::PgSqlErrorCode, msg: String, hint: &str| {
+        // SAFETY: the GUC_check_* globals are how a check hook reports why it refused; the
+        // strings are copied by PostgreSQL's format helpers (pstrdup into the error context).
+        unsafe {
+            pg_sys::GUC_check_errcode(code as c_int);
+            pg_sys::GUC_check_errmsg_string = pg_sys::pstrdup(std::ffi::CString::new(msg).unwrap().as_ptr());
+            pg_sys::GUC_check_errhint_string = pg_sys::pstrdup(std::ffi::CString::new(hint).unwrap().as_ptr());
+        }
+        false
+    };
+    match parse_context(Some(&value)) {
+        Err(e) => refuse(
+            pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("invalid tenant id \"{value}\": {e}"),
+            "A tenant id is 1 to 63 characters of letters, digits, '-', '_' and '.'.",
+        ),
+        Ok(ctx) => {
+            // Only an interactive SET (or a function's SET clause) in a running transaction of
+            // a database with ruvector is checked against the catalog here; defaults from
+            // ALTER ROLE/DATABASE and connection options are checked at first use.
+            // SAFETY: plain queries of backend state.
+            let checkable = source == pg_sys::GucSource::PGC_S_SESSION
+                && unsafe { pg_sys::IsTransactionState() }
+                && crate::tenancy::catalog::extension_present();
+            if !checkable {
+                return true;
+            }
+            match crate::tenancy::context::may_use(ctx) {
+                Ok(()) => true,
+                Err(refusal) => refuse(refusal.code, refusal.message, &refusal.hint),
+            }
+        }
+    }
+}
+
+/// The tenant context of this session.
+pub fn tenant_context() -> TenantContext<'static> {
+    // The check hook refused malformed values; treat anything else as no context.
+    parse_context(tenant_id()).unwrap_or(TenantContext::None)
+}

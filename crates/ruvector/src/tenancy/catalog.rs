@@ -1,0 +1,280 @@
+//! Backend-local caches of the tenancy catalog, and loading a database's tenants into the
+//! shared registry.
+//!
+//! - Tenant tables and role bindings: read from `ruvector.tenant_tables` and
+//!   `ruvector.tenant_role_bindings`, reloaded when any backend changes them (a generation
+//!   counter in shared memory) or when the catalog table itself is invalidated (DROP
+//!   EXTENSION).
+//! - The registry: the first backend of a database that needs it after server start loads
+//!   every tenant of the database with its usage counted from the tenant tables, so nothing
+//!   in shared memory is the only copy of anything.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::*;
+
+use pgrx::pg_sys;
+use pgrx::spi::Spi;
+use ruvector_tenancy::registry::{Limits, TenantState};
+
+use super::{context, shmem};
+
+#[derive(Default)]
+struct Cache {
+    valid: bool,
+    generation: u64,
+    /// Oid of ruvector.tenant_tables, to notice its invalidation; InvalidOid when the
+    /// extension is not installed in this database.
+    catalog_rel: pg_sys::Oid,
+    /// relid -> (qualified relation name, tenant column)
+    tables: HashMap<pg_sys::Oid, (String, String)>,
+    bindings: HashMap<String, String>,
+}
+
+thread_local! {
+    static CACHE: RefCell<Cache> = RefCell::new(Cache::default());
+}
+
+static mut CALLBACK_REGISTERED: bool = false;
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn relcache_callback(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if relid == pg_sys::InvalidOid || relid == c.catalog_rel {
+            c.valid = false;
+        }
+    });
+}
+
+/// Runs `f` as the bootstrap superuser (row-level security does not apply), with the
+/// context layer off. The previous user is restored afterwards, and by transaction abort on
+/// error.
+pub fn as_superuser<R>(f: impl FnOnce() -> R) -> R {
+    let (mut user, mut sec) = (pg_sys::InvalidOid, 0);
+    // SAFETY: standard save/switch/restore of the current user id inside a transaction.
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut user, &mut sec);
+        pg_sys::SetUserIdAndSecContext(
+            pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID),
+            sec | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
+        );
+    }
+    let r = context::internal(f);
+    // SAFETY: as above.
+    unsafe { pg_sys::SetUserIdAndSecContext(user, sec) };
+    r
+}
+
+fn catalog_relid() -> pg_sys::Oid {
+    // SAFETY: syscache lookups in a transaction.
+    unsafe {
+        let nsp = pg_sys::get_namespace_oid(c"ruvector".as_ptr(), true);
+        if nsp == pg_sys::InvalidOid {
+            return pg_sys::InvalidOid;
+        }
+        pg_sys::get_relname_relid(c"tenant_tables".as_ptr(), nsp)
+    }
+}
+
+/// Whether the ruvector catalog exists in this database.
+pub fn extension_present() -> bool {
+    catalog_relid() != pg_sys::InvalidOid
+}
+
+fn generation() -> u64 {
+    shmem::unlocked(|r| r.header().tables_generation.load(Acquire))
+}
+
+/// Bumps the shared generation: every backend reloads its cache at its next statement.
+pub fn bump_generation() {
+    shmem::unlocked(|r| r.header().tables_generation.fetch_add(1, AcqRel));
+}
+
+fn ensure_cache() {
+    // SAFETY: registration once per backend.
+    unsafe {
+        if !CALLBACK_REGISTERED {
+            pg_sys::CacheRegisterRelcacheCallback(Some(relcache_callback), pg_sys::Datum::from(0));
+            CALLBACK_REGISTERED = true;
+        }
+    }
+    let current = generation();
+    let fresh = CACHE.with(|c| {
+        let c = c.borrow();
+        c.valid && c.generation == current
+    });
+    if fresh {
+        return;
+    }
+    let rel = catalog_relid();
+    let mut tables = HashMap::new();
+    let mut bindings = HashMap::new();
+    if rel != pg_sys::InvalidOid {
+        as_superuser(|| {
+            Spi::connect(|client| {
+                let rows = client
+                    .select("SELECT relid::oid, relid::text, tenant_column::text FROM ruvector.tenant_tables", None, &[])
+                    .expect("reading ruvector.tenant_tables");
+                for row in rows {
+                    let oid: pg_sys::Oid = row.get(1).ok().flatten().expect("relid");
+                    let name: String = row.get(2).ok().flatten().expect("relation name");
+                    let col: String = row.get(3).ok().flatten().expect("tenant_column");
+                    tables.insert(oid, (name, col));
+                }
+                let rows = client
+                    .select("SELECT role_name::text, tenant_id FROM ruvector.tenant_role_bindings", None, &[])
+                    .expect("reading ruvector.tenant_role_bindings");
+                for row in rows {
+                    let role: String = row.get(1).ok().flatten().expect("role_name");
+                    let tenant: String = row.get(2).ok().flatten().expect("tenant_id");
+                    bindings.insert(role, tenant);
+                }
+            })
+        });
+    }
+    CACHE.with(|c| {
+        *c.borrow_mut() = Cache {
+            valid: true,
+            generation: current,
+            catalog_rel: rel,
+            tables,
+            bindings,
+        }
+    });
+}
+
+/// Whether `relid` is a registered tenant table.
+pub fn is_tenant_table(relid: pg_sys::Oid) -> bool {
+    ensure_cache();
+    CACHE.with(|c| c.borrow().tables.contains_key(&relid))
+}
+
+/// The tenant column of a registered tenant table.
+pub fn tenant_column(relid: pg_sys::Oid) -> Option<String> {
+    ensure_cache();
+    CACHE.with(|c| c.borrow().tables.get(&relid).map(|(_, col)| col.clone()))
+}
+
+/// The tenant a login role is bound to.
+pub fn binding(role: &str) -> Option<String> {
+    ensure_cache();
+    CACHE.with(|c| c.borrow().bindings.get(role).cloned())
+}
+
+fn db() -> u32 {
+    // SAFETY: plain read of a backend global.
+    unsafe { pg_sys::MyDatabaseId }.to_u32()
+}
+
+/// A tenant's catalog row, as the registry needs it.
+pub struct TenantRow {
+    pub id: String,
+    pub state: TenantState,
+    pub limits: Limits,
+}
+
+pub fn state_from_name(name: &str) -> TenantState {
+    match name {
+        "active" => TenantState::Active,
+        "suspended" => TenantState::Suspended,
+        _ => TenantState::Deleted,
+    }
+}
+
+pub fn limits(max_vectors: i64, max_storage_gb: f32, max_qps: i32, max_concurrent: i32) -> Limits {
+    Limits {
+        max_vectors,
+        max_storage_bytes: (f64::from(max_storage_gb) * 1024.0 * 1024.0 * 1024.0) as i64,
+        max_qps,
+        max_concurrent,
+    }
+}
+
+/// Loads this database's tenants into the registry unless already loaded.
+pub fn ensure_loaded() {
+    let db = db();
+    if shmem::is_loaded(db) {
+        return;
+    }
+    if catalog_relid() == pg_sys::InvalidOid {
+        return;
+    }
+    let mut rows: Vec<TenantRow> = Vec::new();
+    let mut usage: HashMap<String, (i64, i64)> = HashMap::new();
+    ensure_cache();
+    let tables: Vec<(String, String)> = CACHE.with(|c| c.borrow().tables.values().cloned().collect());
+    as_superuser(|| {
+        Spi::connect(|client| {
+            let result = client
+                .select(
+                    "SELECT id, CASE WHEN deleted_at IS NOT NULL THEN 'deleted' \
+                     WHEN suspended_at IS NOT NULL THEN 'suspended' ELSE 'active' END, \
+                     max_vectors, max_storage_gb, max_qps, max_concurrent FROM ruvector.tenants",
+                    None,
+                    &[],
+                )
+                .expect("reading ruvector.tenants");
+            for row in result {
+                let id: String = row.get(1).ok().flatten().expect("id");
+                let state: String = row.get(2).ok().flatten().expect("state");
+                rows.push(TenantRow {
+                    id,
+                    state: state_from_name(&state),
+                    limits: limits(
+                        row.get(3).ok().flatten().unwrap_or(0),
+                        row.get(4).ok().flatten().unwrap_or(0.0),
+                        row.get(5).ok().flatten().unwrap_or(0),
+                        row.get(6).ok().flatten().unwrap_or(0),
+                    ),
+                });
+            }
+            for (rel, col) in &tables {
+                let sql = format!(
+                    "SELECT {col}::text, count(*)::bigint, coalesce(sum(pg_column_size(t.*)), 0)::bigint \
+                     FROM {rel} t GROUP BY 1",
+                    col = pgrx::spi::quote_identifier(col),
+                );
+                for row in client.select(&sql, None, &[]).expect("counting tenant rows") {
+                    let tenant: Option<String> = row.get(1).ok().flatten();
+                    let n: i64 = row.get(2).ok().flatten().unwrap_or(0);
+                    let bytes: i64 = row.get(3).ok().flatten().unwrap_or(0);
+                    if let Some(t) = tenant {
+                        let e = usage.entry(t).or_default();
+                        e.0 += n;
+                        e.1 += bytes;
+                    }
+                }
+            }
+        })
+    });
+    let full = shmem::locked(true, |reg| {
+        if shmem::is_loaded(db) {
+            return Ok(());
+        }
+        for row in &rows {
+            let (_, slot, fresh) = reg.upsert(db, &row.id, false).map_err(|e| e.capacity)?;
+            if fresh {
+                slot.set_limits(row.limits);
+                slot.set_state(row.state);
+                let (n, bytes) = usage.get(&row.id).copied().unwrap_or((0, 0));
+                slot.vectors.store(n, Relaxed);
+                slot.storage_bytes.store(bytes, Relaxed);
+            }
+        }
+        if !shmem::mark_loaded(db) {
+            return Err(0);
+        }
+        Ok(())
+    });
+    match full {
+        Ok(()) => {}
+        Err(0) => pgrx::error!("ruvector: more than 64 databases use ruvector on this server"),
+        Err(capacity) => crate::errors::registry_full(capacity),
+    }
+}
+
+/// Counts a finished search in the tenant's last-hour window.
+pub fn count_search_window(slot: usize) {
+    shmem::unlocked(|r| r.slot(slot).count_search(context::now_ms()));
+}

@@ -1,0 +1,259 @@
+//! SQL-callable internals of the tenancy layer (declared in `sql/tenancy.sql`), and the
+//! transaction callbacks that apply registry changes only when their transaction commits.
+
+use std::cell::RefCell;
+use std::ffi::c_void;
+
+use pgrx::pg_sys;
+use ruvector_tenancy::registry::{Limits, TenantState};
+use ruvector_tenancy::tenant_id;
+
+use super::{catalog, context, quota, shmem};
+use crate::fmgr::{self, arg_text};
+
+/// A registry change waiting for its transaction to commit.
+struct PendingSync {
+    id: String,
+    state: TenantState,
+    limits: Limits,
+    /// Created (again): start from zero usage.
+    reset: bool,
+}
+
+thread_local! {
+    static PENDING: RefCell<Vec<PendingSync>> = const { RefCell::new(Vec::new()) };
+    static TABLES_CHANGED: RefCell<bool> = const { RefCell::new(false) };
+}
+
+pg_fn! {
+    /// `ruvector._registry_sync(id, state, max_vectors, max_storage_gb, max_qps,
+    /// max_concurrent, created)`
+    fn registry_sync(fcinfo) {
+        if !context::is_admin() {
+            crate::errors::not_admin("change the tenant registry");
+        }
+        // SAFETY: the SQL declaration: text, text, int8, float4, int4, int4, bool, non-null.
+        let (id, state, max_vectors, max_storage_gb, max_qps, max_concurrent, created) = unsafe {
+            (
+                arg_text(fcinfo, 0),
+                arg_text(fcinfo, 1),
+                fmgr::arg(fcinfo, 2).value() as i64,
+                f32::from_bits(fmgr::arg(fcinfo, 3).value() as u32),
+                fmgr::arg_i32(fcinfo, 4),
+                fmgr::arg_i32(fcinfo, 5),
+                fmgr::arg(fcinfo, 6).value() != 0,
+            )
+        };
+        let state = catalog::state_from_name(&state);
+        let limits = catalog::limits(max_vectors, max_storage_gb, max_qps, max_concurrent);
+        // A tenant row inserted now starts from zero usage; updates keep the counters.
+        PENDING.with(|p| p.borrow_mut().push(PendingSync { id, state, limits, reset: created }));
+        pg_sys::Datum::from(0)
+    }
+}
+
+pg_fn! {
+    /// `ruvector._tables_changed()`: every backend reloads its tenant-table cache after commit.
+    fn tables_changed(_fcinfo) {
+        TABLES_CHANGED.with(|t| *t.borrow_mut() = true);
+        pg_sys::Datum::from(0)
+    }
+}
+
+pg_fn! {
+    /// `ruvector._require_admin(what)`: 42501 unless superuser or ruvector_admin.
+    fn require_admin(fcinfo) {
+        if !context::is_admin() {
+            // SAFETY: argument 0 is non-null text.
+            let what = unsafe { arg_text(fcinfo, 0) };
+            crate::errors::not_admin(&what);
+        }
+        pg_sys::Datum::from(0)
+    }
+}
+
+pg_fn! {
+    /// `ruvector._check_tenant_id(id)`: 22023 for a malformed id.
+    fn check_tenant_id(fcinfo) {
+        // SAFETY: argument 0 is non-null text.
+        let id = unsafe { arg_text(fcinfo, 0) };
+        if let Err(e) = tenant_id::validate(&id) {
+            crate::errors::invalid_tenant_id(&id, &e.to_string());
+        }
+        pg_sys::Datum::from(0)
+    }
+}
+
+pg_fn! {
+    /// `ruvector.current_tenant()`: the tenant context, NULL when unset.
+    fn current_tenant(fcinfo) {
+        match crate::gucs::tenant_id() {
+            Some(id) => fmgr::text_datum(id),
+            // SAFETY: fcinfo is valid.
+            None => unsafe { pgrx::fcinfo::pg_return_null(fcinfo) },
+        }
+    }
+}
+
+/// Microseconds between the Unix and the PostgreSQL epochs (1970-01-01 and 2000-01-01).
+const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
+
+pg_fn! {
+    /// `ruvector._live_stats()`: one row per tenant of this database, from shared memory.
+    fn live_stats(fcinfo) {
+        let rows = live_rows();
+        // SAFETY: materialize-mode SRF protocol: InitMaterializedSRF sets up the tuplestore
+        // and descriptor from the declared OUT parameters; each row matches them.
+        unsafe {
+            pg_sys::InitMaterializedSRF(fcinfo, 0);
+            let rsinfo = (*fcinfo).resultinfo as *mut pg_sys::ReturnSetInfo;
+            for (id, state, n, search_ms, last_hour, last_access) in rows {
+                let mut values = [pg_sys::Datum::from(0); 13];
+                let mut nulls = [false; 13];
+                values[0] = fmgr::text_datum(&id);
+                values[1] = fmgr::text_datum(state);
+                for (i, v) in n.iter().take(8).enumerate() {
+                    values[2 + i] = pg_sys::Datum::from(*v);
+                }
+                values[10] = pg_sys::Datum::from(search_ms.to_bits());
+                values[11] = pg_sys::Datum::from(last_hour);
+                match last_access {
+                    Some(ms) => values[12] = pg_sys::Datum::from(ms * 1000 - PG_EPOCH_OFFSET_US),
+                    None => nulls[12] = true,
+                }
+                pg_sys::tuplestore_putvalues((*rsinfo).setResult, (*rsinfo).setDesc, values.as_mut_ptr(), nulls.as_mut_ptr());
+            }
+        }
+        pg_sys::Datum::from(0)
+    }
+}
+
+pg_fn! {
+    /// `ruvector._register_tenant_table(rel regclass, col name)`: records a tenant table.
+    /// The caller must own the table (ruvector_enable_tenant_rls has just altered it).
+    fn register_tenant_table(fcinfo) {
+        // SAFETY: argument 0 is a regclass (oid by value), argument 1 text.
+        let (rel, col) = unsafe { (pg_sys::Oid::from(fmgr::arg(fcinfo, 0).value() as u32), arg_text(fcinfo, 1)) };
+        // SAFETY: ownership check in a transaction.
+        let owner = unsafe {
+            #[cfg(feature = "pg15")]
+            { pg_sys::pg_class_ownercheck(rel, pg_sys::GetUserId()) }
+            #[cfg(not(feature = "pg15"))]
+            { pg_sys::object_ownercheck(pg_sys::RelationRelationId, rel, pg_sys::GetUserId()) }
+        };
+        if !owner && !context::is_admin() {
+            crate::errors::not_admin("register a table you do not own");
+        }
+        catalog::as_superuser(|| {
+            pgrx::spi::Spi::run_with_args(
+                "INSERT INTO ruvector.tenant_tables (relid, tenant_column) VALUES ($1::oid::regclass, $2) \
+                 ON CONFLICT (relid) DO UPDATE SET tenant_column = excluded.tenant_column",
+                &[rel.into(), col.as_str().into()],
+            )
+            .expect("registering the tenant table");
+        });
+        TABLES_CHANGED.with(|t| *t.borrow_mut() = true);
+        pg_sys::Datum::from(0)
+    }
+}
+
+/// Live statistics of every tenant of this database, for `ruvector._live_stats()`.
+#[allow(clippy::type_complexity)]
+pub fn live_rows() -> Vec<(String, &'static str, [i64; 9], f64, i64, Option<i64>)> {
+    catalog::ensure_loaded();
+    // SAFETY: plain read of a backend global.
+    let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
+    let now = context::now_ms();
+    shmem::locked(false, |r| {
+        r.iter_db(db)
+            .map(|(_, s)| {
+                use std::sync::atomic::Ordering::Relaxed;
+                let state = match s.state() {
+                    TenantState::Active => "active",
+                    TenantState::Suspended => "suspended",
+                    _ => "deleted",
+                };
+                let last = s.last_access_ms.load(Relaxed);
+                (
+                    s.id(),
+                    state,
+                    [
+                        s.vectors.load(Relaxed),
+                        s.vectors_reserved.load(Relaxed),
+                        s.storage_bytes.load(Relaxed),
+                        s.searches.load(Relaxed) as i64,
+                        s.inserts.load(Relaxed) as i64,
+                        s.updates.load(Relaxed) as i64,
+                        s.deletes.load(Relaxed) as i64,
+                        s.refused.load(Relaxed) as i64,
+                        0,
+                    ],
+                    s.search_micros.load(Relaxed) as f64 / 1000.0,
+                    s.searches_last_hour(now) as i64,
+                    (last > 0).then_some(last),
+                )
+            })
+            .collect()
+    })
+}
+
+/// Applies pending registry changes after commit, drops them after abort.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn xact_callback(event: pg_sys::XactEvent::Type, _arg: *mut c_void) {
+    match event {
+        pg_sys::XactEvent::XACT_EVENT_COMMIT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_COMMIT => {
+            let pending = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
+            if !pending.is_empty() {
+                apply(pending);
+            }
+            if TABLES_CHANGED.with(|t| std::mem::take(&mut *t.borrow_mut())) {
+                catalog::bump_generation();
+            }
+            quota::end_of_transaction(true);
+        }
+        pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT => {
+            PENDING.with(|p| p.borrow_mut().clear());
+            TABLES_CHANGED.with(|t| *t.borrow_mut() = false);
+            quota::end_of_transaction(false);
+        }
+        _ => {}
+    }
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn subxact_callback(
+    event: pg_sys::SubXactEvent::Type,
+    _my: pg_sys::SubTransactionId,
+    _parent: pg_sys::SubTransactionId,
+    _arg: *mut c_void,
+) {
+    // SAFETY: plain query of the nesting level of the subtransaction ending now.
+    let level = unsafe { pg_sys::GetCurrentTransactionNestLevel() };
+    match event {
+        pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB => quota::end_of_subtransaction(level, false),
+        pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB => quota::end_of_subtransaction(level, true),
+        _ => {}
+    }
+}
+
+fn apply(pending: Vec<PendingSync>) {
+    // SAFETY: plain read of a backend global.
+    let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
+    // After commit no error may be raised: a full registry is reported at the next use.
+    shmem::locked(true, |r| {
+        for p in pending {
+            if let Ok((_, slot, _)) = r.upsert(db, &p.id, p.reset) {
+                slot.set_limits(p.limits);
+                slot.set_state(p.state);
+            }
+        }
+    });
+}
+
+pub fn register_callbacks() {
+    // SAFETY: registration once, in _PG_init.
+    unsafe {
+        pg_sys::RegisterXactCallback(Some(xact_callback), std::ptr::null_mut());
+        pg_sys::RegisterSubXactCallback(Some(subxact_callback), std::ptr::null_mut());
+    }
+}

@@ -1,0 +1,168 @@
+//! The tenant registry in shared memory, and its lock.
+//!
+//! Requested in the postmaster (sized by `ruvector.max_tenants`), attached by every backend.
+//! One named LWLock: shared for lookups, exclusive for allocating slots and loading a
+//! database's tenants. Counters inside slots are atomics and need no lock.
+
+use std::sync::atomic::{AtomicU32, Ordering::*};
+
+use pgrx::pg_sys;
+use ruvector_tenancy::registry::{self, Header, Registry, TenantSlot};
+
+const SHMEM_NAME: &CStr = c"ruvector tenant registry";
+const LOCK_TRANCHE: &CStr = c"ruvector";
+
+use std::ffi::CStr;
+
+/// Databases whose tenants are loaded into the registry (64 databases with ruvector per
+/// server; each entry is a database oid, 0 = free).
+const MAX_DATABASES: usize = 64;
+
+#[repr(C)]
+struct Loaded {
+    dbs: [AtomicU32; MAX_DATABASES],
+}
+
+static mut REGISTRY_BASE: *mut u8 = std::ptr::null_mut();
+static mut PREV_SHMEM_REQUEST: pg_sys::shmem_request_hook_type = None;
+static mut PREV_SHMEM_STARTUP: pg_sys::shmem_startup_hook_type = None;
+
+fn align(n: usize, to: usize) -> usize {
+    n.div_ceil(to) * to
+}
+
+/// (offsets of header, loaded, index, slots; total bytes)
+fn layout() -> ([usize; 4], usize) {
+    let capacity = crate::gucs::max_tenants();
+    let (h, i, s) = registry::layout(capacity);
+    let a = std::mem::align_of::<TenantSlot>();
+    let header = 0;
+    let loaded = align(header + h, 8);
+    let index = align(loaded + std::mem::size_of::<Loaded>(), 8);
+    let slots = align(index + i, a);
+    ([header, loaded, index, slots], slots + s + a)
+}
+
+/// Registers the shared-memory request; called from `_PG_init` while preloading.
+pub fn init() {
+    // SAFETY: hook chaining in the postmaster during preload, single-threaded.
+    unsafe {
+        PREV_SHMEM_REQUEST = pg_sys::shmem_request_hook;
+        pg_sys::shmem_request_hook = Some(shmem_request);
+        PREV_SHMEM_STARTUP = pg_sys::shmem_startup_hook;
+        pg_sys::shmem_startup_hook = Some(shmem_startup);
+    }
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn shmem_request() {
+    // SAFETY: called by the postmaster at the point where add-in requests are allowed.
+    unsafe {
+        if let Some(prev) = PREV_SHMEM_REQUEST {
+            prev();
+        }
+        pg_sys::RequestAddinShmemSpace(layout().1);
+        pg_sys::RequestNamedLWLockTranche(LOCK_TRANCHE.as_ptr(), 1);
+    }
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn shmem_startup() {
+    // SAFETY: the standard ShmemInitStruct protocol under AddinShmemInitLock; fresh memory is
+    // zeroed before the registry header is initialized.
+    unsafe {
+        if let Some(prev) = PREV_SHMEM_STARTUP {
+            prev();
+        }
+        let lock = &raw mut (*pg_sys::MainLWLockArray.add(21)).lock; // AddinShmemInitLock
+        pg_sys::LWLockAcquire(lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
+        let (_, total) = layout();
+        let mut found = false;
+        let base = pg_sys::ShmemInitStruct(SHMEM_NAME.as_ptr(), total, &mut found) as *mut u8;
+        if !found {
+            std::ptr::write_bytes(base, 0, total);
+        }
+        REGISTRY_BASE = base;
+        let _ = with_base(base, |r| r.capacity(), !found);
+        pg_sys::LWLockRelease(lock);
+    }
+}
+
+/// # Safety
+/// `base` is the registry memory laid out by [`layout`].
+unsafe fn with_base<R>(base: *mut u8, f: impl FnOnce(&Registry<'_>) -> R, initialize: bool) -> R {
+    let ([h, _, i, s], _) = layout();
+    let capacity = crate::gucs::max_tenants() as usize;
+    let (_, index_bytes, _) = registry::layout(capacity as u32);
+    // SAFETY: guaranteed by the caller; all parts are atomics, so shared references are sound.
+    let reg = unsafe {
+        Registry::new(
+            &*(base.add(h) as *const Header),
+            std::slice::from_raw_parts(base.add(i) as *const AtomicU32, index_bytes / 4),
+            std::slice::from_raw_parts(base.add(s) as *const TenantSlot, capacity),
+            initialize,
+        )
+    };
+    f(&reg)
+}
+
+fn base() -> *mut u8 {
+    // SAFETY: set in the postmaster before any backend forks; read-only afterwards.
+    let base = unsafe { REGISTRY_BASE };
+    if base.is_null() {
+        crate::errors::not_preloaded();
+    }
+    base
+}
+
+fn lock() -> *mut pg_sys::LWLock {
+    // SAFETY: the tranche was requested in shmem_request; the lock lives in shared memory.
+    unsafe { &raw mut (*pg_sys::GetNamedLWLockTranche(LOCK_TRANCHE.as_ptr())).lock }
+}
+
+/// Runs `f` on the registry without taking the lock: for atomic counters only.
+pub fn unlocked<R>(f: impl FnOnce(&Registry<'_>) -> R) -> R {
+    // SAFETY: base() is the registry memory.
+    unsafe { with_base(base(), f, false) }
+}
+
+/// Runs `f` with the registry lock held in `mode`. `f` must not raise errors (the lock is
+/// released by error cleanup anyway, but keep critical sections short and infallible).
+pub fn locked<R>(exclusive: bool, f: impl FnOnce(&Registry<'_>) -> R) -> R {
+    let mode = if exclusive { pg_sys::LWLockMode::LW_EXCLUSIVE } else { pg_sys::LWLockMode::LW_SHARED };
+    let lock = lock();
+    // SAFETY: acquire/release pair around a closure that does not longjmp in practice; if it
+    // did, LWLockReleaseAll in error cleanup releases the lock.
+    unsafe {
+        pg_sys::LWLockAcquire(lock, mode);
+        let r = with_base(base(), f, false);
+        pg_sys::LWLockRelease(lock);
+        r
+    }
+}
+
+fn loaded() -> &'static Loaded {
+    let ([_, l, _, _], _) = layout();
+    // SAFETY: the Loaded block lies inside the registry memory; all atomics.
+    unsafe { &*(base().add(l) as *const Loaded) }
+}
+
+/// Whether database `db`'s tenants are in the registry.
+pub fn is_loaded(db: u32) -> bool {
+    loaded().dbs.iter().any(|d| d.load(Acquire) == db)
+}
+
+/// Marks `db` loaded. Caller holds the exclusive lock. False when 64 databases already are.
+pub fn mark_loaded(db: u32) -> bool {
+    let l = loaded();
+    if l.dbs.iter().any(|d| d.load(Acquire) == db) {
+        return true;
+    }
+    match l.dbs.iter().find(|d| d.load(Acquire) == 0) {
+        Some(free) => {
+            free.store(db, Release);
+            true
+        }
+        None => false,
+    }
+}

@@ -48,7 +48,8 @@ CREATE FUNCTION ruvector._register_tenant_table(rel regclass, tenant_column text
 -- Quota trigger of tenant tables: BEFORE INSERT OR UPDATE, AFTER DELETE, FOR EACH ROW.
 CREATE FUNCTION ruvector._quota_trigger() RETURNS trigger
     AS 'MODULE_PATHNAME', 'rv_quota_trigger' LANGUAGE C;
--- Live usage and statistics of every tenant of this database from shared memory.
+-- Live usage and statistics from shared memory: every tenant of this database for admins,
+-- the current tenant only for everyone else.
 CREATE FUNCTION ruvector._live_stats(
     OUT tenant_id text, OUT state text, OUT current_vectors bigint, OUT reserved_vectors bigint,
     OUT storage_bytes bigint, OUT searches bigint, OUT inserts bigint, OUT updates bigint,
@@ -312,7 +313,7 @@ BEGIN
         UPDATE ruvector.tenants
         SET deleted_at = coalesce(deleted_at, now()),
             purge_after = coalesce(purge_after,
-                now() + make_interval(secs => current_setting('ruvector.tenant_purge_delay')::integer))
+                now() + current_setting('ruvector.tenant_purge_delay')::interval)
         WHERE id = p_tenant_id;
         RETURN;
     END IF;
@@ -414,9 +415,10 @@ COMMENT ON FUNCTION ruvector_enable_tenant_rls(text, text) IS 'confine a table t
 
 GRANT EXECUTE ON FUNCTION ruvector_enable_tenant_rls(text, text) TO PUBLIC;
 
-REVOKE EXECUTE ON FUNCTION ruvector._live_stats(), ruvector._registry_sync(text, text, bigint, real, integer, integer, boolean)
+-- _live_stats() returns every tenant to admins and only the current tenant to others.
+REVOKE EXECUTE ON FUNCTION ruvector._registry_sync(text, text, bigint, real, integer, integer, boolean)
     FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION ruvector._live_stats(), ruvector._registry_sync(text, text, bigint, real, integer, integer, boolean)
+GRANT EXECUTE ON FUNCTION ruvector._registry_sync(text, text, bigint, real, integer, integer, boolean)
     TO ruvector_admin;
 
 -- Every backend rebuilds its tenant-table cache once the extension exists.

@@ -114,13 +114,16 @@ unsafe extern "C-unwind" fn check_tenant_id(newval: *mut *mut c_char, _extra: *m
         }
         CStr::from_ptr(p).to_string_lossy().into_owned()
     };
-    let refuse = |code: pgrx::PgSqlErrorCode, msg: String, hint: &str| {
+    let refuse = |code: pgrx::PgSqlErrorCode, msg: String, detail: &str, hint: &str| {
         // SAFETY: the GUC_check_* globals are how a check hook reports why it refused; the
         // strings are copied by PostgreSQL's format helpers (pstrdup into the error context).
         unsafe {
             pg_sys::GUC_check_errcode(code as c_int);
             pg_sys::GUC_check_errmsg_string = pg_sys::pstrdup(std::ffi::CString::new(msg).unwrap().as_ptr());
             pg_sys::GUC_check_errhint_string = pg_sys::pstrdup(std::ffi::CString::new(hint).unwrap().as_ptr());
+            if !detail.is_empty() {
+                pg_sys::GUC_check_errdetail_string = pg_sys::pstrdup(std::ffi::CString::new(detail).unwrap().as_ptr());
+            }
         }
         false
     };
@@ -128,6 +131,7 @@ unsafe extern "C-unwind" fn check_tenant_id(newval: *mut *mut c_char, _extra: *m
         Err(e) => refuse(
             pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             format!("invalid tenant id \"{value}\": {e}"),
+            "",
             "A tenant id is 1 to 63 characters of letters, digits, '-', '_' and '.'.",
         ),
         Ok(ctx) => {
@@ -136,6 +140,8 @@ unsafe extern "C-unwind" fn check_tenant_id(newval: *mut *mut c_char, _extra: *m
             // ALTER ROLE/DATABASE and connection options are checked at first use.
             // SAFETY: plain queries of backend state.
             let checkable = source == pg_sys::GucSource::PGC_S_SESSION
+                && unsafe { pg_sys::ParallelWorkerNumber } < 0
+                && !unsafe { pg_sys::InitializingParallelWorker }
                 && unsafe { pg_sys::IsTransactionState() }
                 && crate::tenancy::catalog::extension_present();
             if !checkable {
@@ -143,7 +149,7 @@ unsafe extern "C-unwind" fn check_tenant_id(newval: *mut *mut c_char, _extra: *m
             }
             match crate::tenancy::context::may_use(ctx) {
                 Ok(()) => true,
-                Err(refusal) => refuse(refusal.code, refusal.message, &refusal.hint),
+                Err(refusal) => refuse(refusal.code, refusal.message, &refusal.detail, &refusal.hint),
             }
         }
     }

@@ -180,7 +180,9 @@ fn in_internal() -> bool {
 /// Checks a statement that touches `relids`. Returns the tenant slot the statement acts for
 /// (None for '*' or when no tenant table is touched). Raises the refusal as an error.
 pub fn check_relations(relids: &[pg_sys::Oid], op: Operation) -> Option<Option<usize>> {
-    if in_internal() || relids.is_empty() {
+    // Parallel workers run what their leader already checked, with its GUC state.
+    // SAFETY: plain read of a backend global.
+    if in_internal() || relids.is_empty() || unsafe { pg_sys::ParallelWorkerNumber } >= 0 {
         return None;
     }
     if !relids.iter().any(|r| catalog::is_tenant_table(*r)) {

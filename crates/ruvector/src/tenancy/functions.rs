@@ -164,8 +164,14 @@ pub fn live_rows() -> Vec<(String, &'static str, [i64; 9], f64, i64, Option<i64>
     // SAFETY: plain read of a backend global.
     let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
     let now = context::now_ms();
+    let only: Option<String> = if context::is_admin() {
+        None
+    } else {
+        Some(crate::gucs::tenant_id().unwrap_or_default().to_string())
+    };
     shmem::locked(false, |r| {
         r.iter_db(db)
+            .filter(|(_, s)| only.as_ref().is_none_or(|t| s.id() == *t))
             .map(|(_, s)| {
                 use std::sync::atomic::Ordering::Relaxed;
                 let state = match s.state() {

@@ -146,7 +146,11 @@ impl TenantSlot {
         let bucket = &self.search_window[period as usize % WINDOW_BUCKETS];
         let mut cur = bucket.load(Relaxed);
         loop {
-            let next = if cur >> 32 == period { cur + 1 } else { (period << 32) | 1 };
+            let next = if cur >> 32 == period {
+                cur + 1
+            } else {
+                (period << 32) | 1
+            };
             match bucket.compare_exchange_weak(cur, next, Relaxed, Relaxed) {
                 Ok(_) => return,
                 Err(actual) => cur = actual,
@@ -469,7 +473,11 @@ pub(crate) mod tests {
             slot.count_search(t0 + i * WINDOW_PERIOD_MS / 2);
         }
         assert_eq!(slot.searches_last_hour(t0 + 5 * WINDOW_PERIOD_MS), 10);
-        assert_eq!(slot.searches_last_hour(t0 + 6 * WINDOW_PERIOD_MS), 8, "the first period left the window");
+        assert_eq!(
+            slot.searches_last_hour(t0 + 6 * WINDOW_PERIOD_MS),
+            8,
+            "the first period left the window"
+        );
         assert_eq!(slot.searches_last_hour(t0 + 20 * WINDOW_PERIOD_MS), 0);
     }
 

@@ -48,6 +48,9 @@ CREATE FUNCTION ruvector._register_tenant_table(rel regclass, tenant_column text
 -- Quota trigger of tenant tables: BEFORE INSERT OR UPDATE, AFTER DELETE, FOR EACH ROW.
 CREATE FUNCTION ruvector._quota_trigger() RETURNS trigger
     AS 'MODULE_PATHNAME', 'rv_quota_trigger' LANGUAGE C;
+-- An audit record of a lifecycle call (written only when ruvector.audit_enabled is on).
+CREATE FUNCTION ruvector._audit(tenant_id text, operation text, details text) RETURNS void
+    AS 'MODULE_PATHNAME', 'rv_audit' LANGUAGE C VOLATILE STRICT;
 -- Live usage and statistics from shared memory: every tenant of this database for admins,
 -- the current tenant only for everyone else.
 CREATE FUNCTION ruvector._live_stats(
@@ -251,6 +254,7 @@ BEGIN
             coalesce((p_options->>'integrity_enabled')::boolean, true),
             coalesce(p_options->'metadata', '{}'::jsonb))
     RETURNING * INTO result;
+    PERFORM ruvector._audit(p_tenant_id, 'create', p_options::text);
     RETURN result;
 END $$;
 COMMENT ON FUNCTION ruvector_tenant_create(text, jsonb) IS 'create a tenant (ruvector_admin)';
@@ -264,6 +268,7 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'tenant "%" does not exist', p_tenant_id USING ERRCODE = '42704';
     END IF;
+    PERFORM ruvector._audit(p_tenant_id, 'suspend', '{}');
 END $$;
 
 CREATE FUNCTION ruvector_tenant_resume(p_tenant_id text) RETURNS void
@@ -274,6 +279,7 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'tenant "%" does not exist', p_tenant_id USING ERRCODE = '42704';
     END IF;
+    PERFORM ruvector._audit(p_tenant_id, 'resume', '{}');
 END $$;
 
 -- Removes a tenant's rows from every tenant table. Runs as the extension owner under the
@@ -315,6 +321,7 @@ BEGIN
             purge_after = coalesce(purge_after,
                 now() + current_setting('ruvector.tenant_purge_delay')::interval)
         WHERE id = p_tenant_id;
+        PERFORM ruvector._audit(p_tenant_id, 'delete', '{"hard": false}');
         RETURN;
     END IF;
     -- Refuse the tenant before removing its rows.
@@ -322,6 +329,7 @@ BEGIN
     RETURN QUERY SELECT * FROM ruvector._delete_tenant_rows(p_tenant_id);
     DELETE FROM ruvector.collections WHERE tenant_id = p_tenant_id;
     DELETE FROM ruvector.tenants WHERE id = p_tenant_id;
+    PERFORM ruvector._audit(p_tenant_id, 'delete', '{"hard": true}');
 END $$;
 
 CREATE FUNCTION ruvector_tenants()
@@ -371,6 +379,33 @@ BEGIN
     ON CONFLICT (role_name) DO UPDATE SET tenant_id = excluded.tenant_id, bound_at = now();
     PERFORM ruvector._tables_changed();
 END $$;
+
+CREATE FUNCTION ruvector_audit_flush() RETURNS bigint
+    AS 'MODULE_PATHNAME', 'rv_audit_flush' LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION ruvector_audit_flush() IS 'write queued refusals of this database to ruvector.tenant_audit_log now (ruvector_admin)';
+
+-- Run by the maintenance worker: purge soft-deleted tenants whose delay has passed, and copy
+-- live counters into ruvector.tenants.
+CREATE FUNCTION ruvector._maintenance() RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    due record;
+BEGIN
+    FOR due IN SELECT id FROM ruvector.tenants
+               WHERE deleted_at IS NOT NULL AND purge_after IS NOT NULL AND purge_after <= now() LOOP
+        PERFORM ruvector._delete_tenant_rows(due.id);
+        DELETE FROM ruvector.collections WHERE tenant_id = due.id;
+        DELETE FROM ruvector.tenants WHERE id = due.id;
+        PERFORM ruvector._audit(due.id, 'purge', '{}');
+    END LOOP;
+    UPDATE ruvector.tenants t
+    SET vector_count = s.current_vectors, storage_bytes = s.storage_bytes, last_access = s.last_access
+    FROM ruvector._live_stats() s
+    WHERE s.tenant_id = t.id
+      AND (t.vector_count, t.storage_bytes, t.last_access)
+          IS DISTINCT FROM (s.current_vectors, s.storage_bytes, s.last_access);
+END $$;
+REVOKE ALL ON FUNCTION ruvector._maintenance() FROM PUBLIC;
 
 -- RLS -------------------------------------------------------------------------------------
 

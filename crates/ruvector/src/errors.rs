@@ -123,7 +123,11 @@ pub fn not_preloaded() -> ! {
 
 /// A tenant context that may not be used (see `tenancy::context::may_use`).
 pub fn refuse(r: crate::tenancy::context::Refusal) -> ! {
-    raise(ErrorReport::new(r.code, r.message, "ruvector").set_detail(r.detail).set_hint(r.hint))
+    raise(
+        ErrorReport::new(r.code, r.message, "ruvector")
+            .set_detail(r.detail)
+            .set_hint(r.hint),
+    )
 }
 
 /// The caller is neither superuser nor a member of ruvector_admin.
@@ -134,7 +138,9 @@ pub fn not_admin(what: &str) -> ! {
             format!("permission denied to {what}"),
             "ruvector",
         )
-        .set_detail("Tenant administration is reserved to superusers and members of ruvector_admin.")
+        .set_detail(
+            "Tenant administration is reserved to superusers and members of ruvector_admin.",
+        )
         .set_hint("GRANT ruvector_admin TO <role> to allow it."),
     )
 }
@@ -214,7 +220,9 @@ pub fn registry_full(capacity: u32) -> ! {
             "the tenant registry is full",
             "ruvector",
         )
-        .set_detail(format!("ruvector.max_tenants is {capacity}; deleted tenants keep their slot until restart."))
+        .set_detail(format!(
+            "ruvector.max_tenants is {capacity}; deleted tenants keep their slot until restart."
+        ))
         .set_hint("Raise ruvector.max_tenants and restart the server."),
     )
 }

@@ -105,7 +105,11 @@ pub fn max_tenants() -> u32 {
 /// when a transaction is open (catalog lookups need one). The context layer checks both
 /// again when a statement uses the value.
 #[pgrx::pg_guard]
-unsafe extern "C-unwind" fn check_tenant_id(newval: *mut *mut c_char, _extra: *mut *mut c_void, source: pg_sys::GucSource::Type) -> bool {
+unsafe extern "C-unwind" fn check_tenant_id(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    source: pg_sys::GucSource::Type,
+) -> bool {
     // SAFETY: PostgreSQL passes a valid pointer to the proposed value (possibly NULL).
     let value = unsafe {
         let p = *newval;
@@ -119,10 +123,13 @@ unsafe extern "C-unwind" fn check_tenant_id(newval: *mut *mut c_char, _extra: *m
         // strings are copied by PostgreSQL's format helpers (pstrdup into the error context).
         unsafe {
             pg_sys::GUC_check_errcode(code as c_int);
-            pg_sys::GUC_check_errmsg_string = pg_sys::pstrdup(std::ffi::CString::new(msg).unwrap().as_ptr());
-            pg_sys::GUC_check_errhint_string = pg_sys::pstrdup(std::ffi::CString::new(hint).unwrap().as_ptr());
+            pg_sys::GUC_check_errmsg_string =
+                pg_sys::pstrdup(std::ffi::CString::new(msg).unwrap().as_ptr());
+            pg_sys::GUC_check_errhint_string =
+                pg_sys::pstrdup(std::ffi::CString::new(hint).unwrap().as_ptr());
             if !detail.is_empty() {
-                pg_sys::GUC_check_errdetail_string = pg_sys::pstrdup(std::ffi::CString::new(detail).unwrap().as_ptr());
+                pg_sys::GUC_check_errdetail_string =
+                    pg_sys::pstrdup(std::ffi::CString::new(detail).unwrap().as_ptr());
             }
         }
         false
@@ -149,7 +156,12 @@ unsafe extern "C-unwind" fn check_tenant_id(newval: *mut *mut c_char, _extra: *m
             }
             match crate::tenancy::context::may_use(ctx) {
                 Ok(()) => true,
-                Err(refusal) => refuse(refusal.code, refusal.message, &refusal.detail, &refusal.hint),
+                Err(refusal) => refuse(
+                    refusal.code,
+                    refusal.message,
+                    &refusal.detail,
+                    &refusal.hint,
+                ),
             }
         }
     }

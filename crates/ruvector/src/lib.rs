@@ -16,7 +16,11 @@ mod tenancy;
 mod vector;
 
 pgrx::extension_sql_file!("../sql/vector.sql", name = "vector", bootstrap);
-pgrx::extension_sql_file!("../sql/tenancy.sql", name = "tenancy", requires = ["vector"]);
+pgrx::extension_sql_file!(
+    "../sql/tenancy.sql",
+    name = "tenancy",
+    requires = ["vector"]
+);
 
 /// Library initialization. RuVector keeps tenant state in shared memory and installs
 /// executor hooks, which PostgreSQL allows only while it preloads libraries at server start,
@@ -102,6 +106,9 @@ pub mod pg_test {
 
     #[must_use]
     pub fn postgresql_conf_options() -> Vec<&'static str> {
-        vec!["shared_preload_libraries = 'ruvector'", "ruvector.max_tenants = 1000"]
+        vec![
+            "shared_preload_libraries = 'ruvector'",
+            "ruvector.max_tenants = 1000",
+        ]
     }
 }

@@ -123,7 +123,11 @@ fn ensure_cache() {
                     tables.insert(oid, (name, col));
                 }
                 let rows = client
-                    .select("SELECT role_name::text, tenant_id FROM ruvector.tenant_role_bindings", None, &[])
+                    .select(
+                        "SELECT role_name::text, tenant_id FROM ruvector.tenant_role_bindings",
+                        None,
+                        &[],
+                    )
                     .expect("reading ruvector.tenant_role_bindings");
                 for row in rows {
                     let role: String = row.get(1).ok().flatten().expect("role_name");
@@ -148,12 +152,6 @@ fn ensure_cache() {
 pub fn is_tenant_table(relid: pg_sys::Oid) -> bool {
     ensure_cache();
     CACHE.with(|c| c.borrow().tables.contains_key(&relid))
-}
-
-/// The tenant column of a registered tenant table.
-pub fn tenant_column(relid: pg_sys::Oid) -> Option<String> {
-    ensure_cache();
-    CACHE.with(|c| c.borrow().tables.get(&relid).map(|(_, col)| col.clone()))
 }
 
 /// The tenant a login role is bound to.
@@ -203,7 +201,8 @@ pub fn ensure_loaded() {
     let mut rows: Vec<TenantRow> = Vec::new();
     let mut usage: HashMap<String, (i64, i64)> = HashMap::new();
     ensure_cache();
-    let tables: Vec<(String, String)> = CACHE.with(|c| c.borrow().tables.values().cloned().collect());
+    let tables: Vec<(String, String)> =
+        CACHE.with(|c| c.borrow().tables.values().cloned().collect());
     as_superuser(|| {
         Spi::connect(|client| {
             let result = client
@@ -235,7 +234,10 @@ pub fn ensure_loaded() {
                      FROM {rel} t GROUP BY 1",
                     col = pgrx::spi::quote_identifier(col),
                 );
-                for row in client.select(&sql, None, &[]).expect("counting tenant rows") {
+                for row in client
+                    .select(&sql, None, &[])
+                    .expect("counting tenant rows")
+                {
                     let tenant: Option<String> = row.get(1).ok().flatten();
                     let n: i64 = row.get(2).ok().flatten().unwrap_or(0);
                     let bytes: i64 = row.get(3).ok().flatten().unwrap_or(0);

@@ -24,7 +24,13 @@ pub struct Refusal {
     pub reason: &'static str,
 }
 
-fn refusal(code: PgSqlErrorCode, reason: &'static str, message: String, detail: String, hint: &str) -> Refusal {
+fn refusal(
+    code: PgSqlErrorCode,
+    reason: &'static str,
+    message: String,
+    detail: String,
+    hint: &str,
+) -> Refusal {
     Refusal {
         code,
         message,
@@ -56,7 +62,9 @@ fn session_role_name() -> String {
         if name.is_null() {
             return String::new();
         }
-        std::ffi::CStr::from_ptr(name).to_string_lossy().into_owned()
+        std::ffi::CStr::from_ptr(name)
+            .to_string_lossy()
+            .into_owned()
     }
 }
 
@@ -156,8 +164,20 @@ impl Operation {
 thread_local! {
     /// Depth of internal SPI work (catalog loads): its statements are not checked.
     static INTERNAL: RefCell<u32> = const { RefCell::new(0) };
-    /// Start times of running statements on tenant tables, by QueryDesc address.
-    static RUNNING: RefCell<HashMap<usize, (usize, Operation, i64)>> = RefCell::new(HashMap::new());
+    /// Running statements on tenant tables, by QueryDesc address.
+    static RUNNING: RefCell<HashMap<usize, Running>> = RefCell::new(HashMap::new());
+}
+
+struct Running {
+    slot: Option<usize>,
+    op: Operation,
+    start_us: i64,
+    relids: Vec<pg_sys::Oid>,
+}
+
+/// Forgets statements that ended without ExecutorEnd (errors); at transaction end.
+pub fn forget_running() {
+    RUNNING.with(|r| r.borrow_mut().clear());
 }
 
 /// Runs `f` with the context layer switched off (for the extension's own catalog queries).
@@ -190,7 +210,7 @@ pub fn check_relations(relids: &[pg_sys::Oid], op: Operation) -> Option<Option<u
     }
     let ctx = gucs::tenant_context();
     if let Err(r) = may_use(ctx) {
-        crate::errors::refuse(r);
+        refused(ctx, op, r);
     }
     let slot = match ctx {
         TenantContext::Tenant(id) => {
@@ -215,6 +235,19 @@ pub fn check_relations(relids: &[pg_sys::Oid], op: Operation) -> Option<Option<u
         });
     }
     Some(slot)
+}
+
+/// Counts, audits and raises a refusal.
+fn refused(ctx: TenantContext<'_>, op: Operation, r: Refusal) -> ! {
+    if let TenantContext::Tenant(id) = ctx {
+        // SAFETY: plain read of a backend global.
+        let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
+        if let Some(n) = shmem::locked(false, |reg| reg.lookup(db, id).map(|(n, _)| n)) {
+            shmem::unlocked(|reg| reg.slot(n).refused.fetch_add(1, Relaxed));
+        }
+    }
+    super::audit::refused(ctx, op, &r);
+    crate::errors::refuse(r)
 }
 
 pub fn now_ms() -> i64 {
@@ -258,7 +291,11 @@ unsafe fn list_ptrs(list: *mut pg_sys::List) -> Vec<*mut std::ffi::c_void> {
         return Vec::new();
     }
     // SAFETY: guaranteed by the caller: `length` cells at `elements`.
-    unsafe { (0..(*list).length as usize).map(|i| (*(*list).elements.add(i)).ptr_value).collect() }
+    unsafe {
+        (0..(*list).length as usize)
+            .map(|i| (*(*list).elements.add(i)).ptr_value)
+            .collect()
+    }
 }
 
 /// The relation oids of a plan's range table.
@@ -292,11 +329,24 @@ unsafe extern "C-unwind" fn executor_start(query: *mut pg_sys::QueryDesc, eflags
             _ => Operation::Other,
         };
         let explain_only = eflags & pg_sys::EXEC_FLAG_EXPLAIN_ONLY as i32 != 0;
-        let checked = if explain_only { None } else { check_relations(&plan_relations(stmt), op) };
-        if let Some(Some(slot)) = checked {
-            if op == Operation::Search {
-                RUNNING.with(|r| r.borrow_mut().insert(query as usize, (slot, op, now_us())));
-            }
+        let relids = plan_relations(stmt);
+        let checked = if explain_only {
+            None
+        } else {
+            check_relations(&relids, op)
+        };
+        if let Some(slot) = checked {
+            RUNNING.with(|r| {
+                r.borrow_mut().insert(
+                    query as usize,
+                    Running {
+                        slot,
+                        op,
+                        start_us: now_us(),
+                        relids,
+                    },
+                )
+            });
         }
         match PREV_EXECUTOR_START {
             Some(prev) => prev(query, eflags),
@@ -307,10 +357,22 @@ unsafe extern "C-unwind" fn executor_start(query: *mut pg_sys::QueryDesc, eflags
 
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn executor_end(query: *mut pg_sys::QueryDesc) {
-    if let Some((slot, _, start)) = RUNNING.with(|r| r.borrow_mut().remove(&(query as usize))) {
-        let elapsed = (now_us() - start).max(0) as u64;
-        shmem::unlocked(|r| r.slot(slot).search_micros.fetch_add(elapsed, Relaxed));
-        super::catalog::count_search_window(slot);
+    if let Some(run) = RUNNING.with(|r| r.borrow_mut().remove(&(query as usize))) {
+        if let (Some(slot), Operation::Search) = (run.slot, run.op) {
+            let elapsed = (now_us() - run.start_us).max(0) as u64;
+            shmem::unlocked(|r| r.slot(slot).search_micros.fetch_add(elapsed, Relaxed));
+            super::catalog::count_search_window(slot);
+        }
+        // SAFETY: the estate is alive until the standard ExecutorEnd below.
+        let rows = unsafe {
+            let estate = (*query).estate;
+            if estate.is_null() {
+                0
+            } else {
+                (*estate).es_processed
+            }
+        };
+        super::audit::operation(gucs::tenant_context(), run.op, rows, &run.relids);
     }
     // SAFETY: chaining to the previous hook or the standard function.
     unsafe {
@@ -341,7 +403,15 @@ unsafe extern "C-unwind" fn process_utility(
             let stmt = node as *mut pg_sys::TruncateStmt;
             let relids: Vec<pg_sys::Oid> = list_ptrs((*stmt).relations)
                 .into_iter()
-                .map(|rv| pg_sys::RangeVarGetRelidExtended(rv as *mut pg_sys::RangeVar, pg_sys::NoLock as _, pg_sys::RVROption::RVR_MISSING_OK, None, std::ptr::null_mut()))
+                .map(|rv| {
+                    pg_sys::RangeVarGetRelidExtended(
+                        rv as *mut pg_sys::RangeVar,
+                        pg_sys::NoLock as _,
+                        pg_sys::RVROption::RVR_MISSING_OK,
+                        None,
+                        std::ptr::null_mut(),
+                    )
+                })
                 .filter(|oid| *oid != pg_sys::InvalidOid)
                 .collect();
             if relids.iter().any(|r| catalog::is_tenant_table(*r)) {
@@ -354,18 +424,40 @@ unsafe extern "C-unwind" fn process_utility(
                         PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
                         "truncate_denied",
                         "TRUNCATE of a tenant table requires the tenant context \"*\"".into(),
-                        "TRUNCATE removes every tenant's rows and ignores row-level security.".into(),
+                        "TRUNCATE removes every tenant's rows and ignores row-level security."
+                            .into(),
                         "Use DELETE to remove this tenant's rows, or ask an administrator.",
                     )),
                 };
                 if let Err(r) = verdict {
-                    crate::errors::refuse(r);
+                    refused(ctx, Operation::Truncate, r);
+                }
+                if ctx == TenantContext::All {
+                    super::audit::write("*", "truncate", "{}");
                 }
             }
         }
         match PREV_PROCESS_UTILITY {
-            Some(prev) => prev(pstmt, query_string, read_only_tree, context, params, query_env, dest, qc),
-            None => pg_sys::standard_ProcessUtility(pstmt, query_string, read_only_tree, context, params, query_env, dest, qc),
+            Some(prev) => prev(
+                pstmt,
+                query_string,
+                read_only_tree,
+                context,
+                params,
+                query_env,
+                dest,
+                qc,
+            ),
+            None => pg_sys::standard_ProcessUtility(
+                pstmt,
+                query_string,
+                read_only_tree,
+                context,
+                params,
+                query_env,
+                dest,
+                qc,
+            ),
         }
     }
 }

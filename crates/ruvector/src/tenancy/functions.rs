@@ -216,11 +216,13 @@ unsafe extern "C-unwind" fn xact_callback(event: pg_sys::XactEvent::Type, _arg: 
                 catalog::bump_generation();
             }
             quota::end_of_transaction(true);
+            context::forget_running();
         }
         pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT => {
             PENDING.with(|p| p.borrow_mut().clear());
             TABLES_CHANGED.with(|t| *t.borrow_mut() = false);
             quota::end_of_transaction(false);
+            context::forget_running();
         }
         _ => {}
     }

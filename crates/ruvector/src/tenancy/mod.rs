@@ -1,14 +1,17 @@
 //! Multi-tenancy: the tenant context layer, the shared registry, lifecycle support and quotas.
 
+pub mod audit;
 pub mod catalog;
 pub mod context;
 pub mod functions;
 pub mod quota;
 pub mod shmem;
+pub mod worker;
 
 /// Installs shared memory, hooks and transaction callbacks; from `_PG_init` while preloading.
 pub fn init() {
     shmem::init();
     context::install_hooks();
     functions::register_callbacks();
+    worker::register();
 }

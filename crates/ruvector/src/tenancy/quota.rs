@@ -31,10 +31,16 @@ fn db() -> u32 {
 /// a suspended tenant unless an admin acts under '*'.
 fn slot_for_row(tenant: &str) -> usize {
     catalog::ensure_loaded();
-    let found = shmem::locked(false, |r| r.lookup(db(), tenant).map(|(n, s)| (n, s.state())));
+    let found = shmem::locked(false, |r| {
+        r.lookup(db(), tenant).map(|(n, s)| (n, s.state()))
+    });
     match found {
         Some((n, TenantState::Active)) => n,
-        Some((n, TenantState::Suspended)) if crate::gucs::tenant_context() == TenantContext::All => n,
+        Some((n, TenantState::Suspended))
+            if crate::gucs::tenant_context() == TenantContext::All =>
+        {
+            n
+        }
         Some((_, TenantState::Suspended)) => crate::errors::tenant_suspended(tenant),
         _ => crate::errors::unknown_tenant(tenant),
     }
@@ -51,7 +57,9 @@ fn reserve(tenant: &str, rows: i64, bytes: i64) {
 
 fn deleted(tenant: &str, rows: i64, bytes: i64) {
     catalog::ensure_loaded();
-    if let Some((n, _)) = shmem::locked(false, |r| r.lookup(db(), tenant).map(|(n, s)| (n, s.state()))) {
+    if let Some((n, _)) = shmem::locked(false, |r| {
+        r.lookup(db(), tenant).map(|(n, s)| (n, s.state()))
+    }) {
         LEDGER.with(|l| l.borrow_mut().deleted(n, level(), rows, bytes));
     }
 }
@@ -60,7 +68,11 @@ fn deleted(tenant: &str, rows: i64, bytes: i64) {
 ///
 /// # Safety
 /// `tuple` belongs to `rel`; `col` is the 1-based attribute number.
-unsafe fn tenant_of(tuple: pg_sys::HeapTuple, desc: pg_sys::TupleDesc, col: i32) -> (Option<String>, i64) {
+unsafe fn tenant_of(
+    tuple: pg_sys::HeapTuple,
+    desc: pg_sys::TupleDesc,
+    col: i32,
+) -> (Option<String>, i64) {
     // SAFETY: guaranteed by the caller; SPI_getvalue returns a palloc'd string or NULL.
     unsafe {
         let v = pg_sys::SPI_getvalue(tuple, desc, col);

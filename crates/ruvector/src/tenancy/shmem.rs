@@ -31,8 +31,8 @@ fn align(n: usize, to: usize) -> usize {
     n.div_ceil(to) * to
 }
 
-/// (offsets of header, loaded, index, slots; total bytes)
-fn layout() -> ([usize; 4], usize) {
+/// (offsets of header, loaded, index, slots, audit queue, launcher; total bytes)
+fn layout() -> ([usize; 6], usize) {
     let capacity = crate::gucs::max_tenants();
     let (h, i, s) = registry::layout(capacity);
     let a = std::mem::align_of::<TenantSlot>();
@@ -40,7 +40,12 @@ fn layout() -> ([usize; 4], usize) {
     let loaded = align(header + h, 8);
     let index = align(loaded + std::mem::size_of::<Loaded>(), 8);
     let slots = align(index + i, a);
-    ([header, loaded, index, slots], slots + s + a)
+    let queue = align(slots + s, 64);
+    let launcher = align(queue + super::audit::queue_bytes(), 64);
+    (
+        [header, loaded, index, slots, queue, launcher],
+        launcher + super::worker::launcher_bytes() + a,
+    )
 }
 
 /// Registers the shared-memory request; called from `_PG_init` while preloading.
@@ -84,6 +89,9 @@ unsafe extern "C-unwind" fn shmem_startup() {
         }
         REGISTRY_BASE = base;
         let _ = with_base(base, |r| r.capacity(), !found);
+        let ([_, _, _, _, queue, launcher], _) = layout();
+        super::audit::attach(base.add(queue));
+        super::worker::attach(base.add(launcher));
         pg_sys::LWLockRelease(lock);
     }
 }
@@ -91,7 +99,7 @@ unsafe extern "C-unwind" fn shmem_startup() {
 /// # Safety
 /// `base` is the registry memory laid out by [`layout`].
 unsafe fn with_base<R>(base: *mut u8, f: impl FnOnce(&Registry<'_>) -> R, initialize: bool) -> R {
-    let ([h, _, i, s], _) = layout();
+    let ([h, _, i, s, _, _], _) = layout();
     let capacity = crate::gucs::max_tenants() as usize;
     let (_, index_bytes, _) = registry::layout(capacity as u32);
     // SAFETY: guaranteed by the caller; all parts are atomics, so shared references are sound.
@@ -129,7 +137,11 @@ pub fn unlocked<R>(f: impl FnOnce(&Registry<'_>) -> R) -> R {
 /// Runs `f` with the registry lock held in `mode`. `f` must not raise errors (the lock is
 /// released by error cleanup anyway, but keep critical sections short and infallible).
 pub fn locked<R>(exclusive: bool, f: impl FnOnce(&Registry<'_>) -> R) -> R {
-    let mode = if exclusive { pg_sys::LWLockMode::LW_EXCLUSIVE } else { pg_sys::LWLockMode::LW_SHARED };
+    let mode = if exclusive {
+        pg_sys::LWLockMode::LW_EXCLUSIVE
+    } else {
+        pg_sys::LWLockMode::LW_SHARED
+    };
     let lock = lock();
     // SAFETY: acquire/release pair around a closure that does not longjmp in practice; if it
     // did, LWLockReleaseAll in error cleanup releases the lock.
@@ -142,7 +154,7 @@ pub fn locked<R>(exclusive: bool, f: impl FnOnce(&Registry<'_>) -> R) -> R {
 }
 
 fn loaded() -> &'static Loaded {
-    let ([_, l, _, _], _) = layout();
+    let ([_, l, _, _, _, _], _) = layout();
     // SAFETY: the Loaded block lies inside the registry memory; all atomics.
     unsafe { &*(base().add(l) as *const Loaded) }
 }
@@ -165,4 +177,9 @@ pub fn mark_loaded(db: u32) -> bool {
         }
         None => false,
     }
+}
+
+/// The databases whose tenants are loaded, by position (0 = free position).
+pub fn loaded_databases() -> Vec<u32> {
+    loaded().dbs.iter().map(|d| d.load(Acquire)).collect()
 }

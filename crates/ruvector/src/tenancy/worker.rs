@@ -1,0 +1,158 @@
+//! Background maintenance.
+//!
+//! A launcher (started with the server) wakes every second, or at once when a backend queues
+//! an audit record, and starts a short-lived maintenance worker for each database whose
+//! tenants are loaded and that has work: queued refusals to write to the audit log, soft-
+//! deleted tenants due for purging, and tenant counters to copy into `ruvector.tenants`.
+
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU32, Ordering::*};
+use std::time::Duration;
+
+use pgrx::bgworkers::{
+    BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
+};
+use pgrx::pg_sys;
+use pgrx::spi::Spi;
+
+use super::{audit, shmem};
+
+/// Seconds between maintenance runs of a database without queued audit records.
+const INTERVAL_SECS: i64 = 10;
+
+/// Launcher state in shared memory.
+#[repr(C)]
+pub struct Launcher {
+    pid: AtomicI32,
+    /// A backend queued work: start workers now.
+    poked: AtomicBool,
+    /// Per database slot (same order as the registry's loaded list): a worker runs, and when
+    /// the last run started.
+    running: [AtomicU32; 64],
+    last_run: [AtomicI64; 64],
+}
+
+static mut LAUNCHER: *mut Launcher = std::ptr::null_mut();
+
+pub fn launcher_bytes() -> usize {
+    std::mem::size_of::<Launcher>()
+}
+
+/// # Safety
+/// `base` points at `launcher_bytes()` shared bytes, zeroed on first start.
+pub unsafe fn attach(base: *mut u8) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { LAUNCHER = base as *mut Launcher };
+}
+
+fn launcher() -> Option<&'static Launcher> {
+    // SAFETY: set in the postmaster at shared-memory startup; all fields are atomics.
+    unsafe { LAUNCHER.as_ref() }
+}
+
+/// Asks the launcher to run maintenance now (for example to write queued audit records).
+pub fn wake_launcher() {
+    if let Some(l) = launcher() {
+        l.poked.store(true, Release);
+        let pid = l.pid.load(Acquire);
+        if pid > 0 {
+            // SAFETY: SIGUSR1 on the launcher process sets its latch (pgrx's handler).
+            unsafe { libc_kill(pid) };
+        }
+    }
+}
+
+unsafe fn libc_kill(pid: i32) {
+    unsafe extern "C" {
+        fn kill(pid: i32, sig: i32) -> i32;
+    }
+    // SAFETY: sending SIGUSR1 (10 on Linux) to a process we know; failure is harmless.
+    unsafe {
+        kill(pid, 10);
+    }
+}
+
+pub fn register() {
+    BackgroundWorkerBuilder::new("ruvector launcher")
+        .set_function("ruvector_launcher_main")
+        .set_library("ruvector")
+        .enable_shmem_access(None)
+        .set_start_time(BgWorkerStartTime::RecoveryFinished)
+        .set_restart_time(Some(Duration::from_secs(5)))
+        .load();
+}
+
+#[pgrx::pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn ruvector_launcher_main(_arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    let l = launcher().expect("launcher shared memory");
+    l.pid.store(std::process::id() as i32, Release);
+    while BackgroundWorker::wait_latch(Some(Duration::from_secs(1))) {
+        if BackgroundWorker::sigterm_received() {
+            break;
+        }
+        let poked = l.poked.swap(false, AcqRel);
+        let now = super::context::now_ms() / 1000;
+        for (i, db) in shmem::loaded_databases().into_iter().enumerate() {
+            if db == 0 || l.running[i].load(Acquire) != 0 {
+                continue;
+            }
+            if !poked && now - l.last_run[i].load(Acquire) < INTERVAL_SECS {
+                continue;
+            }
+            l.running[i].store(db, Release);
+            l.last_run[i].store(now, Release);
+            let started = BackgroundWorkerBuilder::new("ruvector maintenance")
+                .set_function("ruvector_maintenance_main")
+                .set_library("ruvector")
+                .set_argument(Some(pg_sys::Datum::from(i)))
+                .enable_spi_access()
+                .set_start_time(BgWorkerStartTime::RecoveryFinished)
+                .set_restart_time(None)
+                .load_dynamic();
+            if started.is_err() {
+                l.running[i].store(0, Release);
+            }
+        }
+    }
+    l.pid.store(0, Release);
+}
+
+#[pgrx::pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn ruvector_maintenance_main(arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGTERM);
+    let i = arg.value();
+    let l = launcher().expect("launcher shared memory");
+    let db = l.running[i].load(Acquire);
+    struct Done(usize);
+    impl Drop for Done {
+        fn drop(&mut self) {
+            if let Some(l) = launcher() {
+                l.running[self.0].store(0, Release);
+            }
+        }
+    }
+    let _done = Done(i);
+    BackgroundWorker::connect_worker_to_spi_by_oid(Some(pg_sys::Oid::from(db)), None);
+    let installed = BackgroundWorker::transaction(|| {
+        Spi::get_one::<bool>(
+            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'ruvector')",
+        )
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+    });
+    if !installed {
+        return;
+    }
+    // Queued refusals first, in a transaction of their own, so a failure of the rest cannot
+    // lose them.
+    BackgroundWorker::transaction(|| {
+        audit::drain();
+    });
+    // Purge soft-deleted tenants whose delay has passed, and refresh the counters.
+    BackgroundWorker::transaction(|| {
+        Spi::run("SELECT ruvector._maintenance()").expect("ruvector._maintenance()");
+    });
+}

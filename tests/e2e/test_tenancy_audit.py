@@ -1,0 +1,135 @@
+"""Audit trail and background maintenance, end to end."""
+
+import time
+
+import psycopg
+import pytest
+
+from tenancy_fixtures import DB, admin_dsn, connect, setup_database
+
+
+@pytest.fixture(scope="module", autouse=True)
+def database():
+    setup_database()
+    with psycopg.connect(admin_dsn(DB), autocommit=True) as su:
+        # Database-wide, as a DBA would: sessions and the maintenance worker all audit.
+        su.execute(f"ALTER DATABASE {DB} SET ruvector.audit_enabled = on")
+    yield
+    with psycopg.connect(admin_dsn(DB), autocommit=True) as su:
+        su.execute(f"ALTER DATABASE {DB} RESET ruvector.audit_enabled")
+
+
+def su():
+    c = psycopg.connect(admin_dsn(DB), autocommit=True)
+    c.execute("SET ruvector.tenant_id = '*'")
+    return c
+
+
+def audit_rows(where, params=()):
+    with su() as c:
+        return c.execute(
+            f"SELECT tenant_id, operation, user_id, details FROM ruvector.tenant_audit_log WHERE {where} ORDER BY id",
+            params,
+        ).fetchall()
+
+
+def wait_for(where, params=(), timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = audit_rows(where, params)
+        if rows:
+            return rows
+        time.sleep(0.25)
+    return []
+
+
+def test_tenants_cannot_turn_audit_off_or_read_the_log():
+    with connect("rv_app") as c:
+        with pytest.raises(psycopg.Error) as e:
+            c.execute("SET ruvector.audit_enabled = off")
+        assert e.value.sqlstate == "42501"
+        c.execute("SET ruvector.tenant_id = 'acme'")
+        for sql in ["SELECT * FROM ruvector.tenant_audit_log", "DELETE FROM ruvector.tenant_audit_log"]:
+            with pytest.raises(psycopg.Error) as e:
+                c.execute(sql)
+            assert e.value.sqlstate == "42501"
+    with connect("rv_admin") as a:
+        a.execute("SET ruvector.audit_enabled = off")  # ruvector_admin may
+
+
+def test_operations_are_recorded_with_row_counts():
+    with connect("rv_app") as c:
+        c.execute("SET ruvector.tenant_id = 'beta'")
+        c.execute("SELECT * FROM embeddings WHERE id > 0").fetchall()
+        c.execute("INSERT INTO embeddings (content) VALUES ('audited-1'), ('audited-2')")
+        c.execute("UPDATE embeddings SET content = 'audited-3' WHERE content = 'audited-1'")
+        c.execute("DELETE FROM embeddings WHERE content LIKE 'audited-%%'")
+    rows = audit_rows("tenant_id = 'beta' AND user_id = 'rv_app'")
+    ops = [(r[1], r[3]["rows"]) for r in rows]
+    assert ("search", 50) in ops
+    assert ("insert", 2) in ops
+    assert ("update", 1) in ops
+    assert ("delete", 2) in ops
+
+
+def test_refused_attempts_are_recorded_although_they_abort():
+    with connect("rv_app") as c:
+        c.execute("SET ruvector.tenant_id = 'acme'")
+        with pytest.raises(psycopg.Error):
+            c.execute("TRUNCATE embeddings")
+        c.execute("RESET ruvector.tenant_id")
+        with pytest.raises(psycopg.Error):
+            c.execute("SELECT * FROM embeddings")
+    # The maintenance worker writes queued refusals without being asked.
+    rows = wait_for("operation = 'refused:truncate' AND tenant_id = 'acme'")
+    assert rows and rows[0][3]["reason"] == "truncate_denied" and rows[0][3]["sqlstate"] == "42501"
+    rows = wait_for("operation = 'refused:search' AND tenant_id = '' AND user_id = 'rv_app'")
+    assert rows and rows[0][3]["reason"] == "no_context"
+
+
+def test_wildcard_use_and_lifecycle_calls_are_recorded():
+    with connect("rv_admin") as a:
+        a.execute("SELECT ruvector_tenant_create('audited-tenant')")
+        a.execute("SELECT ruvector_tenant_suspend('audited-tenant')")
+        a.execute("SELECT ruvector_tenant_resume('audited-tenant')")
+        a.execute("SELECT ruvector_tenant_delete('audited-tenant', hard := true)")
+    ops = [r[1] for r in audit_rows("tenant_id = 'audited-tenant'")]
+    assert ops[:4] == ["create", "suspend", "resume", "delete"] or ops == ["create", "suspend", "resume", "delete"]
+    with psycopg.connect(admin_dsn(DB), autocommit=True) as s:
+        s.execute("GRANT SELECT ON embeddings TO ruvector_admin")
+    with connect("rv_admin") as a:
+        a.execute("SET ruvector.tenant_id = '*'")
+        a.execute("SELECT count(*) FROM embeddings")
+    assert audit_rows("tenant_id = '*' AND operation = 'search' AND user_id = 'rv_admin'")
+
+
+def test_soft_deleted_tenant_is_purged_by_the_worker():
+    with psycopg.connect(admin_dsn(DB), autocommit=True) as s:
+        s.execute("ALTER SYSTEM SET ruvector.tenant_purge_delay = 0")
+        s.execute("SELECT pg_reload_conf()")
+    try:
+        with connect("rv_admin") as a:
+            a.execute("SELECT ruvector_tenant_create('soon-gone')")
+        with connect("rv_app") as c:
+            c.execute("SET ruvector.tenant_id = 'soon-gone'")
+            c.execute("INSERT INTO embeddings (content) SELECT 'x' FROM generate_series(1, 5)")
+        time.sleep(0.5)  # the reloaded setting reaches new sessions
+        with connect("rv_admin") as a:
+            a.execute("SELECT ruvector_tenant_delete('soon-gone')")
+        deadline = time.monotonic() + 30
+        left = None
+        while time.monotonic() < deadline:
+            with su() as c:
+                left = c.execute(
+                    "SELECT (SELECT count(*) FROM embeddings WHERE tenant_id = 'soon-gone'), "
+                    "(SELECT count(*) FROM ruvector.tenants WHERE id = 'soon-gone')"
+                ).fetchone()
+            if left == (0, 0):
+                break
+            time.sleep(0.5)
+        assert left == (0, 0), f"not purged: {left}"
+        assert audit_rows("tenant_id = 'soon-gone' AND operation = 'purge'")
+    finally:
+        with psycopg.connect(admin_dsn(DB), autocommit=True) as s:
+            s.execute("ALTER SYSTEM RESET ruvector.tenant_purge_delay")
+            s.execute("SELECT pg_reload_conf()")

@@ -315,10 +315,53 @@ unsafe fn plan_relations(stmt: *mut pg_sys::PlannedStmt) -> Vec<pg_sys::Oid> {
     }
 }
 
-#[pgrx::pg_guard]
+/// PostgreSQL's own executor and utility entry points, called without pgrx's FFI guard:
+/// an error inside them must propagate to PostgreSQL untouched (with its cursor position and
+/// context), not be caught and re-raised by Rust. The hooks hold no values with destructors
+/// across these calls, so a longjmp through their frames is sound.
+mod raw {
+    use pgrx::pg_sys;
+
+    unsafe extern "C-unwind" {
+        pub fn standard_ExecutorStart(query: *mut pg_sys::QueryDesc, eflags: std::ffi::c_int);
+        pub fn standard_ExecutorEnd(query: *mut pg_sys::QueryDesc);
+        #[allow(clippy::too_many_arguments)]
+        pub fn standard_ProcessUtility(
+            pstmt: *mut pg_sys::PlannedStmt,
+            query_string: *const std::ffi::c_char,
+            read_only_tree: bool,
+            context: pg_sys::ProcessUtilityContext::Type,
+            params: pg_sys::ParamListInfo,
+            query_env: *mut pg_sys::QueryEnvironment,
+            dest: *mut pg_sys::DestReceiver,
+            qc: *mut pg_sys::QueryCompletion,
+        );
+    }
+}
+
+/// Runs Rust code of a hook under pgrx's guard: its panics and errors become PostgreSQL
+/// errors raised from here.
+fn guarded<R>(f: impl FnOnce() -> R) -> R {
+    // SAFETY: the guard is the documented way to run Rust code called from C.
+    unsafe { pg_sys::submodules::panic::pgrx_extern_c_guard(f) }
+}
+
 unsafe extern "C-unwind" fn executor_start(query: *mut pg_sys::QueryDesc, eflags: std::ffi::c_int) {
-    // SAFETY: PostgreSQL passes a valid QueryDesc; the previous hook or the standard function
-    // runs the real start.
+    // SAFETY: PostgreSQL passes a valid QueryDesc.
+    guarded(|| unsafe { before_executor_start(query, eflags) });
+    // SAFETY: chaining to the previous hook or the standard function with the same arguments.
+    unsafe {
+        match PREV_EXECUTOR_START {
+            Some(prev) => prev(query, eflags),
+            None => raw::standard_ExecutorStart(query, eflags),
+        }
+    }
+}
+
+/// # Safety
+/// `query` is a valid QueryDesc.
+unsafe fn before_executor_start(query: *mut pg_sys::QueryDesc, eflags: std::ffi::c_int) {
+    // SAFETY: guaranteed by the caller.
     unsafe {
         let stmt = (*query).plannedstmt;
         let op = match (*query).operation {
@@ -348,22 +391,28 @@ unsafe extern "C-unwind" fn executor_start(query: *mut pg_sys::QueryDesc, eflags
                 )
             });
         }
-        match PREV_EXECUTOR_START {
-            Some(prev) => prev(query, eflags),
-            None => pg_sys::standard_ExecutorStart(query, eflags),
+    }
+}
+
+unsafe extern "C-unwind" fn executor_end(query: *mut pg_sys::QueryDesc) {
+    guarded(|| before_executor_end(query));
+    // SAFETY: chaining to the previous hook or the standard function.
+    unsafe {
+        match PREV_EXECUTOR_END {
+            Some(prev) => prev(query),
+            None => raw::standard_ExecutorEnd(query),
         }
     }
 }
 
-#[pgrx::pg_guard]
-unsafe extern "C-unwind" fn executor_end(query: *mut pg_sys::QueryDesc) {
+fn before_executor_end(query: *mut pg_sys::QueryDesc) {
     if let Some(run) = RUNNING.with(|r| r.borrow_mut().remove(&(query as usize))) {
         if let (Some(slot), Operation::Search) = (run.slot, run.op) {
             let elapsed = (now_us() - run.start_us).max(0) as u64;
             shmem::unlocked(|r| r.slot(slot).search_micros.fetch_add(elapsed, Relaxed));
             super::catalog::count_search_window(slot);
         }
-        // SAFETY: the estate is alive until the standard ExecutorEnd below.
+        // SAFETY: the estate is alive until the standard ExecutorEnd runs after us.
         let rows = unsafe {
             let estate = (*query).estate;
             if estate.is_null() {
@@ -374,16 +423,8 @@ unsafe extern "C-unwind" fn executor_end(query: *mut pg_sys::QueryDesc) {
         };
         super::audit::operation(gucs::tenant_context(), run.op, rows, &run.relids);
     }
-    // SAFETY: chaining to the previous hook or the standard function.
-    unsafe {
-        match PREV_EXECUTOR_END {
-            Some(prev) => prev(query),
-            None => pg_sys::standard_ExecutorEnd(query),
-        }
-    }
 }
 
-#[pgrx::pg_guard]
 #[allow(clippy::too_many_arguments)]
 unsafe extern "C-unwind" fn process_utility(
     pstmt: *mut pg_sys::PlannedStmt,
@@ -395,8 +436,42 @@ unsafe extern "C-unwind" fn process_utility(
     dest: *mut pg_sys::DestReceiver,
     qc: *mut pg_sys::QueryCompletion,
 ) {
-    // SAFETY: PostgreSQL passes a valid utility statement; TRUNCATE's relation list holds
-    // RangeVars, resolved here without locking (the real TRUNCATE locks them next).
+    // SAFETY: PostgreSQL passes a valid utility statement.
+    guarded(|| unsafe { before_process_utility(pstmt) });
+    // SAFETY: chaining to the previous hook or the standard function with the same arguments.
+    unsafe {
+        match PREV_PROCESS_UTILITY {
+            Some(prev) => prev(
+                pstmt,
+                query_string,
+                read_only_tree,
+                context,
+                params,
+                query_env,
+                dest,
+                qc,
+            ),
+            None => raw::standard_ProcessUtility(
+                pstmt,
+                query_string,
+                read_only_tree,
+                context,
+                params,
+                query_env,
+                dest,
+                qc,
+            ),
+        }
+    }
+}
+
+/// TRUNCATE ignores row-level security, so on a tenant table it needs the '*' context.
+///
+/// # Safety
+/// `pstmt` is a valid utility PlannedStmt.
+unsafe fn before_process_utility(pstmt: *mut pg_sys::PlannedStmt) {
+    // SAFETY: guaranteed by the caller; TRUNCATE's relation list holds RangeVars, resolved
+    // here without locking (the real TRUNCATE locks them next).
     unsafe {
         let node = (*pstmt).utilityStmt;
         if !node.is_null() && (*node).type_ == pg_sys::NodeTag::T_TruncateStmt && !in_internal() {
@@ -436,28 +511,6 @@ unsafe extern "C-unwind" fn process_utility(
                     super::audit::write("*", "truncate", "{}");
                 }
             }
-        }
-        match PREV_PROCESS_UTILITY {
-            Some(prev) => prev(
-                pstmt,
-                query_string,
-                read_only_tree,
-                context,
-                params,
-                query_env,
-                dest,
-                qc,
-            ),
-            None => pg_sys::standard_ProcessUtility(
-                pstmt,
-                query_string,
-                read_only_tree,
-                context,
-                params,
-                query_env,
-                dest,
-                qc,
-            ),
         }
     }
 }

@@ -46,6 +46,18 @@ pg_fn! {
         };
         let state = catalog::state_from_name(&state);
         let limits = catalog::limits(max_vectors, max_storage_gb, max_qps, max_concurrent);
+        if created {
+            // The slot is taken at commit, where no error may be raised: check for room now.
+            // SAFETY: plain read of a backend global.
+            let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
+            let pending = PENDING.with(|p| p.borrow().iter().filter(|s| s.reset).count() as u32);
+            let (fits, capacity) = shmem::locked(false, |r| {
+                (r.lookup(db, &id).is_some() || r.used() + pending < r.capacity(), r.capacity())
+            });
+            if !fits {
+                crate::errors::registry_full(capacity);
+            }
+        }
         // A tenant row inserted now starts from zero usage; updates keep the counters.
         PENDING.with(|p| p.borrow_mut().push(PendingSync { id, state, limits, reset: created }));
         pg_sys::Datum::from(0)

@@ -133,3 +133,34 @@ def test_soft_deleted_tenant_is_purged_by_the_worker():
         with psycopg.connect(admin_dsn(DB), autocommit=True) as s:
             s.execute("ALTER SYSTEM RESET ruvector.tenant_purge_delay")
             s.execute("SELECT pg_reload_conf()")
+
+
+def test_hard_delete_is_vacuumed_and_reported_erased():
+    with connect("rv_admin") as a:
+        a.execute("SELECT ruvector_tenant_create('erase-me')")
+    with connect("rv_app") as c:
+        c.execute("SET ruvector.tenant_id = 'erase-me'")
+        c.execute("INSERT INTO embeddings (content) SELECT 'secret-' || i FROM generate_series(1, 40) i")
+    with connect("rv_admin") as a:
+        a.execute("SELECT ruvector_tenant_delete('erase-me', hard := true)")
+        status = a.execute("SELECT table_name::text, rows_deleted, erased FROM ruvector_tenant_erasure_status('erase-me')").fetchall()
+        assert status == [("embeddings", 40, False)]
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline:
+        with connect("rv_admin") as a:
+            status = a.execute("SELECT erased, vacuumed_at IS NOT NULL FROM ruvector_tenant_erasure_status('erase-me')").fetchall()
+        if status == [(True, True)]:
+            break
+        time.sleep(0.5)
+    assert status == [(True, True)]
+    # The dead tuples are gone from the heap: no line pointer holds them any more.
+    with su() as c:
+        c.execute("CREATE EXTENSION IF NOT EXISTS pageinspect")
+        pages = c.execute("SELECT pg_relation_size('embeddings') / current_setting('block_size')::int").fetchone()[0]
+        leftovers = c.execute(
+            "SELECT count(*) FROM generate_series(0, %s - 1) b, "
+            "LATERAL heap_page_items(get_raw_page('embeddings', b::int)) h "
+            "WHERE h.t_data IS NOT NULL AND position('secret-'::bytea IN h.t_data) > 0",
+            (pages,),
+        ).fetchone()[0]
+        assert leftovers == 0

@@ -152,6 +152,20 @@ CREATE TABLE ruvector.tenant_contracted_graph (
     PRIMARY KEY (tenant_id, collection_id, node_type, node_id)
 );
 
+-- Physical erasure of deleted tenants' rows: one row per table a hard delete or a purge
+-- removed rows from. The maintenance worker VACUUMs the table; once a VACUUM that started
+-- after the deleting transaction was invisible to everyone has finished, the rows' tuples
+-- are gone from the table and its indexes, and vacuumed_at is set.
+CREATE TABLE ruvector.tenant_erasures (
+    tenant_id       text NOT NULL,
+    relid           regclass NOT NULL,
+    rows_deleted    bigint NOT NULL,
+    deleted_at      timestamptz NOT NULL DEFAULT now(),
+    delete_xid      xid8 NOT NULL DEFAULT pg_current_xact_id(),
+    vacuumed_at     timestamptz,
+    PRIMARY KEY (tenant_id, relid, delete_xid)
+);
+
 -- Keep the shared registry in step with every change of a tenant row, whoever makes it.
 CREATE FUNCTION ruvector._tenants_sync() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -296,6 +310,12 @@ BEGIN
     FOR t IN SELECT relid, tenant_column FROM ruvector.tenant_tables ORDER BY relid::text LOOP
         EXECUTE format('DELETE FROM %s WHERE %I = $1', t.relid, t.tenant_column) USING p_tenant_id;
         GET DIAGNOSTICS n = ROW_COUNT;
+        IF n > 0 THEN
+            INSERT INTO ruvector.tenant_erasures (tenant_id, relid, rows_deleted)
+            VALUES (p_tenant_id, t.relid, n)
+            ON CONFLICT (tenant_id, relid, delete_xid) DO UPDATE
+                SET rows_deleted = ruvector.tenant_erasures.rows_deleted + excluded.rows_deleted;
+        END IF;
         table_name := t.relid;
         rows_deleted := n;
         RETURN NEXT;
@@ -379,6 +399,19 @@ BEGIN
     ON CONFLICT (role_name) DO UPDATE SET tenant_id = excluded.tenant_id, bound_at = now();
     PERFORM ruvector._tables_changed();
 END $$;
+
+-- Whether a deleted tenant's rows are physically gone: one row per affected table.
+CREATE FUNCTION ruvector_tenant_erasure_status(p_tenant_id text)
+RETURNS TABLE (table_name regclass, rows_deleted bigint, deleted_at timestamptz,
+               vacuumed_at timestamptz, erased boolean)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM ruvector._require_admin('read erasure status');
+    RETURN QUERY
+    SELECT e.relid, e.rows_deleted, e.deleted_at, e.vacuumed_at, e.vacuumed_at IS NOT NULL
+    FROM ruvector.tenant_erasures e WHERE e.tenant_id = p_tenant_id ORDER BY e.deleted_at, e.relid::text;
+END $$;
+COMMENT ON FUNCTION ruvector_tenant_erasure_status(text) IS 'per table: rows of a deleted tenant removed and vacuumed (ruvector_admin)';
 
 CREATE FUNCTION ruvector_audit_flush() RETURNS bigint
     AS 'MODULE_PATHNAME', 'rv_audit_flush' LANGUAGE C VOLATILE STRICT;

@@ -155,4 +155,73 @@ pub extern "C-unwind" fn ruvector_maintenance_main(arg: pg_sys::Datum) {
     BackgroundWorker::transaction(|| {
         Spi::run("SELECT ruvector._maintenance()").expect("ruvector._maintenance()");
     });
+    erase();
+}
+
+/// The oldest transaction id any snapshot, transaction, prepared transaction or replication
+/// slot may still need: VACUUM cannot remove rows deleted by it or later.
+const HORIZON: &str = "SELECT x::text FROM ( \
+    SELECT backend_xmin AS x FROM pg_stat_activity WHERE backend_xmin IS NOT NULL \
+    UNION ALL SELECT backend_xid FROM pg_stat_activity WHERE backend_xid IS NOT NULL \
+    UNION ALL SELECT transaction FROM pg_prepared_xacts \
+    UNION ALL SELECT xmin FROM pg_replication_slots WHERE xmin IS NOT NULL \
+    UNION ALL SELECT xid(pg_current_xact_id())) s ORDER BY age(x) DESC LIMIT 1";
+
+/// VACUUMs tables holding deleted tenants' dead rows, then records the erasure of every
+/// deletion that VACUUM could remove: those older than the horizon taken before it ran.
+fn erase() {
+    let pending: Vec<(String, String)> = BackgroundWorker::transaction(|| {
+        let horizon = Spi::get_one::<String>(HORIZON)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        Spi::connect(|client| {
+            client
+                .select(
+                    "SELECT DISTINCT relid::text FROM ruvector.tenant_erasures \
+                     WHERE vacuumed_at IS NULL AND to_regclass(relid::text) IS NOT NULL",
+                    None,
+                    &[],
+                )
+                .map(|rows| {
+                    rows.map(|r| {
+                        (
+                            r.get::<String>(1).ok().flatten().unwrap_or_default(),
+                            horizon.clone(),
+                        )
+                    })
+                    .collect()
+                })
+                .unwrap_or_default()
+        })
+    });
+    for (rel, horizon) in pending {
+        vacuum(&rel);
+        BackgroundWorker::transaction(|| {
+            Spi::run_with_args(
+                "UPDATE ruvector.tenant_erasures SET vacuumed_at = now() \
+                 WHERE relid = $1::regclass AND vacuumed_at IS NULL \
+                 AND age(xid(delete_xid)) > age($2::xid)",
+                &[rel.as_str().into(), horizon.into()],
+            )
+            .expect("recording erasures");
+        });
+    }
+}
+
+/// Runs `VACUUM <rel>` as a top-level command, as a session would.
+fn vacuum(rel: &str) {
+    let sql = std::ffi::CString::new(format!("VACUUM {rel}")).expect("no NUL");
+    // SAFETY: the sequence PostgreSQL uses for a top-level VACUUM: parse it, run ExecVacuum
+    // inside a transaction (it commits that one and runs each table in a transaction of its
+    // own, then starts a fresh one for us), and commit.
+    unsafe {
+        pg_sys::StartTransactionCommand();
+        let parsed = pg_sys::raw_parser(sql.as_ptr(), pg_sys::RawParseMode::RAW_PARSE_DEFAULT);
+        let raw = (*(*parsed).elements).ptr_value as *mut pg_sys::RawStmt;
+        let stmt = (*raw).stmt as *mut pg_sys::VacuumStmt;
+        let pstate = pg_sys::make_parsestate(std::ptr::null_mut());
+        pg_sys::ExecVacuum(pstate, stmt, true);
+        pg_sys::CommitTransactionCommand();
+    }
 }

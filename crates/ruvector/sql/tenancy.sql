@@ -307,7 +307,8 @@ DECLARE
     t record;
     n bigint;
 BEGIN
-    FOR t IN SELECT relid, tenant_column FROM ruvector.tenant_tables ORDER BY relid::text LOOP
+    FOR t IN SELECT relid, tenant_column FROM ruvector.tenant_tables
+             WHERE EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = relid) ORDER BY relid::text LOOP
         EXECUTE format('DELETE FROM %s WHERE %I = $1', t.relid, t.tenant_column) USING p_tenant_id;
         GET DIAGNOSTICS n = ROW_COUNT;
         IF n > 0 THEN
@@ -482,6 +483,21 @@ END $$;
 COMMENT ON FUNCTION ruvector_enable_tenant_rls(text, text) IS 'confine a table to the current tenant (RLS, FORCE, context checks, quotas)';
 
 GRANT EXECUTE ON FUNCTION ruvector_enable_tenant_rls(text, text) TO PUBLIC;
+
+-- A dropped tenant table leaves ruvector.tenant_tables with it.
+CREATE FUNCTION ruvector._on_sql_drop() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_event_trigger_dropped_objects() d
+               JOIN ruvector.tenant_tables t ON t.relid = d.objid
+               WHERE d.classid = 'pg_class'::regclass) THEN
+        DELETE FROM ruvector.tenant_tables t USING pg_event_trigger_dropped_objects() d
+        WHERE d.classid = 'pg_class'::regclass AND t.relid = d.objid;
+        PERFORM ruvector._tables_changed();
+    END IF;
+END $$;
+CREATE EVENT TRIGGER ruvector_drop_tenant_table ON sql_drop
+    EXECUTE FUNCTION ruvector._on_sql_drop();
 
 -- _live_stats() returns every tenant to admins and only the current tenant to others.
 REVOKE EXECUTE ON FUNCTION ruvector._registry_sync(text, text, bigint, real, integer, integer, boolean)

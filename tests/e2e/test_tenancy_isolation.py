@@ -354,3 +354,42 @@ def test_quota_is_exact_under_8_concurrent_sessions():
         c.execute("DELETE FROM embeddings WHERE id IN (SELECT id FROM embeddings LIMIT 3)")
         c.execute("INSERT INTO embeddings (content) SELECT 'again' FROM generate_series(1, 3)")
         refused(c, "INSERT INTO embeddings (content) VALUES ('one too many')", "53400")
+
+
+def test_collections_are_per_tenant_within_max_collections(app):
+    with connect("rv_admin") as adm:
+        adm.execute("SELECT ruvector_tenant_create('coll-t', '{\"max_collections\": 2}')")
+        adm.execute("INSERT INTO ruvector.collections (name) VALUES ('shared-catalog')")
+    as_tenant(app, "coll-t")
+    app.execute("SELECT ruvector_collection_create('products', '{\"dimensions\": 3, \"metric\": \"cosine\"}')")
+    refused(app, "SELECT ruvector_collection_create('products')", "23505")
+    app.execute("SELECT ruvector_collection_create('faq')")
+    e = refused(app, "SELECT ruvector_collection_create('third')", "53400")
+    assert e.diag.message_detail == "current: 2, maximum: 2"
+    assert sorted(r[0] for r in app.execute("SELECT name FROM ruvector.my_collections").fetchall()) == [
+        "faq", "products", "shared-catalog"]
+    as_tenant(app, "acme")
+    app.execute("SELECT ruvector_collection_create('faq')")  # same name, another tenant
+    assert sorted(r[0] for r in app.execute("SELECT name FROM ruvector.my_collections").fetchall()) == [
+        "faq", "shared-catalog"]
+    app.execute("SELECT ruvector_collection_drop('faq')")
+    refused(app, "SELECT ruvector_collection_drop('products')", "42704")  # coll-t's, not ours
+    app.execute("RESET ruvector.tenant_id")
+    refused(app, "SELECT ruvector_collection_create('x')", "28000")
+
+
+def test_audit_records_the_client_address_over_tcp():
+    with psycopg.connect(admin_dsn(DB), autocommit=True) as su:
+        su.execute(f"ALTER ROLE rv_app IN DATABASE {DB} SET ruvector.audit_enabled = on")
+    try:
+        tcp = psycopg.conninfo.make_conninfo(admin_dsn(DB), user="rv_app", host="127.0.0.1")
+        with psycopg.connect(tcp, autocommit=True) as c:
+            as_tenant(c, "gamma")
+            c.execute("SELECT count(*) FROM embeddings WHERE content = 'tcp-audit-probe'")
+        with psycopg.connect(admin_dsn(DB), autocommit=True) as su:
+            row = su.execute("SELECT host(ip_address), user_id FROM ruvector.tenant_audit_log "
+                             "WHERE tenant_id = 'gamma' AND operation = 'search' ORDER BY id DESC LIMIT 1").fetchone()
+        assert row == ("127.0.0.1", "rv_app")
+    finally:
+        with psycopg.connect(admin_dsn(DB), autocommit=True) as su:
+            su.execute(f"ALTER ROLE rv_app IN DATABASE {DB} RESET ruvector.audit_enabled")

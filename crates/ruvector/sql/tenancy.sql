@@ -183,6 +183,28 @@ END $$;
 CREATE TRIGGER tenants_sync AFTER INSERT OR UPDATE OR DELETE ON ruvector.tenants
     FOR EACH ROW EXECUTE FUNCTION ruvector._tenants_sync();
 
+-- max_collections: collections are rare, so the tenant's row is locked to count exactly.
+CREATE FUNCTION ruvector._collections_quota() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    lim integer;
+    n bigint;
+BEGIN
+    IF NEW.tenant_id IS NULL OR (TG_OP = 'UPDATE' AND NEW.tenant_id IS NOT DISTINCT FROM OLD.tenant_id) THEN
+        RETURN NEW;
+    END IF;
+    SELECT max_collections INTO lim FROM ruvector.tenants WHERE id = NEW.tenant_id FOR UPDATE;
+    SELECT count(*) INTO n FROM ruvector.collections WHERE tenant_id = NEW.tenant_id;
+    IF n >= lim THEN
+        RAISE EXCEPTION 'tenant "%" has exceeded its collection quota', NEW.tenant_id
+            USING ERRCODE = '53400', DETAIL = format('current: %s, maximum: %s', n, lim),
+                  HINT = 'Drop a collection, or ask an administrator to raise max_collections.';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER collections_quota BEFORE INSERT OR UPDATE OF tenant_id ON ruvector.collections
+    FOR EACH ROW EXECUTE FUNCTION ruvector._collections_quota();
+
 -- Views for tenants and monitoring ----------------------------------------------------------
 
 CREATE VIEW ruvector.my_collections WITH (security_barrier) AS
@@ -413,6 +435,36 @@ BEGIN
     FROM ruvector.tenant_erasures e WHERE e.tenant_id = p_tenant_id ORDER BY e.deleted_at, e.relid::text;
 END $$;
 COMMENT ON FUNCTION ruvector_tenant_erasure_status(text) IS 'per table: rows of a deleted tenant removed and vacuumed (ruvector_admin)';
+
+-- Collections of the current tenant: created by the tenant itself, within max_collections.
+CREATE FUNCTION ruvector._require_tenant() RETURNS text
+    AS 'MODULE_PATHNAME', 'rv_require_tenant' LANGUAGE C VOLATILE;
+CREATE FUNCTION ruvector_collection_create(p_name text, p_options jsonb DEFAULT '{}'::jsonb)
+RETURNS ruvector.collections
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    tenant text := ruvector._require_tenant();
+    result ruvector.collections;
+BEGIN
+    INSERT INTO ruvector.collections (name, tenant_id, dimensions, metric, metadata)
+    VALUES (p_name, tenant, (p_options->>'dimensions')::integer,
+            coalesce(p_options->>'metric', 'l2'), coalesce(p_options->'metadata', '{}'::jsonb))
+    RETURNING * INTO result;
+    PERFORM ruvector._audit(tenant, 'collection_create', jsonb_build_object('name', p_name)::text);
+    RETURN result;
+END $$;
+COMMENT ON FUNCTION ruvector_collection_create(text, jsonb) IS 'create a collection of the current tenant (options: dimensions, metric, metadata)';
+
+CREATE FUNCTION ruvector_collection_drop(p_name text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    tenant text := ruvector._require_tenant();
+BEGIN
+    DELETE FROM ruvector.collections WHERE tenant_id = tenant AND name = p_name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'collection "%" does not exist', p_name USING ERRCODE = '42704';
+    END IF;
+END $$;
 
 CREATE FUNCTION ruvector_audit_flush() RETURNS bigint
     AS 'MODULE_PATHNAME', 'rv_audit_flush' LANGUAGE C VOLATILE STRICT;

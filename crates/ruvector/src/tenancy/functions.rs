@@ -85,6 +85,27 @@ pg_fn! {
 }
 
 pg_fn! {
+    /// `ruvector._require_tenant()`: the current tenant id if the context is one usable
+    /// tenant (not '*', not none), else the context layer's refusal.
+    fn require_tenant(_fcinfo) {
+        let ctx = crate::gucs::tenant_context();
+        if let Err(r) = context::may_use(ctx) {
+            crate::errors::refuse(r);
+        }
+        match ctx {
+            ruvector_tenancy::tenant_id::TenantContext::Tenant(id) => fmgr::text_datum(id),
+            _ => crate::errors::refuse(context::Refusal {
+                code: pgrx::PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
+                message: "this function needs one tenant's context".into(),
+                detail: "It acts for the tenant in ruvector.tenant_id, which is \"*\" here.".into(),
+                hint: "SET ruvector.tenant_id to the tenant first.".into(),
+                reason: "no_single_tenant",
+            }),
+        }
+    }
+}
+
+pg_fn! {
     /// `ruvector._check_tenant_id(id)`: 22023 for a malformed id.
     fn check_tenant_id(fcinfo) {
         // SAFETY: argument 0 is non-null text.

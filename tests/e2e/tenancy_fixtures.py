@@ -43,7 +43,7 @@ def setup_database():
         c.execute(f"GRANT CREATE ON DATABASE {DB} TO rv_owner")
         c.execute("GRANT CREATE ON SCHEMA public TO rv_owner")
         for t in ("acme", "beta", "gamma"):
-            c.execute("SELECT ruvector_tenant_create(%s, %s)", (t, '{"max_vectors": 100000}'))
+            c.execute("SELECT ruvector_tenant_create(%s, %s)", (t, '{"max_vectors": 100000, "max_qps": 0}'))
     with connect("rv_owner") as c:
         c.execute(
             """CREATE TABLE embeddings (

@@ -255,7 +255,7 @@ def test_tenants_cannot_read_or_change_the_catalog(app):
         "UPDATE ruvector.tenants SET suspended_at = NULL",
         "DELETE FROM ruvector.tenant_audit_log",
         "INSERT INTO ruvector.tenant_tables VALUES ('labels', 'content')",
-        "SELECT ruvector._registry_sync('beta', 'active', 1, 1, 1, 1, false)",
+        "SELECT ruvector._registry_sync('beta', 'active', 1, 1, 1, 1, 1, false)",
         "SELECT ruvector_tenant_suspend('beta')",
         "SELECT ruvector_tenant_stats('beta')",
     ]:
@@ -318,7 +318,7 @@ def test_soft_and_hard_delete():
 
 def test_quota_is_exact_under_8_concurrent_sessions():
     with connect("rv_admin") as adm:
-        adm.execute("SELECT ruvector_tenant_create('quota-t', '{\"max_vectors\": 100}')")
+        adm.execute("SELECT ruvector_tenant_create('quota-t', '{\"max_vectors\": 100, \"max_qps\": 0}')")
     errors, lock = [], threading.Lock()
 
     def worker(n):

@@ -7,6 +7,8 @@
 //!   undone by (sub)transaction aborts.
 #![deny(unsafe_code)]
 
+pub mod fair;
 pub mod quota;
+pub mod rate;
 pub mod registry;
 pub mod tenant_id;

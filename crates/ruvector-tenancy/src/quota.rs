@@ -190,6 +190,7 @@ mod tests {
             max_storage_bytes: 1000,
             max_qps: 0,
             max_concurrent: 0,
+            weight: 1.0,
         });
         reserve(slot, 2, 10).unwrap();
         commit(slot, 2, 10);
@@ -228,6 +229,7 @@ mod tests {
                 max_storage_bytes: i64::MAX,
                 max_qps: 0,
                 max_concurrent: 0,
+                weight: 1.0,
             });
         }
         let granted: i64 = (0..8)

@@ -44,9 +44,11 @@ pub struct Limits {
     pub max_storage_bytes: i64,
     pub max_qps: i32,
     pub max_concurrent: i32,
+    /// Share of the server under contention, relative to other tenants' weights.
+    pub weight: f64,
 }
 
-/// One tenant's shared state: 256 bytes, cache-line aligned so one tenant's hot counters
+/// One tenant's shared state: 320 bytes, cache-line aligned so one tenant's hot counters
 /// never share a line with the next tenant's.
 #[repr(C, align(64))]
 pub struct TenantSlot {
@@ -75,6 +77,20 @@ pub struct TenantSlot {
     pub last_access_ms: AtomicI64,
     /// Searches per ten-minute period over the last hour: (period << 32) | count.
     search_window: [AtomicU64; WINDOW_BUCKETS],
+    /// Token bucket of `max_qps` (see [`crate::rate`]).
+    pub bucket: AtomicU64,
+    /// Statements of this tenant holding an execution slot now.
+    pub running: AtomicI64,
+    /// Fair-scheduling weight (f64 bits) and the last finish tag handed out (f64 bits,
+    /// under the scheduler's lock).
+    pub weight_bits: AtomicU64,
+    pub last_finish_bits: AtomicU64,
+    /// Admission counters: admitted, refused by the rate limit, made to wait, and the total
+    /// wait in microseconds.
+    pub admitted: AtomicU64,
+    pub rate_limited: AtomicU64,
+    pub queued: AtomicU64,
+    pub wait_micros: AtomicU64,
 }
 
 /// Buckets of the searches-in-the-last-hour window (ten minutes each).
@@ -82,7 +98,7 @@ pub const WINDOW_BUCKETS: usize = 6;
 /// Length of one window bucket.
 pub const WINDOW_PERIOD_MS: i64 = 600_000;
 
-const _: () = assert!(std::mem::size_of::<TenantSlot>() == 256);
+const _: () = assert!(std::mem::size_of::<TenantSlot>() == 320);
 const _: () = assert!(MAX_TENANT_ID_LEN < 64);
 
 impl TenantSlot {
@@ -128,6 +144,7 @@ impl TenantSlot {
             max_storage_bytes: self.max_storage_bytes.load(Relaxed),
             max_qps: self.max_qps.load(Relaxed) as i32,
             max_concurrent: self.max_concurrent.load(Relaxed) as i32,
+            weight: f64::from_bits(self.weight_bits.load(Relaxed)),
         }
     }
 
@@ -138,6 +155,7 @@ impl TenantSlot {
         self.max_qps.store(limits.max_qps.into(), Relaxed);
         self.max_concurrent
             .store(limits.max_concurrent.into(), Relaxed);
+        self.weight_bits.store(limits.weight.to_bits(), Relaxed);
     }
 
     /// Counts one search at `now_ms` in the last-hour window.
@@ -173,6 +191,17 @@ impl TenantSlot {
         for b in &self.search_window {
             b.store(0, Relaxed);
         }
+        for c in [
+            &self.bucket,
+            &self.last_finish_bits,
+            &self.admitted,
+            &self.rate_limited,
+            &self.queued,
+            &self.wait_micros,
+        ] {
+            c.store(0, Relaxed);
+        }
+        self.running.store(0, Relaxed);
         for counter in [
             &self.vectors,
             &self.vectors_reserved,
@@ -397,6 +426,14 @@ pub(crate) mod tests {
             search_micros: AtomicU64::new(0),
             last_access_ms: AtomicI64::new(0),
             search_window: Default::default(),
+            bucket: AtomicU64::new(0),
+            running: AtomicI64::new(0),
+            weight_bits: AtomicU64::new(0),
+            last_finish_bits: AtomicU64::new(0),
+            admitted: AtomicU64::new(0),
+            rate_limited: AtomicU64::new(0),
+            queued: AtomicU64::new(0),
+            wait_micros: AtomicU64::new(0),
         };
         Owned {
             header: Header {
@@ -464,6 +501,22 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn limits_round_trip() {
+        let mem = owned(1);
+        let reg = mem.registry(true);
+        let (_, slot, _) = reg.upsert(1, "t", false).unwrap();
+        let limits = Limits {
+            max_vectors: 7,
+            max_storage_bytes: 8,
+            max_qps: 9,
+            max_concurrent: 10,
+            weight: 2.5,
+        };
+        slot.set_limits(limits);
+        assert_eq!(slot.limits(), limits);
+    }
+
+    #[test]
     fn search_window_keeps_the_last_hour() {
         let mem = owned(1);
         let reg = mem.registry(true);
@@ -496,8 +549,8 @@ pub(crate) mod tests {
         );
         let per_tenant = bytes_needed(100_000) / 100_000;
         assert!(
-            per_tenant <= 270,
-            "docs promise at most 270 bytes per tenant, got {per_tenant}"
+            per_tenant <= 335,
+            "docs promise at most 335 bytes per tenant, got {per_tenant}"
         );
     }
 }

@@ -26,7 +26,8 @@ GRANT USAGE ON SCHEMA ruvector TO ruvector_user, ruvector_admin;
 
 -- Applies a tenant's catalog row to the shared registry when the transaction commits.
 CREATE FUNCTION ruvector._registry_sync(id text, state text, max_vectors bigint, max_storage_gb real,
-                                        max_qps integer, max_concurrent integer, created boolean) RETURNS void
+                                        max_qps integer, max_concurrent integer, weight real,
+                                        created boolean) RETURNS void
     AS 'MODULE_PATHNAME', 'rv_registry_sync' LANGUAGE C VOLATILE STRICT;
 -- Marks the set of tenant tables as changed (every backend reloads its cache) at commit.
 CREATE FUNCTION ruvector._tables_changed() RETURNS void
@@ -57,7 +58,8 @@ CREATE FUNCTION ruvector._live_stats(
     OUT tenant_id text, OUT state text, OUT current_vectors bigint, OUT reserved_vectors bigint,
     OUT storage_bytes bigint, OUT searches bigint, OUT inserts bigint, OUT updates bigint,
     OUT deletes bigint, OUT refused bigint, OUT search_ms_total double precision,
-    OUT searches_last_hour bigint, OUT last_access timestamptz)
+    OUT searches_last_hour bigint, OUT last_access timestamptz, OUT admitted bigint,
+    OUT rate_limited bigint, OUT queued bigint, OUT wait_ms_total bigint)
     RETURNS SETOF record
     AS 'MODULE_PATHNAME', 'rv_live_stats' LANGUAGE C VOLATILE STRICT;
 
@@ -87,7 +89,8 @@ CREATE TABLE ruvector.tenants (
     max_collections integer DEFAULT 10 CHECK (max_collections >= 0),
     max_qps         integer DEFAULT 100 CHECK (max_qps >= 0),
     max_storage_gb  real NOT NULL DEFAULT 10.0 CHECK (max_storage_gb >= 0),
-    max_concurrent  integer NOT NULL DEFAULT 10 CHECK (max_concurrent >= 0),
+    max_concurrent  integer NOT NULL DEFAULT 10 CHECK (max_concurrent >= 0),   -- 0: no limit
+    weight          real NOT NULL DEFAULT 1.0 CHECK (weight > 0),               -- fair share
     isolation_level text DEFAULT 'shared' CHECK (isolation_level IN ('shared', 'partition', 'dedicated')),
     integrity_enabled   boolean DEFAULT true,
     integrity_policy_id integer REFERENCES ruvector.integrity_policies(id),
@@ -170,14 +173,15 @@ CREATE TABLE ruvector.tenant_erasures (
 CREATE FUNCTION ruvector._tenants_sync() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'DELETE' THEN
-        PERFORM ruvector._registry_sync(OLD.id, 'deleted', 0, 0, 0, 0, false);
+        PERFORM ruvector._registry_sync(OLD.id, 'deleted', 0, 0, 0, 0, 1, false);
         RETURN OLD;
     END IF;
     PERFORM ruvector._registry_sync(NEW.id,
         CASE WHEN NEW.deleted_at IS NOT NULL THEN 'deleted'
              WHEN NEW.suspended_at IS NOT NULL THEN 'suspended'
              ELSE 'active' END,
-        NEW.max_vectors, NEW.max_storage_gb, NEW.max_qps, NEW.max_concurrent, TG_OP = 'INSERT');
+        NEW.max_vectors, NEW.max_storage_gb, NEW.max_qps, NEW.max_concurrent, NEW.weight,
+        TG_OP = 'INSERT');
     RETURN NEW;
 END $$;
 CREATE TRIGGER tenants_sync AFTER INSERT OR UPDATE OR DELETE ON ruvector.tenants
@@ -232,7 +236,8 @@ SELECT s.tenant_id, s.state,
        s.current_vectors, s.reserved_vectors, s.storage_bytes,
        s.searches, s.inserts, s.updates, s.deletes, s.refused,
        CASE WHEN s.searches > 0 THEN s.search_ms_total / s.searches END AS avg_search_latency_ms,
-       s.searches_last_hour, s.last_access
+       s.searches_last_hour, s.last_access,
+       s.admitted, s.rate_limited, s.queued, s.wait_ms_total
 FROM ruvector._live_stats() s;
 
 -- A tenant session sees only its own row of the statistics.
@@ -245,6 +250,8 @@ GRANT INSERT, UPDATE, DELETE ON ruvector.tenants, ruvector.collections, ruvector
     ruvector.tenant_role_bindings TO ruvector_admin;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA ruvector TO ruvector_admin;
 GRANT UPDATE (max_vectors, max_storage_gb, max_qps, max_concurrent) ON ruvector.tenant_quotas TO ruvector_admin;
+-- Tenant settings (limits, weight) are changed with UPDATE ruvector.tenants: the change
+-- reaches every session at its next statement.
 GRANT SET ON PARAMETER ruvector.audit_enabled TO ruvector_admin;
 
 -- Lifecycle -------------------------------------------------------------------------------
@@ -254,7 +261,7 @@ RETURNS ruvector.tenants
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     known constant text[] := ARRAY['display_name', 'max_vectors', 'max_collections', 'max_qps',
-        'max_storage_gb', 'max_concurrent', 'isolation_level', 'integrity_enabled', 'metadata'];
+        'max_storage_gb', 'max_concurrent', 'weight', 'isolation_level', 'integrity_enabled', 'metadata'];
     k text;
     result ruvector.tenants;
 BEGIN
@@ -277,7 +284,7 @@ BEGIN
             HINT = 'Wait for the purge, or delete it with hard := true first.';
     END IF;
     INSERT INTO ruvector.tenants (id, display_name, max_vectors, max_collections, max_qps,
-                                  max_storage_gb, max_concurrent, isolation_level,
+                                  max_storage_gb, max_concurrent, weight, isolation_level,
                                   integrity_enabled, metadata)
     VALUES (p_tenant_id,
             p_options->>'display_name',
@@ -286,6 +293,7 @@ BEGIN
             coalesce((p_options->>'max_qps')::integer, 100),
             coalesce((p_options->>'max_storage_gb')::real, 10.0),
             coalesce((p_options->>'max_concurrent')::integer, 10),
+            coalesce((p_options->>'weight')::real, 1.0),
             coalesce(p_options->>'isolation_level', 'shared'),
             coalesce((p_options->>'integrity_enabled')::boolean, true),
             coalesce(p_options->'metadata', '{}'::jsonb))
@@ -466,6 +474,11 @@ BEGIN
     END IF;
 END $$;
 
+CREATE FUNCTION ruvector_admission_status(OUT running integer, OUT waiting integer, OUT capacity integer)
+    RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'rv_admission_status' LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION ruvector_admission_status() IS 'tenant statements executing, waiting for admission, and the server-wide limit';
+
 CREATE FUNCTION ruvector_audit_flush() RETURNS bigint
     AS 'MODULE_PATHNAME', 'rv_audit_flush' LANGUAGE C VOLATILE STRICT;
 COMMENT ON FUNCTION ruvector_audit_flush() IS 'write queued refusals of this database to ruvector.tenant_audit_log now (ruvector_admin)';
@@ -552,9 +565,9 @@ CREATE EVENT TRIGGER ruvector_drop_tenant_table ON sql_drop
     EXECUTE FUNCTION ruvector._on_sql_drop();
 
 -- _live_stats() returns every tenant to admins and only the current tenant to others.
-REVOKE EXECUTE ON FUNCTION ruvector._registry_sync(text, text, bigint, real, integer, integer, boolean)
+REVOKE EXECUTE ON FUNCTION ruvector._registry_sync(text, text, bigint, real, integer, integer, real, boolean)
     FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION ruvector._registry_sync(text, text, bigint, real, integer, integer, boolean)
+GRANT EXECUTE ON FUNCTION ruvector._registry_sync(text, text, bigint, real, integer, integer, real, boolean)
     TO ruvector_admin;
 
 -- Every backend rebuilds its tenant-table cache once the extension exists.

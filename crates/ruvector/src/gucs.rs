@@ -29,6 +29,20 @@ static MAX_TENANTS: GucSetting<i32> = GucSetting::<i32>::new(MAX_TENANTS_DEFAULT
 pub const PURGE_DELAY_DEFAULT: i32 = 7 * 24 * 3600;
 static PURGE_DELAY: GucSetting<i32> = GucSetting::<i32>::new(PURGE_DELAY_DEFAULT);
 
+/// `ruvector.admission_control`: rate limits and fair scheduling of tenant statements.
+static ADMISSION_CONTROL: GucSetting<bool> = GucSetting::<bool>::new(true);
+
+/// `ruvector.max_active_statements`: tenant statements executing at once, server-wide;
+/// 0 = twice the CPUs (enough to keep every core busy while some statements wait on I/O).
+static MAX_ACTIVE: GucSetting<i32> = GucSetting::<i32>::new(0);
+
+/// `ruvector.admission_timeout`: the longest a statement waits for admission (ms).
+pub const ADMISSION_TIMEOUT_DEFAULT_MS: i32 = 30_000;
+static ADMISSION_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(ADMISSION_TIMEOUT_DEFAULT_MS);
+
+/// `ruvector.rate_burst_seconds`: a tenant's bucket holds this many seconds of `max_qps`.
+static RATE_BURST: GucSetting<f64> = GucSetting::<f64>::new(1.0);
+
 pub fn init() {
     // SAFETY: called once from _PG_init in the postmaster (or a backend for non-preloaded
     // loads, which _PG_init refuses before getting here); the storage is a static that lives
@@ -75,6 +89,44 @@ pub fn init() {
         GucContext::Sighup,
         GucFlags::UNIT_S,
     );
+    GucRegistry::define_bool_guc(
+        c"ruvector.admission_control",
+        c"Rate-limit and fairly schedule statements on tenant tables.",
+        c"Off: every statement runs at once, without token buckets or execution slots.",
+        &ADMISSION_CONTROL,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"ruvector.max_active_statements",
+        c"Statements on tenant tables executing at once, server-wide (0: twice the CPUs).",
+        c"When all are taken, statements wait and are admitted in weighted fair order.",
+        &MAX_ACTIVE,
+        0,
+        10_000,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"ruvector.admission_timeout",
+        c"Longest wait for admission of a tenant statement; then it fails with 53000.",
+        c"",
+        &ADMISSION_TIMEOUT,
+        1,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_float_guc(
+        c"ruvector.rate_burst_seconds",
+        c"Burst of a tenant's rate limit, in seconds of its max_qps.",
+        c"",
+        &RATE_BURST,
+        0.001,
+        3600.0,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
     // SAFETY: PostgreSQL 15+; reserves the prefix so typos such as ruvector.tenantid fail.
     unsafe { pg_sys::MarkGUCPrefixReserved(c"ruvector".as_ptr()) };
 }
@@ -95,6 +147,22 @@ pub fn tenant_id() -> Option<&'static str> {
 
 pub fn audit_enabled() -> bool {
     AUDIT_ENABLED.get()
+}
+
+pub fn admission_control() -> bool {
+    ADMISSION_CONTROL.get()
+}
+
+pub fn max_active_statements() -> i32 {
+    MAX_ACTIVE.get()
+}
+
+pub fn admission_timeout_ms() -> i32 {
+    ADMISSION_TIMEOUT.get()
+}
+
+pub fn rate_burst_seconds() -> f64 {
+    RATE_BURST.get()
 }
 
 pub fn max_tenants() -> u32 {

@@ -180,12 +180,19 @@ pub fn state_from_name(name: &str) -> TenantState {
     }
 }
 
-pub fn limits(max_vectors: i64, max_storage_gb: f32, max_qps: i32, max_concurrent: i32) -> Limits {
+pub fn limits(
+    max_vectors: i64,
+    max_storage_gb: f32,
+    max_qps: i32,
+    max_concurrent: i32,
+    weight: f32,
+) -> Limits {
     Limits {
         max_vectors,
         max_storage_bytes: (f64::from(max_storage_gb) * 1024.0 * 1024.0 * 1024.0) as i64,
         max_qps,
         max_concurrent,
+        weight: f64::from(weight),
     }
 }
 
@@ -209,7 +216,7 @@ pub fn ensure_loaded() {
                 .select(
                     "SELECT id, CASE WHEN deleted_at IS NOT NULL THEN 'deleted' \
                      WHEN suspended_at IS NOT NULL THEN 'suspended' ELSE 'active' END, \
-                     max_vectors, max_storage_gb, max_qps, max_concurrent FROM ruvector.tenants",
+                     max_vectors, max_storage_gb, max_qps, max_concurrent, weight FROM ruvector.tenants",
                     None,
                     &[],
                 )
@@ -225,6 +232,7 @@ pub fn ensure_loaded() {
                         row.get(4).ok().flatten().unwrap_or(0.0),
                         row.get(5).ok().flatten().unwrap_or(0),
                         row.get(6).ok().flatten().unwrap_or(0),
+                        row.get(7).ok().flatten().unwrap_or(1.0),
                     ),
                 });
             }

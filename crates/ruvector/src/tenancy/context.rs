@@ -170,6 +170,8 @@ thread_local! {
 
 struct Running {
     slot: Option<usize>,
+    /// This statement holds an execution slot of the scheduler.
+    holds: bool,
     op: Operation,
     start_us: i64,
     relids: Vec<pg_sys::Oid>,
@@ -238,7 +240,7 @@ pub fn check_relations(relids: &[pg_sys::Oid], op: Operation) -> Option<Option<u
 }
 
 /// Counts, audits and raises a refusal.
-fn refused(ctx: TenantContext<'_>, op: Operation, r: Refusal) -> ! {
+pub fn refused(ctx: TenantContext<'_>, op: Operation, r: Refusal) -> ! {
     if let TenantContext::Tenant(id) = ctx {
         // SAFETY: plain read of a backend global.
         let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
@@ -379,11 +381,22 @@ unsafe fn before_executor_start(query: *mut pg_sys::QueryDesc, eflags: std::ffi:
             check_relations(&relids, op)
         };
         if let Some(slot) = checked {
+            let mut holds = false;
+            if let (Some(n), TenantContext::Tenant(id)) = (slot, gucs::tenant_context()) {
+                if !super::scheduler::holding() {
+                    super::scheduler::register_exit_cleanup();
+                    match super::scheduler::admit(n, id) {
+                        Ok(h) => holds = h,
+                        Err(r) => refused(gucs::tenant_context(), op, r),
+                    }
+                }
+            }
             RUNNING.with(|r| {
                 r.borrow_mut().insert(
                     query as usize,
                     Running {
                         slot,
+                        holds,
                         op,
                         start_us: now_us(),
                         relids,
@@ -407,6 +420,9 @@ unsafe extern "C-unwind" fn executor_end(query: *mut pg_sys::QueryDesc) {
 
 fn before_executor_end(query: *mut pg_sys::QueryDesc) {
     if let Some(run) = RUNNING.with(|r| r.borrow_mut().remove(&(query as usize))) {
+        if let (Some(slot), true) = (run.slot, run.holds) {
+            super::scheduler::release(slot);
+        }
         if let (Some(slot), Operation::Search) = (run.slot, run.op) {
             let elapsed = (now_us() - run.start_us).max(0) as u64;
             shmem::unlocked(|r| r.slot(slot).search_micros.fetch_add(elapsed, Relaxed));

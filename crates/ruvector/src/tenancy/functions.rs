@@ -27,13 +27,14 @@ thread_local! {
 
 pg_fn! {
     /// `ruvector._registry_sync(id, state, max_vectors, max_storage_gb, max_qps,
-    /// max_concurrent, created)`
+    /// max_concurrent, weight, created)`
     fn registry_sync(fcinfo) {
         if !context::is_admin() {
             crate::errors::not_admin("change the tenant registry");
         }
-        // SAFETY: the SQL declaration: text, text, int8, float4, int4, int4, bool, non-null.
-        let (id, state, max_vectors, max_storage_gb, max_qps, max_concurrent, created) = unsafe {
+        // SAFETY: the SQL declaration: text, text, int8, float4, int4, int4, float4, bool,
+        // all non-null.
+        let (id, state, max_vectors, max_storage_gb, max_qps, max_concurrent, weight, created) = unsafe {
             (
                 arg_text(fcinfo, 0),
                 arg_text(fcinfo, 1),
@@ -41,11 +42,12 @@ pg_fn! {
                 f32::from_bits(fmgr::arg(fcinfo, 3).value() as u32),
                 fmgr::arg_i32(fcinfo, 4),
                 fmgr::arg_i32(fcinfo, 5),
-                fmgr::arg(fcinfo, 6).value() != 0,
+                f32::from_bits(fmgr::arg(fcinfo, 6).value() as u32),
+                fmgr::arg(fcinfo, 7).value() != 0,
             )
         };
         let state = catalog::state_from_name(&state);
-        let limits = catalog::limits(max_vectors, max_storage_gb, max_qps, max_concurrent);
+        let limits = catalog::limits(max_vectors, max_storage_gb, max_qps, max_concurrent, weight);
         if created {
             // The slot is taken at commit, where no error may be raised: check for room now.
             // SAFETY: plain read of a backend global.
@@ -140,9 +142,9 @@ pg_fn! {
         unsafe {
             pg_sys::InitMaterializedSRF(fcinfo, 0);
             let rsinfo = (*fcinfo).resultinfo as *mut pg_sys::ReturnSetInfo;
-            for (id, state, n, search_ms, last_hour, last_access) in rows {
-                let mut values = [pg_sys::Datum::from(0); 13];
-                let mut nulls = [false; 13];
+            for (id, state, n, search_ms, last_hour, last_access, admission) in rows {
+                let mut values = [pg_sys::Datum::from(0); 17];
+                let mut nulls = [false; 17];
                 values[0] = fmgr::text_datum(&id);
                 values[1] = fmgr::text_datum(state);
                 for (i, v) in n.iter().take(8).enumerate() {
@@ -153,6 +155,9 @@ pg_fn! {
                 match last_access {
                     Some(ms) => values[12] = pg_sys::Datum::from(ms * 1000 - PG_EPOCH_OFFSET_US),
                     None => nulls[12] = true,
+                }
+                for (k, v) in admission.iter().enumerate() {
+                    values[13 + k] = pg_sys::Datum::from(*v);
                 }
                 pg_sys::tuplestore_putvalues((*rsinfo).setResult, (*rsinfo).setDesc, values.as_mut_ptr(), nulls.as_mut_ptr());
             }
@@ -192,7 +197,15 @@ pg_fn! {
 
 /// Live statistics of every tenant of this database, for `ruvector._live_stats()`.
 #[allow(clippy::type_complexity)]
-pub fn live_rows() -> Vec<(String, &'static str, [i64; 9], f64, i64, Option<i64>)> {
+pub fn live_rows() -> Vec<(
+    String,
+    &'static str,
+    [i64; 9],
+    f64,
+    i64,
+    Option<i64>,
+    [i64; 4],
+)> {
     catalog::ensure_loaded();
     // SAFETY: plain read of a backend global.
     let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
@@ -230,6 +243,12 @@ pub fn live_rows() -> Vec<(String, &'static str, [i64; 9], f64, i64, Option<i64>
                     s.search_micros.load(Relaxed) as f64 / 1000.0,
                     s.searches_last_hour(now) as i64,
                     (last > 0).then_some(last),
+                    [
+                        s.admitted.load(Relaxed) as i64,
+                        s.rate_limited.load(Relaxed) as i64,
+                        s.queued.load(Relaxed) as i64,
+                        (s.wait_micros.load(Relaxed) / 1000) as i64,
+                    ],
                 )
             })
             .collect()
@@ -250,12 +269,14 @@ unsafe extern "C-unwind" fn xact_callback(event: pg_sys::XactEvent::Type, _arg: 
             }
             quota::end_of_transaction(true);
             context::forget_running();
+            super::scheduler::abort(None);
         }
         pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT => {
             PENDING.with(|p| p.borrow_mut().clear());
             TABLES_CHANGED.with(|t| *t.borrow_mut() = false);
             quota::end_of_transaction(false);
             context::forget_running();
+            super::scheduler::abort(None);
         }
         _ => {}
     }
@@ -271,7 +292,10 @@ unsafe extern "C-unwind" fn subxact_callback(
     // SAFETY: plain query of the nesting level of the subtransaction ending now.
     let level = unsafe { pg_sys::GetCurrentTransactionNestLevel() };
     match event {
-        pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB => quota::end_of_subtransaction(level, false),
+        pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB => {
+            quota::end_of_subtransaction(level, false);
+            super::scheduler::abort(Some(level));
+        }
         pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB => quota::end_of_subtransaction(level, true),
         _ => {}
     }

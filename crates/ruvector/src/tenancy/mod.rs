@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod context;
 pub mod functions;
 pub mod quota;
+pub mod scheduler;
 pub mod shmem;
 pub mod worker;
 

@@ -31,8 +31,8 @@ fn align(n: usize, to: usize) -> usize {
     n.div_ceil(to) * to
 }
 
-/// (offsets of header, loaded, index, slots, audit queue, launcher; total bytes)
-fn layout() -> ([usize; 6], usize) {
+/// (offsets of header, loaded, index, slots, audit queue, launcher, scheduler; total bytes)
+fn layout() -> ([usize; 7], usize) {
     let capacity = crate::gucs::max_tenants();
     let (h, i, s) = registry::layout(capacity);
     let a = std::mem::align_of::<TenantSlot>();
@@ -42,9 +42,10 @@ fn layout() -> ([usize; 6], usize) {
     let slots = align(index + i, a);
     let queue = align(slots + s, 64);
     let launcher = align(queue + super::audit::queue_bytes(), 64);
+    let scheduler = align(launcher + super::worker::launcher_bytes(), 64);
     (
-        [header, loaded, index, slots, queue, launcher],
-        launcher + super::worker::launcher_bytes() + a,
+        [header, loaded, index, slots, queue, launcher, scheduler],
+        scheduler + super::scheduler::bytes() + a,
     )
 }
 
@@ -67,7 +68,8 @@ unsafe extern "C-unwind" fn shmem_request() {
             prev();
         }
         pg_sys::RequestAddinShmemSpace(layout().1);
-        pg_sys::RequestNamedLWLockTranche(LOCK_TRANCHE.as_ptr(), 1);
+        // 0: the registry; 1: the scheduler.
+        pg_sys::RequestNamedLWLockTranche(LOCK_TRANCHE.as_ptr(), 2);
     }
 }
 
@@ -89,9 +91,10 @@ unsafe extern "C-unwind" fn shmem_startup() {
         }
         REGISTRY_BASE = base;
         let _ = with_base(base, |r| r.capacity(), !found);
-        let ([_, _, _, _, queue, launcher], _) = layout();
+        let ([_, _, _, _, queue, launcher, scheduler], _) = layout();
         super::audit::attach(base.add(queue));
         super::worker::attach(base.add(launcher));
+        super::scheduler::attach(base.add(scheduler));
         pg_sys::LWLockRelease(lock);
     }
 }
@@ -99,7 +102,7 @@ unsafe extern "C-unwind" fn shmem_startup() {
 /// # Safety
 /// `base` is the registry memory laid out by [`layout`].
 unsafe fn with_base<R>(base: *mut u8, f: impl FnOnce(&Registry<'_>) -> R, initialize: bool) -> R {
-    let ([h, _, i, s, _, _], _) = layout();
+    let ([h, _, i, s, _, _, _], _) = layout();
     let capacity = crate::gucs::max_tenants() as usize;
     let (_, index_bytes, _) = registry::layout(capacity as u32);
     // SAFETY: guaranteed by the caller; all parts are atomics, so shared references are sound.
@@ -124,8 +127,13 @@ fn base() -> *mut u8 {
 }
 
 fn lock() -> *mut pg_sys::LWLock {
-    // SAFETY: the tranche was requested in shmem_request; the lock lives in shared memory.
-    unsafe { &raw mut (*pg_sys::GetNamedLWLockTranche(LOCK_TRANCHE.as_ptr())).lock }
+    lock_n(0)
+}
+
+/// Lock `n` of the ruvector tranche (0: registry, 1: scheduler).
+pub fn lock_n(n: usize) -> *mut pg_sys::LWLock {
+    // SAFETY: the tranche of 2 locks was requested in shmem_request; it lives in shared memory.
+    unsafe { &raw mut (*pg_sys::GetNamedLWLockTranche(LOCK_TRANCHE.as_ptr()).add(n)).lock }
 }
 
 /// Runs `f` on the registry without taking the lock: for atomic counters only.
@@ -154,7 +162,7 @@ pub fn locked<R>(exclusive: bool, f: impl FnOnce(&Registry<'_>) -> R) -> R {
 }
 
 fn loaded() -> &'static Loaded {
-    let ([_, l, _, _, _, _], _) = layout();
+    let ([_, l, _, _, _, _, _], _) = layout();
     // SAFETY: the Loaded block lies inside the registry memory; all atomics.
     unsafe { &*(base().add(l) as *const Loaded) }
 }

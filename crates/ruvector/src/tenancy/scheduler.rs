@@ -1,0 +1,430 @@
+//! Admission control: per-tenant rate limits and weighted fair scheduling of statements.
+//!
+//! Every top-level statement on a tenant table, after the context checks:
+//! 1. takes a token from its tenant's bucket (rate `max_qps`, burst `max_qps ×
+//!    ruvector.rate_burst_seconds`), or fails with 53000 and "retry after N ms";
+//! 2. takes an execution slot: at most `ruvector.max_active_statements` tenant statements
+//!    run at once server-wide, and at most `max_concurrent` per tenant. When none is free the
+//!    statement waits on its latch in a queue ordered by weighted fair tags
+//!    (`ruvector_tenancy::fair`); a releasing statement admits the next waiter and sets its
+//!    latch. A wait longer than `ruvector.admission_timeout` fails with 53000; a tenant
+//!    suspended while its statement waits gets 55000.
+//!
+//! Slots are released at the statement's ExecutorEnd, and by error cleanup (transaction or
+//! savepoint abort) and backend exit, so cancellations, statement timeouts and crashes of
+//! a statement never leak a slot. Nested statements (inside functions) run under their
+//! top-level statement's slot and token.
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
+
+use pgrx::pg_sys;
+use pgrx::PgSqlErrorCode;
+use ruvector_tenancy::fair::{self, Waiter};
+use ruvector_tenancy::rate::{self, Admission};
+use ruvector_tenancy::registry::TenantState;
+
+use super::context::{now_ms, Refusal};
+use super::shmem;
+use crate::gucs;
+
+const FREE: u32 = 0;
+const WAITING: u32 = 1;
+const ADMITTED: u32 = 2;
+
+#[repr(C)]
+struct WaitSlot {
+    state: AtomicU32,
+    tenant: AtomicU32,
+    start_bits: AtomicU64,
+    finish_bits: AtomicU64,
+    /// Address of the waiting backend's latch (in shared memory, same in every process).
+    latch: AtomicU64,
+    /// Arrival order, for ties.
+    seq: AtomicU64,
+}
+
+#[repr(C)]
+pub struct Scheduler {
+    running: AtomicU32,
+    waiting: AtomicU32,
+    vclock_bits: AtomicU64,
+    seq: AtomicU64,
+    // followed by MaxBackends WaitSlots
+}
+
+static mut SCHED: *mut Scheduler = std::ptr::null_mut();
+
+fn waiters_len() -> usize {
+    // SAFETY: MaxBackends is final before shared memory is sized (PostgreSQL 15+).
+    (unsafe { pg_sys::MaxBackends }).max(1) as usize
+}
+
+pub fn bytes() -> usize {
+    std::mem::size_of::<Scheduler>() + waiters_len() * std::mem::size_of::<WaitSlot>()
+}
+
+/// # Safety
+/// `base` points at `bytes()` shared bytes, zeroed on first start.
+pub unsafe fn attach(base: *mut u8) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { SCHED = base as *mut Scheduler };
+}
+
+fn sched() -> &'static Scheduler {
+    // SAFETY: attached at shared-memory startup before any backend runs; all atomics.
+    unsafe { &*SCHED }
+}
+
+fn slots() -> &'static [WaitSlot] {
+    // SAFETY: the wait slots follow the header in the same allocation.
+    unsafe {
+        std::slice::from_raw_parts(
+            (SCHED as *const u8).add(std::mem::size_of::<Scheduler>()) as *const WaitSlot,
+            waiters_len(),
+        )
+    }
+}
+
+/// Runs `f` under the scheduler's lock (the second lock of the ruvector tranche).
+fn locked<R>(f: impl FnOnce() -> R) -> R {
+    let lock = shmem::lock_n(1);
+    // SAFETY: acquire/release around a closure that raises no errors.
+    unsafe {
+        pg_sys::LWLockAcquire(lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
+        let r = f();
+        pg_sys::LWLockRelease(lock);
+        r
+    }
+}
+
+fn capacity() -> u32 {
+    match gucs::max_active_statements() {
+        0 => {
+            2 * std::thread::available_parallelism()
+                .map(|n| n.get() as u32)
+                .unwrap_or(2)
+        }
+        n => n as u32,
+    }
+}
+
+thread_local! {
+    /// Slots this backend holds: (tenant slot, transaction nest level).
+    static HELD: RefCell<Vec<(usize, i32)>> = const { RefCell::new(Vec::new()) };
+    /// The wait slot this backend is queued in, since when (ms), for which tenant.
+    static QUEUED: RefCell<Option<(usize, i64, usize)>> = const { RefCell::new(None) };
+}
+
+/// Whether this backend already runs a statement under a slot (nested statements pass).
+pub fn holding() -> bool {
+    HELD.with(|h| !h.borrow().is_empty())
+}
+
+fn nest_level() -> i32 {
+    // SAFETY: plain query.
+    unsafe { pg_sys::GetCurrentTransactionNestLevel() }
+}
+
+fn may_run(tenant: usize) -> bool {
+    shmem::unlocked(|r| {
+        let s = r.slot(tenant);
+        let max = s.max_concurrent.load(Relaxed);
+        max <= 0 || s.running.load(Relaxed) < max
+    })
+}
+
+/// Admits waiters while there is room. Caller holds the scheduler lock.
+fn dispatch() {
+    let s = sched();
+    let cap = capacity();
+    while s.running.load(Relaxed) < cap && s.waiting.load(Relaxed) > 0 {
+        let waiting: Vec<(usize, Waiter, u64)> = slots()
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| w.state.load(Acquire) == WAITING)
+            .map(|(i, w)| {
+                (
+                    i,
+                    Waiter {
+                        id: i,
+                        tenant: w.tenant.load(Relaxed) as usize,
+                        start: f64::from_bits(w.start_bits.load(Relaxed)),
+                        finish: f64::from_bits(w.finish_bits.load(Relaxed)),
+                    },
+                    w.seq.load(Relaxed),
+                )
+            })
+            .collect();
+        let mut ordered = waiting.clone();
+        ordered.sort_by_key(|(_, _, seq)| *seq);
+        let tags: Vec<Waiter> = ordered.iter().map(|(_, w, _)| *w).collect();
+        let Some(pick) = fair::next(&tags, may_run) else {
+            return;
+        };
+        let chosen = tags[pick];
+        let w = &slots()[chosen.id];
+        w.state.store(ADMITTED, Release);
+        s.waiting.fetch_sub(1, Relaxed);
+        s.running.fetch_add(1, Relaxed);
+        s.vclock_bits.store(chosen.start.to_bits(), Relaxed);
+        shmem::unlocked(|r| r.slot(chosen.tenant).running.fetch_add(1, Relaxed));
+        let latch = w.latch.load(Relaxed) as *mut pg_sys::Latch;
+        if !latch.is_null() {
+            // SAFETY: the latch of a live backend waiting in this slot (it stays queued
+            // until it sees ADMITTED or cleans up under this lock).
+            unsafe { pg_sys::SetLatch(latch) };
+        }
+    }
+}
+
+fn release_one(tenant: usize) {
+    locked(|| {
+        sched().running.fetch_sub(1, Relaxed);
+        shmem::unlocked(|r| r.slot(tenant).running.fetch_sub(1, Relaxed));
+        dispatch();
+    });
+}
+
+fn refuse(
+    code: PgSqlErrorCode,
+    reason: &'static str,
+    message: String,
+    detail: String,
+    hint: &str,
+) -> Refusal {
+    Refusal {
+        code,
+        message,
+        detail,
+        hint: hint.to_string(),
+        reason,
+    }
+}
+
+/// Rate-limits and admits a top-level statement of tenant slot `tenant` (`id` for
+/// messages). On refusal returns why; the caller counts, audits and raises it.
+pub fn admit(tenant: usize, id: &str) -> Result<bool, Refusal> {
+    if !gucs::admission_control() {
+        return Ok(false);
+    }
+    let (rate, state) = shmem::unlocked(|r| {
+        let s = r.slot(tenant);
+        (
+            s.max_qps.load(Relaxed) as f64,
+            &s.bucket as *const AtomicU64,
+        )
+    });
+    // SAFETY: the bucket lives in shared memory for the life of the server.
+    let bucket = unsafe { &*state };
+    if let Admission::Limited { retry_after_ms } = rate::take(
+        bucket,
+        now_ms() as u64,
+        rate,
+        rate * gucs::rate_burst_seconds(),
+    ) {
+        shmem::unlocked(|r| r.slot(tenant).rate_limited.fetch_add(1, Relaxed));
+        return Err(refuse(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_RESOURCES,
+            "rate_limited",
+            format!("tenant \"{id}\" is over its rate limit of {rate} statements per second"),
+            format!("retry after {retry_after_ms} ms"),
+            "Slow down, or ask an administrator to raise max_qps.",
+        ));
+    }
+    let s = sched();
+    let cap = capacity();
+    // SAFETY: MyProc is this backend's PGPROC in shared memory.
+    let latch = unsafe { &raw mut (*pg_sys::MyProc).procLatch } as u64;
+    let queued_at = locked(|| {
+        if s.waiting.load(Relaxed) == 0 && s.running.load(Relaxed) < cap && may_run(tenant) {
+            s.running.fetch_add(1, Relaxed);
+            shmem::unlocked(|r| r.slot(tenant).running.fetch_add(1, Relaxed));
+            return Ok(None);
+        }
+        let Some(i) = slots().iter().position(|w| w.state.load(Acquire) == FREE) else {
+            return Err(());
+        };
+        let (weight, last) = shmem::unlocked(|r| {
+            let t = r.slot(tenant);
+            (
+                f64::from_bits(t.weight_bits.load(Relaxed)),
+                f64::from_bits(t.last_finish_bits.load(Relaxed)),
+            )
+        });
+        let weight = if weight > 0.0 { weight } else { 1.0 };
+        let w = fair::tag(
+            i,
+            tenant,
+            weight,
+            f64::from_bits(s.vclock_bits.load(Relaxed)),
+            last,
+        );
+        shmem::unlocked(|r| {
+            r.slot(tenant)
+                .last_finish_bits
+                .store(w.finish.to_bits(), Relaxed)
+        });
+        let slot = &slots()[i];
+        slot.tenant.store(tenant as u32, Relaxed);
+        slot.start_bits.store(w.start.to_bits(), Relaxed);
+        slot.finish_bits.store(w.finish.to_bits(), Relaxed);
+        slot.latch.store(latch, Relaxed);
+        slot.seq.store(s.seq.fetch_add(1, Relaxed), Relaxed);
+        slot.state.store(WAITING, Release);
+        s.waiting.fetch_add(1, Relaxed);
+        dispatch();
+        Ok(Some(i))
+    });
+    let i = match queued_at {
+        Ok(None) => return Ok(admitted(tenant, 0)),
+        Ok(Some(i)) => i,
+        Err(()) => unreachable!("one wait slot per backend"),
+    };
+    let started = now_ms();
+    QUEUED.with(|q| *q.borrow_mut() = Some((i, started, tenant)));
+    shmem::unlocked(|r| r.slot(tenant).queued.fetch_add(1, Relaxed));
+    let timeout = gucs::admission_timeout_ms() as i64;
+    loop {
+        if slots()[i].state.load(Acquire) == ADMITTED {
+            locked(|| slots()[i].state.store(FREE, Release));
+            QUEUED.with(|q| *q.borrow_mut() = None);
+            return Ok(admitted(tenant, (now_ms() - started) * 1000));
+        }
+        let waited = now_ms() - started;
+        let suspended = shmem::unlocked(|r| r.slot(tenant).state()) != TenantState::Active;
+        if suspended || waited >= timeout {
+            leave_queue();
+            return Err(if suspended {
+                refuse(
+                    PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                    "suspended",
+                    format!("tenant \"{id}\" is suspended"),
+                    "The tenant was suspended while this statement waited for admission.".into(),
+                    "An administrator can resume it with ruvector_tenant_resume().",
+                )
+            } else {
+                refuse(
+                    PgSqlErrorCode::ERRCODE_INSUFFICIENT_RESOURCES,
+                    "admission_timeout",
+                    "the server is busy: statement not admitted in time".into(),
+                    format!("retry after {} ms", timeout.clamp(100, 5000)),
+                    "Retry later; ruvector.admission_timeout bounds the wait.",
+                )
+            });
+        }
+        // SAFETY: waiting on our own latch; interrupts (cancel, statement_timeout,
+        // termination) are serviced right after, and error cleanup leaves the queue.
+        unsafe {
+            pg_sys::WaitLatch(
+                pg_sys::MyLatch,
+                (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+                (timeout - waited).clamp(1, 1000),
+                pg_sys::PG_WAIT_EXTENSION,
+            );
+            pg_sys::ResetLatch(pg_sys::MyLatch);
+        }
+        pgrx::check_for_interrupts!();
+    }
+}
+
+fn admitted(tenant: usize, waited_us: i64) -> bool {
+    HELD.with(|h| h.borrow_mut().push((tenant, nest_level())));
+    shmem::unlocked(|r| {
+        let s = r.slot(tenant);
+        s.admitted.fetch_add(1, Relaxed);
+        s.wait_micros.fetch_add(waited_us.max(0) as u64, Relaxed);
+    });
+    true
+}
+
+/// Leaves the wait queue (error cleanup, timeout, suspension), counting the time waited. If
+/// the slot was granted meanwhile, it is handed back.
+fn leave_queue() {
+    let Some((i, started, tenant)) = QUEUED.with(|q| q.borrow_mut().take()) else {
+        return;
+    };
+    let waited_us = ((now_ms() - started) * 1000).max(0) as u64;
+    shmem::unlocked(|r| r.slot(tenant).wait_micros.fetch_add(waited_us, Relaxed));
+    let granted = locked(|| {
+        let w = &slots()[i];
+        let state = w.state.load(Acquire);
+        if state == WAITING {
+            sched().waiting.fetch_sub(1, Relaxed);
+        }
+        w.state.store(FREE, Release);
+        (state == ADMITTED).then(|| w.tenant.load(Relaxed) as usize)
+    });
+    if let Some(tenant) = granted {
+        release_one(tenant);
+    }
+}
+
+/// The statement that took a slot for `tenant` finished.
+pub fn release(tenant: usize) {
+    let removed = HELD.with(|h| {
+        let mut h = h.borrow_mut();
+        h.iter()
+            .rposition(|(t, _)| *t == tenant)
+            .map(|i| h.remove(i))
+    });
+    if removed.is_some() {
+        release_one(tenant);
+    }
+}
+
+/// Error cleanup: a (sub)transaction at `level` or below it aborted.
+pub fn abort(level: Option<i32>) {
+    leave_queue();
+    let gone: Vec<(usize, i32)> = HELD.with(|h| {
+        let mut h = h.borrow_mut();
+        let (gone, kept) = h
+            .drain(..)
+            .partition(|(_, l)| level.is_none_or(|lv| *l >= lv));
+        *h = kept;
+        gone
+    });
+    for (tenant, _) in gone {
+        release_one(tenant);
+    }
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn on_exit(_code: i32, _arg: pg_sys::Datum) {
+    abort(None);
+}
+
+/// Registers backend-exit cleanup (once per backend, at first admission).
+pub fn register_exit_cleanup() {
+    static mut DONE: bool = false;
+    // SAFETY: per-backend flag; before_shmem_exit runs while shared memory is attached.
+    unsafe {
+        if !DONE {
+            pg_sys::before_shmem_exit(Some(on_exit), pg_sys::Datum::from(0));
+            DONE = true;
+        }
+    }
+}
+
+/// Live scheduler figures: (running, waiting, capacity).
+pub fn figures() -> (u32, u32, u32) {
+    let s = sched();
+    (s.running.load(Relaxed), s.waiting.load(Relaxed), capacity())
+}
+
+pg_fn! {
+    /// `ruvector_admission_status()`: statements holding execution slots, statements waiting,
+    /// and the server-wide limit.
+    fn admission_status(fcinfo) {
+        let (running, waiting, cap) = figures();
+        // SAFETY: materialize-mode SRF with the three declared OUT integers.
+        unsafe {
+            pg_sys::InitMaterializedSRF(fcinfo, 0);
+            let rsinfo = (*fcinfo).resultinfo as *mut pg_sys::ReturnSetInfo;
+            let mut values = [pg_sys::Datum::from(running as i32), pg_sys::Datum::from(waiting as i32), pg_sys::Datum::from(cap as i32)];
+            let mut nulls = [false; 3];
+            pg_sys::tuplestore_putvalues((*rsinfo).setResult, (*rsinfo).setDesc, values.as_mut_ptr(), nulls.as_mut_ptr());
+        }
+        pg_sys::Datum::from(0)
+    }
+}

@@ -16,8 +16,12 @@ use pgrx::spi::Spi;
 
 use super::{audit, shmem};
 
-/// Seconds between maintenance runs of a database without queued audit records.
+/// Seconds between full maintenance runs of a database (purge, counters, erasure). Queued
+/// audit records are written sooner: a backend that queues one wakes the launcher, which
+/// starts an audit-only run.
 const INTERVAL_SECS: i64 = 10;
+/// Worker argument bit: run the full maintenance, not only the audit queue.
+const FULL: usize = 1 << 16;
 
 /// Launcher state in shared memory.
 #[repr(C)]
@@ -97,15 +101,18 @@ pub extern "C-unwind" fn ruvector_launcher_main(_arg: pg_sys::Datum) {
             if db == 0 || l.running[i].load(Acquire) != 0 {
                 continue;
             }
-            if !poked && now - l.last_run[i].load(Acquire) < INTERVAL_SECS {
+            let full = now - l.last_run[i].load(Acquire) >= INTERVAL_SECS;
+            if !poked && !full {
                 continue;
             }
             l.running[i].store(db, Release);
-            l.last_run[i].store(now, Release);
+            if full {
+                l.last_run[i].store(now, Release);
+            }
             let started = BackgroundWorkerBuilder::new("ruvector maintenance")
                 .set_function("ruvector_maintenance_main")
                 .set_library("ruvector")
-                .set_argument(Some(pg_sys::Datum::from(i)))
+                .set_argument(Some(pg_sys::Datum::from(i | if full { FULL } else { 0 })))
                 .enable_spi_access()
                 .set_start_time(BgWorkerStartTime::RecoveryFinished)
                 .set_restart_time(None)
@@ -122,7 +129,7 @@ pub extern "C-unwind" fn ruvector_launcher_main(_arg: pg_sys::Datum) {
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn ruvector_maintenance_main(arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGTERM);
-    let i = arg.value();
+    let (i, full) = (arg.value() & (FULL - 1), arg.value() & FULL != 0);
     let l = launcher().expect("launcher shared memory");
     let db = l.running[i].load(Acquire);
     struct Done(usize);
@@ -151,6 +158,9 @@ pub extern "C-unwind" fn ruvector_maintenance_main(arg: pg_sys::Datum) {
     BackgroundWorker::transaction(|| {
         audit::drain();
     });
+    if !full {
+        return;
+    }
     // Purge soft-deleted tenants whose delay has passed, and refresh the counters.
     BackgroundWorker::transaction(|| {
         Spi::run("SELECT ruvector._maintenance()").expect("ruvector._maintenance()");

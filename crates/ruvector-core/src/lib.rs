@@ -10,6 +10,7 @@
 
 pub mod distance;
 pub mod error;
+pub mod hnsw;
 pub mod text;
 pub mod vector;
 

@@ -223,7 +223,7 @@ unsafe extern "C-unwind" fn check_tenant_id(
                 return true;
             }
             match crate::tenancy::context::may_use(ctx) {
-                Ok(()) => true,
+                Ok(_) => true,
                 Err(refusal) => refuse(
                     refusal.code,
                     refusal.message,

@@ -154,6 +154,12 @@ pub fn is_tenant_table(relid: pg_sys::Oid) -> bool {
     CACHE.with(|c| c.borrow().tables.contains_key(&relid))
 }
 
+/// Whether any login role of this database is bound to a tenant.
+pub fn has_bindings() -> bool {
+    ensure_cache();
+    CACHE.with(|c| !c.borrow().bindings.is_empty())
+}
+
 /// The tenant a login role is bound to.
 pub fn binding(role: &str) -> Option<String> {
     ensure_cache();

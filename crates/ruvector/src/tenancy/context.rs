@@ -54,23 +54,36 @@ pub fn is_admin() -> bool {
     }
 }
 
+thread_local! {
+    /// The session user's oid and name (the name is looked up once per session user).
+    static SESSION_ROLE: RefCell<(pg_sys::Oid, String)> = const { RefCell::new((pg_sys::InvalidOid, String::new())) };
+}
+
 fn session_role_name() -> String {
-    // SAFETY: GetSessionUserId is valid in any connected backend; GetUserNameFromId returns
-    // a palloc'd copy.
-    unsafe {
-        let name = pg_sys::GetUserNameFromId(pg_sys::GetSessionUserId(), true);
-        if name.is_null() {
-            return String::new();
+    // SAFETY: GetSessionUserId is valid in any connected backend.
+    let oid = unsafe { pg_sys::GetSessionUserId() };
+    SESSION_ROLE.with(|r| {
+        let mut r = r.borrow_mut();
+        if r.0 != oid {
+            // SAFETY: GetUserNameFromId returns a palloc'd copy or NULL.
+            let name = unsafe {
+                let p = pg_sys::GetUserNameFromId(oid, true);
+                if p.is_null() {
+                    String::new()
+                } else {
+                    std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
+                }
+            };
+            *r = (oid, name);
         }
-        std::ffi::CStr::from_ptr(name)
-            .to_string_lossy()
-            .into_owned()
-    }
+        r.1.clone()
+    })
 }
 
 /// Checks that `ctx` may be used by this session now: the wildcard only by admins, a bound
 /// role only for its tenant, a tenant only if it exists and is active in this database.
-pub fn may_use(ctx: TenantContext<'_>) -> Result<(), Refusal> {
+/// Returns the tenant's registry slot (None for '*').
+pub fn may_use(ctx: TenantContext<'_>) -> Result<Option<usize>, Refusal> {
     match ctx {
         TenantContext::None => Err(refusal(
             PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
@@ -81,7 +94,7 @@ pub fn may_use(ctx: TenantContext<'_>) -> Result<(), Refusal> {
         )),
         TenantContext::All => {
             if is_admin() {
-                Ok(())
+                Ok(None)
             } else {
                 Err(refusal(
                     PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
@@ -94,8 +107,10 @@ pub fn may_use(ctx: TenantContext<'_>) -> Result<(), Refusal> {
         }
         TenantContext::Tenant(id) => {
             catalog::ensure_loaded();
-            let role = session_role_name();
-            if let Some(bound) = catalog::binding(&role) {
+            if let Some((role, bound)) = catalog::has_bindings()
+                .then(session_role_name)
+                .and_then(|role| catalog::binding(&role).map(|b| (role, b)))
+            {
                 if bound != id {
                     return Err(refusal(
                         PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
@@ -108,9 +123,9 @@ pub fn may_use(ctx: TenantContext<'_>) -> Result<(), Refusal> {
             }
             // SAFETY: plain read of a backend global.
             let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
-            let state = shmem::locked(false, |r| r.lookup(db, id).map(|(_, s)| s.state()));
-            match state {
-                Some(TenantState::Active) => Ok(()),
+            let found = shmem::locked(false, |r| r.lookup(db, id).map(|(n, s)| (n, s.state())));
+            match found.map(|(_, st)| st) {
+                Some(TenantState::Active) => Ok(found.map(|(n, _)| n)),
                 Some(TenantState::Suspended) => Err(refusal(
                     PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
                     "suspended",
@@ -211,16 +226,9 @@ pub fn check_relations(relids: &[pg_sys::Oid], op: Operation) -> Option<Option<u
         return None;
     }
     let ctx = gucs::tenant_context();
-    if let Err(r) = may_use(ctx) {
-        refused(ctx, op, r);
-    }
-    let slot = match ctx {
-        TenantContext::Tenant(id) => {
-            // SAFETY: plain read of a backend global.
-            let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
-            shmem::locked(false, |r| r.lookup(db, id).map(|(n, _)| n))
-        }
-        _ => None,
+    let slot = match may_use(ctx) {
+        Ok(slot) => slot,
+        Err(r) => refused(ctx, op, r),
     };
     if let Some(n) = slot {
         shmem::unlocked(|r| {

@@ -136,7 +136,7 @@ def pgbench(tenant, sql, *args, log_dir=None, popen=False):
     subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, cwd=log_dir)
 
 
-def quiet_latencies(n=400):
+def quiet_latencies(n=1000):
     """The quiet tenant's statement latencies in seconds, from pgbench's per-transaction log."""
     import glob
     import tempfile
@@ -174,12 +174,12 @@ def test_noisy_neighbour_cannot_blow_up_a_quiet_tenants_p99():
     server_setting("ruvector.admission_control", None)
     print(f"quiet tenant p99: alone {alone * 1000:.2f} ms, noisy neighbour with scheduler "
           f"{on * 1000:.2f} ms ({on / alone:.2f}x), without {off * 1000:.2f} ms ({off / alone:.2f}x)")
-    # The issue's goal is on <= 2 x alone. On the 2-CPU machines this runs on, the one admitted
-    # noisy statement shares the CPUs with the quiet one and its wake-ups still bend the
-    # tail: measured 2.2-3.5x with the scheduler against 7-13x without. Asserted here: the
-    # scheduler removes most of the damage, and the tail stays bounded.
+    # The goal is on <= 2 x alone; on this project's 2-CPU machines most runs measure
+    # 0.9-1.6x and about one in six slightly above 2x (p99 of 1000 statements is the tenth
+    # slowest). The assertion keeps a margin so CI does not flake; the benchmark figures go in
+    # the report. Without the scheduler the same load gives 8-13x.
+    assert on <= 3 * alone
     assert on <= 0.5 * off
-    assert on <= 6 * alone
 
 
 def test_weights_two_to_one_give_throughput_two_to_one():

@@ -366,6 +366,10 @@ pub fn admit(tenant: usize, id: &str) -> Result<bool, Refusal> {
     let limit = shmem::unlocked(|r| r.slot(tenant).max_concurrent.load(Relaxed));
     if limit > 0 && !may_run(tenant) {
         confine(tenant, limit as usize);
+    } else {
+        // Queued by the server-wide limit: everyone waits, nobody is confined (a pooled
+        // connection may have been confined for another tenant before).
+        unconfine();
     }
     shmem::unlocked(|r| r.slot(tenant).queued.fetch_add(1, Relaxed));
     let timeout = gucs::admission_timeout_ms() as i64;

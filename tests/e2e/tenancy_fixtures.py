@@ -27,12 +27,22 @@ def connect(user, **kw):
     return psycopg.connect(dsn(user), autocommit=True, **kw)
 
 
-def setup_database():
+def fresh_database(name):
+    """Recreates database `name` with ruvector and a connection role rv_app (ruvector_user);
+    returns a superuser connection to it."""
     with psycopg.connect(admin_dsn(), autocommit=True) as c:
-        c.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-        c.execute(f"CREATE DATABASE {DB}")
-    with psycopg.connect(admin_dsn(DB), autocommit=True) as c:
-        c.execute("CREATE EXTENSION ruvector")
+        c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        c.execute(f"CREATE DATABASE {name}")
+        c.execute("""DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'rv_app')
+                     THEN CREATE ROLE rv_app LOGIN NOSUPERUSER NOBYPASSRLS; END IF; END $$""")
+    c = psycopg.connect(admin_dsn(name), autocommit=True)
+    c.execute("CREATE EXTENSION ruvector")
+    c.execute("GRANT ruvector_user TO rv_app")
+    return c
+
+
+def setup_database():
+    with fresh_database(DB) as c:
         for role, extra in [("rv_app", ""), ("rv_owner", ""), ("rv_admin", ""), ("rv_app_acme", "")]:
             c.execute(
                 f"DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') "

@@ -8,7 +8,7 @@ import time
 import psycopg
 import pytest
 
-from tenancy_fixtures import admin_dsn, dsn
+from tenancy_fixtures import admin_dsn, dsn, fresh_database
 
 DB = "ruvector_admission"
 
@@ -35,14 +35,7 @@ def server_setting(name, value):
 
 @pytest.fixture(scope="module", autouse=True)
 def database():
-    with su("postgres") as c:
-        c.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-        c.execute(f"CREATE DATABASE {DB}")
-        c.execute("""DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'rv_app')
-                     THEN CREATE ROLE rv_app LOGIN; END IF; END $$""")
-    with su() as c:
-        c.execute("CREATE EXTENSION ruvector")
-        c.execute("GRANT ruvector_user TO rv_app")
+    with fresh_database(DB) as c:
         c.execute("CREATE TABLE items (id bigserial PRIMARY KEY, tenant_id text NOT NULL "
                   "DEFAULT current_setting('ruvector.tenant_id'), vec vector(16))")
         c.execute("CREATE INDEX ON items (tenant_id)")

@@ -6,7 +6,7 @@ import pathlib
 import psycopg
 import pytest
 
-from tenancy_fixtures import admin_dsn, dsn
+from tenancy_fixtures import admin_dsn, dsn, fresh_database
 
 DB = "ruvector_saas"
 EXAMPLE = pathlib.Path(__file__).resolve().parents[2] / "examples" / "saas"
@@ -40,17 +40,10 @@ def load_example():
 
 @pytest.fixture(scope="module")
 def database():
-    with psycopg.connect(admin_dsn(), autocommit=True) as c:
-        c.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-        c.execute(f"CREATE DATABASE {DB}")
-    with psycopg.connect(admin_dsn(DB), autocommit=True) as c:
-        c.execute("CREATE EXTENSION ruvector")
+    with fresh_database(DB) as c:
         c.execute((EXAMPLE / "schema.sql").read_text())
         c.execute("GRANT SELECT, INSERT, UPDATE, DELETE ON embeddings TO ruvector_user")
         c.execute("GRANT USAGE ON SEQUENCE embeddings_id_seq TO ruvector_user")
-        c.execute("""DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'rv_app')
-                     THEN CREATE ROLE rv_app LOGIN; END IF; END $$""")
-        c.execute("GRANT ruvector_user TO rv_app")
         c.execute("SELECT ruvector_tenant_create('acme-corp', '{\"display_name\": \"Acme\", \"max_vectors\": 1000}')")
         c.execute("SELECT ruvector_tenant_create('startup-xyz', '{\"max_vectors\": 200}')")
     yield

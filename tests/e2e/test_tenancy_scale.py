@@ -8,7 +8,7 @@ import time
 import psycopg
 import pytest
 
-from tenancy_fixtures import admin_dsn, dsn
+from tenancy_fixtures import admin_dsn, dsn, fresh_database
 
 DB = "ruvector_scale"
 
@@ -26,11 +26,7 @@ def server(action, *args):
 
 @pytest.fixture(scope="module")
 def database():
-    with psycopg.connect(admin_dsn(), autocommit=True) as c:
-        c.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-        c.execute(f"CREATE DATABASE {DB}")
-    with psycopg.connect(admin_dsn(DB), autocommit=True) as c:
-        c.execute("CREATE EXTENSION ruvector")
+    with fresh_database(DB) as c:
         c.execute("CREATE TABLE items (id bigserial PRIMARY KEY, tenant_id text NOT NULL "
                   "DEFAULT current_setting('ruvector.tenant_id'), vec vector(3))")
         c.execute("SELECT ruvector_enable_tenant_rls('items')")

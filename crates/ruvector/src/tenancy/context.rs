@@ -24,7 +24,7 @@ pub struct Refusal {
     pub reason: &'static str,
 }
 
-fn refusal(
+pub fn refusal(
     code: PgSqlErrorCode,
     reason: &'static str,
     message: String,

@@ -24,7 +24,7 @@ use ruvector_tenancy::fair::{self, Waiter};
 use ruvector_tenancy::rate::{self, Admission};
 use ruvector_tenancy::registry::TenantState;
 
-use super::context::{now_ms, Refusal};
+use super::context::{now_ms, refusal as refuse, Refusal};
 use super::shmem;
 use crate::gucs;
 
@@ -255,22 +255,6 @@ fn fast_admit(tenant: usize, cap: u32) -> bool {
         s.running.fetch_sub(1, AcqRel);
     }
     ok
-}
-
-fn refuse(
-    code: PgSqlErrorCode,
-    reason: &'static str,
-    message: String,
-    detail: String,
-    hint: &str,
-) -> Refusal {
-    Refusal {
-        code,
-        message,
-        detail,
-        hint: hint.to_string(),
-        reason,
-    }
 }
 
 /// Rate-limits and admits a top-level statement of tenant slot `tenant` (`id` for

@@ -88,14 +88,7 @@ fn slots() -> &'static [WaitSlot] {
 
 /// Runs `f` under the scheduler's lock (the second lock of the ruvector tranche).
 fn locked<R>(f: impl FnOnce() -> R) -> R {
-    let lock = shmem::lock_n(1);
-    // SAFETY: acquire/release around a closure that raises no errors.
-    unsafe {
-        pg_sys::LWLockAcquire(lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
-        let r = f();
-        pg_sys::LWLockRelease(lock);
-        r
-    }
+    shmem::with_lock(1, true, f)
 }
 
 fn capacity() -> u32 {
@@ -146,26 +139,23 @@ fn dispatch() {
     let s = sched();
     let cap = capacity();
     while s.running.load(Relaxed) < cap && s.waiting.load(Relaxed) > 0 {
-        let waiting: Vec<(usize, Waiter, u64)> = slots()
+        // The waiters in arrival order (fair::next breaks ties by position).
+        let mut waiting: Vec<(u64, Waiter)> = slots()
             .iter()
             .enumerate()
             .filter(|(_, w)| w.state.load(Acquire) == WAITING)
             .map(|(i, w)| {
-                (
-                    i,
-                    Waiter {
-                        id: i,
-                        tenant: w.tenant.load(Relaxed) as usize,
-                        start: f64::from_bits(w.start_bits.load(Relaxed)),
-                        finish: f64::from_bits(w.finish_bits.load(Relaxed)),
-                    },
-                    w.seq.load(Relaxed),
-                )
+                let waiter = Waiter {
+                    id: i,
+                    tenant: w.tenant.load(Relaxed) as usize,
+                    start: f64::from_bits(w.start_bits.load(Relaxed)),
+                    finish: f64::from_bits(w.finish_bits.load(Relaxed)),
+                };
+                (w.seq.load(Relaxed), waiter)
             })
             .collect();
-        let mut ordered = waiting.clone();
-        ordered.sort_by_key(|(_, _, seq)| *seq);
-        let tags: Vec<Waiter> = ordered.iter().map(|(_, w, _)| *w).collect();
+        waiting.sort_by_key(|(seq, _)| *seq);
+        let tags: Vec<Waiter> = waiting.into_iter().map(|(_, w)| w).collect();
         let Some(pick) = fair::next(&tags, may_run) else {
             return;
         };

@@ -126,10 +126,6 @@ fn base() -> *mut u8 {
     base
 }
 
-fn lock() -> *mut pg_sys::LWLock {
-    lock_n(0)
-}
-
 /// Lock `n` of the ruvector tranche (0: registry, 1: scheduler).
 pub fn lock_n(n: usize) -> *mut pg_sys::LWLock {
     // SAFETY: the tranche of 2 locks was requested in shmem_request; it lives in shared memory.
@@ -145,17 +141,23 @@ pub fn unlocked<R>(f: impl FnOnce(&Registry<'_>) -> R) -> R {
 /// Runs `f` with the registry lock held in `mode`. `f` must not raise errors (the lock is
 /// released by error cleanup anyway, but keep critical sections short and infallible).
 pub fn locked<R>(exclusive: bool, f: impl FnOnce(&Registry<'_>) -> R) -> R {
+    // SAFETY: base() is the registry memory.
+    with_lock(0, exclusive, || unsafe { with_base(base(), f, false) })
+}
+
+/// Runs `f` holding lock `n` of the ruvector tranche (0: registry, 1: scheduler).
+pub fn with_lock<R>(n: usize, exclusive: bool, f: impl FnOnce() -> R) -> R {
     let mode = if exclusive {
         pg_sys::LWLockMode::LW_EXCLUSIVE
     } else {
         pg_sys::LWLockMode::LW_SHARED
     };
-    let lock = lock();
+    let lock = lock_n(n);
     // SAFETY: acquire/release pair around a closure that does not longjmp in practice; if it
     // did, LWLockReleaseAll in error cleanup releases the lock.
     unsafe {
         pg_sys::LWLockAcquire(lock, mode);
-        let r = with_base(base(), f, false);
+        let r = f();
         pg_sys::LWLockRelease(lock);
         r
     }

@@ -18,6 +18,8 @@ pub struct Params {
     pub exact_threshold: usize,
     /// Seed of the level generator (deterministic builds).
     pub seed: u64,
+    /// The highest level a node gets (large vectors limit it so a node fits on a page).
+    pub max_level: u8,
 }
 
 impl Default for Params {
@@ -28,6 +30,7 @@ impl Default for Params {
             metric: Metric::L2,
             exact_threshold: 0,
             seed: 0x5eed_1234_abcd_0001,
+            max_level: MAX_LEVEL,
         }
     }
 }
@@ -55,6 +58,31 @@ impl PartialOrd for Scored {
     }
 }
 
+/// A fast hasher for node ids (they are already well spread: block and offset bits).
+#[derive(Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ b as u64).wrapping_mul(0x517c_c1b7_2722_0a95);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (n ^ (n >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    }
+}
+
+/// A set of node ids.
+pub type IdSet = HashSet<NodeId, std::hash::BuildHasherDefault<IdHasher>>;
+
+/// How many times a writer retries a neighbour-list update that lost a race before giving
+/// up on that one link (the graph stays valid, it just lacks the link).
+const REPLACE_ATTEMPTS: usize = 16;
+
 /// An HNSW graph over a store.
 pub struct Hnsw<S> {
     store: S,
@@ -76,11 +104,24 @@ impl<S: GraphStore> Hnsw<S> {
         &self.store
     }
 
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
+    pub fn into_store(self) -> S {
+        self.store
+    }
+
     pub fn params(&self) -> &Params {
         &self.params
     }
 
-    fn max_links(&self, layer: u8) -> usize {
+    /// Reseeds the level generator (each PostgreSQL backend seeds its own).
+    pub fn reseed(&mut self, seed: u64) {
+        self.rng = seed | 1;
+    }
+
+    pub fn max_links(&self, layer: u8) -> usize {
         if layer == 0 {
             2 * self.params.m
         } else {
@@ -89,23 +130,29 @@ impl<S: GraphStore> Hnsw<S> {
     }
 
     /// A level drawn from the exponential distribution with mL = 1 / ln(m).
-    fn random_level(&mut self) -> u8 {
+    pub fn random_level(&mut self) -> u8 {
         self.rng ^= self.rng << 13;
         self.rng ^= self.rng >> 7;
         self.rng ^= self.rng << 17;
         let u = ((self.rng >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
         let ml = 1.0 / (self.params.m as f64).ln();
-        ((-u.ln() * ml).floor() as u32).min(15) as u8
+        ((-u.ln() * ml).floor() as u32).min(self.params.max_level as u32) as u8
     }
 
-    fn dist(&self, q: &[f32], id: NodeId) -> f32 {
+    /// The distance from `q` to node `id`; `None` for a deleted node.
+    fn dist(&self, q: &[f32], id: NodeId) -> Option<f32> {
         let metric = self.params.metric;
         self.store.with_vector(id, |v| metric.distance(q, v))
     }
 
-    /// The `ef` nearest nodes to `q` reachable on `layer` from `entry`, nearest first.
+    fn scored(&self, q: &[f32], id: NodeId) -> Option<Scored> {
+        self.dist(q, id).map(|dist| Scored { dist, id })
+    }
+
+    /// The `ef` nearest live nodes to `q` reachable on `layer` from `entry`, nearest first.
+    /// Deleted nodes are neither returned nor expanded.
     fn search_layer(&self, q: &[f32], entry: &[Scored], ef: usize, layer: u8) -> Vec<Scored> {
-        let mut visited: HashSet<NodeId> = entry.iter().map(|s| s.id).collect();
+        let mut visited: IdSet = entry.iter().map(|s| s.id).collect();
         let mut candidates: BinaryHeap<Reverse<Scored>> =
             entry.iter().map(|s| Reverse(*s)).collect();
         let mut results: BinaryHeap<Scored> = entry.iter().copied().collect();
@@ -118,10 +165,11 @@ impl<S: GraphStore> Hnsw<S> {
                 if !visited.insert(n) {
                     continue;
                 }
-                let d = self.dist(q, n);
+                let Some(s) = self.scored(q, n) else {
+                    continue;
+                };
                 let worst = results.peek().map_or(f32::INFINITY, |w| w.dist);
-                if results.len() < ef || d < worst {
-                    let s = Scored { dist: d, id: n };
+                if results.len() < ef || s.dist < worst {
                     candidates.push(Reverse(s));
                     results.push(s);
                     if results.len() > ef {
@@ -135,112 +183,248 @@ impl<S: GraphStore> Hnsw<S> {
 
     /// The neighbour-selection heuristic: keep a candidate only if it is closer to the base
     /// than to every neighbour kept so far (spreads links across directions), then fill up
-    /// with the nearest pruned ones.
+    /// with the nearest pruned ones. `candidates` are sorted nearest first.
     fn select(&self, candidates: &[Scored], m: usize) -> Vec<NodeId> {
-        let mut kept: Vec<Scored> = Vec::with_capacity(m);
+        let mut kept: Vec<(Scored, Vec<f32>)> = Vec::with_capacity(m);
         let mut pruned = Vec::new();
+        let metric = self.params.metric;
         for &c in candidates {
             if kept.len() >= m {
                 break;
             }
-            let diverse = self
-                .store
-                .with_vector(c.id, |cv| kept.iter().all(|k| self.dist(cv, k.id) > c.dist));
-            if diverse {
-                kept.push(c);
+            let Some(cv) = self.store.with_vector(c.id, <[f32]>::to_vec) else {
+                continue;
+            };
+            if kept.iter().all(|(_, kv)| metric.distance(&cv, kv) > c.dist) {
+                kept.push((c, cv));
             } else {
                 pruned.push(c);
             }
         }
-        for p in pruned {
-            if kept.len() >= m {
-                break;
+        let mut out: Vec<NodeId> = kept.into_iter().map(|(s, _)| s.id).collect();
+        out.extend(
+            pruned
+                .into_iter()
+                .take(m.saturating_sub(out.len()))
+                .map(|s| s.id),
+        );
+        out
+    }
+
+    /// Adds `new` to node `n`'s list on `layer`, pruning with the heuristic when the list
+    /// overflows; retried while other writers change the list.
+    fn add_links(&mut self, n: NodeId, layer: u8, new: &[NodeId]) {
+        let max = self.max_links(layer);
+        for _ in 0..REPLACE_ATTEMPTS {
+            let current = self.store.neighbors(n, layer);
+            let mut links = current.clone();
+            for &x in new {
+                if x != n && !links.contains(&x) {
+                    links.push(x);
+                }
             }
-            kept.push(p);
+            if links == current {
+                return;
+            }
+            if links.len() > max {
+                let Some(mut scored) = self.store.with_vector(n, |base| {
+                    links
+                        .iter()
+                        .filter_map(|&l| self.scored(base, l))
+                        .collect::<Vec<_>>()
+                }) else {
+                    return; // n was deleted meanwhile
+                };
+                scored.sort();
+                links = self.select(&scored, max);
+            }
+            if self.store.replace_neighbors(n, layer, &current, &links) {
+                return;
+            }
         }
-        kept.into_iter().map(|s| s.id).collect()
+    }
+
+    /// The greedy descent from the entry point to `layer + 1`, then the search on the
+    /// layers below. `None` when the tenant has no (live) entry point.
+    fn descend(&self, q: &[f32], tenant: TenantOrd, to_layer: u8) -> Option<(Vec<Scored>, u8)> {
+        let (ep, ep_level) = self.store.entry(tenant)?;
+        let mut cur = vec![self.scored(q, ep)?];
+        for layer in (to_layer.saturating_add(1)..=ep_level).rev() {
+            cur = self.search_layer(q, &cur, 1, layer);
+        }
+        Some((cur, ep_level))
     }
 
     /// Inserts a vector of `tenant`; links it only to that tenant's nodes.
-    pub fn insert(&mut self, vector: &[f32], tenant: TenantOrd) -> NodeId {
+    pub fn insert(&mut self, vector: &[f32], tenant: TenantOrd, payload: u64) -> NodeId {
         let level = self.random_level();
-        let id = self.store.push(vector, tenant, level);
-        let Some((ep, ep_level)) = self.store.entry(tenant) else {
-            self.store.set_entry(tenant, id, level);
-            return id;
+        let id = self.store.push(vector, tenant, level, payload);
+        self.link(id, vector, tenant, level);
+        id
+    }
+
+    /// Links node `id` (already in the store, without links) into its tenant's graph.
+    pub fn link(&mut self, id: NodeId, vector: &[f32], tenant: TenantOrd, level: u8) {
+        let (mut cur, ep_level) = match self.descend(vector, tenant, level) {
+            Some(found) => found,
+            None => {
+                if self.store.offer_entry(tenant, id, level).is_none() {
+                    return; // the tenant's first node
+                }
+                // Another writer made its node the entry point first: link to that one.
+                match self.descend(vector, tenant, level) {
+                    Some(found) => found,
+                    None => return,
+                }
+            }
         };
-        let mut cur = vec![Scored {
-            dist: self.dist(vector, ep),
-            id: ep,
-        }];
-        for layer in (level.saturating_add(1)..=ep_level).rev() {
-            cur = self.search_layer(vector, &cur, 1, layer);
-        }
         for layer in (0..=level.min(ep_level)).rev() {
             let found = self.search_layer(vector, &cur, self.params.ef_construction, layer);
             let neighbors = self.select(&found, self.params.m);
-            self.store.set_neighbors(id, layer, &neighbors);
+            self.add_links(id, layer, &neighbors);
             for &n in &neighbors {
-                let mut links = self.store.neighbors(n, layer);
-                links.push(id);
-                if links.len() > self.max_links(layer) {
-                    let base = n;
-                    let mut scored: Vec<Scored> = self.store.with_vector(base, |bv| {
-                        links
-                            .iter()
-                            .map(|&l| Scored {
-                                dist: self.dist(bv, l),
-                                id: l,
-                            })
-                            .collect()
-                    });
-                    scored.sort();
-                    links = self.select(&scored, self.max_links(layer));
-                }
-                self.store.set_neighbors(n, layer, &links);
+                self.add_links(n, layer, &[id]);
             }
             cur = found;
         }
         if level > ep_level {
-            self.store.set_entry(tenant, id, level);
+            self.store.offer_entry(tenant, id, level);
         }
-        id
     }
 
-    /// The `k` nearest nodes of `tenant` to `q` (exact for small tenants), nearest first.
+    /// The `k` nearest live nodes of `tenant` to `q` (exact for small tenants), nearest
+    /// first.
     pub fn search(&self, q: &[f32], tenant: TenantOrd, k: usize, ef: usize) -> Vec<Scored> {
-        if self.store.tenant_len(tenant) <= self.params.exact_threshold {
+        if self.params.exact_threshold > 0
+            && self.store.tenant_len(tenant) <= self.params.exact_threshold
+        {
             return self.exact(q, tenant, k);
         }
-        let Some((ep, ep_level)) = self.store.entry(tenant) else {
+        let Some((cur, _)) = self.descend(q, tenant, 0) else {
             return Vec::new();
         };
-        let mut cur = vec![Scored {
-            dist: self.dist(q, ep),
-            id: ep,
-        }];
-        for layer in (1..=ep_level).rev() {
-            cur = self.search_layer(q, &cur, 1, layer);
-        }
         let mut found = self.search_layer(q, &cur, ef.max(k), 0);
         found.truncate(k);
         found
     }
 
-    /// The exact `k` nearest nodes of `tenant`, nearest first.
+    /// The exact `k` nearest live nodes of `tenant`, nearest first.
     pub fn exact(&self, q: &[f32], tenant: TenantOrd, k: usize) -> Vec<Scored> {
         let mut all: Vec<Scored> = self
             .store
             .tenant_nodes(tenant)
             .into_iter()
-            .map(|id| Scored {
-                dist: self.dist(q, id),
-                id,
-            })
+            .filter_map(|id| self.scored(q, id))
             .collect();
         all.sort();
         all.truncate(k);
         all
+    }
+
+    /// Repairs node `id`'s lists before the nodes for which `dead` holds are deleted: every
+    /// list that names a dead node is rebuilt from its live neighbours and the live
+    /// neighbours of its dead ones, pruned with the selection heuristic (the delete
+    /// consolidation of FreshDiskANN, Singh et al. 2021). Returns whether a list changed.
+    pub fn repair(&mut self, id: NodeId, dead: &impl Fn(NodeId) -> bool) -> bool {
+        let mut changed = false;
+        for layer in 0..=self.store.level(id) {
+            for _ in 0..REPLACE_ATTEMPTS {
+                let current = self.store.neighbors(id, layer);
+                if !current.iter().any(|&n| dead(n)) {
+                    break;
+                }
+                let mut pool: IdSet = IdSet::default();
+                for &n in &current {
+                    if !dead(n) {
+                        pool.insert(n);
+                        continue;
+                    }
+                    for nn in self.store.neighbors(n, layer) {
+                        if nn != id && !dead(nn) && self.store.level(nn) >= layer {
+                            pool.insert(nn);
+                        }
+                    }
+                }
+                let Some(mut scored) = self.store.with_vector(id, |base| {
+                    pool.iter()
+                        .filter_map(|&l| self.scored(base, l))
+                        .collect::<Vec<_>>()
+                }) else {
+                    return changed;
+                };
+                scored.sort();
+                let links = self.select(&scored, self.max_links(layer));
+                if self.store.replace_neighbors(id, layer, &current, &links) {
+                    changed = true;
+                    break;
+                }
+            }
+        }
+        changed
+    }
+}
+
+/// The highest layer a node can have.
+pub const MAX_LEVEL: u8 = 15;
+
+/// An iterative scan: nodes of one tenant in (approximately) ascending distance, for as
+/// long as the caller asks. The first round searches with `ef`; when the caller wants more
+/// (rows removed by other conditions), each further round searches again with twice the
+/// `ef`, up to `max_ef`, and yields only nodes not yielded before. Work is bounded by
+/// `max_ef`: about twice the cost of one search with that `ef`.
+#[derive(Debug, Clone)]
+pub struct Scan {
+    query: Vec<f32>,
+    tenant: TenantOrd,
+    ef: usize,
+    max_ef: usize,
+    yielded: IdSet,
+    /// This round's results not yet yielded, farthest first.
+    pending: Vec<Scored>,
+    done: bool,
+}
+
+impl Scan {
+    pub fn new(query: Vec<f32>, tenant: TenantOrd, ef: usize, max_ef: usize) -> Scan {
+        let ef = ef.max(1);
+        Scan {
+            query,
+            tenant,
+            ef,
+            max_ef: max_ef.max(ef),
+            yielded: IdSet::default(),
+            pending: Vec::new(),
+            done: false,
+        }
+    }
+
+    /// The next node, or `None` when the graph is exhausted or the work bound is reached.
+    pub fn next<S: GraphStore>(&mut self, hnsw: &Hnsw<S>) -> Option<Scored> {
+        loop {
+            if let Some(s) = self.pending.pop() {
+                self.yielded.insert(s.id);
+                return Some(s);
+            }
+            if self.done {
+                return None;
+            }
+            let found = hnsw.search(&self.query, self.tenant, self.ef, self.ef);
+            if found.len() < self.ef || self.ef >= self.max_ef {
+                self.done = true; // every reachable node was considered, or the bound
+            } else {
+                self.ef = (self.ef * 2).min(self.max_ef);
+            }
+            self.pending = found
+                .into_iter()
+                .rev()
+                .filter(|s| !self.yielded.contains(&s.id))
+                .collect();
+        }
+    }
+
+    /// Candidates considered by the last round (the current `ef`).
+    pub fn ef(&self) -> usize {
+        self.ef
     }
 }
 
@@ -281,7 +465,7 @@ mod tests {
     fn build(data: &[(Vec<f32>, TenantOrd)], params: Params) -> Hnsw<MemoryStore> {
         let mut h = Hnsw::new(MemoryStore::new(data[0].0.len()), params);
         for (v, t) in data {
-            h.insert(v, *t);
+            h.insert(v, *t, 0);
         }
         h
     }
@@ -394,5 +578,180 @@ mod tests {
         for id in 0..300 {
             assert_eq!(a.store().neighbors(id, 0), b.store().neighbors(id, 0));
         }
+    }
+
+    #[test]
+    fn recall_holds_after_deleting_repairing_and_reinserting() {
+        // Low intrinsic dimension, as embeddings have (isotropic noise in many dimensions
+        // is a different, much harder problem for every graph index).
+        let all = dataset(4060, 10, 1, 21);
+        let (data, queries) = all.split_at(4000);
+        let mut h = build(data, Params::default());
+        // Delete 30% (every node whose id % 10 < 3), repairing as VACUUM does.
+        let dead = |id: NodeId| id % 10 < 3;
+        let live: Vec<NodeId> = (0..4000).filter(|&id| !dead(id)).collect();
+        if dead(h.store().entry(0).unwrap().0) {
+            let best = *live.iter().max_by_key(|&&id| h.store().level(id)).unwrap();
+            let level = h.store().level(best);
+            h.store_mut().set_entry(0, Some((best, level)));
+        }
+        for &id in &live {
+            h.repair(id, &dead);
+        }
+        for id in (0..4000).filter(|&id| dead(id)) {
+            h.store_mut().delete(id);
+        }
+        for &id in &live {
+            for layer in 0..=h.store().level(id) {
+                assert!(
+                    h.store().neighbors(id, layer).iter().all(|&n| !dead(n)),
+                    "no link to a deleted node"
+                );
+            }
+        }
+        let r = recall(&h, queries, 10, 40);
+        assert!(r >= 0.95, "after deletes: {r}");
+        for (v, t) in dataset(1200, 10, 1, 23) {
+            h.insert(&v, t, 0);
+        }
+        let r = recall(&h, queries, 10, 40);
+        assert!(r >= 0.95, "after reinserting: {r}");
+        let got = h.search(&queries[0].0, 0, 50, 60);
+        assert!(got.iter().all(|s| !h.store().is_deleted(s.id)));
+    }
+
+    #[test]
+    fn iterative_scan_finds_rare_matches() {
+        let all = dataset(3001, 16, 1, 31);
+        let h = build(&all[..3000], Params::default());
+        let q = &all[3000].0;
+        // A filter that passes 1 node in 50: a first round of ef 40 alone finds ~1.
+        let wanted = |id: NodeId| id % 50 == 7;
+        let mut scan = Scan::new(q.clone(), 0, 40, 3000);
+        let mut seen = IdSet::default();
+        let mut got = Vec::new();
+        while got.len() < 10 {
+            let s = scan.next(&h).expect("10 matches exist");
+            assert!(seen.insert(s.id), "a node is yielded once");
+            if wanted(s.id) {
+                got.push(s.id);
+            }
+        }
+        let exact: Vec<NodeId> = h
+            .exact(q, 0, 3000)
+            .into_iter()
+            .map(|s| s.id)
+            .filter(|&id| wanted(id))
+            .take(10)
+            .collect();
+        let hits = got.iter().filter(|id| exact.contains(id)).count();
+        assert!(hits >= 9, "filtered top-10 recall {hits}/10");
+        // Bounded: a scan stops once max_ef candidates were considered.
+        let mut bounded = Scan::new(q.clone(), 0, 40, 100);
+        let mut n = 0;
+        while bounded.next(&h).is_some() {
+            n += 1;
+        }
+        assert_eq!(n, 100);
+        // Unbounded, it yields every node exactly once.
+        let mut all = Scan::new(q.clone(), 0, 40, usize::MAX);
+        let mut ids = IdSet::default();
+        while let Some(s) = all.next(&h) {
+            assert!(ids.insert(s.id));
+        }
+        assert!(ids.len() >= 2990, "reachable: {}", ids.len());
+    }
+
+    /// A store whose neighbour-list replacements lose every other race, as they do when
+    /// backends insert into one index at once.
+    struct Contended {
+        inner: MemoryStore,
+        flip: std::cell::Cell<bool>,
+    }
+
+    impl GraphStore for Contended {
+        fn with_vector<R>(&self, id: NodeId, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
+            self.inner.with_vector(id, f)
+        }
+        fn tenant(&self, id: NodeId) -> TenantOrd {
+            self.inner.tenant(id)
+        }
+        fn level(&self, id: NodeId) -> u8 {
+            self.inner.level(id)
+        }
+        fn neighbors(&self, id: NodeId, layer: u8) -> Vec<NodeId> {
+            self.inner.neighbors(id, layer)
+        }
+        fn replace_neighbors(&mut self, id: NodeId, layer: u8, e: &[NodeId], n: &[NodeId]) -> bool {
+            self.flip.set(!self.flip.get());
+            if self.flip.get() {
+                // Another writer got there first: it pruned the list's last link.
+                let mut other = self.inner.neighbors(id, layer);
+                if other.pop().is_some() {
+                    self.inner.replace_neighbors(id, layer, e, &other);
+                }
+                return false;
+            }
+            self.inner.replace_neighbors(id, layer, e, n)
+        }
+        fn push(&mut self, v: &[f32], t: TenantOrd, level: u8, p: u64) -> NodeId {
+            self.inner.push(v, t, level, p)
+        }
+        fn payload(&self, id: NodeId) -> u64 {
+            self.inner.payload(id)
+        }
+        fn entry(&self, t: TenantOrd) -> Option<(NodeId, u8)> {
+            self.inner.entry(t)
+        }
+        fn offer_entry(&mut self, t: TenantOrd, n: NodeId, l: u8) -> Option<(NodeId, u8)> {
+            self.inner.offer_entry(t, n, l)
+        }
+        fn set_entry(&mut self, t: TenantOrd, e: Option<(NodeId, u8)>) {
+            self.inner.set_entry(t, e)
+        }
+        fn delete(&mut self, id: NodeId) {
+            self.inner.delete(id)
+        }
+        fn tenant_nodes(&self, t: TenantOrd) -> Vec<NodeId> {
+            self.inner.tenant_nodes(t)
+        }
+        fn tenant_len(&self, t: TenantOrd) -> usize {
+            self.inner.tenant_len(t)
+        }
+    }
+
+    #[test]
+    fn lost_races_are_retried_without_breaking_invariants() {
+        let all = dataset(1501, 8, 1, 41);
+        let (data, query) = all.split_at(1500);
+        let store = Contended {
+            inner: MemoryStore::new(8),
+            flip: Default::default(),
+        };
+        let mut h = Hnsw::new(
+            store,
+            Params {
+                m: 8,
+                ..Params::default()
+            },
+        );
+        for (v, t) in data {
+            h.insert(v, *t, 0);
+        }
+        let s = &h.store().inner;
+        let mut reached = 0;
+        for id in 0..s.len() as NodeId {
+            for layer in 0..=s.level(id) {
+                let links = s.neighbors(id, layer);
+                assert!(links.len() <= h.max_links(layer), "degree bound");
+                assert!(!links.contains(&id), "no self link");
+            }
+            reached += (!s.neighbors(id, 0).is_empty()) as usize;
+        }
+        assert_eq!(reached, s.len(), "every node got links despite lost races");
+        let q = &query[0].0;
+        let exact: IdSet = h.exact(q, 0, 10).into_iter().map(|s| s.id).collect();
+        let got = h.search(q, 0, 10, 40);
+        assert!(got.iter().filter(|s| exact.contains(&s.id)).count() >= 8);
     }
 }

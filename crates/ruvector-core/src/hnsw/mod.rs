@@ -8,15 +8,17 @@
 //! tenant walks only that tenant's graph (filtering inside the graph, never after it).
 
 mod graph;
+pub mod page;
 mod store;
 
-pub use graph::{Hnsw, Params, Scored};
+pub use graph::{Hnsw, IdHasher, IdSet, Params, Scan, Scored, MAX_LEVEL};
 pub use store::{GraphStore, MemoryStore, NodeId, TenantOrd};
 
 /// Distance functions the index orders by (smaller is closer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum Metric {
-    L2,
+    L2 = 1,
     Cosine,
     InnerProduct,
     L1,
@@ -41,5 +43,18 @@ impl Metric {
             Metric::InnerProduct => -(k.dot)(a, b),
             Metric::L1 => (k.l1)(a, b),
         }
+    }
+}
+
+impl Metric {
+    /// The metric's code in the index metapage.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    pub fn from_code(code: u8) -> Option<Metric> {
+        [Metric::L2, Metric::Cosine, Metric::InnerProduct, Metric::L1]
+            .into_iter()
+            .find(|m| m.code() == code)
     }
 }

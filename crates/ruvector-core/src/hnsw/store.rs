@@ -1,45 +1,71 @@
 //! Where the graph lives. The algorithm only needs these operations; the PostgreSQL index
 //! implements them on buffer pages, [`MemoryStore`] on vectors.
 
-/// A node's position in the store.
-pub type NodeId = u32;
+use std::collections::HashMap;
+
+/// A node's position in the store (the page store packs a block number and a line pointer
+/// offset into it, as `block << 16 | offset`).
+pub type NodeId = u64;
 /// A tenant's small integer in the index (the directory maps tenant ids to ordinals).
 pub type TenantOrd = u32;
 
 /// Storage of an HNSW graph.
+///
+/// Several writers may work on one store at once (PostgreSQL backends inserting into one
+/// index), so a neighbour list is changed only by compare-and-replace: a writer reads the
+/// list, computes the new one, and replaces it only if nobody changed it meanwhile.
 pub trait GraphStore {
-    /// Runs `f` on node `id`'s vector (a page store reads it from a pinned buffer).
-    fn with_vector<R>(&self, id: NodeId, f: impl FnOnce(&[f32]) -> R) -> R;
+    /// Runs `f` on node `id`'s vector; `None` when the node was deleted.
+    fn with_vector<R>(&self, id: NodeId, f: impl FnOnce(&[f32]) -> R) -> Option<R>;
     /// The node's tenant.
     fn tenant(&self, id: NodeId) -> TenantOrd;
     /// The node's top layer.
     fn level(&self, id: NodeId) -> u8;
-    /// The node's neighbours on `layer` (≤ its level).
+    /// The node's neighbours on `layer` (≤ its level); empty for a deleted node.
     fn neighbors(&self, id: NodeId, layer: u8) -> Vec<NodeId>;
-    /// Replaces the node's neighbours on `layer`.
-    fn set_neighbors(&mut self, id: NodeId, layer: u8, neighbors: &[NodeId]);
-    /// Adds a node without links.
-    fn push(&mut self, vector: &[f32], tenant: TenantOrd, level: u8) -> NodeId;
+    /// Replaces the node's neighbours on `layer` with `new` if they still equal `expected`;
+    /// `false` (and no change) when another writer changed them first.
+    fn replace_neighbors(
+        &mut self,
+        id: NodeId,
+        layer: u8,
+        expected: &[NodeId],
+        new: &[NodeId],
+    ) -> bool;
+    /// Adds a node without links. `payload` is opaque to the algorithm (the index stores the
+    /// heap row's TID there).
+    fn push(&mut self, vector: &[f32], tenant: TenantOrd, level: u8, payload: u64) -> NodeId;
+    /// The node's payload.
+    fn payload(&self, id: NodeId) -> u64;
     /// The tenant's entry point and its level.
     fn entry(&self, tenant: TenantOrd) -> Option<(NodeId, u8)>;
-    fn set_entry(&mut self, tenant: TenantOrd, node: NodeId, level: u8);
-    /// Every node of `tenant` (for exact scans of small tenants).
+    /// Makes `node` the tenant's entry point if the tenant has none or `level` is above the
+    /// current entry point's, atomically; returns the entry point before the call.
+    fn offer_entry(&mut self, tenant: TenantOrd, node: NodeId, level: u8) -> Option<(NodeId, u8)>;
+    /// Sets (or clears) the tenant's entry point unconditionally (VACUUM).
+    fn set_entry(&mut self, tenant: TenantOrd, entry: Option<(NodeId, u8)>);
+    /// Marks the node deleted, overwrites its vector with zeros and drops its links.
+    fn delete(&mut self, id: NodeId);
+    /// Every live node of `tenant` (for exact scans of small tenants).
     fn tenant_nodes(&self, tenant: TenantOrd) -> Vec<NodeId>;
-    /// Number of nodes of `tenant`.
+    /// Number of live nodes of `tenant`.
     fn tenant_len(&self, tenant: TenantOrd) -> usize;
 }
 
-/// An in-memory store for tests and benchmarks of the algorithm.
+/// An in-memory store, for tests, benchmarks of the algorithm, and index builds that fit in
+/// `maintenance_work_mem`. Node ids are positions, from 0.
 #[derive(Debug, Default, Clone)]
 pub struct MemoryStore {
     dims: usize,
     vectors: Vec<f32>,
     tenants: Vec<TenantOrd>,
     levels: Vec<u8>,
+    payloads: Vec<u64>,
+    deleted: Vec<bool>,
     /// links[node][layer]
     links: Vec<Vec<Vec<NodeId>>>,
-    entries: std::collections::HashMap<TenantOrd, (NodeId, u8)>,
-    by_tenant: std::collections::HashMap<TenantOrd, Vec<NodeId>>,
+    entries: HashMap<TenantOrd, (NodeId, u8)>,
+    by_tenant: HashMap<TenantOrd, Vec<NodeId>>,
 }
 
 impl MemoryStore {
@@ -50,6 +76,11 @@ impl MemoryStore {
         }
     }
 
+    pub fn dims(&self) -> usize {
+        self.dims
+    }
+
+    /// Number of nodes, deleted ones included.
     pub fn len(&self) -> usize {
         self.tenants.len()
     }
@@ -57,12 +88,30 @@ impl MemoryStore {
     pub fn is_empty(&self) -> bool {
         self.tenants.is_empty()
     }
+
+    pub fn is_deleted(&self, id: NodeId) -> bool {
+        self.deleted[id as usize]
+    }
+
+    /// Every tenant's entry point.
+    pub fn entries(&self) -> impl Iterator<Item = (TenantOrd, NodeId, u8)> + '_ {
+        self.entries.iter().map(|(&t, &(n, l))| (t, n, l))
+    }
+
+    /// Bytes held per node of `level` with `m` links, for memory accounting.
+    pub fn node_bytes(dims: usize, m: usize, level: u8) -> usize {
+        const FIXED: usize = 4 + 1 + 8 + 1 + 24 + 32;
+        FIXED + 4 * dims + (level as usize + 1) * 24 + 8 * (2 * m + level as usize * m)
+    }
 }
 
 impl GraphStore for MemoryStore {
-    fn with_vector<R>(&self, id: NodeId, f: impl FnOnce(&[f32]) -> R) -> R {
+    fn with_vector<R>(&self, id: NodeId, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
+        if self.deleted[id as usize] {
+            return None;
+        }
         let i = id as usize * self.dims;
-        f(&self.vectors[i..i + self.dims])
+        Some(f(&self.vectors[i..i + self.dims]))
     }
 
     fn tenant(&self, id: NodeId) -> TenantOrd {
@@ -77,27 +126,70 @@ impl GraphStore for MemoryStore {
         self.links[id as usize][layer as usize].clone()
     }
 
-    fn set_neighbors(&mut self, id: NodeId, layer: u8, neighbors: &[NodeId]) {
-        self.links[id as usize][layer as usize] = neighbors.to_vec();
+    fn replace_neighbors(
+        &mut self,
+        id: NodeId,
+        layer: u8,
+        expected: &[NodeId],
+        new: &[NodeId],
+    ) -> bool {
+        let list = &mut self.links[id as usize][layer as usize];
+        if list != expected {
+            return false;
+        }
+        *list = new.to_vec();
+        true
     }
 
-    fn push(&mut self, vector: &[f32], tenant: TenantOrd, level: u8) -> NodeId {
+    fn push(&mut self, vector: &[f32], tenant: TenantOrd, level: u8, payload: u64) -> NodeId {
         assert_eq!(vector.len(), self.dims, "vector dimensions");
         let id = self.tenants.len() as NodeId;
         self.vectors.extend_from_slice(vector);
         self.tenants.push(tenant);
         self.levels.push(level);
+        self.payloads.push(payload);
+        self.deleted.push(false);
         self.links.push(vec![Vec::new(); level as usize + 1]);
         self.by_tenant.entry(tenant).or_default().push(id);
         id
+    }
+
+    fn payload(&self, id: NodeId) -> u64 {
+        self.payloads[id as usize]
     }
 
     fn entry(&self, tenant: TenantOrd) -> Option<(NodeId, u8)> {
         self.entries.get(&tenant).copied()
     }
 
-    fn set_entry(&mut self, tenant: TenantOrd, node: NodeId, level: u8) {
-        self.entries.insert(tenant, (node, level));
+    fn offer_entry(&mut self, tenant: TenantOrd, node: NodeId, level: u8) -> Option<(NodeId, u8)> {
+        let before = self.entries.get(&tenant).copied();
+        if before.is_none_or(|(_, l)| level > l) {
+            self.entries.insert(tenant, (node, level));
+        }
+        before
+    }
+
+    fn set_entry(&mut self, tenant: TenantOrd, entry: Option<(NodeId, u8)>) {
+        match entry {
+            Some(e) => self.entries.insert(tenant, e),
+            None => self.entries.remove(&tenant),
+        };
+    }
+
+    fn delete(&mut self, id: NodeId) {
+        let i = id as usize;
+        if self.deleted[i] {
+            return;
+        }
+        self.deleted[i] = true;
+        self.vectors[i * self.dims..(i + 1) * self.dims].fill(0.0);
+        for list in &mut self.links[i] {
+            list.clear();
+        }
+        if let Some(nodes) = self.by_tenant.get_mut(&self.tenants[i]) {
+            nodes.retain(|&n| n != id);
+        }
     }
 
     fn tenant_nodes(&self, tenant: TenantOrd) -> Vec<NodeId> {

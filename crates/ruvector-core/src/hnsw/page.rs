@@ -1,0 +1,487 @@
+//! The byte layout of the `ruhnsw` index pages, independent of PostgreSQL.
+//!
+//! The extension places these records on 8 kB buffer pages (block 0 is the metapage, every
+//! other block holds node tuples); this module defines what the bytes mean and how nodes are
+//! packed onto pages, so that the layout is tested here and the extension only moves bytes.
+//! See docs/ruhnsw-design.md.
+//!
+//! A node tuple:
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 0..6 | heap TID (block `u32`, offset `u16`) |
+//! | 6 | level |
+//! | 7 | flags (bit 0: deleted) |
+//! | 8..12 | tenant ordinal |
+//! | 12.. | link count per layer (`u8`), padded to 4 bytes |
+//! | then | the vector, `dims` × `f32` |
+//! | then | links: layer 0 has room for `2m`, each upper layer for `m`; a link is a node id in 6 bytes |
+//!
+//! All integers are little-endian. Node tuples have a fixed size for a given level, so link
+//! changes are made in place.
+
+use super::{Metric, NodeId, TenantOrd, MAX_LEVEL};
+
+/// PostgreSQL's page size (`BLCKSZ`).
+pub const PAGE_SIZE: usize = 8192;
+/// Page header size (`SizeOfPageHeaderData`).
+pub const PAGE_HEADER: usize = 24;
+/// Size of the special area at the end of every index page.
+pub const SPECIAL_SIZE: usize = 8;
+/// Bytes of a page available for line pointers and tuples.
+pub const PAGE_ITEM_SPACE: usize = PAGE_SIZE - PAGE_HEADER - SPECIAL_SIZE;
+/// A line pointer (`ItemIdData`).
+const LINE_POINTER: usize = 4;
+/// Identifies a `ruhnsw` page in its special area.
+pub const PAGE_ID: u16 = 0xFF91;
+/// Page kinds (special area, byte 2).
+pub const KIND_META: u8 = 1;
+pub const KIND_NODES: u8 = 2;
+
+const NODE_HEADER: usize = 12;
+const LINK_BYTES: usize = 6;
+const FLAG_DELETED: u8 = 1;
+
+/// `(block, offset)` of a tuple as a [`NodeId`].
+pub fn node_id(block: u32, offset: u16) -> NodeId {
+    (block as u64) << 16 | offset as u64
+}
+
+/// The `(block, offset)` in a [`NodeId`].
+pub fn node_position(id: NodeId) -> (u32, u16) {
+    ((id >> 16) as u32, id as u16)
+}
+
+fn align4(n: usize) -> usize {
+    (n + 3) & !3
+}
+
+fn align8(n: usize) -> usize {
+    (n + 7) & !7
+}
+
+/// Sizes and offsets of node tuples of one index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeLayout {
+    pub dims: usize,
+    pub m: usize,
+}
+
+impl NodeLayout {
+    pub fn capacity(&self, layer: u8) -> usize {
+        if layer == 0 {
+            2 * self.m
+        } else {
+            self.m
+        }
+    }
+
+    fn vector_offset(&self, level: u8) -> usize {
+        NODE_HEADER + align4(level as usize + 1)
+    }
+
+    fn links_offset(&self, level: u8, layer: u8) -> usize {
+        let before = if layer == 0 {
+            0
+        } else {
+            2 * self.m + (layer as usize - 1) * self.m
+        };
+        self.vector_offset(level) + 4 * self.dims + LINK_BYTES * before
+    }
+
+    /// Bytes of a node tuple of `level`.
+    pub fn size(&self, level: u8) -> usize {
+        self.links_offset(level, level) + LINK_BYTES * self.capacity(level)
+    }
+
+    /// Page space a node of `level` takes: the aligned tuple and its line pointer.
+    pub fn space(&self, level: u8) -> usize {
+        align8(self.size(level)) + LINE_POINTER
+    }
+
+    /// The highest level whose nodes fit on a page; `None` when not even a layer-0 node
+    /// fits (too many dimensions for this `m`).
+    pub fn max_level(&self) -> Option<u8> {
+        (0..=MAX_LEVEL)
+            .rev()
+            .find(|&l| self.space(l) <= PAGE_ITEM_SPACE)
+    }
+
+    /// Byte range of the vector in a tuple of `level` (4-byte aligned when the tuple is).
+    pub fn vector_range(&self, level: u8) -> std::ops::Range<usize> {
+        let v = self.vector_offset(level);
+        v..v + 4 * self.dims
+    }
+
+    /// Assigns node ids to nodes of the given levels, in order, packing them onto pages from
+    /// block `first_block` on: what an index build writes.
+    pub fn pack(&self, levels: impl IntoIterator<Item = u8>, first_block: u32) -> Vec<NodeId> {
+        let mut block = first_block;
+        let mut used = 0;
+        let mut offset: u16 = 0;
+        levels
+            .into_iter()
+            .map(|level| {
+                let space = self.space(level);
+                if used + space > PAGE_ITEM_SPACE {
+                    block += 1;
+                    used = 0;
+                    offset = 0;
+                }
+                used += space;
+                offset += 1;
+                node_id(block, offset)
+            })
+            .collect()
+    }
+}
+
+/// Read access to a node tuple.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeRef<'a> {
+    bytes: &'a [u8],
+    layout: NodeLayout,
+}
+
+impl<'a> NodeRef<'a> {
+    /// A view of `bytes`, or a description of why they are not a node tuple of this layout.
+    pub fn new(bytes: &'a [u8], layout: NodeLayout) -> Result<NodeRef<'a>, String> {
+        if bytes.len() < NODE_HEADER {
+            return Err(format!(
+                "tuple of {} bytes is shorter than a node header",
+                bytes.len()
+            ));
+        }
+        let level = bytes[6];
+        if level > MAX_LEVEL {
+            return Err(format!("level {level} exceeds {MAX_LEVEL}"));
+        }
+        if bytes.len() != layout.size(level) {
+            return Err(format!(
+                "tuple of {} bytes, expected {} for level {level}",
+                bytes.len(),
+                layout.size(level)
+            ));
+        }
+        let node = NodeRef { bytes, layout };
+        for layer in 0..=level {
+            if node.count(layer) > layout.capacity(layer) {
+                return Err(format!(
+                    "layer {layer} holds {} links, room for {}",
+                    node.count(layer),
+                    layout.capacity(layer)
+                ));
+            }
+        }
+        Ok(node)
+    }
+
+    pub fn heap_tid(&self) -> NodeId {
+        read_id(&self.bytes[0..6])
+    }
+
+    pub fn level(&self) -> u8 {
+        self.bytes[6]
+    }
+
+    pub fn deleted(&self) -> bool {
+        self.bytes[7] & FLAG_DELETED != 0
+    }
+
+    pub fn tenant(&self) -> TenantOrd {
+        u32::from_le_bytes(self.bytes[8..12].try_into().expect("4 bytes"))
+    }
+
+    fn count(&self, layer: u8) -> usize {
+        self.bytes[NODE_HEADER + layer as usize] as usize
+    }
+
+    /// The vector's bytes (see [`vector_slice`] for a float view).
+    pub fn vector_bytes(&self) -> &'a [u8] {
+        &self.bytes[self.layout.vector_range(self.level())]
+    }
+
+    /// The links on `layer`.
+    pub fn neighbors(&self, layer: u8) -> impl Iterator<Item = NodeId> + 'a {
+        let start = self.layout.links_offset(self.level(), layer);
+        let bytes = &self.bytes[start..start + LINK_BYTES * self.count(layer)];
+        bytes.chunks_exact(LINK_BYTES).map(read_id)
+    }
+
+    /// Whether the links on `layer` are exactly `ids`.
+    pub fn neighbors_equal(&self, layer: u8, ids: &[NodeId]) -> bool {
+        self.count(layer) == ids.len() && self.neighbors(layer).eq(ids.iter().copied())
+    }
+}
+
+/// The vector of a node as floats, when its bytes are 4-byte aligned (they are on a page,
+/// where tuples start MAXALIGNed).
+pub fn vector_slice(bytes: &[u8]) -> Option<&[f32]> {
+    if !(bytes.as_ptr() as usize).is_multiple_of(4) || !bytes.len().is_multiple_of(4) {
+        return None;
+    }
+    #[allow(unsafe_code)]
+    // SAFETY: the pointer is 4-byte aligned and the length a multiple of 4 (checked above);
+    // every bit pattern is a valid f32; the lifetime is the input's.
+    Some(unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const f32, bytes.len() / 4) })
+}
+
+fn read_id(b: &[u8]) -> NodeId {
+    let block = u32::from_le_bytes(b[0..4].try_into().expect("4 bytes"));
+    let offset = u16::from_le_bytes(b[4..6].try_into().expect("2 bytes"));
+    node_id(block, offset)
+}
+
+fn write_id(b: &mut [u8], id: NodeId) {
+    let (block, offset) = node_position(id);
+    b[0..4].copy_from_slice(&block.to_le_bytes());
+    b[4..6].copy_from_slice(&offset.to_le_bytes());
+}
+
+/// Write access to a node tuple.
+pub struct NodeMut<'a> {
+    bytes: &'a mut [u8],
+    layout: NodeLayout,
+}
+
+impl<'a> NodeMut<'a> {
+    /// Initializes `bytes` (exactly [`NodeLayout::size`] of `level`) as a node without links.
+    pub fn init(
+        bytes: &'a mut [u8],
+        layout: NodeLayout,
+        heap_tid: NodeId,
+        tenant: TenantOrd,
+        level: u8,
+        vector: &[f32],
+    ) -> NodeMut<'a> {
+        assert_eq!(bytes.len(), layout.size(level), "node tuple size");
+        assert_eq!(vector.len(), layout.dims, "vector dimensions");
+        bytes.fill(0);
+        write_id(&mut bytes[0..6], heap_tid);
+        bytes[6] = level;
+        bytes[8..12].copy_from_slice(&tenant.to_le_bytes());
+        let range = layout.vector_range(level);
+        for (chunk, x) in bytes[range].chunks_exact_mut(4).zip(vector) {
+            chunk.copy_from_slice(&x.to_le_bytes());
+        }
+        NodeMut { bytes, layout }
+    }
+
+    /// A writable view of an existing node tuple.
+    pub fn new(bytes: &'a mut [u8], layout: NodeLayout) -> Result<NodeMut<'a>, String> {
+        NodeRef::new(bytes, layout)?;
+        Ok(NodeMut { bytes, layout })
+    }
+
+    pub fn as_ref(&self) -> NodeRef<'_> {
+        NodeRef {
+            bytes: self.bytes,
+            layout: self.layout,
+        }
+    }
+
+    /// Replaces the links on `layer` (at most the layer's capacity).
+    pub fn set_neighbors(&mut self, layer: u8, ids: &[NodeId]) {
+        let level = self.bytes[6];
+        assert!(layer <= level, "layer above the node's level");
+        assert!(ids.len() <= self.layout.capacity(layer), "too many links");
+        let start = self.layout.links_offset(level, layer);
+        let area = &mut self.bytes[start..start + LINK_BYTES * self.layout.capacity(layer)];
+        area.fill(0);
+        for (chunk, &id) in area.chunks_exact_mut(LINK_BYTES).zip(ids) {
+            write_id(chunk, id);
+        }
+        self.bytes[NODE_HEADER + layer as usize] = ids.len() as u8;
+    }
+
+    /// Marks the node deleted and overwrites its vector and links with zeros (erasure).
+    /// The heap TID stays, so that a check can tell which row the node held.
+    pub fn delete(&mut self) {
+        let level = self.bytes[6];
+        self.bytes[7] |= FLAG_DELETED;
+        let start = self.layout.vector_range(level).start;
+        self.bytes[start..].fill(0);
+        self.bytes[NODE_HEADER..NODE_HEADER + level as usize + 1].fill(0);
+    }
+}
+
+/// The metapage record (block 0, after the page header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta {
+    pub dims: u32,
+    pub m: u16,
+    pub ef_construction: u16,
+    pub metric: Metric,
+    /// The entry point of tenant 0 (the whole index until tenants have a directory).
+    pub entry: Option<(NodeId, u8)>,
+    /// The block new nodes go to first.
+    pub insert_block: u32,
+}
+
+pub const META_MAGIC: u32 = 0x5256_4857; // "RVHW"
+pub const META_VERSION: u32 = 1;
+/// Bytes of the metapage record.
+pub const META_SIZE: usize = 40;
+const NO_ENTRY: u64 = u64::MAX;
+
+impl Meta {
+    pub fn layout(&self) -> NodeLayout {
+        NodeLayout {
+            dims: self.dims as usize,
+            m: self.m as usize,
+        }
+    }
+
+    pub fn to_bytes(&self) -> [u8; META_SIZE] {
+        let mut b = [0u8; META_SIZE];
+        b[0..4].copy_from_slice(&META_MAGIC.to_le_bytes());
+        b[4..8].copy_from_slice(&META_VERSION.to_le_bytes());
+        b[8..12].copy_from_slice(&self.dims.to_le_bytes());
+        b[12..14].copy_from_slice(&self.m.to_le_bytes());
+        b[14..16].copy_from_slice(&self.ef_construction.to_le_bytes());
+        b[16] = self.metric.code();
+        let (entry, level) = self.entry.unwrap_or((NO_ENTRY, 0));
+        b[17] = level;
+        b[24..32].copy_from_slice(&entry.to_le_bytes());
+        b[32..36].copy_from_slice(&self.insert_block.to_le_bytes());
+        b
+    }
+
+    pub fn from_bytes(b: &[u8]) -> Result<Meta, String> {
+        if b.len() < META_SIZE {
+            return Err("metapage record is truncated".into());
+        }
+        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+        let u16_at = |i: usize| u16::from_le_bytes(b[i..i + 2].try_into().expect("2 bytes"));
+        if u32_at(0) != META_MAGIC {
+            return Err(format!("bad metapage magic {:#x}", u32_at(0)));
+        }
+        if u32_at(4) != META_VERSION {
+            return Err(format!(
+                "index format version {} (this build reads {META_VERSION}); REINDEX it",
+                u32_at(4)
+            ));
+        }
+        let metric = Metric::from_code(b[16]).ok_or_else(|| format!("bad metric {}", b[16]))?;
+        let entry = u64::from_le_bytes(b[24..32].try_into().expect("8 bytes"));
+        Ok(Meta {
+            dims: u32_at(8),
+            m: u16_at(12),
+            ef_construction: u16_at(14),
+            metric,
+            entry: (entry != NO_ENTRY).then_some((entry, b[17])),
+            insert_block: u32_at(32),
+        })
+    }
+}
+
+/// The special area of a page of `kind`.
+pub fn special(kind: u8) -> [u8; SPECIAL_SIZE] {
+    let mut b = [0u8; SPECIAL_SIZE];
+    b[0..2].copy_from_slice(&PAGE_ID.to_le_bytes());
+    b[2] = kind;
+    b
+}
+
+/// The kind of a page from its special area, if it is a `ruhnsw` page.
+pub fn page_kind(special: &[u8]) -> Option<u8> {
+    (special.len() == SPECIAL_SIZE && special[0..2] == PAGE_ID.to_le_bytes()).then(|| special[2])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const L: NodeLayout = NodeLayout { dims: 5, m: 4 };
+
+    #[test]
+    fn node_round_trip() {
+        let mut buf = vec![0u8; L.size(2)];
+        let v = [1.0, -2.5, 3.25, 0.0, 7.0];
+        let mut n = NodeMut::init(&mut buf, L, node_id(7, 3), 42, 2, &v);
+        n.set_neighbors(0, &[node_id(1, 1), node_id(u32::MAX, 65535)]);
+        n.set_neighbors(2, &[node_id(9, 2)]);
+        let r = NodeRef::new(&buf, L).unwrap();
+        assert_eq!(r.heap_tid(), node_id(7, 3));
+        assert_eq!((r.level(), r.tenant(), r.deleted()), (2, 42, false));
+        let floats: Vec<f32> = r
+            .vector_bytes()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_eq!(floats, v);
+        assert_eq!(
+            r.neighbors(0).collect::<Vec<_>>(),
+            [node_id(1, 1), node_id(u32::MAX, 65535)]
+        );
+        assert!(r.neighbors_equal(2, &[node_id(9, 2)]));
+        assert_eq!(r.neighbors(1).count(), 0);
+    }
+
+    #[test]
+    fn delete_zeroes_vector_and_links() {
+        let mut buf = vec![0u8; L.size(1)];
+        let mut n = NodeMut::init(&mut buf, L, node_id(1, 1), 0, 1, &[9.0; 5]);
+        n.set_neighbors(0, &[node_id(1, 2)]);
+        n.delete();
+        let r = NodeRef::new(&buf, L).unwrap();
+        assert!(r.deleted());
+        assert!(r.vector_bytes().iter().all(|&b| b == 0));
+        assert_eq!(r.neighbors(0).count(), 0);
+        assert_eq!(r.heap_tid(), node_id(1, 1));
+    }
+
+    #[test]
+    fn malformed_tuples_are_reported() {
+        let mut buf = vec![0u8; L.size(0)];
+        NodeMut::init(&mut buf, L, 1, 0, 0, &[0.0; 5]);
+        assert!(NodeRef::new(&buf[..buf.len() - 1], L).is_err());
+        buf[NODE_HEADER] = 9; // more links than layer 0's 8 slots
+        assert!(NodeRef::new(&buf, L).unwrap_err().contains("room for 8"));
+    }
+
+    #[test]
+    fn packing_fills_pages_without_overflow() {
+        let layout = NodeLayout { dims: 384, m: 16 };
+        let levels: Vec<u8> = (0..1000).map(|i| (i % 7 == 0) as u8).collect();
+        let ids = layout.pack(levels.iter().copied(), 1);
+        let mut used = std::collections::BTreeMap::<u32, usize>::new();
+        for (i, (id, &level)) in ids.iter().zip(&levels).enumerate() {
+            let (block, offset) = node_position(*id);
+            assert!(offset >= 1);
+            if i > 0 && node_position(ids[i - 1]).0 != block {
+                // A node starts a new page only when it does not fit on the previous one.
+                let prev = used[&node_position(ids[i - 1]).0];
+                assert!(prev + layout.space(level) > PAGE_ITEM_SPACE);
+            }
+            *used.entry(block).or_default() += layout.space(level);
+        }
+        assert_eq!(*used.keys().next().unwrap(), 1);
+        assert!(used.values().all(|&u| u <= PAGE_ITEM_SPACE));
+    }
+
+    #[test]
+    fn large_vectors_limit_levels() {
+        assert_eq!(NodeLayout { dims: 128, m: 16 }.max_level(), Some(MAX_LEVEL));
+        assert!(NodeLayout { dims: 1536, m: 16 }.max_level().unwrap() >= 8);
+        assert_eq!(NodeLayout { dims: 2000, m: 16 }.max_level(), None);
+    }
+
+    #[test]
+    fn meta_round_trip() {
+        let m = Meta {
+            dims: 1536,
+            m: 16,
+            ef_construction: 64,
+            metric: Metric::Cosine,
+            entry: Some((node_id(3, 4), 5)),
+            insert_block: 77,
+        };
+        assert_eq!(Meta::from_bytes(&m.to_bytes()).unwrap(), m);
+        let none = Meta { entry: None, ..m };
+        assert_eq!(Meta::from_bytes(&none.to_bytes()).unwrap(), none);
+        let mut bad = m.to_bytes();
+        bad[4] = 9;
+        assert!(Meta::from_bytes(&bad).unwrap_err().contains("REINDEX"));
+    }
+}

@@ -226,3 +226,23 @@ pub fn registry_full(capacity: u32) -> ! {
         .set_hint("Raise ruvector.max_tenants and restart the server."),
     )
 }
+
+/// Raises an error of the `ruhnsw` index with `code`, and an optional hint.
+#[track_caller]
+pub fn index_error(code: PgSqlErrorCode, message: String, hint: Option<&str>) -> ! {
+    let mut report = ErrorReport::new(code, message, "ruvector");
+    if let Some(h) = hint {
+        report = report.set_hint(h);
+    }
+    raise(report)
+}
+
+/// Raises `XX002 index_corrupted` for a page of the `ruhnsw` index that cannot be read.
+#[track_caller]
+pub fn index_corrupted(index: &str, what: String) -> ! {
+    index_error(
+        PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED,
+        format!("index \"{index}\" is corrupted: {what}"),
+        Some("REINDEX the index; ruvector_index_check() reports what is wrong."),
+    )
+}

@@ -42,6 +42,9 @@ static ADMISSION_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(ADMISSION_TIM
 
 /// `ruvector.rate_burst_seconds`: a tenant's bucket holds this many seconds of `max_qps`.
 static RATE_BURST: GucSetting<f64> = GucSetting::<f64>::new(1.0);
+static EF_SEARCH: GucSetting<i32> = GucSetting::<i32>::new(40);
+static ITERATIVE_SCAN: GucSetting<bool> = GucSetting::<bool>::new(true);
+static MAX_SCAN_TUPLES: GucSetting<i32> = GucSetting::<i32>::new(20_000);
 
 pub fn init() {
     // SAFETY: called once from _PG_init in the postmaster (or a backend for non-preloaded
@@ -127,6 +130,34 @@ pub fn init() {
         GucContext::Sighup,
         GucFlags::default(),
     );
+    GucRegistry::define_int_guc(
+        c"ruvector.ef_search",
+        c"Candidate list size of a ruhnsw index search (higher: better recall, slower).",
+        c"The first round of every ruhnsw scan considers this many candidates.",
+        &EF_SEARCH,
+        1,
+        1000,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"ruvector.iterative_scan",
+        c"Let a ruhnsw scan continue past ef_search when rows are filtered out.",
+        c"On: ORDER BY ... LIMIT k with further conditions returns k rows whenever k qualify, up to ruvector.max_scan_tuples candidates.",
+        &ITERATIVE_SCAN,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"ruvector.max_scan_tuples",
+        c"Most candidates an iterative ruhnsw scan considers before it stops.",
+        c"Bounds the work of a filtered vector search; each round doubles its candidate list up to this size.",
+        &MAX_SCAN_TUPLES,
+        1,
+        i32::MAX,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
     // SAFETY: PostgreSQL 15+; reserves the prefix so typos such as ruvector.tenantid fail.
     unsafe { pg_sys::MarkGUCPrefixReserved(c"ruvector".as_ptr()) };
 }
@@ -163,6 +194,20 @@ pub fn admission_timeout_ms() -> i32 {
 
 pub fn rate_burst_seconds() -> f64 {
     RATE_BURST.get()
+}
+
+pub fn ef_search() -> usize {
+    EF_SEARCH.get() as usize
+}
+
+/// Candidates an index scan may consider in all: `ef_search` alone when iterative scans are
+/// off.
+pub fn max_scan_tuples() -> usize {
+    if ITERATIVE_SCAN.get() {
+        (MAX_SCAN_TUPLES.get() as usize).max(ef_search())
+    } else {
+        ef_search()
+    }
 }
 
 pub fn max_tenants() -> u32 {

@@ -12,6 +12,7 @@ mod errors;
 #[macro_use]
 mod fmgr;
 mod gucs;
+mod ruhnsw;
 mod tenancy;
 mod vector;
 
@@ -21,6 +22,7 @@ pgrx::extension_sql_file!(
     name = "tenancy",
     requires = ["vector"]
 );
+pgrx::extension_sql_file!("../sql/ruhnsw.sql", name = "ruhnsw", requires = ["tenancy"]);
 
 /// Library initialization. RuVector keeps tenant state in shared memory and installs
 /// executor hooks, which PostgreSQL allows only while it preloads libraries at server start,
@@ -33,6 +35,7 @@ pub extern "C-unwind" fn _PG_init() {
         errors::not_preloaded();
     }
     gucs::init();
+    ruhnsw::init();
     tenancy::init();
 }
 

@@ -19,7 +19,17 @@ const HEADER: usize = 8;
 /// current function call (it points into the argument or its detoasted copy).
 pub unsafe fn arg<'a>(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> &'a [f32] {
     // SAFETY: guaranteed by the caller.
-    let p = unsafe { fmgr::arg_varlena(fcinfo, n) } as *const u8;
+    unsafe { from_datum(fmgr::arg(fcinfo, n)) }
+}
+
+/// The elements of a non-null `vector` datum.
+///
+/// # Safety
+/// `datum` is a `vector`; the slice lives as long as the datum (or its detoasted copy, in
+/// the current memory context).
+pub unsafe fn from_datum<'a>(datum: pg_sys::Datum) -> &'a [f32] {
+    // SAFETY: guaranteed by the caller; detoasting returns the datum itself or a copy.
+    let p = unsafe { pg_sys::pg_detoast_datum(datum.cast_mut_ptr()) } as *const u8;
     // SAFETY: a detoasted vector has a 4-byte header, then dim and unused, then `dim` floats;
     // vector has int4 alignment, so the floats are aligned.
     unsafe {

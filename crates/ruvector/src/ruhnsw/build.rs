@@ -1,0 +1,323 @@
+//! `ambuild` and `ambuildempty`: CREATE INDEX and REINDEX.
+//!
+//! The graph is built in memory with the core's [`MemoryStore`] while it fits in
+//! `maintenance_work_mem`, then written out page by page in one pass and WAL-logged as full
+//! page images. If the table's vectors do not fit, the part built so far is written out and
+//! the rest is inserted through the page store, one WAL record per change, as `INSERT` does.
+//! Progress is reported in `pg_stat_progress_create_index`: the table scan's blocks, the
+//! tuples loaded, and the phase ("loading tuples", "writing index pages").
+
+use pgrx::pg_sys;
+use pgrx::PgSqlErrorCode;
+use ruvector_core::hnsw::page::{self as layout, Meta, NodeLayout, NodeMut};
+use ruvector_core::hnsw::{GraphStore, Hnsw, MemoryStore, NodeId, Params};
+
+use super::page::{self, Buf, Lock};
+use super::store::PageStore;
+use super::{heap_tid, options, vector_arg};
+use crate::errors;
+
+/// Build subphases reported in `pg_stat_progress_create_index.phase`.
+pub const PHASE_LOAD: i64 = 2;
+pub const PHASE_WRITE: i64 = 3;
+
+/// `ambuildphasename`.
+pub unsafe extern "C-unwind" fn phase_name(phase: i64) -> *mut std::ffi::c_char {
+    let name: &'static std::ffi::CStr = match phase {
+        PHASE_LOAD => c"loading tuples",
+        PHASE_WRITE => c"writing index pages",
+        _ => return std::ptr::null_mut(),
+    };
+    name.as_ptr() as *mut _
+}
+
+fn progress(param: u32, value: i64) {
+    // SAFETY: a plain update of this backend's progress slot.
+    unsafe { pg_sys::pgstat_progress_update_param(param as i32, value) };
+}
+
+/// The index's parameters and node layout for vectors of `dims` dimensions.
+pub fn params_for(index: pg_sys::Relation, dims: usize) -> (Params, NodeLayout) {
+    let (m, ef_construction) = options::of(index);
+    let layout = NodeLayout { dims, m };
+    let Some(max_level) = layout.max_level() else {
+        errors::index_error(
+            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            format!("vectors of {dims} dimensions do not fit in a ruhnsw index page with m = {m}"),
+            Some("Lower m, or reduce the dimensions (about 1,900 fit with the default m = 16)."),
+        );
+    };
+    let params = Params {
+        m,
+        ef_construction,
+        metric: options::metric(index),
+        max_level,
+        ..Params::default()
+    };
+    (params, layout)
+}
+
+/// The dimensions of the indexed column's `vector(n)` type, if it has a modifier.
+fn declared_dims(index: pg_sys::Relation) -> Option<usize> {
+    let (mut typid, mut typmod, mut coll) = (pg_sys::Oid::INVALID, -1, pg_sys::Oid::INVALID);
+    // SAFETY: the index is open; attribute 1 exists.
+    unsafe { pg_sys::get_atttypetypmodcoll((*index).rd_id, 1, &mut typid, &mut typmod, &mut coll) };
+    crate::fmgr::typmod_dims(typmod)
+}
+
+struct BuildState {
+    index: pg_sys::Relation,
+    dims: Option<usize>,
+    memory: Option<Hnsw<MemoryStore>>,
+    disk: Option<Hnsw<PageStore>>,
+    budget: usize,
+    used: usize,
+    tuples: f64,
+}
+
+impl BuildState {
+    fn add(&mut self, vector: &[f32], tid: u64) {
+        let dims = *self.dims.get_or_insert(vector.len());
+        if vector.len() != dims {
+            errors::vector_error(
+                ruvector_core::VectorError::DifferentDimensions {
+                    left: dims,
+                    right: vector.len(),
+                },
+                None,
+            );
+        }
+        if self.memory.is_none() && self.disk.is_none() {
+            let (params, _) = params_for(self.index, dims);
+            self.memory = Some(Hnsw::new(MemoryStore::new(dims), params));
+        }
+        if let Some(h) = &mut self.memory {
+            let id = h.insert(vector, 0, tid);
+            let m = h.params().m;
+            self.used += MemoryStore::node_bytes(dims, m, h.store().level(id));
+            if self.used > self.budget {
+                let h = self.memory.take().expect("in memory");
+                let params = *h.params();
+                let layout = NodeLayout { dims, m };
+                write_graph(self.index, h.into_store(), layout, &params);
+                let mut disk = Hnsw::new(PageStore::new(self.index, layout), params);
+                disk.reseed(params.seed ^ self.tuples as u64);
+                self.disk = Some(disk);
+                pgrx::notice!(
+                    "ruhnsw graph no longer fits in maintenance_work_mem after {} tuples; \
+                     the rest is inserted page by page (slower)",
+                    self.tuples as u64 + 1
+                );
+            }
+        } else if let Some(h) = &mut self.disk {
+            h.insert(vector, 0, tid);
+        }
+        self.tuples += 1.0;
+        progress(pg_sys::PROGRESS_CREATEIDX_TUPLES_DONE, self.tuples as i64);
+    }
+}
+
+unsafe extern "C-unwind" fn build_callback(
+    _index: pg_sys::Relation,
+    tid: pg_sys::ItemPointer,
+    values: *mut pg_sys::Datum,
+    isnull: *mut bool,
+    _alive: bool,
+    state: *mut std::ffi::c_void,
+) {
+    // SAFETY: PostgreSQL calls this with the BuildState pointer we passed, and one key
+    // column; the guard turns Rust panics into errors.
+    unsafe {
+        pgrx::pg_sys::submodules::panic::pgrx_extern_c_guard(|| {
+            if *isnull {
+                return;
+            }
+            let state = &mut *(state as *mut BuildState);
+            let vector = vector_arg(*values);
+            state.add(vector, heap_tid(tid));
+        })
+    }
+}
+
+/// `ambuild`.
+pub unsafe extern "C-unwind" fn ambuild(
+    heap: pg_sys::Relation,
+    index: pg_sys::Relation,
+    info: *mut pg_sys::IndexInfo,
+) -> *mut pg_sys::IndexBuildResult {
+    // SAFETY: PostgreSQL's build protocol: both relations are open and locked, the index
+    // is empty. The guard turns panics into errors.
+    unsafe {
+        pgrx::pg_sys::submodules::panic::pgrx_extern_c_guard(|| {
+            if page::nblocks(index) != 0 {
+                pgrx::error!("index \"{}\" already contains data", page::rel_name(index));
+            }
+            let dims = declared_dims(index);
+            if let Some(d) = dims {
+                params_for(index, d); // fail early on unsupported sizes
+            } else {
+                options::of(index);
+            }
+            write_empty_meta(index, pg_sys::ForkNumber::MAIN_FORKNUM, dims.unwrap_or(0));
+            let mut state = BuildState {
+                index,
+                dims,
+                memory: None,
+                disk: None,
+                budget: pg_sys::maintenance_work_mem as usize * 1024,
+                used: 0,
+                tuples: 0.0,
+            };
+            progress(pg_sys::PROGRESS_CREATEIDX_SUBPHASE, PHASE_LOAD);
+            progress(
+                pg_sys::PROGRESS_CREATEIDX_TUPLES_TOTAL,
+                (*(*heap).rd_rel).reltuples.max(0.0) as i64,
+            );
+            pg_sys::table_index_build_scan(
+                heap,
+                index,
+                info,
+                true,
+                true,
+                Some(build_callback),
+                &mut state as *mut BuildState as *mut std::ffi::c_void,
+                std::ptr::null_mut(),
+            );
+            if let Some(h) = state.memory.take() {
+                progress(pg_sys::PROGRESS_CREATEIDX_SUBPHASE, PHASE_WRITE);
+                let params = *h.params();
+                let layout = NodeLayout {
+                    dims: h.store().dims(),
+                    m: params.m,
+                };
+                write_graph(index, h.into_store(), layout, &params);
+            }
+            let result = pg_sys::palloc0(std::mem::size_of::<pg_sys::IndexBuildResult>())
+                as *mut pg_sys::IndexBuildResult;
+            (*result).heap_tuples = state.tuples;
+            (*result).index_tuples = state.tuples;
+            result
+        })
+    }
+}
+
+/// Writes the metapage of an empty index with `dims` (0: learned from the first vector).
+fn write_empty_meta(index: pg_sys::Relation, fork: pg_sys::ForkNumber::Type, dims: usize) {
+    let (m, ef_construction) = options::of(index);
+    let meta = Meta {
+        dims: dims as u32,
+        m: m as u16,
+        ef_construction: ef_construction as u16,
+        metric: options::metric(index),
+        entry: None,
+        insert_block: 0,
+    };
+    // SAFETY: a new, empty fork of an index being built: nobody else reads it; the page is
+    // initialized, filled, marked dirty and WAL-logged as a full image.
+    unsafe {
+        let buf = pg_sys::ReadBufferExtended(
+            index,
+            fork,
+            pg_sys::InvalidBlockNumber,
+            pg_sys::ReadBufferMode::RBM_NORMAL,
+            std::ptr::null_mut(),
+        );
+        pg_sys::LockBuffer(buf, pg_sys::BUFFER_LOCK_EXCLUSIVE as i32);
+        let pg = pg_sys::BufferGetPage(buf);
+        page::init_page(pg, layout::KIND_META);
+        page::write_meta(pg, &meta);
+        pg_sys::MarkBufferDirty(buf);
+        if page::needs_wal(index) || fork == pg_sys::ForkNumber::INIT_FORKNUM {
+            pg_sys::log_newpage_buffer(buf, true);
+        }
+        pg_sys::UnlockReleaseBuffer(buf);
+    }
+}
+
+/// Writes an in-memory graph to new pages after the metapage and points the metapage at it.
+fn write_graph(index: pg_sys::Relation, store: MemoryStore, layout: NodeLayout, params: &Params) {
+    let n = store.len();
+    if n == 0 {
+        return;
+    }
+    let first = page::nblocks(index);
+    let ids = layout.pack((0..n as NodeId).map(|id| store.level(id)), first);
+    let map = |id: NodeId| ids[id as usize];
+    let mut bytes = Vec::new();
+    let mut current: Option<Buf> = None;
+    for (i, &target) in ids.iter().enumerate() {
+        let (block, offset) = layout::node_position(target);
+        if current.as_ref().is_none_or(|b| b.block() != block) {
+            if let Some(b) = current.take() {
+                // SAFETY: the buffer is exclusively locked by `b`.
+                unsafe { pg_sys::MarkBufferDirty(b.buffer()) };
+            }
+            let b = Buf::extend(index);
+            assert_eq!(b.block(), block, "node pages are allocated in order");
+            page::init_page(b.page(), layout::KIND_NODES);
+            current = Some(b);
+            // SAFETY: plain interrupt check between pages.
+            unsafe { pg_sys::vacuum_delay_point() };
+        }
+        let id = i as NodeId;
+        let level = store.level(id);
+        bytes.resize(layout.size(level), 0);
+        let vector = store
+            .with_vector(id, <[f32]>::to_vec)
+            .expect("builds delete nothing");
+        let mut node = NodeMut::init(
+            &mut bytes,
+            layout,
+            store.payload(id),
+            store.tenant(id),
+            level,
+            &vector,
+        );
+        for layer in 0..=level {
+            let links: Vec<NodeId> = store.neighbors(id, layer).into_iter().map(map).collect();
+            node.set_neighbors(layer, &links);
+        }
+        let page = current.as_ref().expect("a page").page();
+        let got = page::add_item(page, &bytes);
+        assert_eq!(got, Some(offset), "node placement follows the packing");
+    }
+    if let Some(b) = current.take() {
+        // SAFETY: the buffer is exclusively locked by `b`.
+        unsafe { pg_sys::MarkBufferDirty(b.buffer()) };
+    }
+    let last = page::nblocks(index);
+    if page::needs_wal(index) {
+        // SAFETY: the pages were written through the buffer manager and are not logged yet.
+        unsafe {
+            pg_sys::log_newpage_range(index, pg_sys::ForkNumber::MAIN_FORKNUM, first, last, true)
+        };
+    }
+    let entry = store
+        .entries()
+        .find(|&(t, _, _)| t == 0)
+        .map(|(_, node, level)| (map(node), level));
+    let buf = Buf::read(index, 0, Lock::Exclusive);
+    let mut meta = page::meta_of(index, buf.page());
+    meta.dims = layout.dims as u32;
+    meta.entry = entry;
+    meta.insert_block = last - 1;
+    meta.m = params.m as u16;
+    let mut rec = page::WalRecord::start(index);
+    let image = rec.register(&buf, false);
+    page::write_meta(image, &meta);
+    rec.finish();
+}
+
+/// `ambuildempty`: the init fork of an unlogged index (a metapage).
+pub unsafe extern "C-unwind" fn ambuildempty(index: pg_sys::Relation) {
+    // SAFETY: the guard turns panics into errors.
+    unsafe {
+        pgrx::pg_sys::submodules::panic::pgrx_extern_c_guard(|| {
+            write_empty_meta(
+                index,
+                pg_sys::ForkNumber::INIT_FORKNUM,
+                declared_dims(index).unwrap_or(0),
+            );
+        })
+    }
+}

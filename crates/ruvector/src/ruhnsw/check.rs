@@ -1,0 +1,330 @@
+//! `ruvector_index_check(regclass)`: verifies a `ruhnsw` index's structure, like amcheck.
+//!
+//! Reads every page under share locks (concurrent writes may go on) and returns one row per
+//! check: `(check, ok, detail)`. Structural checks (`metapage`, `pages`, `nodes`, `links`,
+//! `entry point`, `erasure`) fail only on corruption. `reachability` reports live nodes that
+//! no search can reach from the entry point; HNSW's neighbour pruning can leave a few such
+//! nodes, so it is reported, not counted as corruption.
+
+use std::collections::HashMap;
+
+use pgrx::pg_sys;
+use pgrx::PgSqlErrorCode;
+use ruvector_core::hnsw::page::{self as layout, node_id, Meta, NodeRef, KIND_META, KIND_NODES};
+use ruvector_core::hnsw::{IdSet, NodeId, TenantOrd};
+
+use super::page::{self, Buf, Lock};
+use crate::{errors, fmgr};
+
+struct NodeInfo {
+    tenant: TenantOrd,
+    level: u8,
+    deleted: bool,
+    links: Vec<Vec<NodeId>>,
+}
+
+/// Problems beyond this many per check are counted, not listed.
+const LISTED: usize = 10;
+
+#[derive(Default)]
+struct Findings {
+    rows: Vec<(&'static str, bool, String)>,
+}
+
+impl Findings {
+    fn add(&mut self, check: &'static str, problems: &[String], ok_detail: String) {
+        if problems.is_empty() {
+            self.rows.push((check, true, ok_detail));
+        } else {
+            let mut d = problems
+                .iter()
+                .take(LISTED)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; ");
+            if problems.len() > LISTED {
+                d.push_str(&format!("; and {} more", problems.len() - LISTED));
+            }
+            self.rows.push((check, false, d));
+        }
+    }
+}
+
+fn check(index: pg_sys::Relation) -> Findings {
+    let mut f = Findings::default();
+    let meta = {
+        let buf = Buf::read(index, 0, Lock::Share);
+        if page::page_kind(buf.page()) != Some(KIND_META) {
+            f.add(
+                "metapage",
+                &["block 0 is not a ruhnsw metapage".into()],
+                String::new(),
+            );
+            return f;
+        }
+        // SAFETY: a metapage holds the record after its header; the page is share-locked.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                pg_sys::PageGetContents(buf.page()) as *const u8,
+                layout::META_SIZE,
+            )
+        };
+        match Meta::from_bytes(bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                f.add("metapage", &[e], String::new());
+                return f;
+            }
+        }
+    };
+    let nblocks = page::nblocks(index);
+    let mut meta_problems = Vec::new();
+    if meta.insert_block >= nblocks {
+        meta_problems.push(format!(
+            "insert block {} is past the end ({nblocks} blocks)",
+            meta.insert_block
+        ));
+    }
+    f.add(
+        "metapage",
+        &meta_problems,
+        format!(
+            "format {}, {} dimensions, m {}, ef_construction {}, {:?}",
+            layout::META_VERSION,
+            meta.dims,
+            meta.m,
+            meta.ef_construction,
+            meta.metric
+        ),
+    );
+    let node_layout = meta.layout();
+
+    // Pages and node tuples.
+    let mut nodes: HashMap<NodeId, NodeInfo> = HashMap::new();
+    let (mut page_problems, mut node_problems, mut erasure_problems) =
+        (Vec::new(), Vec::new(), Vec::new());
+    let mut empty_pages = 0;
+    for block in 1..nblocks {
+        // SAFETY: plain interrupt check.
+        unsafe { pg_sys::vacuum_delay_point() };
+        let buf = Buf::read(index, block, Lock::Share);
+        let pg = buf.page();
+        match page::page_kind(pg) {
+            Some(KIND_NODES) => {}
+            // SAFETY: a share-locked page.
+            None if unsafe { pg_sys::PageIsNew(pg) } => {
+                empty_pages += 1; // extended, then the writer failed before initializing it
+                continue;
+            }
+            other => {
+                page_problems.push(format!("block {block}: not a node page (kind {other:?})"));
+                continue;
+            }
+        }
+        // SAFETY: a share-locked page.
+        let max = unsafe { pg_sys::PageGetMaxOffsetNumber(pg) };
+        for offset in 1..=max {
+            // SAFETY: the page stays share-locked while the item is read.
+            let Some(bytes) = (unsafe { page::item(pg, offset) }) else {
+                node_problems.push(format!("({block},{offset}): unused line pointer"));
+                continue;
+            };
+            let node = match NodeRef::new(bytes, node_layout) {
+                Ok(n) => n,
+                Err(e) => {
+                    node_problems.push(format!("({block},{offset}): {e}"));
+                    continue;
+                }
+            };
+            if node.deleted() && node.vector_bytes().iter().any(|&b| b != 0) {
+                erasure_problems.push(format!(
+                    "({block},{offset}): deleted node still holds vector bytes"
+                ));
+            }
+            nodes.insert(
+                node_id(block, offset),
+                NodeInfo {
+                    tenant: node.tenant(),
+                    level: node.level(),
+                    deleted: node.deleted(),
+                    links: (0..=node.level())
+                        .map(|l| node.neighbors(l).collect())
+                        .collect(),
+                },
+            );
+        }
+    }
+    f.add(
+        "pages",
+        &page_problems,
+        format!("{nblocks} blocks, {empty_pages} uninitialized"),
+    );
+    let deleted = nodes.values().filter(|n| n.deleted).count();
+    let live = nodes.len() - deleted;
+    f.add(
+        "nodes",
+        &node_problems,
+        format!("{live} live, {deleted} deleted"),
+    );
+
+    // Links.
+    let mut link_problems = Vec::new();
+    let mut to_deleted = 0usize;
+    let mut total_links = 0usize;
+    for (&id, n) in &nodes {
+        if n.deleted {
+            if n.links.iter().any(|l| !l.is_empty()) {
+                erasure_problems.push(format!("{}: deleted node still has links", fmt_id(id)));
+            }
+            continue;
+        }
+        for (layer, links) in n.links.iter().enumerate() {
+            let mut seen = IdSet::default();
+            for &t in links {
+                total_links += 1;
+                if !seen.insert(t) {
+                    link_problems.push(format!(
+                        "{}: duplicate link to {} on layer {layer}",
+                        fmt_id(id),
+                        fmt_id(t)
+                    ));
+                }
+                if t == id {
+                    link_problems.push(format!("{}: links to itself on layer {layer}", fmt_id(id)));
+                    continue;
+                }
+                match nodes.get(&t) {
+                    None => link_problems.push(format!(
+                        "{}: link to missing node {} on layer {layer}",
+                        fmt_id(id),
+                        fmt_id(t)
+                    )),
+                    Some(target) => {
+                        if target.tenant != n.tenant {
+                            link_problems.push(format!(
+                                "{}: link to {} of another tenant",
+                                fmt_id(id),
+                                fmt_id(t)
+                            ));
+                        }
+                        if (target.level as usize) < layer {
+                            link_problems.push(format!(
+                                "{}: link to {} on layer {layer} above its level",
+                                fmt_id(id),
+                                fmt_id(t)
+                            ));
+                        }
+                        to_deleted += target.deleted as usize;
+                    }
+                }
+            }
+        }
+    }
+    f.add(
+        "links",
+        &link_problems,
+        format!("{total_links} links, {to_deleted} to deleted nodes (repaired by the next VACUUM)"),
+    );
+
+    // Entry point.
+    let mut entry_problems = Vec::new();
+    let max_level = nodes.values().filter(|n| !n.deleted).map(|n| n.level).max();
+    match (meta.entry, max_level) {
+        (None, Some(_)) => entry_problems.push(format!("no entry point, but {live} live nodes")),
+        (Some((e, level)), _) => match nodes.get(&e) {
+            None => entry_problems.push(format!("entry point {} does not exist", fmt_id(e))),
+            Some(n) if n.deleted => {
+                entry_problems.push(format!("entry point {} is deleted", fmt_id(e)))
+            }
+            Some(n) if n.level != level => entry_problems.push(format!(
+                "entry point {} has level {}, the metapage says {level}",
+                fmt_id(e),
+                n.level
+            )),
+            Some(_) => {}
+        },
+        (None, None) => {}
+    }
+    f.add(
+        "entry point",
+        &entry_problems,
+        match meta.entry {
+            Some((e, l)) => format!("{} at level {l}", fmt_id(e)),
+            None => "none (empty index)".into(),
+        },
+    );
+    f.add(
+        "erasure",
+        &erasure_problems,
+        format!("{deleted} deleted nodes hold no vector bytes or links"),
+    );
+
+    // Reachability on layer 0.
+    let mut reached = IdSet::default();
+    if let Some((e, _)) = meta.entry {
+        if nodes.get(&e).is_some_and(|n| !n.deleted) {
+            let mut stack = vec![e];
+            reached.insert(e);
+            while let Some(n) = stack.pop() {
+                for &t in nodes.get(&n).map_or(&[][..], |n| &n.links[0][..]) {
+                    if nodes.get(&t).is_some_and(|x| !x.deleted) && reached.insert(t) {
+                        stack.push(t);
+                    }
+                }
+            }
+        }
+    }
+    let unreachable = live - reached.len().min(live);
+    f.rows.push((
+        "reachability",
+        unreachable == 0,
+        format!(
+            "{} of {live} live nodes reachable from the entry point",
+            reached.len().min(live)
+        ),
+    ));
+    f
+}
+
+fn fmt_id(id: NodeId) -> String {
+    let (b, o) = layout::node_position(id);
+    format!("({b},{o})")
+}
+
+pg_fn! {
+    /// `ruvector_index_check(index regclass)`: one row per check of the index's structure.
+    fn index_check(fcinfo) {
+        // SAFETY: argument 0 is a regclass (an oid by value).
+        let oid = pg_sys::Oid::from(unsafe { fmgr::arg(fcinfo, 0) }.value() as u32);
+        // SAFETY: index_open raises an error unless the relation is an index; the lock is
+        // held until the end of the transaction, the relation closed below.
+        let index = unsafe { pg_sys::index_open(oid, pg_sys::AccessShareLock as pg_sys::LOCKMODE) };
+        // SAFETY: an open index's pg_class row names its access method; get_am_name
+        // returns a palloc'd name or NULL.
+        let ours = unsafe {
+            let name = pg_sys::get_am_name((*(*index).rd_rel).relam);
+            !name.is_null() && std::ffi::CStr::from_ptr(name) == c"ruhnsw"
+        };
+        if !ours {
+            errors::index_error(
+                PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+                format!("\"{}\" is not a ruhnsw index", page::rel_name(index)),
+                None,
+            );
+        }
+        let findings = check(index);
+        // SAFETY: close what we opened, keeping the lock; then the materialize-mode SRF
+        // protocol with the declared (check text, ok boolean, detail text) columns.
+        unsafe {
+            pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE);
+            pg_sys::InitMaterializedSRF(fcinfo, 0);
+            let rsinfo = (*fcinfo).resultinfo as *mut pg_sys::ReturnSetInfo;
+            for (name, ok, detail) in findings.rows {
+                let mut values = [fmgr::text_datum(name), pg_sys::Datum::from(ok), fmgr::text_datum(&detail)];
+                let mut nulls = [false; 3];
+                pg_sys::tuplestore_putvalues((*rsinfo).setResult, (*rsinfo).setDesc, values.as_mut_ptr(), nulls.as_mut_ptr());
+            }
+        }
+        pg_sys::Datum::from(0)
+    }
+}

@@ -1,0 +1,76 @@
+//! `aminsert`: one row into the graph, WAL-logged change by change.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use pgrx::pg_sys;
+use ruvector_core::VectorError;
+
+use super::{heap_tid, open_graph, page, vector_arg};
+use crate::errors;
+
+/// This backend's level-generator state; every insert draws from it.
+static SEED: AtomicU64 = AtomicU64::new(0);
+
+fn next_seed() -> u64 {
+    let mut s = SEED.load(Ordering::Relaxed);
+    if s == 0 {
+        // SAFETY: plain reads of backend state.
+        s = unsafe { pg_sys::MyProcPid as u64 ^ (pg_sys::GetCurrentTimestamp() as u64) << 20 };
+    }
+    // splitmix64
+    s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    SEED.store(s, Ordering::Relaxed);
+    let mut z = s;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// `aminsert`.
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C-unwind" fn aminsert(
+    index: pg_sys::Relation,
+    values: *mut pg_sys::Datum,
+    isnull: *mut bool,
+    tid: pg_sys::ItemPointer,
+    _heap: pg_sys::Relation,
+    _unique: pg_sys::IndexUniqueCheck::Type,
+    _unchanged: bool,
+    _info: *mut pg_sys::IndexInfo,
+) -> bool {
+    // SAFETY: PostgreSQL's insert protocol: one key column, a valid heap TID; the guard
+    // turns panics into errors.
+    unsafe {
+        pgrx::pg_sys::submodules::panic::pgrx_extern_c_guard(|| {
+            if *isnull {
+                return false; // NULL vectors are not indexed
+            }
+            let vector = vector_arg(*values);
+            let mut graph = match open_graph(index) {
+                Some(g) => g,
+                None => {
+                    // The first vector of an index without declared dimensions sets them.
+                    page::update_meta(index, |meta| {
+                        if meta.dims == 0 {
+                            meta.dims = vector.len() as u32;
+                        }
+                    });
+                    open_graph(index).expect("dimensions are set")
+                }
+            };
+            let dims = graph.store().layout().dims;
+            if vector.len() != dims {
+                errors::vector_error(
+                    VectorError::DimensionMismatch {
+                        expected: dims,
+                        actual: vector.len(),
+                    },
+                    None,
+                );
+            }
+            graph.reseed(next_seed());
+            graph.insert(vector, 0, heap_tid(tid));
+            false
+        })
+    }
+}

@@ -1,0 +1,106 @@
+//! `ruhnsw`: the HNSW index access method.
+//!
+//! The algorithm is `ruvector_core::hnsw`, running on [`store::PageStore`] (the graph on
+//! buffer pages, every change WAL-logged through one guard). One module per callback group:
+//! [`build`], [`insert`], [`scan`], [`vacuum`], [`cost`]; [`check`] is
+//! `ruvector_index_check()`. See docs/ruhnsw-design.md for the page format and locking.
+
+pub mod build;
+pub mod check;
+pub mod cost;
+pub mod insert;
+pub mod options;
+pub mod page;
+pub mod scan;
+pub mod store;
+pub mod vacuum;
+
+use pgrx::pg_sys;
+use ruvector_core::hnsw::page::{node_id, node_position};
+use ruvector_core::hnsw::{Hnsw, NodeId};
+
+use store::PageStore;
+
+/// Registers the reloptions; from `_PG_init`.
+pub fn init() {
+    options::init();
+}
+
+/// A heap TID as the node payload.
+///
+/// # Safety
+/// `tid` points to a valid item pointer.
+pub unsafe fn heap_tid(tid: pg_sys::ItemPointer) -> NodeId {
+    // SAFETY: guaranteed by the caller.
+    let t = unsafe { &*tid };
+    let block = (t.ip_blkid.bi_hi as u32) << 16 | t.ip_blkid.bi_lo as u32;
+    node_id(block, t.ip_posid)
+}
+
+/// Writes a node payload into an item pointer.
+pub fn set_heap_tid(tid: &mut pg_sys::ItemPointerData, payload: NodeId) {
+    let (block, offset) = node_position(payload);
+    tid.ip_blkid.bi_hi = (block >> 16) as u16;
+    tid.ip_blkid.bi_lo = block as u16;
+    tid.ip_posid = offset;
+}
+
+/// The elements of a `vector` datum (detoasted in the current memory context).
+///
+/// # Safety
+/// `datum` is a non-null `vector`.
+pub unsafe fn vector_arg<'a>(datum: pg_sys::Datum) -> &'a [f32] {
+    // SAFETY: guaranteed by the caller.
+    unsafe { crate::vector::from_datum(datum) }
+}
+
+/// The graph of an index as stored on its pages; `None` while the index has no dimensions
+/// yet (created on an empty table without `vector(n)`).
+pub fn open_graph(index: pg_sys::Relation) -> Option<Hnsw<PageStore>> {
+    let meta = page::read_meta(index);
+    if meta.dims == 0 {
+        return None;
+    }
+    let (params, layout) = build::params_for(index, meta.dims as usize);
+    Some(Hnsw::new(PageStore::new(index, layout), params))
+}
+
+pg_fn! {
+    /// `ruhnsw_handler(internal)`: the access method's routine table.
+    fn ruhnsw_handler(_fcinfo) {
+        // SAFETY: a zeroed IndexAmRoutine node in the current memory context, filled with
+        // this AM's properties and callbacks (fields not set stay false/NULL).
+        unsafe {
+            let am = pg_sys::palloc0(std::mem::size_of::<pg_sys::IndexAmRoutine>())
+                as *mut pg_sys::IndexAmRoutine;
+            let r = &mut *am;
+            r.type_ = pg_sys::NodeTag::T_IndexAmRoutine;
+            r.amstrategies = 0;
+            r.amsupport = 1;
+            r.amcanorderbyop = true;
+            r.amoptionalkey = true;
+            r.amusemaintenanceworkmem = true;
+            r.amparallelvacuumoptions = pg_sys::VACUUM_OPTION_PARALLEL_BULKDEL as u8;
+            r.amkeytype = pg_sys::InvalidOid;
+            r.ambuild = Some(build::ambuild);
+            r.ambuildempty = Some(build::ambuildempty);
+            r.aminsert = Some(insert::aminsert);
+            r.ambulkdelete = Some(vacuum::ambulkdelete);
+            r.amvacuumcleanup = Some(vacuum::amvacuumcleanup);
+            r.amcostestimate = Some(cost::amcostestimate);
+            r.amoptions = Some(options::amoptions);
+            r.ambuildphasename = Some(build::phase_name);
+            r.amvalidate = Some(amvalidate);
+            r.ambeginscan = Some(scan::ambeginscan);
+            r.amrescan = Some(scan::amrescan);
+            r.amgettuple = Some(scan::amgettuple);
+            r.amendscan = Some(scan::amendscan);
+            pg_sys::Datum::from(am)
+        }
+    }
+}
+
+/// `amvalidate`: operator classes are created by the extension script only.
+unsafe extern "C-unwind" fn amvalidate(_opclass: pg_sys::Oid) -> bool {
+    true
+}

@@ -1,0 +1,133 @@
+//! Reloptions of `ruhnsw` indexes (`WITH (m = 16, ef_construction = 64)`) and the
+//! operator class's metric.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use pgrx::pg_sys;
+use pgrx::PgSqlErrorCode;
+use ruvector_core::hnsw::Metric;
+
+use crate::errors;
+
+pub const M_DEFAULT: i32 = 16;
+pub const M_MIN: i32 = 2;
+pub const M_MAX: i32 = 100;
+pub const EF_CONSTRUCTION_DEFAULT: i32 = 64;
+pub const EF_CONSTRUCTION_MIN: i32 = 4;
+pub const EF_CONSTRUCTION_MAX: i32 = 1000;
+
+/// The parsed reloptions, as `build_reloptions` fills them.
+#[repr(C)]
+struct RelOptions {
+    vl_len_: i32,
+    m: i32,
+    ef_construction: i32,
+}
+
+static KIND: AtomicU32 = AtomicU32::new(0);
+
+/// Registers the reloptions; from `_PG_init`.
+pub fn init() {
+    // SAFETY: called once while preloading; the strings are static.
+    unsafe {
+        let kind = pg_sys::add_reloption_kind();
+        KIND.store(kind, Ordering::Relaxed);
+        pg_sys::add_int_reloption(
+            kind,
+            c"m".as_ptr(),
+            c"Links per node on the upper layers (twice as many on layer 0)".as_ptr(),
+            M_DEFAULT,
+            M_MIN,
+            M_MAX,
+            pg_sys::AccessExclusiveLock as pg_sys::LOCKMODE,
+        );
+        pg_sys::add_int_reloption(
+            kind,
+            c"ef_construction".as_ptr(),
+            c"Candidate list size while building (at least 2 * m)".as_ptr(),
+            EF_CONSTRUCTION_DEFAULT,
+            EF_CONSTRUCTION_MIN,
+            EF_CONSTRUCTION_MAX,
+            pg_sys::AccessExclusiveLock as pg_sys::LOCKMODE,
+        );
+    }
+}
+
+/// `amoptions`: parses and validates `WITH (...)`.
+pub unsafe extern "C-unwind" fn amoptions(
+    reloptions: pg_sys::Datum,
+    validate: bool,
+) -> *mut pg_sys::bytea {
+    let table = [
+        pg_sys::relopt_parse_elt {
+            optname: c"m".as_ptr(),
+            opttype: pg_sys::relopt_type::RELOPT_TYPE_INT,
+            offset: std::mem::offset_of!(RelOptions, m) as i32,
+        },
+        pg_sys::relopt_parse_elt {
+            optname: c"ef_construction".as_ptr(),
+            opttype: pg_sys::relopt_type::RELOPT_TYPE_INT,
+            offset: std::mem::offset_of!(RelOptions, ef_construction) as i32,
+        },
+    ];
+    // SAFETY: the table describes RelOptions; build_reloptions pallocs and fills it.
+    unsafe {
+        pg_sys::build_reloptions(
+            reloptions,
+            validate,
+            KIND.load(Ordering::Relaxed),
+            std::mem::size_of::<RelOptions>(),
+            table.as_ptr(),
+            table.len() as i32,
+        ) as *mut pg_sys::bytea
+    }
+}
+
+/// `m` and `ef_construction` of an index, validated together.
+pub fn of(index: pg_sys::Relation) -> (usize, usize) {
+    // SAFETY: rd_options is NULL or the RelOptions amoptions returned.
+    let (m, ef) = unsafe {
+        let opts = (*index).rd_options as *const RelOptions;
+        if opts.is_null() {
+            (M_DEFAULT, EF_CONSTRUCTION_DEFAULT)
+        } else {
+            ((*opts).m, (*opts).ef_construction)
+        }
+    };
+    if ef < 2 * m {
+        errors::index_error(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("ef_construction ({ef}) must be at least 2 * m ({})", 2 * m),
+            Some("Raise ef_construction or lower m."),
+        );
+    }
+    (m as usize, ef as usize)
+}
+
+/// The metric of the index's operator class, from its distance support function.
+pub fn metric(index: pg_sys::Relation) -> Metric {
+    // SAFETY: an open index with one key column; support function 1 is declared by every
+    // ruhnsw operator class; get_func_name returns a palloc'd name or NULL.
+    let name = unsafe {
+        let proc = pg_sys::index_getprocid(index, 1, 1);
+        let name = pg_sys::get_func_name(proc);
+        if name.is_null() {
+            String::new()
+        } else {
+            std::ffi::CStr::from_ptr(name)
+                .to_string_lossy()
+                .into_owned()
+        }
+    };
+    match name.as_str() {
+        "l2_distance" | "vector_l2_squared_distance" => Metric::L2,
+        "cosine_distance" => Metric::Cosine,
+        "vector_negative_inner_product" | "inner_product" => Metric::InnerProduct,
+        "l1_distance" => Metric::L1,
+        other => errors::index_error(
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            format!("ruhnsw does not support the distance function \"{other}\""),
+            Some("Use one of the operator classes vector_l2_ops, vector_cosine_ops, vector_ip_ops, vector_l1_ops."),
+        ),
+    }
+}

@@ -1,0 +1,279 @@
+//! Buffers, WAL records and the metapage of a `ruhnsw` index.
+//!
+//! Every change to an index page after the build goes through [`WalRecord`]: it starts a
+//! GenericXLog record, hands out the page images to modify, and either finishes the record
+//! (the changes become visible and are logged atomically) or, when dropped unfinished (an
+//! error or panic unwinding, or a change abandoned), aborts it and the pages stay as they
+//! were. Buffers are pinned and locked by [`Buf`], which unlocks and unpins when dropped.
+
+use pgrx::pg_sys;
+use ruvector_core::hnsw::page::{self as layout, Meta, KIND_META, KIND_NODES, META_SIZE};
+
+use crate::errors;
+
+/// A pinned, locked buffer of an index.
+pub struct Buf {
+    buf: pg_sys::Buffer,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Lock {
+    Share,
+    Exclusive,
+}
+
+impl Buf {
+    /// Reads `block` of `index` and locks it.
+    pub fn read(index: pg_sys::Relation, block: u32, lock: Lock) -> Buf {
+        // SAFETY: `index` is an open relation; ReadBufferExtended raises an error for a
+        // block past the end; the buffer is pinned until Drop.
+        let buf = unsafe {
+            pg_sys::ReadBufferExtended(
+                index,
+                pg_sys::ForkNumber::MAIN_FORKNUM,
+                block,
+                pg_sys::ReadBufferMode::RBM_NORMAL,
+                std::ptr::null_mut(),
+            )
+        };
+        let b = Buf { buf };
+        b.lock(lock);
+        b
+    }
+
+    /// Adds a new block to `index` and locks it exclusively (uninitialized page).
+    pub fn extend(index: pg_sys::Relation) -> Buf {
+        // SAFETY: the relation extension lock serializes extensions of this index, as
+        // PostgreSQL's own index AMs do; P_NEW allocates the next block.
+        let buf = unsafe {
+            pg_sys::LockRelationForExtension(index, pg_sys::ExclusiveLock as i32);
+            let buf = pg_sys::ReadBufferExtended(
+                index,
+                pg_sys::ForkNumber::MAIN_FORKNUM,
+                pg_sys::InvalidBlockNumber,
+                pg_sys::ReadBufferMode::RBM_NORMAL,
+                std::ptr::null_mut(),
+            );
+            pg_sys::UnlockRelationForExtension(index, pg_sys::ExclusiveLock as i32);
+            buf
+        };
+        let b = Buf { buf };
+        b.lock(Lock::Exclusive);
+        b
+    }
+
+    fn lock(&self, lock: Lock) {
+        let mode = match lock {
+            Lock::Share => pg_sys::BUFFER_LOCK_SHARE,
+            Lock::Exclusive => pg_sys::BUFFER_LOCK_EXCLUSIVE,
+        };
+        // SAFETY: the buffer is pinned by this value.
+        unsafe { pg_sys::LockBuffer(self.buf, mode as i32) };
+    }
+
+    pub fn buffer(&self) -> pg_sys::Buffer {
+        self.buf
+    }
+
+    pub fn block(&self) -> u32 {
+        // SAFETY: the buffer is pinned.
+        unsafe { pg_sys::BufferGetBlockNumber(self.buf) }
+    }
+
+    /// The page in the buffer (read it under the lock this value holds).
+    pub fn page(&self) -> pg_sys::Page {
+        // SAFETY: the buffer is pinned and valid.
+        unsafe { pg_sys::BufferGetPage(self.buf) }
+    }
+}
+
+impl Drop for Buf {
+    fn drop(&mut self) {
+        // SAFETY: pinned and locked by this value, released once.
+        unsafe { pg_sys::UnlockReleaseBuffer(self.buf) };
+    }
+}
+
+/// One GenericXLog record (see the module documentation).
+pub struct WalRecord {
+    state: *mut pg_sys::GenericXLogState,
+}
+
+impl WalRecord {
+    pub fn start(index: pg_sys::Relation) -> WalRecord {
+        // SAFETY: `index` is open; the state is palloc'd in the current memory context.
+        let state = unsafe { pg_sys::GenericXLogStart(index) };
+        WalRecord { state }
+    }
+
+    /// Registers an exclusively locked buffer; returns the page image to modify. A new page
+    /// is logged as a full image.
+    pub fn register(&mut self, buf: &Buf, new_page: bool) -> pg_sys::Page {
+        let flags = if new_page {
+            pg_sys::GENERIC_XLOG_FULL_IMAGE as i32
+        } else {
+            0
+        };
+        // SAFETY: the state is live (not finished or aborted: both consume self); the
+        // buffer is pinned and exclusively locked by `buf`, which outlives this record.
+        unsafe { pg_sys::GenericXLogRegisterBuffer(self.state, buf.buffer(), flags) }
+    }
+
+    /// Applies and logs the changes.
+    pub fn finish(mut self) {
+        let state = std::mem::replace(&mut self.state, std::ptr::null_mut());
+        // SAFETY: a live state; the registered buffers are still locked by the caller.
+        unsafe { pg_sys::GenericXLogFinish(state) };
+    }
+}
+
+impl Drop for WalRecord {
+    fn drop(&mut self) {
+        if !self.state.is_null() {
+            // SAFETY: a live, unfinished state; aborting discards the page images.
+            unsafe { pg_sys::GenericXLogAbort(self.state) };
+        }
+    }
+}
+
+/// Initializes `page` as an empty `ruhnsw` page of `kind`.
+pub fn init_page(page: pg_sys::Page, kind: u8) {
+    // SAFETY: `page` is a BLCKSZ page image we may write (a new buffer or a registered
+    // GenericXLog image); the special area PageInit reserves has SPECIAL_SIZE bytes.
+    unsafe {
+        pg_sys::PageInit(page, pg_sys::BLCKSZ as usize, layout::SPECIAL_SIZE);
+        let special = pgrx::pg_sys::PageGetSpecialPointer(page) as *mut u8;
+        std::ptr::copy_nonoverlapping(
+            layout::special(kind).as_ptr(),
+            special,
+            layout::SPECIAL_SIZE,
+        );
+    }
+}
+
+/// The `ruhnsw` page kind of `page`, if it is one.
+pub fn page_kind(page: pg_sys::Page) -> Option<u8> {
+    // SAFETY: `page` is a locked page; a zeroed (new) page has special size 0.
+    unsafe {
+        if pg_sys::PageIsNew(page)
+            || pg_sys::PageGetSpecialSize(page) as usize != layout::SPECIAL_SIZE
+        {
+            return None;
+        }
+        let special = pg_sys::PageGetSpecialPointer(page) as *const u8;
+        layout::page_kind(std::slice::from_raw_parts(special, layout::SPECIAL_SIZE))
+    }
+}
+
+/// Writes `meta` into the metapage image `page`.
+pub fn write_meta(page: pg_sys::Page, meta: &Meta) {
+    // SAFETY: `page` is an initialized metapage image we may write; the record fits after
+    // the page header, and pd_lower is set past it so that full-page images keep it.
+    unsafe {
+        let contents = pg_sys::PageGetContents(page) as *mut u8;
+        std::ptr::copy_nonoverlapping(meta.to_bytes().as_ptr(), contents, META_SIZE);
+        let header = page as *mut pg_sys::PageHeaderData;
+        (*header).pd_lower = (contents.add(META_SIZE) as usize - page as usize) as u16;
+    }
+}
+
+/// Reads the metapage record.
+pub fn read_meta(index: pg_sys::Relation) -> Meta {
+    let buf = Buf::read(index, 0, Lock::Share);
+    meta_of(index, buf.page())
+}
+
+/// The metapage record of a locked metapage.
+pub fn meta_of(index: pg_sys::Relation, page: pg_sys::Page) -> Meta {
+    if page_kind(page) != Some(KIND_META) {
+        errors::index_corrupted(&rel_name(index), "block 0 is not a ruhnsw metapage".into());
+    }
+    // SAFETY: a metapage has META_SIZE bytes of record after its header.
+    let bytes = unsafe {
+        std::slice::from_raw_parts(pg_sys::PageGetContents(page) as *const u8, META_SIZE)
+    };
+    Meta::from_bytes(bytes).unwrap_or_else(|e| errors::index_corrupted(&rel_name(index), e))
+}
+
+/// Changes the metapage record with `f`, WAL-logged; returns what `f` returns.
+pub fn update_meta<R>(index: pg_sys::Relation, f: impl FnOnce(&mut Meta) -> R) -> R {
+    let buf = Buf::read(index, 0, Lock::Exclusive);
+    let mut meta = meta_of(index, buf.page());
+    let before = meta;
+    let r = f(&mut meta);
+    if meta != before {
+        let mut rec = WalRecord::start(index);
+        let page = rec.register(&buf, false);
+        write_meta(page, &meta);
+        rec.finish();
+    }
+    r
+}
+
+/// The bytes of item `offset` on `page`, or `None` when there is no such item.
+///
+/// # Safety
+/// `page` is locked by the caller for as long as the slice is used.
+pub unsafe fn item<'a>(page: pg_sys::Page, offset: u16) -> Option<&'a mut [u8]> {
+    // SAFETY: offsets are checked against the page's line pointer array; a used line
+    // pointer's offset and length lie within the page.
+    unsafe {
+        if offset == 0 || offset > pg_sys::PageGetMaxOffsetNumber(page) {
+            return None;
+        }
+        let id = pg_sys::PageGetItemId(page, offset);
+        if (*id).lp_flags() != pg_sys::LP_NORMAL {
+            return None;
+        }
+        let p = pg_sys::PageGetItem(page, id) as *mut u8;
+        Some(std::slice::from_raw_parts_mut(p, (*id).lp_len() as usize))
+    }
+}
+
+/// Adds `bytes` as a new item on `page`; the offset, or `None` when it does not fit.
+pub fn add_item(page: pg_sys::Page, bytes: &[u8]) -> Option<u16> {
+    // SAFETY: `page` is an exclusively locked (or registered) node page; PageAddItemExtended
+    // copies the bytes and returns InvalidOffsetNumber when they do not fit.
+    let off = unsafe {
+        pg_sys::PageAddItemExtended(
+            page,
+            bytes.as_ptr() as pg_sys::Item,
+            bytes.len(),
+            pg_sys::InvalidOffsetNumber,
+            0,
+        )
+    };
+    (off != pg_sys::InvalidOffsetNumber).then_some(off)
+}
+
+/// Free bytes on `page` for one more item (its line pointer already subtracted).
+pub fn free_space(page: pg_sys::Page) -> usize {
+    // SAFETY: a locked, initialized page.
+    unsafe { pg_sys::PageGetFreeSpace(page) }
+}
+
+pub fn is_node_page(page: pg_sys::Page) -> bool {
+    page_kind(page) == Some(KIND_NODES)
+}
+
+/// Number of blocks of the index's main fork.
+pub fn nblocks(index: pg_sys::Relation) -> u32 {
+    // SAFETY: an open relation.
+    unsafe { pg_sys::RelationGetNumberOfBlocksInFork(index, pg_sys::ForkNumber::MAIN_FORKNUM) }
+}
+
+/// The relation's name, for messages.
+pub fn rel_name(rel: pg_sys::Relation) -> String {
+    // SAFETY: an open relation's rd_rel is valid; relname is a NUL-terminated NameData.
+    unsafe {
+        std::ffi::CStr::from_ptr((*(*rel).rd_rel).relname.data.as_ptr())
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
+/// Whether changes to `rel` must be WAL-logged (a permanent relation).
+pub fn needs_wal(rel: pg_sys::Relation) -> bool {
+    // SAFETY: an open relation.
+    unsafe { (*(*rel).rd_rel).relpersistence == pg_sys::RELPERSISTENCE_PERMANENT as i8 }
+}

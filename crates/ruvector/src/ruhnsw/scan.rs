@@ -1,0 +1,192 @@
+//! Index scans: `ORDER BY vec <op> $q LIMIT k`.
+//!
+//! The first `amgettuple` call searches with `ruvector.ef_search`; the executor asks for
+//! more rows only when it needs them (rows removed by other conditions or invisible to the
+//! snapshot), and then the scan continues iteratively (see `ruvector_core::hnsw::Scan`), up
+//! to `ruvector.max_scan_tuples` candidates. Rows come in ascending distance within a round;
+//! a later round may yield a row slightly closer than the last one of the round before
+//! (what an exact search would have found first).
+//!
+//! Only MVCC snapshots are supported: the scan keeps heap TIDs of rows it has not yet
+//! returned without holding a page pin, which is safe only when a TID recycled by VACUUM
+//! can never be visible to the scan's snapshot.
+
+use pgrx::pg_sys;
+use pgrx::PgSqlErrorCode;
+use ruvector_core::hnsw::{GraphStore, Hnsw, Scan};
+use ruvector_core::VectorError;
+
+use super::store::PageStore;
+use super::{open_graph, set_heap_tid, vector_arg};
+use crate::{errors, gucs};
+
+#[derive(Default)]
+struct ScanState {
+    graph: Option<Hnsw<PageStore>>,
+    scan: Option<Scan>,
+    /// The index was empty (no dimensions yet): nothing to return.
+    empty: bool,
+}
+
+unsafe extern "C-unwind" fn free_state(arg: *mut std::ffi::c_void) {
+    let scan = arg as pg_sys::IndexScanDesc;
+    // SAFETY: `arg` is the scan descriptor, still allocated while its memory context runs
+    // its reset callbacks; `opaque` is our Box or NULL once freed.
+    unsafe {
+        let state = (*scan).opaque as *mut ScanState;
+        if !state.is_null() {
+            (*scan).opaque = std::ptr::null_mut();
+            drop(Box::from_raw(state));
+        }
+    }
+}
+
+/// `ambeginscan`.
+pub unsafe extern "C-unwind" fn ambeginscan(
+    index: pg_sys::Relation,
+    nkeys: i32,
+    norderbys: i32,
+) -> pg_sys::IndexScanDesc {
+    // SAFETY: PostgreSQL's scan protocol. The state is freed by amendscan or, if the query
+    // fails before that, by a reset callback of the memory context the descriptor lives in.
+    unsafe {
+        pgrx::pg_sys::submodules::panic::pgrx_extern_c_guard(|| {
+            let scan = pg_sys::RelationGetIndexScan(index, nkeys, norderbys);
+            (*scan).opaque = Box::into_raw(Box::<ScanState>::default()) as *mut std::ffi::c_void;
+            let cb = pg_sys::palloc0(std::mem::size_of::<pg_sys::MemoryContextCallback>())
+                as *mut pg_sys::MemoryContextCallback;
+            (*cb).func = Some(free_state);
+            (*cb).arg = scan as *mut std::ffi::c_void;
+            pg_sys::MemoryContextRegisterResetCallback(pg_sys::CurrentMemoryContext, cb);
+            scan
+        })
+    }
+}
+
+fn state<'a>(scan: pg_sys::IndexScanDesc) -> &'a mut ScanState {
+    // SAFETY: opaque is the ScanState set in ambeginscan until amendscan.
+    unsafe { &mut *((*scan).opaque as *mut ScanState) }
+}
+
+/// `amrescan`.
+pub unsafe extern "C-unwind" fn amrescan(
+    scan: pg_sys::IndexScanDesc,
+    keys: pg_sys::ScanKey,
+    nkeys: i32,
+    orderbys: pg_sys::ScanKey,
+    norderbys: i32,
+) {
+    // SAFETY: the arrays have the sizes given at ambeginscan; copying them into the
+    // descriptor is what every index AM does.
+    unsafe {
+        pgrx::pg_sys::submodules::panic::pgrx_extern_c_guard(|| {
+            if !keys.is_null() && nkeys > 0 {
+                std::ptr::copy(keys, (*scan).keyData, nkeys as usize);
+            }
+            if !orderbys.is_null() && norderbys > 0 {
+                std::ptr::copy(orderbys, (*scan).orderByData, norderbys as usize);
+            }
+            let s = state(scan);
+            s.scan = None;
+            s.empty = false;
+        })
+    }
+}
+
+/// Starts the search on the first `amgettuple`.
+fn start(scan: pg_sys::IndexScanDesc) {
+    // SAFETY: a live scan descriptor.
+    let (index, norderbys, snapshot) = unsafe {
+        (
+            (*scan).indexRelation,
+            (*scan).numberOfOrderBys,
+            (*scan).xs_snapshot,
+        )
+    };
+    if norderbys < 1 {
+        errors::index_error(
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            "a ruhnsw index can only be scanned in distance order".into(),
+            Some("Use ORDER BY column <operator> value LIMIT k."),
+        );
+    }
+    // SAFETY: the snapshot of a running scan.
+    let mvcc = unsafe {
+        !snapshot.is_null()
+            && matches!(
+                (*snapshot).snapshot_type,
+                pg_sys::SnapshotType::SNAPSHOT_MVCC | pg_sys::SnapshotType::SNAPSHOT_HISTORIC_MVCC
+            )
+    };
+    if !mvcc {
+        errors::index_error(
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            "ruhnsw index scans need an MVCC snapshot".into(),
+            None,
+        );
+    }
+    let s = state(scan);
+    let Some(graph) = open_graph(index) else {
+        s.empty = true;
+        return;
+    };
+    let dims = graph.store().layout().dims;
+    // SAFETY: norderbys ≥ 1, so orderByData[0] is the search key; its argument is a vector
+    // unless the NULL flag is set.
+    let query = unsafe {
+        let key = &*(*scan).orderByData;
+        if key.sk_flags & pg_sys::SK_ISNULL as i32 != 0 {
+            vec![0.0; dims] // like a sequential scan, all rows, in no useful order
+        } else {
+            vector_arg(key.sk_argument).to_vec()
+        }
+    };
+    if query.len() != dims {
+        errors::vector_error(
+            VectorError::DifferentDimensions {
+                left: query.len(),
+                right: dims,
+            },
+            None,
+        );
+    }
+    s.scan = Some(Scan::new(
+        query,
+        0,
+        gucs::ef_search(),
+        gucs::max_scan_tuples(),
+    ));
+    s.graph = Some(graph);
+}
+
+/// `amgettuple`.
+pub unsafe extern "C-unwind" fn amgettuple(
+    scan: pg_sys::IndexScanDesc,
+    _direction: pg_sys::ScanDirection::Type,
+) -> bool {
+    // SAFETY: PostgreSQL's scan protocol; the guard turns panics into errors.
+    unsafe {
+        pgrx::pg_sys::submodules::panic::pgrx_extern_c_guard(|| {
+            if state(scan).scan.is_none() && !state(scan).empty {
+                start(scan);
+            }
+            let s = state(scan);
+            let (Some(graph), Some(it)) = (&s.graph, &mut s.scan) else {
+                return false;
+            };
+            let Some(found) = it.next(graph) else {
+                return false;
+            };
+            set_heap_tid(&mut (*scan).xs_heaptid, graph.store().payload(found.id));
+            (*scan).xs_recheck = false;
+            (*scan).xs_recheckorderby = false;
+            true
+        })
+    }
+}
+
+/// `amendscan`.
+pub unsafe extern "C-unwind" fn amendscan(scan: pg_sys::IndexScanDesc) {
+    // SAFETY: frees the state once; the reset callback then finds NULL.
+    unsafe { free_state(scan as *mut std::ffi::c_void) };
+}

@@ -1,0 +1,238 @@
+//! [`GraphStore`] on the pages of a `ruhnsw` index.
+//!
+//! Locking protocol (see docs/ruhnsw-design.md): a reader share-locks one node page at a
+//! time; a writer exclusive-locks one node page at a time and changes it in one WAL record;
+//! the metapage is share-locked to read the entry point and exclusive-locked only to change
+//! it or the insert page. No code path waits for a second page lock while holding one,
+//! except adding a node (insert page, then a new page after releasing it), so there are no
+//! lock-order cycles.
+
+use pgrx::pg_sys;
+use ruvector_core::hnsw::page::{
+    self as layout, node_id, node_position, NodeLayout, NodeMut, NodeRef,
+};
+use ruvector_core::hnsw::{GraphStore, NodeId, TenantOrd};
+
+use super::page::{self, Buf, Lock, WalRecord};
+use crate::errors;
+
+pub struct PageStore {
+    index: pg_sys::Relation,
+    layout: NodeLayout,
+}
+
+impl PageStore {
+    pub fn new(index: pg_sys::Relation, layout: NodeLayout) -> PageStore {
+        PageStore { index, layout }
+    }
+
+    pub fn layout(&self) -> NodeLayout {
+        self.layout
+    }
+
+    fn corrupted(&self, what: String) -> ! {
+        errors::index_corrupted(&page::rel_name(self.index), what)
+    }
+
+    /// Runs `f` on node `id` under a lock of its page.
+    fn with_node<R>(&self, id: NodeId, f: impl FnOnce(NodeRef<'_>) -> R) -> R {
+        let (block, offset) = node_position(id);
+        let buf = Buf::read(self.index, block, Lock::Share);
+        // SAFETY: the page stays share-locked while the item is read.
+        let Some(bytes) = (unsafe { page::item(buf.page(), offset) }) else {
+            self.corrupted(format!("link to missing node ({block},{offset})"));
+        };
+        match NodeRef::new(bytes, self.layout) {
+            Ok(node) => f(node),
+            Err(e) => self.corrupted(format!("node ({block},{offset}): {e}")),
+        }
+    }
+
+    /// Changes node `id` with `f` in one WAL record; `f` returns whether it changed
+    /// anything (otherwise the record is abandoned).
+    fn change_node(&self, id: NodeId, f: impl FnOnce(&mut NodeMut<'_>) -> bool) -> bool {
+        let (block, offset) = node_position(id);
+        let buf = Buf::read(self.index, block, Lock::Exclusive);
+        let mut rec = WalRecord::start(self.index);
+        let image = rec.register(&buf, false);
+        // SAFETY: the buffer is exclusively locked; the image is ours until finish/abort.
+        let Some(bytes) = (unsafe { page::item(image, offset) }) else {
+            self.corrupted(format!("link to missing node ({block},{offset})"));
+        };
+        let mut node = NodeMut::new(bytes, self.layout)
+            .unwrap_or_else(|e| self.corrupted(format!("node ({block},{offset}): {e}")));
+        let changed = f(&mut node);
+        if changed {
+            rec.finish();
+        }
+        changed
+    }
+
+    /// Deletes the nodes at `offsets` of `block` in one WAL record (VACUUM).
+    pub fn delete_on_page(&self, block: u32, offsets: &[u16]) {
+        let buf = Buf::read(self.index, block, Lock::Exclusive);
+        let mut rec = WalRecord::start(self.index);
+        let image = rec.register(&buf, false);
+        for &offset in offsets {
+            // SAFETY: as in change_node.
+            if let Some(bytes) = unsafe { page::item(image, offset) } {
+                if let Ok(mut node) = NodeMut::new(bytes, self.layout) {
+                    node.delete();
+                }
+            }
+        }
+        rec.finish();
+    }
+
+    /// Calls `f` for every node of the index, page by page, under a share lock of its page.
+    pub fn for_each_node(&self, mut f: impl FnMut(NodeId, NodeRef<'_>)) {
+        for block in 1..page::nblocks(self.index) {
+            // SAFETY: plain interrupt and cost-based-delay check between pages.
+            unsafe { pg_sys::vacuum_delay_point() };
+            let buf = Buf::read(self.index, block, Lock::Share);
+            let pg = buf.page();
+            if !page::is_node_page(pg) {
+                continue; // a page being added by an extension that crashed: empty
+            }
+            // SAFETY: the page is share-locked.
+            let max = unsafe { pg_sys::PageGetMaxOffsetNumber(pg) };
+            for offset in 1..=max {
+                // SAFETY: the page is share-locked while the item is used.
+                if let Some(bytes) = unsafe { page::item(pg, offset) } {
+                    match NodeRef::new(bytes, self.layout) {
+                        Ok(node) => f(node_id(block, offset), node),
+                        Err(e) => self.corrupted(format!("node ({block},{offset}): {e}")),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds a node tuple; tries the insert page first, then a new page.
+    fn add_node(&self, bytes: &[u8]) -> NodeId {
+        let hint = page::read_meta(self.index).insert_block;
+        if hint != 0 {
+            let buf = Buf::read(self.index, hint, Lock::Exclusive);
+            if page::is_node_page(buf.page())
+                && page::free_space(buf.page()) >= bytes.len().next_multiple_of(8)
+            {
+                let mut rec = WalRecord::start(self.index);
+                let image = rec.register(&buf, false);
+                if let Some(offset) = page::add_item(image, bytes) {
+                    rec.finish();
+                    return node_id(hint, offset);
+                }
+            }
+        }
+        let buf = Buf::extend(self.index);
+        let block = buf.block();
+        let mut rec = WalRecord::start(self.index);
+        let image = rec.register(&buf, true);
+        page::init_page(image, layout::KIND_NODES);
+        let offset = page::add_item(image, bytes).expect("a node fits on an empty page");
+        rec.finish();
+        drop(buf);
+        page::update_meta(self.index, |meta| {
+            if meta.insert_block < block {
+                meta.insert_block = block;
+            }
+        });
+        node_id(block, offset)
+    }
+}
+
+impl GraphStore for PageStore {
+    fn with_vector<R>(&self, id: NodeId, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
+        self.with_node(id, |node| {
+            if node.deleted() {
+                return None;
+            }
+            let v = layout::vector_slice(node.vector_bytes()).expect("tuples are MAXALIGNed");
+            Some(f(v))
+        })
+    }
+
+    fn tenant(&self, id: NodeId) -> TenantOrd {
+        self.with_node(id, |node| node.tenant())
+    }
+
+    fn level(&self, id: NodeId) -> u8 {
+        self.with_node(id, |node| node.level())
+    }
+
+    fn neighbors(&self, id: NodeId, layer: u8) -> Vec<NodeId> {
+        self.with_node(id, |node| {
+            if layer > node.level() {
+                return Vec::new();
+            }
+            node.neighbors(layer).collect()
+        })
+    }
+
+    fn replace_neighbors(
+        &mut self,
+        id: NodeId,
+        layer: u8,
+        expected: &[NodeId],
+        new: &[NodeId],
+    ) -> bool {
+        let mut replaced = false;
+        self.change_node(id, |node| {
+            let current = node.as_ref();
+            if current.deleted() || !current.neighbors_equal(layer, expected) {
+                return false;
+            }
+            node.set_neighbors(layer, new);
+            replaced = true;
+            true
+        });
+        replaced
+    }
+
+    fn push(&mut self, vector: &[f32], tenant: TenantOrd, level: u8, payload: u64) -> NodeId {
+        let mut bytes = vec![0u8; self.layout.size(level)];
+        NodeMut::init(&mut bytes, self.layout, payload, tenant, level, vector);
+        self.add_node(&bytes)
+    }
+
+    fn payload(&self, id: NodeId) -> u64 {
+        self.with_node(id, |node| node.heap_tid())
+    }
+
+    fn entry(&self, _tenant: TenantOrd) -> Option<(NodeId, u8)> {
+        page::read_meta(self.index).entry
+    }
+
+    fn offer_entry(&mut self, _tenant: TenantOrd, node: NodeId, level: u8) -> Option<(NodeId, u8)> {
+        page::update_meta(self.index, |meta| {
+            let before = meta.entry;
+            if before.is_none_or(|(_, l)| level > l) {
+                meta.entry = Some((node, level));
+            }
+            before
+        })
+    }
+
+    fn set_entry(&mut self, _tenant: TenantOrd, entry: Option<(NodeId, u8)>) {
+        page::update_meta(self.index, |meta| meta.entry = entry);
+    }
+
+    fn delete(&mut self, id: NodeId) {
+        let (block, offset) = node_position(id);
+        self.delete_on_page(block, &[offset]);
+    }
+
+    fn tenant_nodes(&self, tenant: TenantOrd) -> Vec<NodeId> {
+        let mut ids = Vec::new();
+        self.for_each_node(|id, node| {
+            if node.tenant() == tenant && !node.deleted() {
+                ids.push(id);
+            }
+        });
+        ids
+    }
+
+    fn tenant_len(&self, tenant: TenantOrd) -> usize {
+        self.tenant_nodes(tenant).len()
+    }
+}

@@ -1,0 +1,135 @@
+//! VACUUM: `ambulkdelete` removes the nodes of dead rows, `amvacuumcleanup` reports.
+//!
+//! Three passes over the index: find the nodes whose heap rows are dead; repair every live
+//! node that links to one (its lists are rebuilt from its live neighbours and theirs, see
+//! `Hnsw::repair`) and move entry points off dead nodes; then delete the dead nodes, which
+//! overwrites their vectors and links with zeros in the page (erasure), one WAL record per
+//! page. Searches running meanwhile skip nodes as soon as they are deleted.
+
+use std::collections::BTreeMap;
+
+use pgrx::pg_sys;
+use ruvector_core::hnsw::page::node_position;
+use ruvector_core::hnsw::{GraphStore, IdSet, NodeId, TenantOrd};
+
+use super::open_graph;
+use super::page;
+
+fn stats_or_new(stats: *mut pg_sys::IndexBulkDeleteResult) -> *mut pg_sys::IndexBulkDeleteResult {
+    if stats.is_null() {
+        // SAFETY: a zeroed result in the current (VACUUM's) memory context.
+        unsafe {
+            pg_sys::palloc0(std::mem::size_of::<pg_sys::IndexBulkDeleteResult>())
+                as *mut pg_sys::IndexBulkDeleteResult
+        }
+    } else {
+        stats
+    }
+}
+
+/// `ambulkdelete`.
+pub unsafe extern "C-unwind" fn ambulkdelete(
+    info: *mut pg_sys::IndexVacuumInfo,
+    stats: *mut pg_sys::IndexBulkDeleteResult,
+    callback: pg_sys::IndexBulkDeleteCallback,
+    callback_state: *mut std::ffi::c_void,
+) -> *mut pg_sys::IndexBulkDeleteResult {
+    // SAFETY: PostgreSQL's VACUUM protocol; the guard turns panics into errors.
+    unsafe {
+        pgrx::pg_sys::submodules::panic::pgrx_extern_c_guard(|| {
+            let stats = stats_or_new(stats);
+            let index = (*info).index;
+            let Some(mut graph) = open_graph(index) else {
+                return stats;
+            };
+            let callback = callback.expect("VACUUM passes a callback");
+
+            // Pass 1: classify.
+            let mut dead = IdSet::default();
+            let mut newly_dead: Vec<NodeId> = Vec::new();
+            let mut live: Vec<NodeId> = Vec::new();
+            let mut best: BTreeMap<TenantOrd, (NodeId, u8)> = BTreeMap::new();
+            graph.store().for_each_node(|id, node| {
+                if node.deleted() {
+                    dead.insert(id); // deleted earlier: links to it are repaired too
+                    return;
+                }
+                let mut tid = pg_sys::ItemPointerData::default();
+                super::set_heap_tid(&mut tid, node.heap_tid());
+                if callback(&mut tid, callback_state) {
+                    dead.insert(id);
+                    newly_dead.push(id);
+                    (*stats).tuples_removed += 1.0;
+                } else {
+                    live.push(id);
+                    let e = best.entry(node.tenant()).or_insert((id, node.level()));
+                    if node.level() > e.1 {
+                        *e = (id, node.level());
+                    }
+                }
+            });
+            (*stats).num_index_tuples = live.len() as f64;
+            if newly_dead.is_empty() {
+                return stats;
+            }
+
+            // Pass 2: repair the lists that name dead nodes, then the entry point.
+            let is_dead = |id: NodeId| dead.contains(&id);
+            for (i, &id) in live.iter().enumerate() {
+                if i % 64 == 0 {
+                    pg_sys::vacuum_delay_point();
+                }
+                graph.repair(id, &is_dead);
+            }
+            let entry = graph.store().entry(0);
+            if entry.is_none_or(|(e, _)| dead.contains(&e)) {
+                graph.store_mut().set_entry(0, best.get(&0).copied());
+            }
+
+            // Pass 3: delete (zero) the dead nodes, page by page.
+            let mut by_page: BTreeMap<u32, Vec<u16>> = BTreeMap::new();
+            for id in newly_dead {
+                let (block, offset) = node_position(id);
+                by_page.entry(block).or_default().push(offset);
+            }
+            for (block, offsets) in by_page {
+                pg_sys::vacuum_delay_point();
+                graph.store().delete_on_page(block, &offsets);
+            }
+            stats
+        })
+    }
+}
+
+/// `amvacuumcleanup`.
+pub unsafe extern "C-unwind" fn amvacuumcleanup(
+    info: *mut pg_sys::IndexVacuumInfo,
+    stats: *mut pg_sys::IndexBulkDeleteResult,
+) -> *mut pg_sys::IndexBulkDeleteResult {
+    // SAFETY: PostgreSQL's VACUUM protocol; the guard turns panics into errors.
+    unsafe {
+        pgrx::pg_sys::submodules::panic::pgrx_extern_c_guard(|| {
+            if (*info).analyze_only {
+                return stats;
+            }
+            let index = (*info).index;
+            let stats = if stats.is_null() {
+                // No bulk delete ran (nothing to remove): count the live nodes.
+                let stats = stats_or_new(stats);
+                if let Some(graph) = open_graph(index) {
+                    let mut n = 0.0;
+                    graph
+                        .store()
+                        .for_each_node(|_, node| n += (!node.deleted()) as u8 as f64);
+                    (*stats).num_index_tuples = n;
+                }
+                stats
+            } else {
+                stats
+            };
+            (*stats).num_pages = page::nblocks(index);
+            (*stats).estimated_count = false;
+            stats
+        })
+    }
+}

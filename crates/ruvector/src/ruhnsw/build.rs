@@ -256,8 +256,7 @@ fn write_graph(index: pg_sys::Relation, store: MemoryStore, layout: NodeLayout, 
             assert_eq!(b.block(), block, "node pages are allocated in order");
             page::init_page(b.page(), layout::KIND_NODES);
             current = Some(b);
-            // SAFETY: plain interrupt check between pages.
-            unsafe { pg_sys::vacuum_delay_point() };
+            page::delay_point();
         }
         let id = i as NodeId;
         let level = store.level(id);

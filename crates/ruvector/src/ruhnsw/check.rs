@@ -105,8 +105,7 @@ fn check(index: pg_sys::Relation) -> Findings {
         (Vec::new(), Vec::new(), Vec::new());
     let mut empty_pages = 0;
     for block in 1..nblocks {
-        // SAFETY: plain interrupt check.
-        unsafe { pg_sys::vacuum_delay_point() };
+        page::delay_point();
         let buf = Buf::read(index, block, Lock::Share);
         let pg = buf.page();
         match page::page_kind(pg) {

@@ -53,22 +53,24 @@ pub fn init() {
     }
 }
 
+fn int_option(name: &'static std::ffi::CStr, offset: usize) -> pg_sys::relopt_parse_elt {
+    pg_sys::relopt_parse_elt {
+        optname: name.as_ptr(),
+        opttype: pg_sys::relopt_type::RELOPT_TYPE_INT,
+        offset: offset as i32,
+        #[cfg(feature = "pg18")]
+        isset_offset: 0,
+    }
+}
+
 /// `amoptions`: parses and validates `WITH (...)`.
 pub unsafe extern "C-unwind" fn amoptions(
     reloptions: pg_sys::Datum,
     validate: bool,
 ) -> *mut pg_sys::bytea {
     let table = [
-        pg_sys::relopt_parse_elt {
-            optname: c"m".as_ptr(),
-            opttype: pg_sys::relopt_type::RELOPT_TYPE_INT,
-            offset: std::mem::offset_of!(RelOptions, m) as i32,
-        },
-        pg_sys::relopt_parse_elt {
-            optname: c"ef_construction".as_ptr(),
-            opttype: pg_sys::relopt_type::RELOPT_TYPE_INT,
-            offset: std::mem::offset_of!(RelOptions, ef_construction) as i32,
-        },
+        int_option(c"m", std::mem::offset_of!(RelOptions, m)),
+        int_option(c"ef_construction", std::mem::offset_of!(RelOptions, ef_construction)),
     ];
     // SAFETY: the table describes RelOptions; build_reloptions pallocs and fills it.
     unsafe {

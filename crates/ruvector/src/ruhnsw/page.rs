@@ -277,3 +277,15 @@ pub fn needs_wal(rel: pg_sys::Relation) -> bool {
     // SAFETY: an open relation.
     unsafe { (*(*rel).rd_rel).relpersistence == pg_sys::RELPERSISTENCE_PERMANENT as i8 }
 }
+
+/// Checks for interrupts and sleeps for cost-based VACUUM delay, between pages of long
+/// passes over the index.
+pub fn delay_point() {
+    // SAFETY: a plain check of interrupts and the vacuum cost balance.
+    unsafe {
+        #[cfg(feature = "pg18")]
+        pg_sys::vacuum_delay_point(false);
+        #[cfg(not(feature = "pg18"))]
+        pg_sys::vacuum_delay_point();
+    }
+}

@@ -87,8 +87,7 @@ impl PageStore {
     /// Calls `f` for every node of the index, page by page, under a share lock of its page.
     pub fn for_each_node(&self, mut f: impl FnMut(NodeId, NodeRef<'_>)) {
         for block in 1..page::nblocks(self.index) {
-            // SAFETY: plain interrupt and cost-based-delay check between pages.
-            unsafe { pg_sys::vacuum_delay_point() };
+            page::delay_point();
             let buf = Buf::read(self.index, block, Lock::Share);
             let pg = buf.page();
             if !page::is_node_page(pg) {

@@ -77,7 +77,7 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
             let is_dead = |id: NodeId| dead.contains(&id);
             for (i, &id) in live.iter().enumerate() {
                 if i % 64 == 0 {
-                    pg_sys::vacuum_delay_point();
+                    page::delay_point();
                 }
                 graph.repair(id, &is_dead);
             }
@@ -93,7 +93,7 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
                 by_page.entry(block).or_default().push(offset);
             }
             for (block, offsets) in by_page {
-                pg_sys::vacuum_delay_point();
+                page::delay_point();
                 graph.store().delete_on_page(block, &offsets);
             }
             stats

@@ -25,25 +25,28 @@ pub unsafe extern "C-unwind" fn amcostestimate(
     pages: *mut f64,
 ) {
     // SAFETY: the planner passes a valid path and output pointers; reads of planner GUCs.
+    // The guard turns panics into errors.
     unsafe {
-        *selectivity = 1.0;
-        *correlation = 0.0;
-        if (*path).indexorderbys.is_null() {
-            *startup = pg_sys::disable_cost;
-            *total = pg_sys::disable_cost;
-            *pages = 0.0;
-            return;
-        }
-        let info = &*(*path).indexinfo;
-        let tuples = info.tuples.max(1.0);
-        let index_pages = (info.pages as f64).max(1.0);
-        let visited = (gucs::ef_search() as f64 * 2.0 * M_DEFAULT as f64).min(tuples);
-        let per_node = pg_sys::cpu_index_tuple_cost + 2.0 * pg_sys::cpu_operator_cost;
-        let pages_read = (index_pages * visited / tuples).max(1.0);
-        *startup = visited * per_node + pages_read * pg_sys::random_page_cost;
-        *total = *startup
-            + (tuples - visited).max(0.0) * per_node
-            + index_pages * pg_sys::random_page_cost;
-        *pages = pages_read;
+        pgrx::pg_sys::submodules::panic::pgrx_extern_c_guard(|| {
+            *selectivity = 1.0;
+            *correlation = 0.0;
+            if (*path).indexorderbys.is_null() {
+                *startup = pg_sys::disable_cost;
+                *total = pg_sys::disable_cost;
+                *pages = 0.0;
+                return;
+            }
+            let info = &*(*path).indexinfo;
+            let tuples = info.tuples.max(1.0);
+            let index_pages = (info.pages as f64).max(1.0);
+            let visited = (gucs::ef_search() as f64 * 2.0 * M_DEFAULT as f64).min(tuples);
+            let per_node = pg_sys::cpu_index_tuple_cost + 2.0 * pg_sys::cpu_operator_cost;
+            let pages_read = (index_pages * visited / tuples).max(1.0);
+            *startup = visited * per_node + pages_read * pg_sys::random_page_cost;
+            *total = *startup
+                + (tuples - visited).max(0.0) * per_node
+                + index_pages * pg_sys::random_page_cost;
+            *pages = pages_read;
+        })
     }
 }

@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use pgrx::pg_sys;
+use pgrx::PgSqlErrorCode;
 use ruvector_core::VectorError;
 
 use super::{heap_tid, open_graph, page, vector_arg};
@@ -60,12 +61,13 @@ pub unsafe extern "C-unwind" fn aminsert(
             };
             let dims = graph.store().layout().dims;
             if vector.len() != dims {
-                errors::vector_error(
-                    VectorError::DimensionMismatch {
-                        expected: dims,
-                        actual: vector.len(),
-                    },
-                    None,
+                errors::index_error(
+                    PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
+                    VectorError::DimensionMismatch { expected: dims, actual: vector.len() }.to_string(),
+                    Some(&format!(
+                        "The ruhnsw index \"{}\" holds vectors of {dims} dimensions; declare the column as vector({dims}).",
+                        page::rel_name(index)
+                    )),
                 );
             }
             graph.reseed(next_seed());

@@ -70,18 +70,24 @@ pub unsafe extern "C-unwind" fn amoptions(
 ) -> *mut pg_sys::bytea {
     let table = [
         int_option(c"m", std::mem::offset_of!(RelOptions, m)),
-        int_option(c"ef_construction", std::mem::offset_of!(RelOptions, ef_construction)),
+        int_option(
+            c"ef_construction",
+            std::mem::offset_of!(RelOptions, ef_construction),
+        ),
     ];
-    // SAFETY: the table describes RelOptions; build_reloptions pallocs and fills it.
+    // SAFETY: the table describes RelOptions; build_reloptions pallocs and fills it, or
+    // raises an error (out-of-range values), which the guard passes on to PostgreSQL.
     unsafe {
-        pg_sys::build_reloptions(
-            reloptions,
-            validate,
-            KIND.load(Ordering::Relaxed),
-            std::mem::size_of::<RelOptions>(),
-            table.as_ptr(),
-            table.len() as i32,
-        ) as *mut pg_sys::bytea
+        pgrx::pg_sys::submodules::panic::pgrx_extern_c_guard(|| {
+            pg_sys::build_reloptions(
+                reloptions,
+                validate,
+                KIND.load(Ordering::Relaxed),
+                std::mem::size_of::<RelOptions>(),
+                table.as_ptr(),
+                table.len() as i32,
+            ) as *mut pg_sys::bytea
+        })
     }
 }
 

@@ -278,14 +278,22 @@ impl<S: GraphStore> Hnsw<S> {
                 }
             }
         };
+        // The node's own lists first, on every layer; only then the links to it. Until the
+        // first link to it exists nobody can reach it, so a concurrent search never arrives
+        // at a node whose lower layers are still empty (and a crash in between leaves an
+        // unreachable node, not a dead end).
+        let mut chosen = Vec::new();
         for layer in (0..=level.min(ep_level)).rev() {
             let found = self.search_layer(vector, &cur, self.params.ef_construction, layer);
             let neighbors = self.select(&found, self.params.m);
             self.add_links(id, layer, &neighbors);
-            for &n in &neighbors {
+            chosen.push((layer, neighbors));
+            cur = found;
+        }
+        for (layer, neighbors) in chosen {
+            for n in neighbors {
                 self.add_links(n, layer, &[id]);
             }
-            cur = found;
         }
         if level > ep_level {
             self.store.offer_entry(tenant, id, level);

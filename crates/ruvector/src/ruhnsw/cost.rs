@@ -2,10 +2,10 @@
 //!
 //! Without `ORDER BY vec <op> value` the index is useless (it has no searchable operators),
 //! so such paths cost `disable_cost`. With it, the startup cost is the first search round:
-//! about `ef_search × 2m` nodes visited, each a distance computation, on the proportional
-//! share of the index's pages; fetching every row costs as much as a full index read, so the
-//! planner takes the index for `ORDER BY … LIMIT k` and a sequential scan and sort when all
-//! rows are wanted (a scan stops after `ruvector.max_scan_tuples` candidates).
+//! about `ef_search × 2m` nodes visited, costed as the same share of a sequential scan;
+//! fetching every row costs more than a sequential scan, so the planner takes the index for
+//! `ORDER BY … LIMIT k` and a sequential scan and sort when all rows are wanted (a scan stops
+//! after `ruvector.max_scan_tuples` candidates).
 
 use pgrx::pg_sys;
 
@@ -39,13 +39,20 @@ pub unsafe extern "C-unwind" fn amcostestimate(
             let info = &*(*path).indexinfo;
             let tuples = info.tuples.max(1.0);
             let index_pages = (info.pages as f64).max(1.0);
+            // A search computes distances to about ef_search × 2m nodes: that share of the
+            // vectors, costed as a sequential scan reading the same share of the table (which
+            // is what it would take to compare them; the planner's sequential-scan estimate
+            // omits TOASTed vectors, so the index's own pages would overstate the comparison).
             let visited = (gucs::ef_search() as f64 * 2.0 * M_DEFAULT as f64).min(tuples);
-            let per_node = pg_sys::cpu_index_tuple_cost + 2.0 * pg_sys::cpu_operator_cost;
-            let pages_read = (index_pages * visited / tuples).max(1.0);
-            *startup = visited * per_node + pages_read * pg_sys::random_page_cost;
-            *total = *startup
-                + (tuples - visited).max(0.0) * per_node
-                + index_pages * pg_sys::random_page_cost;
+            let ratio = visited / tuples;
+            let heap = &*info.rel;
+            let scan_all = heap.pages as f64 * pg_sys::seq_page_cost
+                + heap.tuples.max(tuples) * (pg_sys::cpu_tuple_cost + pg_sys::cpu_operator_cost);
+            let pages_read = (index_pages * ratio).max(1.0);
+            *startup = ratio * scan_all;
+            // Every row: the whole graph, more than a sequential scan (and a scan stops after
+            // ruvector.max_scan_tuples), so the planner sorts instead when all rows are wanted.
+            *total = scan_all + index_pages * pg_sys::random_page_cost;
             *pages = pages_read;
         })
     }

@@ -144,8 +144,8 @@ fn start(scan: pg_sys::IndexScanDesc) {
     if query.len() != dims {
         errors::vector_error(
             VectorError::DifferentDimensions {
-                left: query.len(),
-                right: dims,
+                left: dims,
+                right: query.len(),
             },
             None,
         );

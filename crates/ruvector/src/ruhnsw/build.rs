@@ -12,7 +12,7 @@ use pgrx::PgSqlErrorCode;
 use ruvector_core::hnsw::page::{self as layout, Meta, NodeLayout, NodeMut};
 use ruvector_core::hnsw::{GraphStore, Hnsw, MemoryStore, NodeId, Params};
 
-use super::page::{self, Buf, Lock};
+use super::page::{self, Buf};
 use super::store::PageStore;
 use super::{heap_tid, options, vector_arg};
 use crate::errors;
@@ -36,9 +36,20 @@ fn progress(param: u32, value: i64) {
     unsafe { pg_sys::pgstat_progress_update_param(param as i32, value) };
 }
 
-/// The index's parameters and node layout for vectors of `dims` dimensions.
+/// The index's parameters and node layout for vectors of `dims` dimensions, from its
+/// reloptions and operator class (at build time; afterwards they are in the metapage).
 pub fn params_for(index: pg_sys::Relation, dims: usize) -> (Params, NodeLayout) {
     let (m, ef_construction) = options::of(index);
+    graph_params(dims, m, ef_construction, options::metric(index))
+}
+
+/// Parameters and node layout of a graph; raises 54000 when a node does not fit a page.
+pub fn graph_params(
+    dims: usize,
+    m: usize,
+    ef_construction: usize,
+    metric: ruvector_core::hnsw::Metric,
+) -> (Params, NodeLayout) {
     let layout = NodeLayout { dims, m };
     let Some(max_level) = layout.max_level() else {
         errors::index_error(
@@ -50,7 +61,7 @@ pub fn params_for(index: pg_sys::Relation, dims: usize) -> (Params, NodeLayout) 
     let params = Params {
         m,
         ef_construction,
-        metric: options::metric(index),
+        metric,
         max_level,
         ..Params::default()
     };
@@ -99,7 +110,7 @@ impl BuildState {
                 let h = self.memory.take().expect("in memory");
                 let params = *h.params();
                 let layout = NodeLayout { dims, m };
-                write_graph(self.index, h.into_store(), layout, &params);
+                write_graph(self.index, h.into_store(), layout);
                 let mut disk = Hnsw::new(PageStore::new(self.index, layout), params);
                 disk.reseed(params.seed ^ self.tuples as u64);
                 self.disk = Some(disk);
@@ -185,12 +196,11 @@ pub unsafe extern "C-unwind" fn ambuild(
             );
             if let Some(h) = state.memory.take() {
                 progress(pg_sys::PROGRESS_CREATEIDX_SUBPHASE, PHASE_WRITE);
-                let params = *h.params();
                 let layout = NodeLayout {
                     dims: h.store().dims(),
-                    m: params.m,
+                    m: h.params().m,
                 };
-                write_graph(index, h.into_store(), layout, &params);
+                write_graph(index, h.into_store(), layout);
             }
             let result = pg_sys::palloc0(std::mem::size_of::<pg_sys::IndexBuildResult>())
                 as *mut pg_sys::IndexBuildResult;
@@ -235,7 +245,7 @@ fn write_empty_meta(index: pg_sys::Relation, fork: pg_sys::ForkNumber::Type, dim
 }
 
 /// Writes an in-memory graph to new pages after the metapage and points the metapage at it.
-fn write_graph(index: pg_sys::Relation, store: MemoryStore, layout: NodeLayout, params: &Params) {
+fn write_graph(index: pg_sys::Relation, store: MemoryStore, layout: NodeLayout) {
     let n = store.len();
     if n == 0 {
         return;
@@ -295,16 +305,11 @@ fn write_graph(index: pg_sys::Relation, store: MemoryStore, layout: NodeLayout, 
         .entries()
         .find(|&(t, _, _)| t == 0)
         .map(|(_, node, level)| (map(node), level));
-    let buf = Buf::read(index, 0, Lock::Exclusive);
-    let mut meta = page::meta_of(index, buf.page());
-    meta.dims = layout.dims as u32;
-    meta.entry = entry;
-    meta.insert_block = last - 1;
-    meta.m = params.m as u16;
-    let mut rec = page::WalRecord::start(index);
-    let image = rec.register(&buf, false);
-    page::write_meta(image, &meta);
-    rec.finish();
+    page::update_meta(index, |meta| {
+        meta.dims = layout.dims as u32;
+        meta.entry = entry;
+        meta.insert_block = last - 1;
+    });
 }
 
 /// `ambuildempty`: the init fork of an unlogged index (a metapage).

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
-use ruvector_core::hnsw::page::{self as layout, node_id, Meta, NodeRef, KIND_META, KIND_NODES};
+use ruvector_core::hnsw::page::{self as layout, node_id, NodeRef, KIND_NODES};
 use ruvector_core::hnsw::{IdSet, NodeId, TenantOrd};
 
 use super::page::{self, Buf, Lock};
@@ -52,29 +52,12 @@ impl Findings {
 
 fn check(index: pg_sys::Relation) -> Findings {
     let mut f = Findings::default();
-    let meta = {
-        let buf = Buf::read(index, 0, Lock::Share);
-        if page::page_kind(buf.page()) != Some(KIND_META) {
-            f.add(
-                "metapage",
-                &["block 0 is not a ruhnsw metapage".into()],
-                String::new(),
-            );
+    let parsed = page::parse_meta(Buf::read(index, 0, Lock::Share).page());
+    let meta = match parsed {
+        Ok(m) => m,
+        Err(e) => {
+            f.add("metapage", &[e], String::new());
             return f;
-        }
-        // SAFETY: a metapage holds the record after its header; the page is share-locked.
-        let bytes = unsafe {
-            std::slice::from_raw_parts(
-                pg_sys::PageGetContents(buf.page()) as *const u8,
-                layout::META_SIZE,
-            )
-        };
-        match Meta::from_bytes(bytes) {
-            Ok(m) => m,
-            Err(e) => {
-                f.add("metapage", &[e], String::new());
-                return f;
-            }
         }
     };
     let nblocks = page::nblocks(index);

@@ -61,7 +61,14 @@ pub fn open_graph(index: pg_sys::Relation) -> Option<Hnsw<PageStore>> {
     if meta.dims == 0 {
         return None;
     }
-    let (params, layout) = build::params_for(index, meta.dims as usize);
+    // From the metapage, not the reloptions: no catalog lookups per scan or insert, and the
+    // layout stays the one the pages were written with even after ALTER INDEX ... SET (m).
+    let (params, layout) = build::graph_params(
+        meta.dims as usize,
+        meta.m as usize,
+        meta.ef_construction as usize,
+        meta.metric,
+    );
     Some(Hnsw::new(PageStore::new(index, layout), params))
 }
 

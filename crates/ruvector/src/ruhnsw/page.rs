@@ -185,14 +185,19 @@ pub fn read_meta(index: pg_sys::Relation) -> Meta {
 
 /// The metapage record of a locked metapage.
 pub fn meta_of(index: pg_sys::Relation, page: pg_sys::Page) -> Meta {
+    parse_meta(page).unwrap_or_else(|e| errors::index_corrupted(&rel_name(index), e))
+}
+
+/// The metapage record of a locked page, or what is wrong with it.
+pub fn parse_meta(page: pg_sys::Page) -> Result<Meta, String> {
     if page_kind(page) != Some(KIND_META) {
-        errors::index_corrupted(&rel_name(index), "block 0 is not a ruhnsw metapage".into());
+        return Err("block 0 is not a ruhnsw metapage".into());
     }
     // SAFETY: a metapage has META_SIZE bytes of record after its header.
     let bytes = unsafe {
         std::slice::from_raw_parts(pg_sys::PageGetContents(page) as *const u8, META_SIZE)
     };
-    Meta::from_bytes(bytes).unwrap_or_else(|e| errors::index_corrupted(&rel_name(index), e))
+    Meta::from_bytes(bytes)
 }
 
 /// Changes the metapage record with `f`, WAL-logged; returns what `f` returns.

@@ -34,17 +34,30 @@ impl PageStore {
         errors::index_corrupted(&page::rel_name(self.index), what)
     }
 
+    fn bad_node(&self, block: u32, offset: u16, why: String) -> ! {
+        self.corrupted(format!("node ({block},{offset}): {why}"))
+    }
+
+    /// The bytes of the node at `offset` of `page` (block `block`); a missing node is
+    /// corruption (node tuples are never removed, and only existing nodes are linked to).
+    ///
+    /// # Safety
+    /// The caller holds a lock on the page (or owns the image) while the bytes are used.
+    unsafe fn node_bytes<'a>(&self, page: pg_sys::Page, block: u32, offset: u16) -> &'a mut [u8] {
+        // SAFETY: guaranteed by the caller.
+        unsafe { page::item(page, offset) }
+            .unwrap_or_else(|| self.corrupted(format!("link to missing node ({block},{offset})")))
+    }
+
     /// Runs `f` on node `id` under a lock of its page.
     fn with_node<R>(&self, id: NodeId, f: impl FnOnce(NodeRef<'_>) -> R) -> R {
         let (block, offset) = node_position(id);
         let buf = Buf::read(self.index, block, Lock::Share);
         // SAFETY: the page stays share-locked while the item is read.
-        let Some(bytes) = (unsafe { page::item(buf.page(), offset) }) else {
-            self.corrupted(format!("link to missing node ({block},{offset})"));
-        };
+        let bytes = unsafe { self.node_bytes(buf.page(), block, offset) };
         match NodeRef::new(bytes, self.layout) {
             Ok(node) => f(node),
-            Err(e) => self.corrupted(format!("node ({block},{offset}): {e}")),
+            Err(e) => self.bad_node(block, offset, e),
         }
     }
 
@@ -56,11 +69,9 @@ impl PageStore {
         let mut rec = WalRecord::start(self.index);
         let image = rec.register(&buf, false);
         // SAFETY: the buffer is exclusively locked; the image is ours until finish/abort.
-        let Some(bytes) = (unsafe { page::item(image, offset) }) else {
-            self.corrupted(format!("link to missing node ({block},{offset})"));
-        };
-        let mut node = NodeMut::new(bytes, self.layout)
-            .unwrap_or_else(|e| self.corrupted(format!("node ({block},{offset}): {e}")));
+        let bytes = unsafe { self.node_bytes(image, block, offset) };
+        let mut node =
+            NodeMut::new(bytes, self.layout).unwrap_or_else(|e| self.bad_node(block, offset, e));
         let changed = f(&mut node);
         if changed {
             rec.finish();
@@ -75,11 +86,10 @@ impl PageStore {
         let image = rec.register(&buf, false);
         for &offset in offsets {
             // SAFETY: as in change_node.
-            if let Some(bytes) = unsafe { page::item(image, offset) } {
-                if let Ok(mut node) = NodeMut::new(bytes, self.layout) {
-                    node.delete();
-                }
-            }
+            let bytes = unsafe { self.node_bytes(image, block, offset) };
+            NodeMut::new(bytes, self.layout)
+                .unwrap_or_else(|e| self.bad_node(block, offset, e))
+                .delete();
         }
         rec.finish();
     }
@@ -100,7 +110,7 @@ impl PageStore {
                 if let Some(bytes) = unsafe { page::item(pg, offset) } {
                     match NodeRef::new(bytes, self.layout) {
                         Ok(node) => f(node_id(block, offset), node),
-                        Err(e) => self.corrupted(format!("node ({block},{offset}): {e}")),
+                        Err(e) => self.bad_node(block, offset, e),
                     }
                 }
             }

@@ -269,20 +269,37 @@ def pg15(action, *args):
     return data, bindir
 
 
+def child_pids(parent):
+    """Process ids whose parent is `parent`, from /proc (no procps needed)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                # pid (comm) state ppid ...; comm may contain spaces: split after the last ')'
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent:
+            found.append(int(entry))
+    return found
+
+
 def kill_9_server():
     data = os.environ["RUVECTOR_PG15_DATA"]
     with open(os.path.join(data, "postmaster.pid")) as f:
         pid = int(f.readline())
-    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    children = child_pids(pid)
     os.kill(pid, signal.SIGKILL)
     for child in children:
         try:
-            os.kill(int(child), signal.SIGKILL)
+            os.kill(child, signal.SIGKILL)
         except ProcessLookupError:
             pass
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        alive = [p for p in [pid, *map(int, children)] if os.path.exists(f"/proc/{p}")]
+        alive = [p for p in [pid, *children] if os.path.exists(f"/proc/{p}")]
         if not alive:
             return
         time.sleep(0.05)

@@ -47,6 +47,34 @@ impl Metric {
 }
 
 impl Metric {
+    /// A vector as the index stores and compares it: scaled to unit length for cosine (a
+    /// comparison is then one dot product instead of three), unchanged otherwise. A zero
+    /// vector stays zero (its cosine distance to anything is 1 either way).
+    pub fn prepare(self, v: &[f32]) -> std::borrow::Cow<'_, [f32]> {
+        if self != Metric::Cosine {
+            return std::borrow::Cow::Borrowed(v);
+        }
+        let k = crate::distance::Kernels::best();
+        let norm = (k.dot)(v, v).sqrt();
+        if norm > 0.0 && norm.is_finite() {
+            std::borrow::Cow::Owned(v.iter().map(|x| x / norm).collect())
+        } else {
+            std::borrow::Cow::Borrowed(v)
+        }
+    }
+
+    /// The distance between two prepared vectors ([`Metric::prepare`]); orders like
+    /// [`Metric::distance`] on the original vectors.
+    pub fn prepared_distance(self, a: &[f32], b: &[f32]) -> f32 {
+        match self {
+            Metric::Cosine => {
+                let k = crate::distance::Kernels::best();
+                1.0 - (k.dot)(a, b).clamp(-1.0, 1.0)
+            }
+            _ => self.distance(a, b),
+        }
+    }
+
     /// The metric's code in the index metapage.
     pub fn code(self) -> u8 {
         self as u8

@@ -319,7 +319,8 @@ pub struct Meta {
 }
 
 pub const META_MAGIC: u32 = 0x5256_4857; // "RVHW"
-pub const META_VERSION: u32 = 1;
+/// Version 2: cosine indexes store unit vectors.
+pub const META_VERSION: u32 = 2;
 /// Bytes of the metapage record.
 pub const META_SIZE: usize = 40;
 const NO_ENTRY: u64 = u64::MAX;

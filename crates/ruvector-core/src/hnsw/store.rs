@@ -19,6 +19,22 @@ pub trait GraphStore {
     fn with_vector<R>(&self, id: NodeId, f: impl FnOnce(&[f32]) -> R) -> Option<R>;
     /// The node's tenant.
     fn tenant(&self, id: NodeId) -> TenantOrd;
+    /// Runs `f` on node `id`'s vector; when `f` also answers `true`, appends the node's
+    /// neighbours on `layer` to `links`, in the same visit of the node (a paged store locks
+    /// the node's page once for both). `None` when the node was deleted.
+    fn with_vector_links<R>(
+        &self,
+        id: NodeId,
+        layer: u8,
+        links: &mut Vec<NodeId>,
+        f: impl FnOnce(&[f32]) -> (R, bool),
+    ) -> Option<R> {
+        let (r, want) = self.with_vector(id, f)?;
+        if want {
+            links.extend(self.neighbors(id, layer));
+        }
+        Some(r)
+    }
     /// The node's top layer.
     fn level(&self, id: NodeId) -> u8;
     /// The node's neighbours on `layer` (≤ its level); empty for a deleted node.
@@ -112,6 +128,20 @@ impl GraphStore for MemoryStore {
         }
         let i = id as usize * self.dims;
         Some(f(&self.vectors[i..i + self.dims]))
+    }
+
+    fn with_vector_links<R>(
+        &self,
+        id: NodeId,
+        layer: u8,
+        links: &mut Vec<NodeId>,
+        f: impl FnOnce(&[f32]) -> (R, bool),
+    ) -> Option<R> {
+        let (r, want) = self.with_vector(id, f)?;
+        if want {
+            links.extend_from_slice(&self.links[id as usize][layer as usize]);
+        }
+        Some(r)
     }
 
     fn tenant(&self, id: NodeId) -> TenantOrd {

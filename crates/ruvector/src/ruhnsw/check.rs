@@ -104,7 +104,7 @@ fn check(index: pg_sys::Relation) -> Findings {
             }
         }
         // SAFETY: a share-locked page.
-        let max = unsafe { pg_sys::PageGetMaxOffsetNumber(pg) };
+        let max = unsafe { page::max_offset(pg) };
         for offset in 1..=max {
             // SAFETY: the page stays share-locked while the item is read.
             let Some(bytes) = (unsafe { page::item(pg, offset) }) else {

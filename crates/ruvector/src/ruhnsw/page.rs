@@ -22,11 +22,46 @@ pub enum Lock {
     Exclusive,
 }
 
-impl Buf {
-    /// Reads `block` of `index` and locks it.
-    pub fn read(index: pg_sys::Relation, block: u32, lock: Lock) -> Buf {
+/// The buffer each index block was last found in, per backend. A search visits hundreds of
+/// nodes; `ReadRecentBuffer` pins a block through such a hint without the shared buffer
+/// mapping table (its hash lookup and partition lock were a fifth of a search's time). The
+/// hint is checked against the buffer's tag, so a stale one (the block was evicted, the index
+/// rebuilt) only costs the fallback to a normal read.
+mod recent {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    use pgrx::pg_sys;
+    use ruvector_core::hnsw::IdHasher;
+
+    /// Entries kept before the map starts over (16 bytes each).
+    const LIMIT: usize = 1 << 20;
+
+    thread_local! {
+        static HINTS: RefCell<HashMap<u64, pg_sys::Buffer, std::hash::BuildHasherDefault<IdHasher>>> =
+            RefCell::default();
+    }
+
+    /// Pins `block` of `index` (main fork).
+    pub fn read(index: pg_sys::Relation, block: u32) -> pg_sys::Buffer {
+        // SAFETY: `index` is an open relation.
+        #[cfg(feature = "pg15")]
+        let (locator, number) = unsafe { ((*index).rd_node, (*index).rd_node.relNode) };
+        // SAFETY: as above.
+        #[cfg(feature = "pg18")]
+        let (locator, number) = unsafe { ((*index).rd_locator, (*index).rd_locator.relNumber) };
+        let key = (u32::from(number) as u64) << 32 | block as u64;
+        if let Some(hint) = HINTS.with(|h| h.borrow().get(&key).copied()) {
+            // SAFETY: a shared buffer number (only those are kept); ReadRecentBuffer pins it
+            // only if it holds this block of this relation.
+            if unsafe {
+                pg_sys::ReadRecentBuffer(locator, pg_sys::ForkNumber::MAIN_FORKNUM, block, hint)
+            } {
+                return hint;
+            }
+        }
         // SAFETY: `index` is an open relation; ReadBufferExtended raises an error for a
-        // block past the end; the buffer is pinned until Drop.
+        // block past the end.
         let buf = unsafe {
             pg_sys::ReadBufferExtended(
                 index,
@@ -36,7 +71,27 @@ impl Buf {
                 std::ptr::null_mut(),
             )
         };
-        let b = Buf { buf };
+        // Local buffers (temporary indexes) are negative and not worth a hint.
+        if buf > 0 {
+            HINTS.with(|h| {
+                let mut h = h.borrow_mut();
+                if h.len() >= LIMIT {
+                    h.clear();
+                }
+                h.insert(key, buf);
+            });
+        }
+        buf
+    }
+}
+
+impl Buf {
+    /// Reads `block` of `index` and locks it.
+    pub fn read(index: pg_sys::Relation, block: u32, lock: Lock) -> Buf {
+        // The buffer is pinned until Drop.
+        let b = Buf {
+            buf: recent::read(index, block),
+        };
         b.lock(lock);
         b
     }
@@ -215,23 +270,40 @@ pub fn update_meta<R>(index: pg_sys::Relation, f: impl FnOnce(&mut Meta) -> R) -
     r
 }
 
-/// The bytes of item `offset` on `page`, or `None` when there is no such item.
+/// The number of line pointers on `page` (`PageGetMaxOffsetNumber`, read directly: searches
+/// call this for every node they visit, and each call into the server costs a `sigsetjmp`).
+///
+/// # Safety
+/// `page` is a valid page, locked by the caller.
+pub unsafe fn max_offset(page: pg_sys::Page) -> u16 {
+    // SAFETY: a page starts with its header; pd_lower is in it.
+    let lower = unsafe { (*(page as *const pg_sys::PageHeaderData)).pd_lower } as usize;
+    let first = std::mem::offset_of!(pg_sys::PageHeaderData, pd_linp);
+    (lower.saturating_sub(first) / std::mem::size_of::<pg_sys::ItemIdData>()) as u16
+}
+
+/// The bytes of item `offset` on `page`, or `None` when there is no such item (read
+/// directly, like [`max_offset`]).
 ///
 /// # Safety
 /// `page` is locked by the caller for as long as the slice is used.
 pub unsafe fn item<'a>(page: pg_sys::Page, offset: u16) -> Option<&'a mut [u8]> {
-    // SAFETY: offsets are checked against the page's line pointer array; a used line
-    // pointer's offset and length lie within the page.
+    // SAFETY: the offset is checked against the page's line pointer array, and the item's
+    // extent against the page size, so the slice lies within the page.
     unsafe {
-        if offset == 0 || offset > pg_sys::PageGetMaxOffsetNumber(page) {
+        if offset == 0 || offset > max_offset(page) {
             return None;
         }
-        let id = pg_sys::PageGetItemId(page, offset);
-        if (*id).lp_flags() != pg_sys::LP_NORMAL {
+        let header = page as *const pg_sys::PageHeaderData;
+        let id = &*(*header).pd_linp.as_ptr().add(offset as usize - 1);
+        let (start, len) = (id.lp_off() as usize, id.lp_len() as usize);
+        if id.lp_flags() != pg_sys::LP_NORMAL || start + len > pg_sys::BLCKSZ as usize {
             return None;
         }
-        let p = pg_sys::PageGetItem(page, id) as *mut u8;
-        Some(std::slice::from_raw_parts_mut(p, (*id).lp_len() as usize))
+        Some(std::slice::from_raw_parts_mut(
+            (page as *mut u8).add(start),
+            len,
+        ))
     }
 }
 

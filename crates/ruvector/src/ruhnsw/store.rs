@@ -104,7 +104,7 @@ impl PageStore {
                 continue; // a page being added by an extension that crashed: empty
             }
             // SAFETY: the page is share-locked.
-            let max = unsafe { pg_sys::PageGetMaxOffsetNumber(pg) };
+            let max = unsafe { page::max_offset(pg) };
             for offset in 1..=max {
                 // SAFETY: the page is share-locked while the item is used.
                 if let Some(bytes) = unsafe { page::item(pg, offset) } {
@@ -158,6 +158,26 @@ impl GraphStore for PageStore {
             }
             let v = layout::vector_slice(node.vector_bytes()).expect("tuples are MAXALIGNed");
             Some(f(v))
+        })
+    }
+
+    fn with_vector_links<R>(
+        &self,
+        id: NodeId,
+        layer: u8,
+        links: &mut Vec<NodeId>,
+        f: impl FnOnce(&[f32]) -> (R, bool),
+    ) -> Option<R> {
+        self.with_node(id, |node| {
+            if node.deleted() {
+                return None;
+            }
+            let v = layout::vector_slice(node.vector_bytes()).expect("tuples are MAXALIGNed");
+            let (r, want) = f(v);
+            if want && layer <= node.level() {
+                links.extend(node.neighbors(layer));
+            }
+            Some(r)
         })
     }
 

@@ -1,0 +1,503 @@
+//! `ruhnsw` against pgvector's `hnsw` in one PostgreSQL server: the same rows, the same `m`
+//! and `ef_construction`, one database per extension. Build time (single process and, for
+//! pgvector, with its parallel workers), index size, and a sweep of `ef_search` giving
+//! recall@10, QPS and latency quantiles; passes of the two engines alternate so the machine's
+//! noise falls on both.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use pgvector::Vector;
+use serde::Serialize;
+use tokio_postgres::Client;
+
+use crate::data::{ground_truth, recall, Space};
+use crate::pg::{self, Result};
+use crate::report::{self, Series};
+
+pub struct Config {
+    pub ruvector_dsn: String,
+    pub pgvector_dsn: String,
+    pub rows: usize,
+    pub dims: usize,
+    /// Intrinsic dimensions of the data (see `data::Space`).
+    pub latent: usize,
+    pub queries: usize,
+    pub m: u32,
+    pub ef_construction: u32,
+    pub ef_search: Vec<u32>,
+    pub passes: usize,
+    /// Also time pgvector's build with this many parallel maintenance workers (0: skip).
+    pub pgvector_workers: u32,
+    pub out: PathBuf,
+}
+
+const K: usize = 10;
+const TABLE: &str = "bench_items";
+const INDEX: &str = "bench_items_vec";
+const QUERY: &str = "SELECT id FROM bench_items ORDER BY vec <=> $1 LIMIT 10";
+const TARGETS: [f64; 2] = [0.95, 0.99];
+
+struct Engine {
+    name: &'static str,
+    client: Client,
+    extension: &'static str,
+    access_method: &'static str,
+    ef_search_guc: &'static str,
+}
+
+/// Recall and QPS of each pass at one ef_search, and the latencies of all its queries.
+#[derive(Default, Clone)]
+struct Runs(Vec<f64>, Vec<f64>, Vec<f64>);
+
+#[derive(Serialize)]
+struct Build {
+    engine: &'static str,
+    workers: u32,
+    seconds: f64,
+    index_bytes: i64,
+}
+
+#[derive(Serialize, Clone)]
+struct Point {
+    engine: &'static str,
+    ef_search: u32,
+    recall: f64,
+    qps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    /// QPS of each pass, for the spread.
+    pass_qps: Vec<f64>,
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    rows: usize,
+    dims: usize,
+    latent: usize,
+    queries: usize,
+    m: u32,
+    ef_construction: u32,
+    passes: usize,
+    server_version: String,
+    builds: &'a [Build],
+    sweep: &'a [Point],
+}
+
+/// One pass of every query at the current `ef_search`: (recall, seconds, latencies in ms).
+async fn pass(
+    engine: &Engine,
+    statement: &tokio_postgres::Statement,
+    queries: &[Vector],
+    truth: &[Vec<i64>],
+) -> Result<(f64, f64, Vec<f64>)> {
+    let mut latencies = Vec::with_capacity(queries.len());
+    let mut recalls = Vec::with_capacity(queries.len());
+    let start = Instant::now();
+    for (q, t) in queries.iter().zip(truth) {
+        let began = Instant::now();
+        let rows = engine.client.query(statement, &[q]).await?;
+        latencies.push(began.elapsed().as_secs_f64() * 1e3);
+        let got: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+        recalls.push(recall(t, &got));
+    }
+    Ok((
+        report::mean(&recalls),
+        start.elapsed().as_secs_f64(),
+        latencies,
+    ))
+}
+
+async fn build(engine: &Engine, cfg: &Config, workers: u32) -> Result<Build> {
+    let c = &engine.client;
+    c.batch_execute(&format!("DROP INDEX IF EXISTS {INDEX}; CHECKPOINT"))
+        .await?;
+    pg::set(c, "max_parallel_maintenance_workers", workers).await?;
+    let sql = format!(
+        "CREATE INDEX {INDEX} ON {TABLE} USING {} (vec vector_cosine_ops) WITH (m = {}, ef_construction = {})",
+        engine.access_method, cfg.m, cfg.ef_construction
+    );
+    let start = Instant::now();
+    c.batch_execute(&sql).await?;
+    let seconds = start.elapsed().as_secs_f64();
+    let index_bytes = pg::relation_size(c, INDEX).await?;
+    eprintln!(
+        "  {} build, {workers} workers: {seconds:.1} s, {} MB",
+        engine.name,
+        index_bytes >> 20
+    );
+    Ok(Build {
+        engine: engine.name,
+        workers,
+        seconds,
+        index_bytes,
+    })
+}
+
+pub async fn run(cfg: Config) -> Result<()> {
+    let space = Space::new(cfg.dims, cfg.latent);
+    eprintln!(
+        "generating {} x {} vectors and {} queries",
+        cfg.rows, cfg.dims, cfg.queries
+    );
+    let data = space.sample(cfg.rows, 1);
+    let query_vectors = space.sample(cfg.queries, 2);
+    let truth: Vec<Vec<i64>> = ground_truth(&data, &query_vectors, K)
+        .into_iter()
+        .map(|ids| ids.into_iter().map(|i| i as i64 + 1).collect())
+        .collect();
+
+    let engines = [
+        Engine {
+            name: "ruvector ruhnsw",
+            client: pg::connect(&cfg.ruvector_dsn).await?,
+            extension: "ruvector",
+            access_method: "ruhnsw",
+            ef_search_guc: "ruvector.ef_search",
+        },
+        Engine {
+            name: "pgvector hnsw",
+            client: pg::connect(&cfg.pgvector_dsn).await?,
+            extension: "vector",
+            access_method: "hnsw",
+            ef_search_guc: "hnsw.ef_search",
+        },
+    ];
+    let server_version: String = engines[0]
+        .client
+        .query_one("SELECT version()", &[])
+        .await?
+        .get(0);
+
+    for e in &engines {
+        eprintln!("loading {} rows for {}", cfg.rows, e.name);
+        e.client
+            .batch_execute(&format!(
+                "SET client_min_messages = warning;
+                 CREATE EXTENSION IF NOT EXISTS {ext};
+                 DROP TABLE IF EXISTS {TABLE};
+                 CREATE TABLE {TABLE} (id bigint PRIMARY KEY, vec vector({dims}))
+                     WITH (autovacuum_enabled = off);",
+                ext = e.extension,
+                dims = cfg.dims
+            ))
+            .await?;
+        pg::copy_vectors(&e.client, TABLE, 1, &data, None).await?;
+        e.client
+            .batch_execute(&format!("VACUUM ANALYZE {TABLE}"))
+            .await?;
+        // Both builds get all the memory they want: the comparison is of the algorithms.
+        pg::set(&e.client, "maintenance_work_mem", "4GB").await?;
+    }
+
+    eprintln!(
+        "building (m = {}, ef_construction = {})",
+        cfg.m, cfg.ef_construction
+    );
+    let mut builds = Vec::new();
+    if cfg.pgvector_workers > 0 {
+        builds.push(build(&engines[1], &cfg, cfg.pgvector_workers).await?);
+    }
+    for e in &engines {
+        builds.push(build(e, &cfg, 0).await?);
+    }
+
+    let queries: Vec<Vector> = query_vectors
+        .iter()
+        .map(|q| Vector::from(q.clone()))
+        .collect();
+    let mut statements = Vec::new();
+    for e in &engines {
+        let plan = pg::explain(&e.client, QUERY, &query_vectors[0]).await?;
+        if !plan.contains(&format!("Index Scan using {INDEX}")) {
+            return Err(format!("{}: the planner does not use the index:\n{plan}", e.name).into());
+        }
+        statements.push(e.client.prepare(QUERY).await?);
+        // Warm the caches: one pass at the widest search.
+        let widest = cfg.ef_search.iter().copied().max().unwrap_or(40);
+        pg::set(&e.client, e.ef_search_guc, widest).await?;
+        pass(e, statements.last().unwrap(), &queries, &truth).await?;
+    }
+
+    eprintln!(
+        "sweeping ef_search over {:?}, {} passes of {} queries",
+        cfg.ef_search, cfg.passes, cfg.queries
+    );
+    // (engine, ef) -> (recalls, qps per pass, all latencies)
+    let mut runs: Vec<Vec<Runs>> = vec![vec![Runs::default(); cfg.ef_search.len()]; engines.len()];
+    for p in 0..cfg.passes {
+        for (j, &ef) in cfg.ef_search.iter().enumerate() {
+            // Alternate which engine goes first.
+            let order: Vec<usize> = if (p + j) % 2 == 0 {
+                vec![0, 1]
+            } else {
+                vec![1, 0]
+            };
+            for i in order {
+                let e = &engines[i];
+                pg::set(&e.client, e.ef_search_guc, ef).await?;
+                let (r, secs, lat) = pass(e, &statements[i], &queries, &truth).await?;
+                let slot = &mut runs[i][j];
+                slot.0.push(r);
+                slot.1.push(queries.len() as f64 / secs);
+                slot.2.extend(lat);
+            }
+        }
+        eprintln!("  pass {} of {} done", p + 1, cfg.passes);
+    }
+
+    let mut sweep = Vec::new();
+    for (i, e) in engines.iter().enumerate() {
+        for (j, &ef) in cfg.ef_search.iter().enumerate() {
+            let Runs(recalls, qps, lat) = &runs[i][j];
+            sweep.push(Point {
+                engine: e.name,
+                ef_search: ef,
+                recall: report::mean(recalls),
+                qps: report::median(qps),
+                p50_ms: report::quantile(lat, 0.5),
+                p99_ms: report::quantile(lat, 0.99),
+                pass_qps: qps.clone(),
+            });
+        }
+    }
+
+    std::fs::create_dir_all(&cfg.out)?;
+    let json = serde_json::to_string_pretty(&Report {
+        rows: cfg.rows,
+        dims: cfg.dims,
+        latent: cfg.latent,
+        queries: cfg.queries,
+        m: cfg.m,
+        ef_construction: cfg.ef_construction,
+        passes: cfg.passes,
+        server_version: server_version.clone(),
+        builds: &builds,
+        sweep: &sweep,
+    })?;
+    std::fs::write(cfg.out.join("ruhnsw.json"), json)?;
+
+    let title = format!(
+        "{} x {}, cosine, m = {}, ef_construction = {}",
+        thousands(cfg.rows),
+        cfg.dims,
+        cfg.m,
+        cfg.ef_construction
+    );
+    let series: Vec<Series> = engines
+        .iter()
+        .map(|e| Series {
+            label: e.name.to_string(),
+            points: sweep
+                .iter()
+                .filter(|p| p.engine == e.name)
+                .map(|p| (p.recall, p.qps))
+                .collect(),
+        })
+        .collect();
+    report::line_plot(
+        &cfg.out.join("ruhnsw.png"),
+        &format!("recall@10 vs QPS (1 client): {title}"),
+        "recall@10",
+        "queries per second",
+        &series,
+        true,
+    )?;
+
+    let markdown = markdown(&cfg, &title, &server_version, &engines, &builds, &sweep);
+    std::fs::write(cfg.out.join("ruhnsw.md"), &markdown)?;
+    println!("{markdown}");
+    Ok(())
+}
+
+fn thousands(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The sweep of `engine` at exactly `target` recall: QPS and latencies interpolated linearly
+/// between the last point below the target and the first at or above it (the first point
+/// alone when none is below); `None` when no point reaches it. Returns the estimate and the
+/// ef_search range it lies in.
+fn at_recall(sweep: &[Point], engine: &str, target: f64) -> Option<(Point, String)> {
+    let mut points: Vec<&Point> = sweep.iter().filter(|p| p.engine == engine).collect();
+    points.sort_by_key(|p| p.ef_search);
+    let hi = points.iter().position(|p| p.recall >= target)?;
+    let h = points[hi];
+    if hi == 0 || h.recall == target {
+        return Some((h.clone(), h.ef_search.to_string()));
+    }
+    let l = points[hi - 1];
+    let t = (target - l.recall) / (h.recall - l.recall);
+    let lerp = |a: f64, b: f64| a + t * (b - a);
+    let p = Point {
+        engine: h.engine,
+        ef_search: h.ef_search,
+        recall: target,
+        qps: lerp(l.qps, h.qps),
+        p50_ms: lerp(l.p50_ms, h.p50_ms),
+        p99_ms: lerp(l.p99_ms, h.p99_ms),
+        pass_qps: Vec::new(),
+    };
+    Some((p, format!("{}–{}", l.ef_search, h.ef_search)))
+}
+
+fn markdown(
+    cfg: &Config,
+    title: &str,
+    server_version: &str,
+    engines: &[Engine],
+    builds: &[Build],
+    sweep: &[Point],
+) -> String {
+    let mut out = format!("# ruhnsw vs pgvector HNSW: {title}\n\n");
+    out.push_str(&format!(
+        "{}; one database per extension in the same server; {} queries from the data's \
+         distribution, recall@10 against exact cosine results; one client, prepared statement, \
+         `ORDER BY vec <=> $1 LIMIT 10`; {} alternating passes per ef_search, QPS is the median \
+         pass, latency quantiles over all passes.\n\n",
+        server_version
+            .split(" on ")
+            .next()
+            .unwrap_or(server_version),
+        cfg.queries,
+        cfg.passes
+    ));
+
+    out.push_str("## Build and size\n\n");
+    let rows: Vec<Vec<String>> = builds
+        .iter()
+        .map(|b| {
+            vec![
+                b.engine.to_string(),
+                b.workers.to_string(),
+                format!("{:.1}", b.seconds),
+                format!("{:.1}", b.index_bytes as f64 / (1 << 20) as f64),
+            ]
+        })
+        .collect();
+    out.push_str(&report::table(
+        &["index", "parallel workers", "build s", "size MiB"],
+        &[false, true, true, true],
+        &rows,
+    ));
+    let single = |name: &str| builds.iter().find(|b| b.engine == name && b.workers == 0);
+    if let (Some(r), Some(p)) = (single(engines[0].name), single(engines[1].name)) {
+        out.push_str(&format!(
+            "\nSingle-process build: ruhnsw takes {:.2}x pgvector's time; its index is {:.2}x pgvector's size.\n",
+            r.seconds / p.seconds,
+            r.index_bytes as f64 / p.index_bytes as f64
+        ));
+    }
+
+    out.push_str("\n## At equal recall\n\n");
+    let mut rows = Vec::new();
+    for target in TARGETS {
+        let found: Vec<Option<(Point, String)>> = engines
+            .iter()
+            .map(|e| at_recall(sweep, e.name, target))
+            .collect();
+        for (e, p) in engines.iter().zip(&found) {
+            rows.push(match p {
+                Some((p, ef)) => vec![
+                    format!("{target:.2}"),
+                    e.name.to_string(),
+                    ef.clone(),
+                    format!("{:.0}", p.qps),
+                    format!("{:.2}", p.p50_ms),
+                    format!("{:.2}", p.p99_ms),
+                ],
+                None => vec![
+                    format!("{target:.2}"),
+                    e.name.to_string(),
+                    "not reached".into(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                ],
+            });
+        }
+        if let [Some((r, _)), Some((p, _))] = &found[..] {
+            rows.push(vec![
+                format!("{target:.2}"),
+                "**ruhnsw / pgvector**".into(),
+                String::new(),
+                format!("**{:.2}x**", r.qps / p.qps),
+                format!("{:.2}x", r.p50_ms / p.p50_ms),
+                format!("{:.2}x", r.p99_ms / p.p99_ms),
+            ]);
+        }
+    }
+    out.push_str(&report::table(
+        &["recall@10", "index", "ef_search", "QPS", "p50 ms", "p99 ms"],
+        &[true, false, true, true, true, true],
+        &rows,
+    ));
+    out.push_str(
+        "\nFigures at exactly the target recall, interpolated linearly between the two swept \
+         ef_search values around it (see the sweep below for the measured points).\n",
+    );
+
+    out.push_str("\n## Sweep\n\n");
+    let rows: Vec<Vec<String>> = sweep
+        .iter()
+        .map(|p| {
+            vec![
+                p.engine.to_string(),
+                p.ef_search.to_string(),
+                format!("{:.4}", p.recall),
+                format!("{:.0}", p.qps),
+                format!("{:.2}", p.p50_ms),
+                format!("{:.2}", p.p99_ms),
+            ]
+        })
+        .collect();
+    out.push_str(&report::table(
+        &["index", "ef_search", "recall@10", "QPS", "p50 ms", "p99 ms"],
+        &[false, true, true, true, true, true],
+        &rows,
+    ));
+    out.push_str("\nPlot: `ruhnsw.png`; raw figures: `ruhnsw.json`.\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(ef: u32, recall: f64, qps: f64) -> Point {
+        Point {
+            engine: "e",
+            ef_search: ef,
+            recall,
+            qps,
+            p50_ms: 1000.0 / qps,
+            p99_ms: 2000.0 / qps,
+            pass_qps: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn equal_recall_interpolates_between_the_sweep_points_around_the_target() {
+        let sweep = [
+            point(40, 0.98, 800.0),
+            point(10, 0.90, 2000.0),
+            point(20, 0.96, 1200.0),
+        ];
+        let (p, ef) = at_recall(&sweep, "e", 0.95).unwrap();
+        assert_eq!(ef, "10–20");
+        assert!((p.qps - (2000.0 - 800.0 * 5.0 / 6.0)).abs() < 1e-9);
+        // A target the first point already reaches: that point, no extrapolation.
+        let (p, ef) = at_recall(&sweep, "e", 0.85).unwrap();
+        assert_eq!((ef.as_str(), p.qps), ("10", 2000.0));
+        assert!(at_recall(&sweep, "e", 0.99).is_none());
+        assert!(at_recall(&sweep, "other", 0.5).is_none());
+    }
+}

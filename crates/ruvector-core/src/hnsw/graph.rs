@@ -1,5 +1,6 @@
 //! Insert and search.
 
+use std::borrow::Cow;
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashSet};
 
@@ -210,14 +211,14 @@ impl<S: GraphStore> Hnsw<S> {
     /// data and inner product (not a metric: the heuristic's geometry does not hold) keep
     /// too few links. `candidates` are sorted nearest first.
     fn select(&self, candidates: &[Scored], m: usize) -> Vec<NodeId> {
-        let mut kept: Vec<(Scored, Vec<f32>)> = Vec::with_capacity(m);
+        let mut kept: Vec<(Scored, Cow<[f32]>)> = Vec::with_capacity(m);
         let mut pruned = Vec::new();
         let metric = self.params.metric;
         for &c in candidates {
             if kept.len() >= m {
                 break;
             }
-            let Some(cv) = self.store.with_vector(c.id, <[f32]>::to_vec) else {
+            let Some(cv) = self.store.vector(c.id) else {
                 continue;
             };
             if kept
@@ -245,10 +246,10 @@ impl<S: GraphStore> Hnsw<S> {
     fn shrink(&self, mut candidates: Vec<Scored>, max: usize) -> Vec<NodeId> {
         let metric = self.params.metric;
         while candidates.len() > max {
-            let mut kept: Vec<Vec<f32>> = Vec::with_capacity(max);
+            let mut kept: Vec<Cow<[f32]>> = Vec::with_capacity(max);
             let mut drop = candidates.len() - 1;
             for (i, c) in candidates.iter().enumerate() {
-                let Some(cv) = self.store.with_vector(c.id, <[f32]>::to_vec) else {
+                let Some(cv) = self.store.vector(c.id) else {
                     drop = i;
                     break;
                 };

@@ -19,6 +19,11 @@ pub trait GraphStore {
     fn with_vector<R>(&self, id: NodeId, f: impl FnOnce(&[f32]) -> R) -> Option<R>;
     /// The node's tenant.
     fn tenant(&self, id: NodeId) -> TenantOrd;
+    /// Node `id`'s vector, borrowed when the store can (an in-memory store), else a copy;
+    /// `None` when the node was deleted.
+    fn vector(&self, id: NodeId) -> Option<std::borrow::Cow<'_, [f32]>> {
+        self.with_vector(id, |v| std::borrow::Cow::Owned(v.to_vec()))
+    }
     /// Runs `f` on node `id`'s vector; when `f` also answers `true`, appends the node's
     /// neighbours on `layer` to `links`, in the same visit of the node (a paged store locks
     /// the node's page once for both). `None` when the node was deleted.
@@ -128,6 +133,14 @@ impl GraphStore for MemoryStore {
         }
         let i = id as usize * self.dims;
         Some(f(&self.vectors[i..i + self.dims]))
+    }
+
+    fn vector(&self, id: NodeId) -> Option<std::borrow::Cow<'_, [f32]>> {
+        if self.deleted[id as usize] {
+            return None;
+        }
+        let i = id as usize * self.dims;
+        Some(std::borrow::Cow::Borrowed(&self.vectors[i..i + self.dims]))
     }
 
     fn with_vector_links<R>(

@@ -108,6 +108,13 @@ pub mod scalar {
 #[allow(unsafe_code)]
 mod simd;
 
+/// A hint that `v` is about to be read: the CPU starts loading all of its cache lines
+/// (the hardware prefetcher would find only the later ones, after the first miss). Graph
+/// searches wait on memory more than on arithmetic.
+pub fn prefetch(v: &[f32]) {
+    simd::prefetch(v)
+}
+
 /// Euclidean distance (`<->`).
 pub fn l2_distance(a: &[f32], b: &[f32]) -> f64 {
     f64::from((Kernels::best().l2_squared)(a, b)).sqrt()

@@ -8,6 +8,22 @@
 
 use super::Kernels;
 
+/// Asks the CPU to start loading every cache line of `v` (a no-op off x86_64).
+pub(super) fn prefetch(v: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in v.chunks(16) {
+        // SAFETY: SSE is part of x86_64; prefetching any address has no effect beyond the
+        // caches, and this one is valid.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                line.as_ptr() as *const i8
+            )
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = v;
+}
+
 pub(super) fn avx2_kernels() -> Option<Kernels> {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {

@@ -168,16 +168,25 @@ impl<S: GraphStore> Hnsw<S> {
         }
         let mut results: BinaryHeap<Scored> = entry.iter().copied().collect();
         let metric = self.params.metric;
+        let mut unvisited: Vec<NodeId> = Vec::with_capacity(2 * self.params.m);
         while let Some(Reverse((c, start, end))) = candidates.pop() {
             let worst = results.peek().map_or(f32::INFINITY, |w| w.dist);
             if c.dist > worst && results.len() >= ef {
                 break;
             }
-            for i in start..end {
-                let n = arena[i];
-                if !visited.insert(n) {
-                    continue;
-                }
+            // The unvisited neighbours first, so the store can start fetching their vectors
+            // before the first distance is computed.
+            unvisited.clear();
+            unvisited.extend(
+                arena[start..end]
+                    .iter()
+                    .copied()
+                    .filter(|&n| visited.insert(n)),
+            );
+            for &n in &unvisited {
+                self.store.prefetch(n);
+            }
+            for &n in &unvisited {
                 let worst = results.peek().map_or(f32::INFINITY, |w| w.dist);
                 let full = results.len() >= ef;
                 let links_start = arena.len();

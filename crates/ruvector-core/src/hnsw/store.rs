@@ -19,6 +19,9 @@ pub trait GraphStore {
     fn with_vector<R>(&self, id: NodeId, f: impl FnOnce(&[f32]) -> R) -> Option<R>;
     /// The node's tenant.
     fn tenant(&self, id: NodeId) -> TenantOrd;
+    /// A hint that node `id`'s vector is about to be read (an in-memory store asks the CPU
+    /// to start loading it).
+    fn prefetch(&self, _id: NodeId) {}
     /// Node `id`'s vector, borrowed when the store can (an in-memory store), else a copy;
     /// `None` when the node was deleted.
     fn vector(&self, id: NodeId) -> Option<std::borrow::Cow<'_, [f32]>> {
@@ -133,6 +136,13 @@ impl GraphStore for MemoryStore {
         }
         let i = id as usize * self.dims;
         Some(f(&self.vectors[i..i + self.dims]))
+    }
+
+    fn prefetch(&self, id: NodeId) {
+        let start = id as usize * self.dims;
+        if let Some(v) = self.vectors.get(start..start + self.dims) {
+            crate::distance::prefetch(v);
+        }
     }
 
     fn vector(&self, id: NodeId) -> Option<std::borrow::Cow<'_, [f32]>> {

@@ -445,15 +445,15 @@ impl<S: GraphStore> Hnsw<S> {
 /// The highest layer a node can have.
 pub const MAX_LEVEL: u8 = 15;
 
-/// An iterative scan: nodes of one tenant in (approximately) ascending distance, for as
-/// long as the caller asks. The first round searches with `ef`; when the caller wants more
+/// An iterative scan: nodes of one tenant (or, merged, of several: an administrator's search
+/// across tenants) in (approximately) ascending distance, for as long as the caller asks. The first round searches with `ef`; when the caller wants more
 /// (rows removed by other conditions), each further round searches again with twice the
 /// `ef`, up to `max_ef`, and yields only nodes not yielded before. Work is bounded by
 /// `max_ef`: about twice the cost of one search with that `ef`.
 #[derive(Debug, Clone)]
 pub struct Scan {
     query: Vec<f32>,
-    tenant: TenantOrd,
+    tenants: Vec<TenantOrd>,
     ef: usize,
     max_ef: usize,
     yielded: IdSet,
@@ -463,11 +463,11 @@ pub struct Scan {
 }
 
 impl Scan {
-    pub fn new(query: Vec<f32>, tenant: TenantOrd, ef: usize, max_ef: usize) -> Scan {
+    pub fn new(query: Vec<f32>, tenants: Vec<TenantOrd>, ef: usize, max_ef: usize) -> Scan {
         let ef = ef.max(1);
         Scan {
             query,
-            tenant,
+            tenants,
             ef,
             max_ef: max_ef.max(ef),
             yielded: IdSet::default(),
@@ -486,8 +486,15 @@ impl Scan {
             if self.done {
                 return None;
             }
-            let found = hnsw.search(&self.query, self.tenant, self.ef, self.ef);
-            if found.len() < self.ef || self.ef >= self.max_ef {
+            let mut found = Vec::new();
+            let mut exhausted = true;
+            for &tenant in &self.tenants {
+                let part = hnsw.search(&self.query, tenant, self.ef, self.ef);
+                exhausted &= part.len() < self.ef;
+                found.extend(part);
+            }
+            found.sort();
+            if exhausted || self.ef >= self.max_ef {
                 self.done = true; // every reachable node was considered, or the bound
             } else {
                 self.ef = (self.ef * 2).min(self.max_ef);
@@ -649,6 +656,34 @@ mod tests {
     }
 
     #[test]
+    fn a_scan_over_several_tenants_merges_them_in_distance_order() {
+        // Tenants drawing from the same topics, as real tenants do.
+        let data = dataset(3000, 12, 3, 31);
+        let h = build(&data, Params::default());
+        let q = dataset(1, 12, 1, 32).remove(0).0;
+        let mut scan = Scan::new(q.clone(), vec![0, 2], 40, 2000);
+        let got: Vec<Scored> = std::iter::from_fn(|| scan.next(&h)).take(20).collect();
+        assert!(
+            got.iter().all(|s| h.store().tenant(s.id) != 1),
+            "only the tenants asked for"
+        );
+        assert!(
+            got.windows(2).all(|w| w[0].dist <= w[1].dist),
+            "in distance order"
+        );
+        let mut exact: Vec<Scored> = [0, 2].iter().flat_map(|&t| h.exact(&q, t, 20)).collect();
+        exact.sort();
+        exact.truncate(20);
+        let hits = got.iter().filter(|s| exact.contains(s)).count();
+        assert!(
+            hits >= 18,
+            "merged results match the exact merge: {hits} of 20"
+        );
+        assert!(got.iter().any(|s| h.store().tenant(s.id) == 0));
+        assert!(got.iter().any(|s| h.store().tenant(s.id) == 2));
+    }
+
+    #[test]
     fn builds_are_deterministic() {
         let data = dataset(300, 8, 2, 11);
         let a = build(&data, Params::default());
@@ -705,7 +740,7 @@ mod tests {
         let q = &all[3000].0;
         // A filter that passes 1 node in 50: a first round of ef 40 alone finds ~1.
         let wanted = |id: NodeId| id % 50 == 7;
-        let mut scan = Scan::new(q.clone(), 0, 40, 3000);
+        let mut scan = Scan::new(q.clone(), vec![0], 40, 3000);
         let mut seen = IdSet::default();
         let mut got = Vec::new();
         while got.len() < 10 {
@@ -725,14 +760,14 @@ mod tests {
         let hits = got.iter().filter(|id| exact.contains(id)).count();
         assert!(hits >= 9, "filtered top-10 recall {hits}/10");
         // Bounded: a scan stops once max_ef candidates were considered.
-        let mut bounded = Scan::new(q.clone(), 0, 40, 100);
+        let mut bounded = Scan::new(q.clone(), vec![0], 40, 100);
         let mut n = 0;
         while bounded.next(&h).is_some() {
             n += 1;
         }
         assert_eq!(n, 100);
         // Unbounded, it yields every node exactly once.
-        let mut all = Scan::new(q.clone(), 0, 40, usize::MAX);
+        let mut all = Scan::new(q.clone(), vec![0], 40, usize::MAX);
         let mut ids = IdSet::default();
         while let Some(s) = all.next(&h) {
             assert!(ids.insert(s.id));

@@ -136,6 +136,43 @@ impl NodeLayout {
     }
 }
 
+impl NodeLayout {
+    /// Assigns node ids to `(tenant, level)` nodes so that every page holds one tenant's
+    /// nodes only (a tenant's search and exact scan read no other tenant's pages): tenants
+    /// in ascending ordinal, each on its own run of pages from `first_block` on, nodes of a
+    /// tenant in input order. Returns the ids (in input order) and each tenant's pages.
+    pub fn pack_by_tenant(
+        &self,
+        nodes: &[(TenantOrd, u8)],
+        first_block: u32,
+    ) -> (Vec<NodeId>, std::collections::BTreeMap<TenantOrd, Vec<u32>>) {
+        let mut order: Vec<usize> = (0..nodes.len()).collect();
+        order.sort_by_key(|&i| nodes[i].0); // stable: input order within a tenant
+        let mut ids = vec![0; nodes.len()];
+        let mut pages = std::collections::BTreeMap::<TenantOrd, Vec<u32>>::new();
+        let mut block = first_block;
+        let (mut used, mut offset) = (0, 0u16);
+        let mut current: Option<TenantOrd> = None;
+        for i in order {
+            let (tenant, level) = nodes[i];
+            let space = self.space(level);
+            let new_tenant = current != Some(tenant);
+            if current.is_some() && (new_tenant || used + space > PAGE_ITEM_SPACE) {
+                block += 1;
+                (used, offset) = (0, 0);
+            }
+            if used == 0 {
+                pages.entry(tenant).or_default().push(block);
+            }
+            current = Some(tenant);
+            used += space;
+            offset += 1;
+            ids[i] = node_id(block, offset);
+        }
+        (ids, pages)
+    }
+}
+
 /// Read access to a node tuple.
 #[derive(Debug, Clone, Copy)]
 pub struct NodeRef<'a> {
@@ -378,10 +415,130 @@ impl Meta {
 
 /// The special area of a page of `kind`.
 pub fn special(kind: u8) -> [u8; SPECIAL_SIZE] {
+    special_linked(kind, 0)
+}
+
+/// The special area of a page of `kind` followed by block `next` (0: none) in its chain: a
+/// tenant's node pages, or the directory pages.
+pub fn special_linked(kind: u8, next: u32) -> [u8; SPECIAL_SIZE] {
     let mut b = [0u8; SPECIAL_SIZE];
     b[0..2].copy_from_slice(&PAGE_ID.to_le_bytes());
     b[2] = kind;
+    b[4..8].copy_from_slice(&next.to_le_bytes());
     b
+}
+
+/// The next block in a page's chain (0: none), from its special area.
+pub fn special_next(special: &[u8]) -> u32 {
+    u32::from_le_bytes(special[4..8].try_into().expect("8-byte special area"))
+}
+
+/// Page kind of the tenant directory.
+pub const KIND_DIRECTORY: u8 = 3;
+/// Longest tenant key a directory entry holds (the tenant id rules allow 63 bytes).
+pub const MAX_KEY: usize = 63;
+/// Bytes of one directory entry.
+pub const DIR_ENTRY_SIZE: usize = 96;
+/// Bytes before the first entry of a directory page: the number of entries on it.
+const DIR_HEADER: usize = 8;
+/// Entries per directory page.
+pub const DIR_ENTRIES_PER_PAGE: usize = (PAGE_ITEM_SPACE - DIR_HEADER) / DIR_ENTRY_SIZE;
+
+/// One tenant's record in the directory. A tenant's ordinal (the number every node of the
+/// tenant carries) is the entry's position: directory page number in the chain ×
+/// [`DIR_ENTRIES_PER_PAGE`] + slot. Entries are never removed, so ordinals are stable.
+///
+/// | bytes | field |
+/// |---|---|
+/// | 0 | key length |
+/// | 1..64 | key (the tenant column's value) |
+/// | 64..72 | entry node id (`u64::MAX`: none) |
+/// | 72 | entry node's level |
+/// | 76..80 | first node page of the tenant (0: none yet) |
+/// | 80..84 | the tenant's insert page (last page of its chain) |
+/// | 88..96 | live nodes (exact for decisions: inserts add, VACUUM subtracts) |
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    pub key: Vec<u8>,
+    pub entry: Option<(NodeId, u8)>,
+    pub first_block: u32,
+    pub last_block: u32,
+    pub nodes: u64,
+}
+
+impl DirEntry {
+    /// A tenant without nodes yet; `None` when the key is longer than [`MAX_KEY`].
+    pub fn new(key: &[u8]) -> Option<DirEntry> {
+        (key.len() <= MAX_KEY).then(|| DirEntry {
+            key: key.to_vec(),
+            entry: None,
+            first_block: 0,
+            last_block: 0,
+            nodes: 0,
+        })
+    }
+
+    pub fn to_bytes(&self) -> [u8; DIR_ENTRY_SIZE] {
+        let mut b = [0u8; DIR_ENTRY_SIZE];
+        b[0] = self.key.len() as u8;
+        b[1..1 + self.key.len()].copy_from_slice(&self.key);
+        let (entry, level) = self.entry.unwrap_or((NO_ENTRY, 0));
+        b[64..72].copy_from_slice(&entry.to_le_bytes());
+        b[72] = level;
+        b[76..80].copy_from_slice(&self.first_block.to_le_bytes());
+        b[80..84].copy_from_slice(&self.last_block.to_le_bytes());
+        b[88..96].copy_from_slice(&self.nodes.to_le_bytes());
+        b
+    }
+
+    pub fn from_bytes(b: &[u8]) -> Result<DirEntry, String> {
+        if b.len() < DIR_ENTRY_SIZE {
+            return Err("directory entry is truncated".into());
+        }
+        let len = b[0] as usize;
+        if len > MAX_KEY {
+            return Err(format!("directory key of {len} bytes"));
+        }
+        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+        let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        let entry = u64_at(64);
+        Ok(DirEntry {
+            key: b[1..1 + len].to_vec(),
+            entry: (entry != NO_ENTRY).then_some((entry, b[72])),
+            first_block: u32_at(76),
+            last_block: u32_at(80),
+            nodes: u64_at(88),
+        })
+    }
+}
+
+/// The number of entries on a directory page, from its contents.
+pub fn dir_count(contents: &[u8]) -> usize {
+    u16::from_le_bytes(contents[0..2].try_into().expect("2 bytes")) as usize
+}
+
+/// Sets the number of entries on a directory page.
+pub fn set_dir_count(contents: &mut [u8], count: usize) {
+    assert!(count <= DIR_ENTRIES_PER_PAGE, "directory page overflow");
+    contents[0..2].copy_from_slice(&(count as u16).to_le_bytes());
+}
+
+/// Byte range of entry `slot` in a directory page's contents.
+pub fn dir_slot(slot: usize) -> std::ops::Range<usize> {
+    assert!(slot < DIR_ENTRIES_PER_PAGE, "directory slot {slot}");
+    let start = DIR_HEADER + slot * DIR_ENTRY_SIZE;
+    start..start + DIR_ENTRY_SIZE
+}
+
+/// The ordinal of entry `slot` on the `page`-th directory page of the chain (from 0), and
+/// back.
+pub fn ordinal(page: usize, slot: usize) -> TenantOrd {
+    (page * DIR_ENTRIES_PER_PAGE + slot) as TenantOrd
+}
+
+pub fn ordinal_position(ordinal: TenantOrd) -> (usize, usize) {
+    let o = ordinal as usize;
+    (o / DIR_ENTRIES_PER_PAGE, o % DIR_ENTRIES_PER_PAGE)
 }
 
 /// The kind of a page from its special area, if it is a `ruhnsw` page.
@@ -462,10 +619,101 @@ mod tests {
     }
 
     #[test]
+    fn packing_by_tenant_never_shares_a_page() {
+        let layout = NodeLayout { dims: 128, m: 16 };
+        // Tenants interleaved in input order, of very different sizes.
+        let nodes: Vec<(TenantOrd, u8)> = (0..3000u32)
+            .map(|i| {
+                (
+                    if i % 10 == 0 {
+                        7
+                    } else if i % 3 == 0 {
+                        2
+                    } else {
+                        0
+                    },
+                    (i % 11 == 0) as u8,
+                )
+            })
+            .chain([(5, 0)])
+            .collect();
+        let (ids, pages) = layout.pack_by_tenant(&nodes, 1);
+        let mut owner = std::collections::HashMap::<u32, TenantOrd>::new();
+        let mut used = std::collections::HashMap::<u32, usize>::new();
+        let mut seen = std::collections::HashSet::new();
+        for (&(tenant, level), &id) in nodes.iter().zip(&ids) {
+            assert!(seen.insert(id), "ids are unique");
+            let (block, _) = node_position(id);
+            assert_eq!(
+                *owner.entry(block).or_insert(tenant),
+                tenant,
+                "one tenant per page"
+            );
+            *used.entry(block).or_default() += layout.space(level);
+            assert!(pages[&tenant].contains(&block));
+        }
+        assert!(used.values().all(|&u| u <= PAGE_ITEM_SPACE));
+        assert_eq!(pages.keys().copied().collect::<Vec<_>>(), [0, 2, 5, 7]);
+        assert_eq!(pages[&5].len(), 1);
+        let all: Vec<u32> = pages.values().flatten().copied().collect();
+        assert_eq!(
+            all,
+            (1..=all.len() as u32).collect::<Vec<_>>(),
+            "pages are consecutive"
+        );
+        // Within a tenant, input order is kept.
+        let t0: Vec<NodeId> = nodes
+            .iter()
+            .zip(&ids)
+            .filter(|(n, _)| n.0 == 0)
+            .map(|(_, &id)| id)
+            .collect();
+        assert!(t0.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
     fn large_vectors_limit_levels() {
         assert_eq!(NodeLayout { dims: 128, m: 16 }.max_level(), Some(MAX_LEVEL));
         assert!(NodeLayout { dims: 1536, m: 16 }.max_level().unwrap() >= 8);
         assert_eq!(NodeLayout { dims: 2000, m: 16 }.max_level(), None);
+    }
+
+    #[test]
+    fn directory_entries_round_trip() {
+        let mut e = DirEntry::new(b"acme-corp").unwrap();
+        assert_eq!(DirEntry::from_bytes(&e.to_bytes()).unwrap(), e);
+        e.entry = Some((node_id(12, 3), 4));
+        e.first_block = 9;
+        e.last_block = 40;
+        e.nodes = 123_456;
+        assert_eq!(DirEntry::from_bytes(&e.to_bytes()).unwrap(), e);
+        let longest = DirEntry::new(&[b'x'; MAX_KEY]).unwrap();
+        assert_eq!(DirEntry::from_bytes(&longest.to_bytes()).unwrap(), longest);
+        assert!(DirEntry::new(&[b'x'; MAX_KEY + 1]).is_none());
+        let mut bad = e.to_bytes();
+        bad[0] = 64;
+        assert!(DirEntry::from_bytes(&bad).is_err());
+    }
+
+    #[test]
+    fn directory_pages_hold_whole_entries_and_ordinals_map_back() {
+        assert!(DIR_HEADER + DIR_ENTRIES_PER_PAGE * DIR_ENTRY_SIZE <= PAGE_ITEM_SPACE);
+        assert!(DIR_ENTRIES_PER_PAGE >= 80);
+        let mut contents = vec![0u8; PAGE_ITEM_SPACE];
+        set_dir_count(&mut contents, 5);
+        assert_eq!(dir_count(&contents), 5);
+        assert_eq!(dir_slot(0).start, DIR_HEADER);
+        assert_eq!(
+            dir_slot(DIR_ENTRIES_PER_PAGE - 1).end,
+            DIR_HEADER + DIR_ENTRIES_PER_PAGE * DIR_ENTRY_SIZE
+        );
+        for o in [0, 1, DIR_ENTRIES_PER_PAGE as TenantOrd, 99_999] {
+            let (page, slot) = ordinal_position(o);
+            assert_eq!(ordinal(page, slot), o);
+        }
+        let sp = special_linked(KIND_NODES, 77);
+        assert_eq!((page_kind(&sp), special_next(&sp)), (Some(KIND_NODES), 77));
+        assert_eq!(special_next(&special(KIND_META)), 0);
     }
 
     #[test]

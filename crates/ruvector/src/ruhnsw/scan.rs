@@ -152,7 +152,7 @@ fn start(scan: pg_sys::IndexScanDesc) {
     }
     s.scan = Some(Scan::new(
         query,
-        0,
+        vec![0],
         gucs::ef_search(),
         gucs::max_scan_tuples(),
     ));

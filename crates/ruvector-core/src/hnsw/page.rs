@@ -697,8 +697,8 @@ mod tests {
 
     #[test]
     fn directory_pages_hold_whole_entries_and_ordinals_map_back() {
-        assert!(DIR_HEADER + DIR_ENTRIES_PER_PAGE * DIR_ENTRY_SIZE <= PAGE_ITEM_SPACE);
-        assert!(DIR_ENTRIES_PER_PAGE >= 80);
+        const { assert!(DIR_HEADER + DIR_ENTRIES_PER_PAGE * DIR_ENTRY_SIZE <= PAGE_ITEM_SPACE) };
+        const { assert!(DIR_ENTRIES_PER_PAGE >= 80) };
         let mut contents = vec![0u8; PAGE_ITEM_SPACE];
         set_dir_count(&mut contents, 5);
         assert_eq!(dir_count(&contents), 5);

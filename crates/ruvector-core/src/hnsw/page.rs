@@ -343,23 +343,41 @@ impl<'a> NodeMut<'a> {
 }
 
 /// The metapage record (block 0, after the page header).
+///
+/// | bytes | field |
+/// |---|---|
+/// | 0..4 | magic |
+/// | 4..8 | format version |
+/// | 8..12 | dimensions (0: not known yet) |
+/// | 12..14 | m |
+/// | 14..16 | ef_construction |
+/// | 16 | metric |
+/// | 17 | 1 when the index's second key column is the tenant column |
+/// | 20..24 | first directory page (0: none yet) |
+/// | 24..28 | directory entries (tenants) |
+/// | 28..32 | exact threshold |
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Meta {
     pub dims: u32,
     pub m: u16,
     pub ef_construction: u16,
     pub metric: Metric,
-    /// The entry point of tenant 0 (the whole index until tenants have a directory).
-    pub entry: Option<(NodeId, u8)>,
-    /// The block new nodes go to first.
-    pub insert_block: u32,
+    /// The index is keyed by tenant (its second column is the table's tenant column);
+    /// otherwise all nodes belong to tenant ordinal 0 with an empty key.
+    pub tenant_key: bool,
+    /// The first page of the tenant directory (0: none yet).
+    pub directory: u32,
+    /// Entries in the directory (the next ordinal).
+    pub tenants: u32,
+    /// Tenants with at most this many nodes are searched exactly.
+    pub exact_threshold: u32,
 }
 
 pub const META_MAGIC: u32 = 0x5256_4857; // "RVHW"
-/// Version 2: cosine indexes store unit vectors.
-pub const META_VERSION: u32 = 2;
+/// Version 3: a tenant directory holds every tenant's entry point and page chain.
+pub const META_VERSION: u32 = 3;
 /// Bytes of the metapage record.
-pub const META_SIZE: usize = 40;
+pub const META_SIZE: usize = 32;
 const NO_ENTRY: u64 = u64::MAX;
 
 impl Meta {
@@ -378,10 +396,10 @@ impl Meta {
         b[12..14].copy_from_slice(&self.m.to_le_bytes());
         b[14..16].copy_from_slice(&self.ef_construction.to_le_bytes());
         b[16] = self.metric.code();
-        let (entry, level) = self.entry.unwrap_or((NO_ENTRY, 0));
-        b[17] = level;
-        b[24..32].copy_from_slice(&entry.to_le_bytes());
-        b[32..36].copy_from_slice(&self.insert_block.to_le_bytes());
+        b[17] = self.tenant_key as u8;
+        b[20..24].copy_from_slice(&self.directory.to_le_bytes());
+        b[24..28].copy_from_slice(&self.tenants.to_le_bytes());
+        b[28..32].copy_from_slice(&self.exact_threshold.to_le_bytes());
         b
     }
 
@@ -401,14 +419,15 @@ impl Meta {
             ));
         }
         let metric = Metric::from_code(b[16]).ok_or_else(|| format!("bad metric {}", b[16]))?;
-        let entry = u64::from_le_bytes(b[24..32].try_into().expect("8 bytes"));
         Ok(Meta {
             dims: u32_at(8),
             m: u16_at(12),
             ef_construction: u16_at(14),
             metric,
-            entry: (entry != NO_ENTRY).then_some((entry, b[17])),
-            insert_block: u32_at(32),
+            tenant_key: b[17] != 0,
+            directory: u32_at(20),
+            tenants: u32_at(24),
+            exact_threshold: u32_at(28),
         })
     }
 }
@@ -723,12 +742,18 @@ mod tests {
             m: 16,
             ef_construction: 64,
             metric: Metric::Cosine,
-            entry: Some((node_id(3, 4), 5)),
-            insert_block: 77,
+            tenant_key: true,
+            directory: 77,
+            tenants: 1000,
+            exact_threshold: 500,
         };
         assert_eq!(Meta::from_bytes(&m.to_bytes()).unwrap(), m);
-        let none = Meta { entry: None, ..m };
-        assert_eq!(Meta::from_bytes(&none.to_bytes()).unwrap(), none);
+        let plain = Meta {
+            tenant_key: false,
+            directory: 0,
+            ..m
+        };
+        assert_eq!(Meta::from_bytes(&plain.to_bytes()).unwrap(), plain);
         let mut bad = m.to_bytes();
         bad[4] = 9;
         assert!(Meta::from_bytes(&bad).unwrap_err().contains("REINDEX"));

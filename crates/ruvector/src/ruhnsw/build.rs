@@ -9,9 +9,10 @@
 
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
-use ruvector_core::hnsw::page::{self as layout, Meta, NodeLayout, NodeMut};
-use ruvector_core::hnsw::{GraphStore, Hnsw, MemoryStore, NodeId, Params};
+use ruvector_core::hnsw::page::{self as layout, DirEntry, Meta, NodeLayout, NodeMut};
+use ruvector_core::hnsw::{GraphStore, Hnsw, MemoryStore, NodeId, Params, TenantOrd};
 
+use super::directory;
 use super::page::{self, Buf};
 use super::store::PageStore;
 use super::{heap_tid, options, vector_arg};
@@ -84,10 +85,30 @@ struct BuildState {
     budget: usize,
     used: usize,
     tuples: f64,
+    /// Tenant keys by ordinal while the graph is in memory.
+    keys: Vec<Vec<u8>>,
+    ordinals: std::collections::HashMap<Vec<u8>, TenantOrd>,
 }
 
 impl BuildState {
-    fn add(&mut self, vector: &[f32], tid: u64) {
+    /// The ordinal of the tenant with `key` in the graph being built.
+    fn ordinal(&mut self, key: &[u8]) -> TenantOrd {
+        if self.disk.is_some() {
+            return directory::find_or_add(self.index, key);
+        }
+        if let Some(&o) = self.ordinals.get(key) {
+            return o;
+        }
+        if key.len() > layout::MAX_KEY {
+            directory::find_or_add(self.index, key); // raises the error
+        }
+        let o = self.keys.len() as TenantOrd;
+        self.keys.push(key.to_vec());
+        self.ordinals.insert(key.to_vec(), o);
+        o
+    }
+
+    fn add(&mut self, vector: &[f32], key: &[u8], tid: u64) {
         let dims = *self.dims.get_or_insert(vector.len());
         if vector.len() != dims {
             errors::vector_error(
@@ -102,15 +123,16 @@ impl BuildState {
             let (params, _) = params_for(self.index, dims);
             self.memory = Some(Hnsw::new(MemoryStore::new(dims), params));
         }
+        let tenant = self.ordinal(key);
         if let Some(h) = &mut self.memory {
-            let id = h.insert(vector, 0, tid);
+            let id = h.insert(vector, tenant, tid);
             let m = h.params().m;
             self.used += MemoryStore::node_bytes(dims, m, h.store().level(id));
             if self.used > self.budget {
                 let h = self.memory.take().expect("in memory");
                 let params = *h.params();
                 let layout = NodeLayout { dims, m };
-                write_graph(self.index, h.into_store(), layout);
+                write_graph(self.index, h.into_store(), layout, &self.keys);
                 let mut disk = Hnsw::new(PageStore::new(self.index, layout), params);
                 disk.reseed(params.seed ^ self.tuples as u64);
                 self.disk = Some(disk);
@@ -121,7 +143,7 @@ impl BuildState {
                 );
             }
         } else if let Some(h) = &mut self.disk {
-            h.insert(vector, 0, tid);
+            h.insert(vector, tenant, tid);
         }
         self.tuples += 1.0;
         progress(pg_sys::PROGRESS_CREATEIDX_TUPLES_DONE, self.tuples as i64);
@@ -145,7 +167,7 @@ unsafe extern "C-unwind" fn build_callback(
             }
             let state = &mut *(state as *mut BuildState);
             let vector = vector_arg(*values);
-            state.add(vector, heap_tid(tid));
+            state.add(vector, b"", heap_tid(tid));
         })
     }
 }
@@ -178,6 +200,8 @@ pub unsafe extern "C-unwind" fn ambuild(
                 budget: pg_sys::maintenance_work_mem as usize * 1024,
                 used: 0,
                 tuples: 0.0,
+                keys: Vec::new(),
+                ordinals: Default::default(),
             };
             progress(pg_sys::PROGRESS_CREATEIDX_SUBPHASE, PHASE_LOAD);
             progress(
@@ -200,7 +224,7 @@ pub unsafe extern "C-unwind" fn ambuild(
                     dims: h.store().dims(),
                     m: h.params().m,
                 };
-                write_graph(index, h.into_store(), layout);
+                write_graph(index, h.into_store(), layout, &state.keys);
             }
             let result = pg_sys::palloc0(std::mem::size_of::<pg_sys::IndexBuildResult>())
                 as *mut pg_sys::IndexBuildResult;
@@ -219,8 +243,10 @@ fn write_empty_meta(index: pg_sys::Relation, fork: pg_sys::ForkNumber::Type, dim
         m: m as u16,
         ef_construction: ef_construction as u16,
         metric: options::metric(index),
-        entry: None,
-        insert_block: 0,
+        tenant_key: false,
+        directory: 0,
+        tenants: 0,
+        exact_threshold: 0,
     };
     // SAFETY: a new, empty fork of an index being built: nobody else reads it; the page is
     // initialized, filled, marked dirty and WAL-logged as a full image.
@@ -244,18 +270,31 @@ fn write_empty_meta(index: pg_sys::Relation, fork: pg_sys::ForkNumber::Type, dim
     }
 }
 
-/// Writes an in-memory graph to new pages after the metapage and points the metapage at it.
-fn write_graph(index: pg_sys::Relation, store: MemoryStore, layout: NodeLayout) {
+/// Writes an in-memory graph to new pages after the metapage: each tenant's nodes on its
+/// own chain of pages, then the tenant directory (`keys[ordinal]` is each tenant's key), and
+/// points the metapage at it.
+fn write_graph(index: pg_sys::Relation, store: MemoryStore, layout: NodeLayout, keys: &[Vec<u8>]) {
     let n = store.len();
     if n == 0 {
         return;
     }
     let first = page::nblocks(index);
-    let ids = layout.pack((0..n as NodeId).map(|id| store.level(id)), first);
+    let nodes: Vec<(TenantOrd, u8)> = (0..n as NodeId)
+        .map(|id| (store.tenant(id), store.level(id)))
+        .collect();
+    let (ids, chains) = layout.pack_by_tenant(&nodes, first);
     let map = |id: NodeId| ids[id as usize];
+    // Node ids in page order, so pages are filled one after the other.
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by_key(|&i| ids[i]);
+    let next_of: std::collections::HashMap<u32, u32> = chains
+        .values()
+        .flat_map(|blocks| blocks.windows(2).map(|w| (w[0], w[1])))
+        .collect();
     let mut bytes = Vec::new();
     let mut current: Option<Buf> = None;
-    for (i, &target) in ids.iter().enumerate() {
+    for i in order {
+        let target = ids[i];
         let (block, offset) = layout::node_position(target);
         if current.as_ref().is_none_or(|b| b.block() != block) {
             if let Some(b) = current.take() {
@@ -265,15 +304,14 @@ fn write_graph(index: pg_sys::Relation, store: MemoryStore, layout: NodeLayout) 
             let b = Buf::extend(index);
             assert_eq!(b.block(), block, "node pages are allocated in order");
             page::init_page(b.page(), layout::KIND_NODES);
+            page::set_next_block(b.page(), next_of.get(&block).copied().unwrap_or(0));
             current = Some(b);
             page::delay_point();
         }
         let id = i as NodeId;
         let level = store.level(id);
         bytes.resize(layout.size(level), 0);
-        let vector = store
-            .with_vector(id, <[f32]>::to_vec)
-            .expect("builds delete nothing");
+        let vector = store.vector(id).expect("builds delete nothing");
         let mut node = NodeMut::init(
             &mut bytes,
             layout,
@@ -294,6 +332,22 @@ fn write_graph(index: pg_sys::Relation, store: MemoryStore, layout: NodeLayout) 
         // SAFETY: the buffer is exclusively locked by `b`.
         unsafe { pg_sys::MarkBufferDirty(b.buffer()) };
     }
+    let entries: Vec<DirEntry> = keys
+        .iter()
+        .enumerate()
+        .map(|(ordinal, key)| {
+            let ordinal = ordinal as TenantOrd;
+            let blocks = chains.get(&ordinal).map(Vec::as_slice).unwrap_or_default();
+            DirEntry {
+                entry: store.entry(ordinal).map(|(node, level)| (map(node), level)),
+                first_block: blocks.first().copied().unwrap_or(0),
+                last_block: blocks.last().copied().unwrap_or(0),
+                nodes: store.tenant_len(ordinal) as u64,
+                ..DirEntry::new(key).expect("tenant keys are checked when added")
+            }
+        })
+        .collect();
+    let dir = directory::write_new(index, &entries);
     let last = page::nblocks(index);
     if page::needs_wal(index) {
         // SAFETY: the pages were written through the buffer manager and are not logged yet.
@@ -301,14 +355,10 @@ fn write_graph(index: pg_sys::Relation, store: MemoryStore, layout: NodeLayout) 
             pg_sys::log_newpage_range(index, pg_sys::ForkNumber::MAIN_FORKNUM, first, last, true)
         };
     }
-    let entry = store
-        .entries()
-        .find(|&(t, _, _)| t == 0)
-        .map(|(_, node, level)| (map(node), level));
     page::update_meta(index, |meta| {
         meta.dims = layout.dims as u32;
-        meta.entry = entry;
-        meta.insert_block = last - 1;
+        meta.directory = dir;
+        meta.tenants = entries.len() as u32;
     });
 }
 

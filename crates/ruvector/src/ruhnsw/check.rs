@@ -13,6 +13,7 @@ use pgrx::PgSqlErrorCode;
 use ruvector_core::hnsw::page::{self as layout, node_id, NodeRef, KIND_NODES};
 use ruvector_core::hnsw::{IdSet, NodeId, TenantOrd};
 
+use super::directory;
 use super::page::{self, Buf, Lock};
 use crate::{errors, fmgr};
 
@@ -62,10 +63,10 @@ fn check(index: pg_sys::Relation) -> Findings {
     };
     let nblocks = page::nblocks(index);
     let mut meta_problems = Vec::new();
-    if meta.insert_block >= nblocks {
+    if meta.directory >= nblocks || (meta.directory == 0) != (meta.tenants == 0) {
         meta_problems.push(format!(
-            "insert block {} is past the end ({nblocks} blocks)",
-            meta.insert_block
+            "directory block {} with {} tenants ({nblocks} blocks)",
+            meta.directory, meta.tenants
         ));
     }
     f.add(
@@ -93,6 +94,7 @@ fn check(index: pg_sys::Relation) -> Findings {
         let pg = buf.page();
         match page::page_kind(pg) {
             Some(KIND_NODES) => {}
+            Some(layout::KIND_DIRECTORY) => continue, // checked below, through the chain
             // SAFETY: a share-locked page.
             None if unsafe { pg_sys::PageIsNew(pg) } => {
                 empty_pages += 1; // extended, then the writer failed before initializing it
@@ -208,32 +210,115 @@ fn check(index: pg_sys::Relation) -> Findings {
         format!("{total_links} links, {to_deleted} to deleted nodes (repaired by the next VACUUM)"),
     );
 
-    // Entry point.
-    let mut entry_problems = Vec::new();
-    let max_level = nodes.values().filter(|n| !n.deleted).map(|n| n.level).max();
-    match (meta.entry, max_level) {
-        (None, Some(_)) => entry_problems.push(format!("no entry point, but {live} live nodes")),
-        (Some((e, level)), _) => match nodes.get(&e) {
-            None => entry_problems.push(format!("entry point {} does not exist", fmt_id(e))),
-            Some(n) if n.deleted => {
-                entry_problems.push(format!("entry point {} is deleted", fmt_id(e)))
-            }
-            Some(n) if n.level != level => entry_problems.push(format!(
-                "entry point {} has level {}, the metapage says {level}",
-                fmt_id(e),
-                n.level
-            )),
-            Some(_) => {}
-        },
-        (None, None) => {}
+    // The directory: every tenant's entry point, page chain and node count.
+    let mut dir_problems = Vec::new();
+    let mut entries = Vec::new();
+    if !meta_problems.is_empty() {
+        dir_problems.push("not read: the metapage is wrong".to_string());
+    } else {
+        directory::for_each(index, |ordinal, e| {
+            entries.push((ordinal, e));
+            true
+        });
     }
+    if entries.len() != meta.tenants as usize && meta_problems.is_empty() {
+        dir_problems.push(format!(
+            "{} entries, the metapage says {}",
+            entries.len(),
+            meta.tenants
+        ));
+    }
+    let mut chained: HashMap<u32, TenantOrd> = HashMap::new();
+    let mut entry_problems = Vec::new();
+    for (ordinal, e) in &entries {
+        let who = format!("tenant {ordinal} ({:?})", String::from_utf8_lossy(&e.key));
+        let mut block = e.first_block;
+        let mut last = 0;
+        while block != 0 {
+            if block >= nblocks || chained.insert(block, *ordinal).is_some() {
+                dir_problems.push(format!(
+                    "{who}: chain reaches block {block} twice or past the end"
+                ));
+                break;
+            }
+            last = block;
+            block = page::next_block(Buf::read(index, block, Lock::Share).page());
+        }
+        if last != e.last_block {
+            dir_problems.push(format!(
+                "{who}: chain ends at {last}, the entry says {}",
+                e.last_block
+            ));
+        }
+        let mine = nodes
+            .iter()
+            .filter(|(_, n)| n.tenant == *ordinal && !n.deleted);
+        let count = mine.clone().count();
+        if count as u64 != e.nodes {
+            dir_problems.push(format!(
+                "{who}: {count} live nodes, the entry says {}",
+                e.nodes
+            ));
+        }
+        let max_level = mine.map(|(_, n)| n.level).max();
+        match (e.entry, max_level) {
+            (None, Some(_)) => {
+                entry_problems.push(format!("{who}: no entry point, but {count} live nodes"))
+            }
+            (Some((node, level)), _) => match nodes.get(&node) {
+                None => entry_problems.push(format!(
+                    "{who}: entry point {} does not exist",
+                    fmt_id(node)
+                )),
+                Some(n) if n.deleted => {
+                    entry_problems.push(format!("{who}: entry point {} is deleted", fmt_id(node)))
+                }
+                Some(n) if n.tenant != *ordinal => entry_problems.push(format!(
+                    "{who}: entry point {} is another tenant's",
+                    fmt_id(node)
+                )),
+                Some(n) if n.level != level => entry_problems.push(format!(
+                    "{who}: entry point {} has level {}, the directory says {level}",
+                    fmt_id(node),
+                    n.level
+                )),
+                Some(_) => {}
+            },
+            (None, None) => {}
+        }
+    }
+    for (&id, n) in &nodes {
+        let (block, _) = layout::node_position(id);
+        match chained.get(&block) {
+            Some(&t) if t == n.tenant => {}
+            Some(&t) => dir_problems.push(format!(
+                "{}: on a page of tenant {t}, not {}",
+                fmt_id(id),
+                n.tenant
+            )),
+            None => dir_problems.push(format!("{}: on a page in no tenant's chain", fmt_id(id))),
+        }
+        if n.tenant as usize >= entries.len() && meta_problems.is_empty() {
+            dir_problems.push(format!("{}: tenant {} has no entry", fmt_id(id), n.tenant));
+        }
+    }
+    f.add(
+        "directory",
+        &dir_problems,
+        format!(
+            "{} tenants, {} node pages in their chains",
+            entries.len(),
+            chained.len()
+        ),
+    );
     f.add(
         "entry point",
         &entry_problems,
-        match meta.entry {
-            Some((e, l)) => format!("{} at level {l}", fmt_id(e)),
-            None => "none (empty index)".into(),
-        },
+        format!(
+            "{} of {} tenants have one",
+            entries.iter().filter(|(_, e)| e.entry.is_some()).count(),
+            entries.len()
+        ),
     );
     f.add(
         "erasure",
@@ -241,12 +326,12 @@ fn check(index: pg_sys::Relation) -> Findings {
         format!("{deleted} deleted nodes hold no vector bytes or links"),
     );
 
-    // Reachability on layer 0.
+    // Reachability on layer 0, within each tenant's graph from its entry point.
     let mut reached = IdSet::default();
-    if let Some((e, _)) = meta.entry {
-        if nodes.get(&e).is_some_and(|n| !n.deleted) {
-            let mut stack = vec![e];
-            reached.insert(e);
+    for (_, e) in &entries {
+        let Some((start, _)) = e.entry else { continue };
+        if nodes.get(&start).is_some_and(|n| !n.deleted) && reached.insert(start) {
+            let mut stack = vec![start];
             while let Some(n) = stack.pop() {
                 for &t in nodes.get(&n).map_or(&[][..], |n| &n.links[0][..]) {
                     if nodes.get(&t).is_some_and(|x| !x.deleted) && reached.insert(t) {
@@ -261,7 +346,7 @@ fn check(index: pg_sys::Relation) -> Findings {
         "reachability",
         unreachable == 0,
         format!(
-            "{} of {live} live nodes reachable from the entry point",
+            "{} of {live} live nodes reachable from their tenant's entry point",
             reached.len().min(live)
         ),
     ));

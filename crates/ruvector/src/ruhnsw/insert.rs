@@ -71,7 +71,8 @@ pub unsafe extern "C-unwind" fn aminsert(
                 );
             }
             graph.reseed(next_seed());
-            graph.insert(vector, 0, heap_tid(tid));
+            let tenant = super::directory::find_or_add(index, b"");
+            graph.insert(vector, tenant, heap_tid(tid));
             false
         })
     }

@@ -8,6 +8,7 @@
 pub mod build;
 pub mod check;
 pub mod cost;
+pub mod directory;
 pub mod insert;
 pub mod options;
 pub mod page;

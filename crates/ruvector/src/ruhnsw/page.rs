@@ -206,6 +206,37 @@ pub fn init_page(page: pg_sys::Page, kind: u8) {
     }
 }
 
+/// The special area of `page`.
+///
+/// # Safety
+/// `page` is an initialized `ruhnsw` page, locked (or a registered image) while the slice
+/// is used.
+unsafe fn special_area<'a>(page: pg_sys::Page) -> &'a mut [u8] {
+    // SAFETY: guaranteed by the caller; the special area has SPECIAL_SIZE bytes.
+    unsafe {
+        std::slice::from_raw_parts_mut(
+            pg_sys::PageGetSpecialPointer(page) as *mut u8,
+            layout::SPECIAL_SIZE,
+        )
+    }
+}
+
+/// The next block of `page`'s chain (a tenant's node pages, or the directory); 0 at the end.
+pub fn next_block(page: pg_sys::Page) -> u32 {
+    if page_kind(page).is_none() {
+        return 0;
+    }
+    // SAFETY: a locked ruhnsw page.
+    layout::special_next(unsafe { special_area(page) })
+}
+
+/// Links `page` (an image we may write) to `next` in its chain.
+pub fn set_next_block(page: pg_sys::Page, next: u32) {
+    let kind = page_kind(page).expect("a ruhnsw page");
+    // SAFETY: an initialized ruhnsw page image we may write.
+    unsafe { special_area(page) }.copy_from_slice(&layout::special_linked(kind, next));
+}
+
 /// The `ruhnsw` page kind of `page`, if it is one.
 pub fn page_kind(page: pg_sys::Page) -> Option<u8> {
     // SAFETY: `page` is a locked page; a zeroed (new) page has special size 0.

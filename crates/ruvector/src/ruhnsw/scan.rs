@@ -150,9 +150,10 @@ fn start(scan: pg_sys::IndexScanDesc) {
             None,
         );
     }
+    let tenants: Vec<_> = super::directory::find(index, b"").into_iter().collect();
     s.scan = Some(Scan::new(
         query,
-        vec![0],
+        tenants,
         gucs::ef_search(),
         gucs::max_scan_tuples(),
     ));

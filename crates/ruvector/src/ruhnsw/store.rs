@@ -9,10 +9,11 @@
 
 use pgrx::pg_sys;
 use ruvector_core::hnsw::page::{
-    self as layout, node_id, node_position, NodeLayout, NodeMut, NodeRef,
+    self as layout, node_id, node_position, DirEntry, NodeLayout, NodeMut, NodeRef,
 };
 use ruvector_core::hnsw::{GraphStore, NodeId, TenantOrd};
 
+use super::directory;
 use super::page::{self, Buf, Lock, WalRecord};
 use crate::errors;
 
@@ -98,54 +99,104 @@ impl PageStore {
     pub fn for_each_node(&self, mut f: impl FnMut(NodeId, NodeRef<'_>)) {
         for block in 1..page::nblocks(self.index) {
             page::delay_point();
-            let buf = Buf::read(self.index, block, Lock::Share);
-            let pg = buf.page();
-            if !page::is_node_page(pg) {
-                continue; // a page being added by an extension that crashed: empty
-            }
-            // SAFETY: the page is share-locked.
-            let max = unsafe { page::max_offset(pg) };
-            for offset in 1..=max {
-                // SAFETY: the page is share-locked while the item is used.
-                if let Some(bytes) = unsafe { page::item(pg, offset) } {
-                    match NodeRef::new(bytes, self.layout) {
-                        Ok(node) => f(node_id(block, offset), node),
-                        Err(e) => self.bad_node(block, offset, e),
-                    }
+            self.nodes_on_page(block, &mut f);
+        }
+    }
+
+    /// Calls `f` for every node on `block` (nothing for other kinds of pages).
+    fn nodes_on_page(&self, block: u32, f: &mut impl FnMut(NodeId, NodeRef<'_>)) {
+        let buf = Buf::read(self.index, block, Lock::Share);
+        let pg = buf.page();
+        if !page::is_node_page(pg) {
+            return; // the directory, or a page being added by a backend that crashed
+        }
+        // SAFETY: the page is share-locked.
+        let max = unsafe { page::max_offset(pg) };
+        for offset in 1..=max {
+            // SAFETY: the page is share-locked while the item is used.
+            if let Some(bytes) = unsafe { page::item(pg, offset) } {
+                match NodeRef::new(bytes, self.layout) {
+                    Ok(node) => f(node_id(block, offset), node),
+                    Err(e) => self.bad_node(block, offset, e),
                 }
             }
         }
     }
 
-    /// Adds a node tuple; tries the insert page first, then a new page.
-    fn add_node(&self, bytes: &[u8]) -> NodeId {
-        let hint = page::read_meta(self.index).insert_block;
-        if hint != 0 {
-            let buf = Buf::read(self.index, hint, Lock::Exclusive);
-            if page::is_node_page(buf.page())
-                && page::free_space(buf.page()) >= bytes.len().next_multiple_of(8)
+    /// Calls `f` for every node of `tenant`, following the tenant's chain of pages.
+    pub fn for_each_tenant_node(&self, tenant: TenantOrd, mut f: impl FnMut(NodeId, NodeRef<'_>)) {
+        let mut block = directory::get(self.index, tenant).first_block;
+        while block != 0 {
+            self.nodes_on_page(block, &mut f);
+            block = page::next_block(Buf::read(self.index, block, Lock::Share).page());
+        }
+    }
+
+    /// Adds a node tuple of `tenant` on the tenant's insert page, or on a new page linked to
+    /// the end of the tenant's chain. The tenant's directory page is held exclusively
+    /// meanwhile (its entry names the insert page and counts the nodes), so two inserts of
+    /// one tenant never extend its chain at once; the lock order is directory page, then
+    /// node pages.
+    fn add_node(&self, tenant: TenantOrd, bytes: &[u8]) -> NodeId {
+        let meta = page::read_meta(self.index);
+        let (n, slot) = layout::ordinal_position(tenant);
+        let dir = directory::block_of(self.index, &meta, n);
+        let dir_buf = Buf::read(self.index, dir, Lock::Exclusive);
+        let entry = directory::read_slot(self.index, dir_buf.page(), slot);
+        let mut rec = WalRecord::start(self.index);
+        if entry.last_block != 0 {
+            let last = Buf::read(self.index, entry.last_block, Lock::Exclusive);
+            if page::is_node_page(last.page())
+                && page::free_space(last.page()) >= bytes.len().next_multiple_of(8)
             {
-                let mut rec = WalRecord::start(self.index);
-                let image = rec.register(&buf, false);
+                let image = rec.register(&last, false);
                 if let Some(offset) = page::add_item(image, bytes) {
+                    let d = rec.register(&dir_buf, false);
+                    directory::write_slot(
+                        d,
+                        slot,
+                        &DirEntry {
+                            nodes: entry.nodes + 1,
+                            ..entry
+                        },
+                    );
                     rec.finish();
-                    return node_id(hint, offset);
+                    return node_id(entry.last_block, offset);
                 }
             }
+            // Full: a new page follows it.
+            let new = Buf::extend(self.index);
+            let block = new.block();
+            let image = rec.register(&new, true);
+            page::init_page(image, layout::KIND_NODES);
+            let offset = page::add_item(image, bytes).expect("a node fits on an empty page");
+            let prev = rec.register(&last, false);
+            page::set_next_block(prev, block);
+            let d = rec.register(&dir_buf, false);
+            let updated = DirEntry {
+                last_block: block,
+                nodes: entry.nodes + 1,
+                ..entry
+            };
+            directory::write_slot(d, slot, &updated);
+            rec.finish();
+            return node_id(block, offset);
         }
-        let buf = Buf::extend(self.index);
-        let block = buf.block();
-        let mut rec = WalRecord::start(self.index);
-        let image = rec.register(&buf, true);
+        // The tenant's first page.
+        let new = Buf::extend(self.index);
+        let block = new.block();
+        let image = rec.register(&new, true);
         page::init_page(image, layout::KIND_NODES);
         let offset = page::add_item(image, bytes).expect("a node fits on an empty page");
+        let d = rec.register(&dir_buf, false);
+        let updated = DirEntry {
+            first_block: block,
+            last_block: block,
+            nodes: entry.nodes + 1,
+            ..entry
+        };
+        directory::write_slot(d, slot, &updated);
         rec.finish();
-        drop(buf);
-        page::update_meta(self.index, |meta| {
-            if meta.insert_block < block {
-                meta.insert_block = block;
-            }
-        });
         node_id(block, offset)
     }
 }
@@ -221,29 +272,29 @@ impl GraphStore for PageStore {
     fn push(&mut self, vector: &[f32], tenant: TenantOrd, level: u8, payload: u64) -> NodeId {
         let mut bytes = vec![0u8; self.layout.size(level)];
         NodeMut::init(&mut bytes, self.layout, payload, tenant, level, vector);
-        self.add_node(&bytes)
+        self.add_node(tenant, &bytes)
     }
 
     fn payload(&self, id: NodeId) -> u64 {
         self.with_node(id, |node| node.heap_tid())
     }
 
-    fn entry(&self, _tenant: TenantOrd) -> Option<(NodeId, u8)> {
-        page::read_meta(self.index).entry
+    fn entry(&self, tenant: TenantOrd) -> Option<(NodeId, u8)> {
+        directory::get(self.index, tenant).entry
     }
 
-    fn offer_entry(&mut self, _tenant: TenantOrd, node: NodeId, level: u8) -> Option<(NodeId, u8)> {
-        page::update_meta(self.index, |meta| {
-            let before = meta.entry;
+    fn offer_entry(&mut self, tenant: TenantOrd, node: NodeId, level: u8) -> Option<(NodeId, u8)> {
+        directory::update(self.index, tenant, |e| {
+            let before = e.entry;
             if before.is_none_or(|(_, l)| level > l) {
-                meta.entry = Some((node, level));
+                e.entry = Some((node, level));
             }
             before
         })
     }
 
-    fn set_entry(&mut self, _tenant: TenantOrd, entry: Option<(NodeId, u8)>) {
-        page::update_meta(self.index, |meta| meta.entry = entry);
+    fn set_entry(&mut self, tenant: TenantOrd, entry: Option<(NodeId, u8)>) {
+        directory::update(self.index, tenant, |e| e.entry = entry);
     }
 
     fn delete(&mut self, id: NodeId) {
@@ -253,8 +304,8 @@ impl GraphStore for PageStore {
 
     fn tenant_nodes(&self, tenant: TenantOrd) -> Vec<NodeId> {
         let mut ids = Vec::new();
-        self.for_each_node(|id, node| {
-            if node.tenant() == tenant && !node.deleted() {
+        self.for_each_tenant_node(tenant, |id, node| {
+            if !node.deleted() {
                 ids.push(id);
             }
         });
@@ -262,6 +313,6 @@ impl GraphStore for PageStore {
     }
 
     fn tenant_len(&self, tenant: TenantOrd) -> usize {
-        self.tenant_nodes(tenant).len()
+        directory::get(self.index, tenant).nodes as usize
     }
 }

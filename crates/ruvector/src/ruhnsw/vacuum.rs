@@ -12,6 +12,7 @@ use pgrx::pg_sys;
 use ruvector_core::hnsw::page::node_position;
 use ruvector_core::hnsw::{GraphStore, IdSet, NodeId, TenantOrd};
 
+use super::directory;
 use super::open_graph;
 use super::page;
 
@@ -47,6 +48,7 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
             // Pass 1: classify.
             let mut dead = IdSet::default();
             let mut newly_dead: Vec<NodeId> = Vec::new();
+            let mut removed: BTreeMap<TenantOrd, u64> = BTreeMap::new();
             let mut live: Vec<NodeId> = Vec::new();
             let mut best: BTreeMap<TenantOrd, (NodeId, u8)> = BTreeMap::new();
             graph.store().for_each_node(|id, node| {
@@ -59,6 +61,7 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
                 if callback(&mut tid, callback_state) {
                     dead.insert(id);
                     newly_dead.push(id);
+                    *removed.entry(node.tenant()).or_default() += 1;
                     (*stats).tuples_removed += 1.0;
                 } else {
                     live.push(id);
@@ -73,7 +76,7 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
                 return stats;
             }
 
-            // Pass 2: repair the lists that name dead nodes, then the entry point.
+            // Pass 2: repair the lists that name dead nodes, then the entry points.
             let is_dead = |id: NodeId| dead.contains(&id);
             for (i, &id) in live.iter().enumerate() {
                 if i % 64 == 0 {
@@ -81,9 +84,13 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
                 }
                 graph.repair(id, &is_dead);
             }
-            let entry = graph.store().entry(0);
-            if entry.is_none_or(|(e, _)| dead.contains(&e)) {
-                graph.store_mut().set_entry(0, best.get(&0).copied());
+            for &tenant in removed.keys() {
+                let entry = graph.store().entry(tenant);
+                if entry.is_none_or(|(e, _)| dead.contains(&e)) {
+                    graph
+                        .store_mut()
+                        .set_entry(tenant, best.get(&tenant).copied());
+                }
             }
 
             // Pass 3: delete (zero) the dead nodes, page by page.
@@ -95,6 +102,9 @@ pub unsafe extern "C-unwind" fn ambulkdelete(
             for (block, offsets) in by_page {
                 page::delay_point();
                 graph.store().delete_on_page(block, &offsets);
+            }
+            for (tenant, n) in removed {
+                directory::update(index, tenant, |e| e.nodes = e.nodes.saturating_sub(n));
             }
             stats
         })

@@ -20,6 +20,13 @@ CREATE OPERATOR CLASS vector_l1_ops FOR TYPE vector USING ruhnsw AS
     OPERATOR 1 <+> (vector, vector) FOR ORDER BY float_ops,
     FUNCTION 1 l1_distance(vector, vector);
 
+-- The tenant column of a tenant-keyed index (its second key column): equality only, so that
+-- `WHERE tenant_id = ...` reaches the index. On a table registered with
+-- ruvector_enable_tenant_rls, CREATE INDEX ... USING ruhnsw (vec opclass) adds the tenant
+-- column itself.
+CREATE OPERATOR CLASS ruhnsw_tenant_ops DEFAULT FOR TYPE text USING ruhnsw AS
+    OPERATOR 1 = (text, text);
+
 CREATE FUNCTION ruvector_index_check(index regclass, OUT "check" text, OUT ok boolean, OUT detail text)
     RETURNS SETOF record
     AS 'MODULE_PATHNAME', 'rv_index_check' LANGUAGE C VOLATILE STRICT;

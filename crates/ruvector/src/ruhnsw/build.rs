@@ -158,16 +158,19 @@ unsafe extern "C-unwind" fn build_callback(
     _alive: bool,
     state: *mut std::ffi::c_void,
 ) {
-    // SAFETY: PostgreSQL calls this with the BuildState pointer we passed, and one key
-    // column; the guard turns Rust panics into errors.
+    // SAFETY: PostgreSQL calls this with the BuildState pointer we passed and the index's
+    // key columns; the guard turns Rust panics into errors.
     unsafe {
         pgrx::pg_sys::submodules::panic::pgrx_extern_c_guard(|| {
             if *isnull {
                 return;
             }
             let state = &mut *(state as *mut BuildState);
+            let Some(tenant) = super::tuple_tenant(state.index, values, isnull) else {
+                return;
+            };
             let vector = vector_arg(*values);
-            state.add(vector, b"", heap_tid(tid));
+            state.add(vector, &tenant, heap_tid(tid));
         })
     }
 }
@@ -243,7 +246,7 @@ fn write_empty_meta(index: pg_sys::Relation, fork: pg_sys::ForkNumber::Type, dim
         m: m as u16,
         ef_construction: ef_construction as u16,
         metric: options::metric(index),
-        tenant_key: false,
+        tenant_key: super::tenant_keyed(index),
         directory: 0,
         tenants: 0,
         exact_threshold: 0,

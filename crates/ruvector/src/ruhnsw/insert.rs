@@ -39,13 +39,16 @@ pub unsafe extern "C-unwind" fn aminsert(
     _unchanged: bool,
     _info: *mut pg_sys::IndexInfo,
 ) -> bool {
-    // SAFETY: PostgreSQL's insert protocol: one key column, a valid heap TID; the guard
+    // SAFETY: PostgreSQL's insert protocol: the index's key columns, a valid heap TID; the guard
     // turns panics into errors.
     unsafe {
         pgrx::pg_sys::submodules::panic::pgrx_extern_c_guard(|| {
             if *isnull {
                 return false; // NULL vectors are not indexed
             }
+            let Some(tenant_key) = super::tuple_tenant(index, values, isnull) else {
+                return false; // a NULL tenant: no tenant can see the row
+            };
             let vector = vector_arg(*values);
             let mut graph = match open_graph(index) {
                 Some(g) => g,
@@ -71,7 +74,7 @@ pub unsafe extern "C-unwind" fn aminsert(
                 );
             }
             graph.reseed(next_seed());
-            let tenant = super::directory::find_or_add(index, b"");
+            let tenant = super::directory::find_or_add(index, &tenant_key);
             graph.insert(vector, tenant, heap_tid(tid));
             false
         })

@@ -55,6 +55,45 @@ pub unsafe fn vector_arg<'a>(datum: pg_sys::Datum) -> &'a [f32] {
     unsafe { crate::vector::from_datum(datum) }
 }
 
+/// Whether the index is keyed by tenant: its second key column holds the tenant id.
+pub fn tenant_keyed(index: pg_sys::Relation) -> bool {
+    // SAFETY: an open index relation has its pg_index row.
+    unsafe { (*(*index).rd_index).indnkeyatts >= 2 }
+}
+
+/// The tenant key of an index tuple: the second column's text for a tenant-keyed index, the
+/// empty key otherwise; `None` when the tenant is NULL (such rows are not indexed: no tenant
+/// can see them).
+///
+/// # Safety
+/// `values` and `isnull` have the index's key columns.
+pub unsafe fn tuple_tenant(
+    index: pg_sys::Relation,
+    values: *const pg_sys::Datum,
+    isnull: *const bool,
+) -> Option<Vec<u8>> {
+    if !tenant_keyed(index) {
+        return Some(Vec::new());
+    }
+    // SAFETY: guaranteed by the caller: column 2 exists and is text.
+    unsafe {
+        if *isnull.add(1) {
+            return None;
+        }
+        Some(text_bytes(*values.add(1)))
+    }
+}
+
+/// The bytes of a non-null `text` datum.
+///
+/// # Safety
+/// `datum` is a non-null text.
+pub unsafe fn text_bytes(datum: pg_sys::Datum) -> Vec<u8> {
+    // SAFETY: guaranteed by the caller.
+    let s: String = unsafe { pgrx::FromDatum::from_datum(datum, false) }.expect("not null");
+    s.into_bytes()
+}
+
 /// The graph of an index as stored on its pages; `None` while the index has no dimensions
 /// yet (created on an empty table without `vector(n)`).
 pub fn open_graph(index: pg_sys::Relation) -> Option<Hnsw<PageStore>> {
@@ -86,6 +125,7 @@ pg_fn! {
             r.amstrategies = 0;
             r.amsupport = 1;
             r.amcanorderbyop = true;
+            r.amcanmulticol = true;
             r.amoptionalkey = true;
             r.amusemaintenanceworkmem = true;
             r.amparallelvacuumoptions = pg_sys::VACUUM_OPTION_PARALLEL_BULKDEL as u8;

@@ -13,9 +13,11 @@
 
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
-use ruvector_core::hnsw::{GraphStore, Hnsw, Scan};
+use ruvector_core::hnsw::{GraphStore, Hnsw, Scan, TenantOrd};
 use ruvector_core::VectorError;
+use ruvector_tenancy::tenant_id::TenantContext;
 
+use super::directory;
 use super::store::PageStore;
 use super::{open_graph, set_heap_tid, vector_arg};
 use crate::{errors, gucs};
@@ -150,7 +152,7 @@ fn start(scan: pg_sys::IndexScanDesc) {
             None,
         );
     }
-    let tenants: Vec<_> = super::directory::find(index, b"").into_iter().collect();
+    let tenants = tenants_to_search(scan, index);
     s.scan = Some(Scan::new(
         query,
         tenants,
@@ -158,6 +160,73 @@ fn start(scan: pg_sys::IndexScanDesc) {
         gucs::max_scan_tuples(),
     ));
     s.graph = Some(graph);
+}
+
+/// The tenants a scan searches. An index without a tenant column has one. A tenant-keyed
+/// index confines every scan to the session's tenant (`ruvector.tenant_id`) by itself, even
+/// on a table whose row-level security was turned off: a `tenant_id = ...` condition for
+/// another tenant finds nothing; without a tenant context the scan is refused (28000);
+/// under `'*'` (administrators only) it searches the tenant the condition names, or all.
+fn tenants_to_search(scan: pg_sys::IndexScanDesc, index: pg_sys::Relation) -> Vec<TenantOrd> {
+    if !super::tenant_keyed(index) {
+        return directory::find(index, b"").into_iter().collect();
+    }
+    // The tenant the conditions name (at most one: `a = x AND a = y` with x <> y is empty).
+    let mut named: Option<Vec<u8>> = None;
+    // SAFETY: keyData has numberOfKeys initialized keys (copied in amrescan); a key on the
+    // tenant column compares it with a text value unless the NULL flag is set.
+    unsafe {
+        for i in 0..(*scan).numberOfKeys as usize {
+            let key = &*(*scan).keyData.add(i);
+            if key.sk_attno != 2 {
+                continue;
+            }
+            if key.sk_flags & pg_sys::SK_ISNULL as i32 != 0 {
+                return Vec::new();
+            }
+            let value = super::text_bytes(key.sk_argument);
+            if named.as_ref().is_some_and(|n| *n != value) {
+                return Vec::new();
+            }
+            named = Some(value);
+        }
+    }
+    match gucs::tenant_context() {
+        TenantContext::Tenant(t) => {
+            if named.is_some_and(|n| n != t.as_bytes()) {
+                return Vec::new();
+            }
+            directory::find(index, t.as_bytes()).into_iter().collect()
+        }
+        TenantContext::All => {
+            if !crate::tenancy::context::is_admin() {
+                errors::index_error(
+                    PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+                    "the tenant context \"*\" is for members of ruvector_admin".into(),
+                    None,
+                );
+            }
+            match named {
+                Some(n) => directory::find(index, &n).into_iter().collect(),
+                None => {
+                    let mut all = Vec::new();
+                    directory::for_each(index, |ordinal, _| {
+                        all.push(ordinal);
+                        true
+                    });
+                    all
+                }
+            }
+        }
+        TenantContext::None => errors::index_error(
+            PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
+            format!(
+                "no tenant context for a search of the tenant-keyed index \"{}\"",
+                super::page::rel_name(index)
+            ),
+            Some("SET ruvector.tenant_id to a tenant id (or '*' as an administrator)."),
+        ),
+    }
 }
 
 /// `amgettuple`.

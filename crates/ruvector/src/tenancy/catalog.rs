@@ -154,6 +154,12 @@ pub fn is_tenant_table(relid: pg_sys::Oid) -> bool {
     CACHE.with(|c| c.borrow().tables.contains_key(&relid))
 }
 
+/// The tenant column of a registered tenant table.
+pub fn tenant_column(relid: pg_sys::Oid) -> Option<String> {
+    ensure_cache();
+    CACHE.with(|c| c.borrow().tables.get(&relid).map(|(_, col)| col.clone()))
+}
+
 /// Whether any login role of this database is bound to a tenant.
 pub fn has_bindings() -> bool {
     ensure_cache();

@@ -185,6 +185,13 @@ pub unsafe extern "C-unwind" fn ambuild(
     // is empty. The guard turns panics into errors.
     unsafe {
         pgrx::pg_sys::submodules::panic::pgrx_extern_c_guard(|| {
+            if (*(*index).rd_index).indnkeyatts > 2 {
+                errors::index_error(
+                    PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                    "a ruhnsw index has at most two key columns: the vector and the tenant".into(),
+                    Some("Index the vector, optionally followed by the tenant column."),
+                );
+            }
             if page::nblocks(index) != 0 {
                 pgrx::error!("index \"{}\" already contains data", page::rel_name(index));
             }

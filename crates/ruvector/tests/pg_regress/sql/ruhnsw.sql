@@ -84,6 +84,7 @@ CREATE TABLE hnsw_wide (v vector(2000));
 CREATE INDEX ON hnsw_wide USING ruhnsw (v);
 CREATE INDEX ON hnsw_items USING ruhnsw (id);
 CREATE INDEX ON hnsw_items USING ruhnsw (v, id);
+CREATE INDEX ON hnsw_items USING ruhnsw (v, (id::text), (id::text || 'x'));
 SET enable_seqscan = off;
 SELECT id FROM hnsw_items ORDER BY v <-> '[1,2]' LIMIT 1;
 RESET enable_seqscan;

@@ -21,6 +21,7 @@ TENANTS = 30
 # Zipf-like sizes from 6,000 down to a handful of rows.
 SIZES = [max(3, int(6000 / (i + 1) ** 1.6)) for i in range(TENANTS)]
 TOPICS = 40
+EXACT_THRESHOLD = 1000  # the reloption's default
 
 
 def embeddings(n, rng, topics):
@@ -144,10 +145,30 @@ def test_every_tenant_gets_full_recall_and_k_rows(data):
                 assert {r[1] for r in got} == {t}, "only the tenant's own rows"
                 want = cosine_top(vecs, ids, q, 10)
                 hits += len({r[0] for r in got} & set(want))
+                if len(ids) <= EXACT_THRESHOLD:
+                    assert {r[0] for r in got} == set(want), "small tenants are searched exactly"
             recall = hits / (len(queries) * min(10, len(ids)))
             worst = min(worst, recall)
             assert recall >= 0.95, (t, len(ids), recall)
     assert worst >= 0.95
+
+
+def test_small_tenants_through_their_graph_when_the_threshold_is_zero(data):
+    rng = np.random.default_rng(11)
+    with superuser() as su:
+        su.execute("ALTER INDEX docs_vec SET (exact_threshold = 0)")
+        try:
+            for t in ("t5", "t20", "t29"):
+                ids, vecs = data[t]
+                with app(t) as c:
+                    hits = 0
+                    for q in embeddings(3, rng, tenant_topics(int(t[1:]))):
+                        got = search(c, q)
+                        assert len(got) == min(10, len(ids)) and {r[1] for r in got} == {t}
+                        hits += len({r[0] for r in got} & set(cosine_top(vecs, ids, q, 10)))
+                    assert hits / (3 * min(10, len(ids))) >= 0.9, t
+        finally:
+            su.execute("ALTER INDEX docs_vec RESET (exact_threshold)")
 
 
 def test_the_index_confines_searches_without_row_level_security(data):

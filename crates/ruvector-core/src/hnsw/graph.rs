@@ -388,15 +388,22 @@ impl<S: GraphStore> Hnsw<S> {
     /// The exact `k` nearest live nodes of `tenant`, nearest first.
     pub fn exact(&self, q: &[f32], tenant: TenantOrd, k: usize) -> Vec<Scored> {
         let q = &*self.params.metric.prepare(q);
-        let mut all: Vec<Scored> = self
-            .store
-            .tenant_nodes(tenant)
-            .into_iter()
-            .filter_map(|id| self.scored(q, id))
-            .collect();
-        all.sort();
-        all.truncate(k);
-        all
+        let metric = self.params.metric;
+        // The k best so far, worst on top.
+        let mut best: BinaryHeap<Scored> = BinaryHeap::with_capacity(k + 1);
+        self.store.for_each_tenant_vector(tenant, |id, v| {
+            let s = Scored {
+                dist: metric.prepared_distance(q, v),
+                id,
+            };
+            if best.len() < k || best.peek().is_some_and(|w| s < *w) {
+                best.push(s);
+                if best.len() > k {
+                    best.pop();
+                }
+            }
+        });
+        best.into_sorted_vec()
     }
 
     /// Repairs node `id`'s lists before the nodes for which `dead` holds are deleted: every

@@ -355,7 +355,6 @@ impl<'a> NodeMut<'a> {
 /// | 17 | 1 when the index's second key column is the tenant column |
 /// | 20..24 | first directory page (0: none yet) |
 /// | 24..28 | directory entries (tenants) |
-/// | 28..32 | exact threshold |
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Meta {
     pub dims: u32,
@@ -369,8 +368,6 @@ pub struct Meta {
     pub directory: u32,
     /// Entries in the directory (the next ordinal).
     pub tenants: u32,
-    /// Tenants with at most this many nodes are searched exactly.
-    pub exact_threshold: u32,
 }
 
 pub const META_MAGIC: u32 = 0x5256_4857; // "RVHW"
@@ -399,7 +396,6 @@ impl Meta {
         b[17] = self.tenant_key as u8;
         b[20..24].copy_from_slice(&self.directory.to_le_bytes());
         b[24..28].copy_from_slice(&self.tenants.to_le_bytes());
-        b[28..32].copy_from_slice(&self.exact_threshold.to_le_bytes());
         b
     }
 
@@ -427,7 +423,6 @@ impl Meta {
             tenant_key: b[17] != 0,
             directory: u32_at(20),
             tenants: u32_at(24),
-            exact_threshold: u32_at(28),
         })
     }
 }
@@ -745,7 +740,6 @@ mod tests {
             tenant_key: true,
             directory: 77,
             tenants: 1000,
-            exact_threshold: 500,
         };
         assert_eq!(Meta::from_bytes(&m.to_bytes()).unwrap(), m);
         let plain = Meta {

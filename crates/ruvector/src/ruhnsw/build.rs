@@ -256,7 +256,6 @@ fn write_empty_meta(index: pg_sys::Relation, fork: pg_sys::ForkNumber::Type, dim
         tenant_key: super::tenant_keyed(index),
         directory: 0,
         tenants: 0,
-        exact_threshold: 0,
     };
     // SAFETY: a new, empty fork of an index being built: nobody else reads it; the page is
     // initialized, filled, marked dirty and WAL-logged as a full image.

@@ -109,6 +109,10 @@ pub fn open_graph(index: pg_sys::Relation) -> Option<Hnsw<PageStore>> {
         meta.ef_construction as usize,
         meta.metric,
     );
+    let params = ruvector_core::hnsw::Params {
+        exact_threshold: options::exact_threshold(index),
+        ..params
+    };
     Some(Hnsw::new(PageStore::new(index, layout), params))
 }
 

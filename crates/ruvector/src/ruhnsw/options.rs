@@ -15,6 +15,8 @@ pub const M_MAX: i32 = 100;
 pub const EF_CONSTRUCTION_DEFAULT: i32 = 64;
 pub const EF_CONSTRUCTION_MIN: i32 = 4;
 pub const EF_CONSTRUCTION_MAX: i32 = 1000;
+pub const EXACT_THRESHOLD_DEFAULT: i32 = 1000;
+pub const EXACT_THRESHOLD_MAX: i32 = 1_000_000;
 
 /// The parsed reloptions, as `build_reloptions` fills them.
 #[repr(C)]
@@ -22,6 +24,7 @@ struct RelOptions {
     vl_len_: i32,
     m: i32,
     ef_construction: i32,
+    exact_threshold: i32,
 }
 
 static KIND: AtomicU32 = AtomicU32::new(0);
@@ -50,6 +53,16 @@ pub fn init() {
             EF_CONSTRUCTION_MAX,
             pg_sys::AccessExclusiveLock as pg_sys::LOCKMODE,
         );
+        // A search setting only: takes effect at once, without a rebuild.
+        pg_sys::add_int_reloption(
+            kind,
+            c"exact_threshold".as_ptr(),
+            c"Tenants with at most this many vectors are searched exactly".as_ptr(),
+            EXACT_THRESHOLD_DEFAULT,
+            0,
+            EXACT_THRESHOLD_MAX,
+            pg_sys::ShareUpdateExclusiveLock as pg_sys::LOCKMODE,
+        );
     }
 }
 
@@ -73,6 +86,10 @@ pub unsafe extern "C-unwind" fn amoptions(
         int_option(
             c"ef_construction",
             std::mem::offset_of!(RelOptions, ef_construction),
+        ),
+        int_option(
+            c"exact_threshold",
+            std::mem::offset_of!(RelOptions, exact_threshold),
         ),
     ];
     // SAFETY: the table describes RelOptions; build_reloptions pallocs and fills it, or
@@ -110,6 +127,21 @@ pub fn of(index: pg_sys::Relation) -> (usize, usize) {
         );
     }
     (m as usize, ef as usize)
+}
+
+/// The `exact_threshold` of an index: tenants with at most this many live vectors are
+/// answered by an exact scan of their own pages.
+pub fn exact_threshold(index: pg_sys::Relation) -> usize {
+    // SAFETY: rd_options is NULL or the RelOptions amoptions returned.
+    let t = unsafe {
+        let opts = (*index).rd_options as *const RelOptions;
+        if opts.is_null() {
+            EXACT_THRESHOLD_DEFAULT
+        } else {
+            (*opts).exact_threshold
+        }
+    };
+    t.max(0) as usize
 }
 
 /// The metric of the index's operator class, from its distance support function.

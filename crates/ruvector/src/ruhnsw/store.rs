@@ -302,6 +302,17 @@ impl GraphStore for PageStore {
         self.delete_on_page(block, &[offset]);
     }
 
+    fn for_each_tenant_vector(&self, tenant: TenantOrd, mut f: impl FnMut(NodeId, &[f32])) {
+        self.for_each_tenant_node(tenant, |id, node| {
+            if !node.deleted() {
+                f(
+                    id,
+                    layout::vector_slice(node.vector_bytes()).expect("tuples are MAXALIGNed"),
+                );
+            }
+        });
+    }
+
     fn tenant_nodes(&self, tenant: TenantOrd) -> Vec<NodeId> {
         let mut ids = Vec::new();
         self.for_each_tenant_node(tenant, |id, node| {

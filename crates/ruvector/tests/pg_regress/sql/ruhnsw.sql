@@ -7,11 +7,12 @@ SELECT i, ARRAY[cos(i * 0.1) * i, sin(i * 0.1) * i, i * 0.5]::real[]::vector
 FROM generate_series(1, 500) i;
 INSERT INTO hnsw_items VALUES (0, NULL);
 
--- Every operator class: the index answers like a sequential scan on this small table.
-CREATE INDEX hnsw_l2 ON hnsw_items USING ruhnsw (v);
-CREATE INDEX hnsw_cos ON hnsw_items USING ruhnsw (v vector_cosine_ops);
-CREATE INDEX hnsw_ip ON hnsw_items USING ruhnsw (v vector_ip_ops);
-CREATE INDEX hnsw_l1 ON hnsw_items USING ruhnsw (v vector_l1_ops) WITH (m = 8, ef_construction = 32);
+-- Every operator class: the index answers like a sequential scan on this small table, through
+-- its graph (exact_threshold = 0: below the threshold a search is an exact scan instead).
+CREATE INDEX hnsw_l2 ON hnsw_items USING ruhnsw (v) WITH (exact_threshold = 0);
+CREATE INDEX hnsw_cos ON hnsw_items USING ruhnsw (v vector_cosine_ops) WITH (exact_threshold = 0);
+CREATE INDEX hnsw_ip ON hnsw_items USING ruhnsw (v vector_ip_ops) WITH (exact_threshold = 0);
+CREATE INDEX hnsw_l1 ON hnsw_items USING ruhnsw (v vector_l1_ops) WITH (m = 8, ef_construction = 32, exact_threshold = 0);
 SELECT c.relname, a.amname, c.reloptions FROM pg_class c JOIN pg_am a ON a.oid = c.relam
 WHERE c.relname LIKE 'hnsw_%' AND c.relkind = 'i' AND a.amname = 'ruhnsw' ORDER BY 1;
 
@@ -39,6 +40,16 @@ SET enable_indexscan = off;
 SELECT op, knn(op, '[10,-20,30]', 10) AS exact FROM unnest(ARRAY['<->', '<=>', '<#>', '<+>']) op;
 RESET enable_indexscan;
 SET enable_seqscan = off;
+-- The exact path (the default threshold, 1000 vectors, is above this table's size).
+ALTER INDEX hnsw_l2 RESET (exact_threshold);
+ALTER INDEX hnsw_cos RESET (exact_threshold);
+ALTER INDEX hnsw_ip RESET (exact_threshold);
+ALTER INDEX hnsw_l1 RESET (exact_threshold);
+SELECT op, knn(op, '[10,-20,30]', 10) AS by_exact_index_scan FROM unnest(ARRAY['<->', '<=>', '<#>', '<+>']) op;
+ALTER INDEX hnsw_l2 SET (exact_threshold = 0);
+ALTER INDEX hnsw_cos SET (exact_threshold = 0);
+ALTER INDEX hnsw_ip SET (exact_threshold = 0);
+ALTER INDEX hnsw_l1 SET (exact_threshold = 0);
 
 -- More rows than ef_search with a filter: the iterative scan still returns k rows.
 SET ruvector.ef_search = 10;
@@ -79,6 +90,7 @@ CREATE INDEX ON hnsw_items USING ruhnsw (v) WITH (m = 1);
 CREATE INDEX ON hnsw_items USING ruhnsw (v) WITH (m = 101);
 CREATE INDEX ON hnsw_items USING ruhnsw (v) WITH (ef_construction = 1001);
 CREATE INDEX ON hnsw_items USING ruhnsw (v) WITH (m = 40, ef_construction = 64);
+CREATE INDEX ON hnsw_items USING ruhnsw (v) WITH (exact_threshold = -1);
 CREATE INDEX ON hnsw_items USING ruhnsw (v) WITH (lists = 4);
 CREATE TABLE hnsw_wide (v vector(2000));
 CREATE INDEX ON hnsw_wide USING ruhnsw (v);

@@ -10,6 +10,7 @@ mod graph;
 mod hnsw;
 mod pg;
 mod report;
+mod tenants;
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -20,7 +21,10 @@ const USAGE: &str = "usage: ruvector-bench hnsw --ruvector-dsn URI --pgvector-ds
     [--rows 100000] [--dims 384] [--latent 32] [--queries 500] [--m 16] [--ef-construction 64]
     [--ef-search 10,20,...] [--passes 3] [--pgvector-workers 2] [--out target/bench]
        ruvector-bench graph [--rows 100000] [--dims 384] [--latent 32] [--queries 500] [--m 16]
-    [--ef-construction 64] [--ef-search 10,20,...]    (in-memory graph only, no server)";
+    [--ef-construction 64] [--ef-search 10,20,...]    (in-memory graph only, no server)
+       ruvector-bench tenants --ruvector-dsn URI --pgvector-dsn URI [--tenants 1000]
+    [--min-size 10] [--max-size 100000] [--dims 384] [--latent 32] [--per-band 5]
+    [--queries 50] [--passes 3] [--out target/bench]";
 
 /// `--name value` pairs.
 struct Args(HashMap<String, String>);
@@ -119,6 +123,23 @@ async fn main_with(mut argv: impl Iterator<Item = String>) -> Result<()> {
             };
             a.done()?;
             graph::run(cfg)
+        }
+        "tenants" => {
+            let cfg = tenants::Config {
+                ruvector_dsn: a.text("ruvector-dsn")?,
+                pgvector_dsn: a.text("pgvector-dsn")?,
+                tenants: a.get("tenants", 1000)?,
+                min_size: a.get("min-size", 10)?,
+                max_size: a.get("max-size", 100_000)?,
+                dims: a.get("dims", 384)?,
+                latent: a.get("latent", 32)?,
+                per_band: a.get("per-band", 5)?,
+                queries: a.get("queries", 50)?,
+                passes: a.get("passes", 3)?,
+                out: a.get("out", "target/bench".into())?,
+            };
+            a.done()?;
+            tenants::run(cfg).await
         }
         _ => Err(USAGE.into()),
     }

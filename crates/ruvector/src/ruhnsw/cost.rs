@@ -5,7 +5,10 @@
 //! about `ef_search × 2m` nodes visited, costed as the same share of a sequential scan;
 //! fetching every row costs more than a sequential scan, so the planner takes the index for
 //! `ORDER BY … LIMIT k` and a sequential scan and sort when all rows are wanted (a scan stops
-//! after `ruvector.max_scan_tuples` candidates).
+//! after `ruvector.max_scan_tuples` candidates). A tenant-keyed index costs the current
+//! tenant's share: its selectivity is the rows the table's conditions leave (row-level
+//! security's tenant condition, estimated from the column's statistics), so a small tenant's
+//! search is cheap and never loses to a sequential scan of every tenant's rows.
 
 use pgrx::pg_sys;
 
@@ -43,11 +46,25 @@ pub unsafe extern "C-unwind" fn amcostestimate(
             // vectors, costed as a sequential scan reading the same share of the table (which
             // is what it would take to compare them; the planner's sequential-scan estimate
             // omits TOASTed vectors, so the index's own pages would overstate the comparison).
-            let visited = (gucs::ef_search() as f64 * 2.0 * M_DEFAULT as f64).min(tuples);
-            let ratio = visited / tuples;
             let heap = &*info.rel;
             let scan_all = heap.pages as f64 * pg_sys::seq_page_cost
                 + heap.tuples.max(tuples) * (pg_sys::cpu_tuple_cost + pg_sys::cpu_operator_cost);
+            let search = gucs::ef_search() as f64 * 2.0 * M_DEFAULT as f64;
+            if info.nkeycolumns >= 2 {
+                // Keyed by tenant: a scan reads only the current tenant's graph, whose size
+                // is the rows the table's conditions leave (row-level security's tenant
+                // condition among them), and returns only those rows.
+                let rows = (*(*path).path.parent).rows.clamp(1.0, tuples);
+                let share = rows / tuples;
+                let visited = search.min(rows);
+                *selectivity = share;
+                *startup = visited / tuples * scan_all;
+                *total = *startup + share * (scan_all + index_pages * pg_sys::random_page_cost);
+                *pages = (index_pages * visited / tuples).max(1.0);
+                return;
+            }
+            let visited = search.min(tuples);
+            let ratio = visited / tuples;
             let pages_read = (index_pages * ratio).max(1.0);
             *startup = ratio * scan_all;
             // Every row: the whole graph, more than a sequential scan (and a scan stops after

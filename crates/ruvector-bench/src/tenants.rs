@@ -1,0 +1,429 @@
+//! Tenant-confined search in one shared `ruhnsw` index against (a) the same tenant alone in
+//! its own table and index and (b) post-filtering: pgvector 0.8.2 HNSW with row-level
+//! security, iterative scan off and on, in the same PostgreSQL 18 server. Tenants have
+//! Zipf-distributed sizes and draw from shared topics. Per size band: recall@10, rows
+//! returned, p50/p99 latency.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use pgvector::Vector;
+use rand::Rng;
+use serde::Serialize;
+use tokio_postgres::Client;
+
+use crate::data::{ground_truth, Space};
+use crate::pg::{self, Result};
+use crate::report::{self, Series};
+
+pub struct Config {
+    pub ruvector_dsn: String,
+    pub pgvector_dsn: String,
+    pub tenants: usize,
+    pub min_size: usize,
+    pub max_size: usize,
+    pub dims: usize,
+    pub latent: usize,
+    /// Tenants measured per size band.
+    pub per_band: usize,
+    /// Queries per measured tenant.
+    pub queries: usize,
+    pub passes: usize,
+    pub out: PathBuf,
+}
+
+const K: usize = 10;
+const BANDS: [(&str, usize, usize); 3] = [
+    ("≤1k", 0, 1_000),
+    ("1k–10k", 1_001, 10_000),
+    ("10k–100k", 10_001, 100_000),
+];
+
+/// Zipf-like sizes from `max` (tenant 0) down to `min`.
+pub fn sizes(tenants: usize, min: usize, max: usize) -> Vec<usize> {
+    let alpha = (max as f64 / min as f64).ln() / (tenants.max(2) as f64).ln();
+    (0..tenants)
+        .map(|i| ((max as f64 / ((i + 1) as f64).powf(alpha)) as usize).max(min))
+        .collect()
+}
+
+/// Each tenant draws from 6 of the space's topics; neighbouring tenants share some.
+fn topic_of(tenant: usize, rng: &mut rand::rngs::StdRng) -> usize {
+    3 * tenant + rng.gen_range(0..6)
+}
+
+struct Target {
+    label: &'static str,
+    client: Client,
+    /// SQL run before each tenant's queries; `{t}` is the tenant id.
+    set_tenant: &'static str,
+    table: fn(&str) -> String,
+}
+
+#[derive(Serialize, Clone)]
+struct Measure {
+    target: &'static str,
+    band: &'static str,
+    tenant: String,
+    size: usize,
+    recall: f64,
+    rows: f64,
+    latencies_ms: Vec<f64>,
+}
+
+#[derive(Serialize)]
+struct BandRow {
+    target: &'static str,
+    band: &'static str,
+    tenants: usize,
+    recall: f64,
+    rows: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+pub async fn run(cfg: Config) -> Result<()> {
+    let space = Space::new(cfg.dims, cfg.latent);
+    let sizes = sizes(cfg.tenants, cfg.min_size, cfg.max_size);
+    let total: usize = sizes.iter().sum();
+    eprintln!(
+        "{} tenants, {} vectors in all ({} to {} per tenant)",
+        cfg.tenants, total, cfg.min_size, cfg.max_size
+    );
+
+    let ruv = pg::connect(&cfg.ruvector_dsn).await?;
+    let pgv = pg::connect(&cfg.pgvector_dsn).await?;
+    let d = cfg.dims;
+    ruv.batch_execute(&format!(
+        "SET client_min_messages = warning;
+         CREATE EXTENSION IF NOT EXISTS ruvector;
+         DROP TABLE IF EXISTS docs CASCADE;
+         CREATE TABLE docs (id bigint PRIMARY KEY, tenant_id text NOT NULL, vec vector({d}))
+             WITH (autovacuum_enabled = off);
+         SELECT ruvector_enable_tenant_rls('docs');
+         DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'bench_app')
+             THEN CREATE ROLE bench_app LOGIN; END IF; END $$;
+         GRANT ruvector_user TO bench_app;
+         GRANT SELECT ON docs TO bench_app;
+         SET ruvector.tenant_id = '*';"
+    ))
+    .await?;
+    pgv.batch_execute(&format!(
+        "SET client_min_messages = warning;
+         CREATE EXTENSION IF NOT EXISTS vector;
+         DROP TABLE IF EXISTS docs CASCADE;
+         CREATE TABLE docs (id bigint PRIMARY KEY, tenant_id text NOT NULL, vec vector({d}))
+             WITH (autovacuum_enabled = off);
+         ALTER TABLE docs ENABLE ROW LEVEL SECURITY;
+         ALTER TABLE docs FORCE ROW LEVEL SECURITY;
+         CREATE POLICY tenant_isolation ON docs USING (tenant_id = current_setting('app.tenant_id', true));
+         DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'bench_app')
+             THEN CREATE ROLE bench_app LOGIN; END IF; END $$;
+         GRANT SELECT ON docs TO bench_app;"
+    ))
+    .await?;
+
+    // Which tenants are measured: evenly spread over each band.
+    let mut measured: Vec<(usize, &'static str)> = Vec::new();
+    for (band, lo, hi) in BANDS {
+        let members: Vec<usize> = (0..cfg.tenants)
+            .filter(|&t| sizes[t] >= lo && sizes[t] <= hi)
+            .collect();
+        let step = (members.len() / cfg.per_band.max(1)).max(1);
+        measured.extend(
+            members
+                .iter()
+                .step_by(step)
+                .take(cfg.per_band)
+                .map(|&t| (t, band)),
+        );
+    }
+
+    eprintln!("loading");
+    let mut next_id = 1i64;
+    let mut tenant_data: Vec<(i64, Vec<Vec<f32>>)> = Vec::new();
+    for (t, &n) in sizes.iter().enumerate() {
+        let vecs = space.sample_with(n, 1000 + t as u64, |rng| topic_of(t, rng));
+        let name = format!("t{t}");
+        if t > 0 && t % 100 == 0 {
+            eprintln!("  {t} tenants");
+        }
+        ruv.execute(
+            "SELECT ruvector_tenant_create($1, '{\"max_vectors\": 10000000, \"max_qps\": 0}')",
+            &[&name],
+        )
+        .await?;
+        pg::copy_vectors(&ruv, "docs", next_id, &vecs, Some(("tenant_id", &name))).await?;
+        pg::copy_vectors(&pgv, "docs", next_id, &vecs, Some(("tenant_id", &name))).await?;
+        let keep = measured.iter().any(|&(m, _)| m == t);
+        tenant_data.push((next_id, if keep { vecs } else { Vec::new() }));
+        next_id += n as i64;
+    }
+    // Own tables for the measured tenants (the single-tenant baseline).
+    for &(t, _) in &measured {
+        let (first, vecs) = &tenant_data[t];
+        ruv.batch_execute(&format!(
+            "DROP TABLE IF EXISTS own_t{t}; CREATE TABLE own_t{t} (id bigint PRIMARY KEY, vec vector({d}));
+             GRANT SELECT ON own_t{t} TO bench_app;"
+        ))
+        .await?;
+        pg::copy_vectors(&ruv, &format!("own_t{t}"), *first, vecs, None).await?;
+    }
+
+    eprintln!("building indexes");
+    let start = Instant::now();
+    ruv.batch_execute("SET maintenance_work_mem = '4GB'; CREATE INDEX docs_vec ON docs USING ruhnsw (vec vector_cosine_ops); ANALYZE docs")
+        .await?;
+    let ruv_build = start.elapsed().as_secs_f64();
+    for &(t, _) in &measured {
+        ruv.batch_execute(&format!(
+            "CREATE INDEX ON own_t{t} USING ruhnsw (vec vector_cosine_ops); ANALYZE own_t{t}"
+        ))
+        .await?;
+    }
+    let start = Instant::now();
+    pgv.batch_execute("SET maintenance_work_mem = '4GB'; CREATE INDEX docs_vec ON docs USING hnsw (vec vector_cosine_ops); ANALYZE docs")
+        .await?;
+    let pgv_build = start.elapsed().as_secs_f64();
+    eprintln!("  shared ruhnsw {ruv_build:.1} s, pgvector hnsw {pgv_build:.1} s");
+
+    // Sessions as the application role (row-level security applies).
+    let app_dsn = |dsn: &str| format!("{dsn} user=bench_app");
+    let targets = [
+        Target {
+            label: "ruhnsw shared index",
+            client: pg::connect(&app_dsn(&cfg.ruvector_dsn)).await?,
+            set_tenant: "SET ruvector.tenant_id = '{t}'",
+            table: |_| "docs".into(),
+        },
+        Target {
+            label: "ruhnsw own table",
+            client: pg::connect(&app_dsn(&cfg.ruvector_dsn)).await?,
+            set_tenant: "SET ruvector.tenant_id = '{t}'",
+            table: |t| format!("own_{t}"),
+        },
+        Target {
+            label: "pgvector + RLS, iterative off",
+            client: pg::connect(&app_dsn(&cfg.pgvector_dsn)).await?,
+            set_tenant: "SET app.tenant_id = '{t}'; SET hnsw.iterative_scan = off",
+            table: |_| "docs".into(),
+        },
+        Target {
+            label: "pgvector + RLS, iterative on",
+            client: pg::connect(&app_dsn(&cfg.pgvector_dsn)).await?,
+            set_tenant: "SET app.tenant_id = '{t}'; SET hnsw.iterative_scan = relaxed_order",
+            table: |_| "docs".into(),
+        },
+    ];
+
+    eprintln!(
+        "measuring {} tenants x {} queries x {} passes",
+        measured.len(),
+        cfg.queries,
+        cfg.passes
+    );
+    let mut results: Vec<Measure> = Vec::new();
+    for &(t, band) in &measured {
+        let (first, vecs) = &tenant_data[t];
+        let queries = space.sample_with(cfg.queries, 500_000 + t as u64, |rng| topic_of(t, rng));
+        let truth: Vec<Vec<i64>> = ground_truth(vecs, &queries, K)
+            .into_iter()
+            .map(|ids| ids.into_iter().map(|i| first + i as i64).collect())
+            .collect();
+        let name = format!("t{t}");
+        let qv: Vec<Vector> = queries.iter().map(|q| Vector::from(q.clone())).collect();
+        for target in &targets {
+            target
+                .client
+                .batch_execute(&target.set_tenant.replace("{t}", &name))
+                .await?;
+            let sql = format!(
+                "SELECT id FROM {} ORDER BY vec <=> $1 LIMIT {K}",
+                (target.table)(&name)
+            );
+            let plan = pg::explain(&target.client, &sql, &queries[0]).await?;
+            if !plan.contains("Index Scan") {
+                eprintln!(
+                    "  note: {} for {name} ({} rows) does not use the index",
+                    target.label,
+                    vecs.len()
+                );
+            }
+            let stmt = target.client.prepare(&sql).await?;
+            let mut latencies = Vec::new();
+            let (mut recall, mut rows) = (0.0, 0.0);
+            for pass in 0..cfg.passes {
+                for (q, want) in qv.iter().zip(&truth) {
+                    let began = Instant::now();
+                    let got = target.client.query(&stmt, &[q]).await?;
+                    latencies.push(began.elapsed().as_secs_f64() * 1e3);
+                    if pass == 0 {
+                        let ids: Vec<i64> = got.iter().map(|r| r.get(0)).collect();
+                        recall += crate::data::recall(want, &ids);
+                        rows += ids.len() as f64;
+                    }
+                }
+            }
+            results.push(Measure {
+                target: target.label,
+                band,
+                tenant: name.clone(),
+                size: vecs.len(),
+                recall: recall / qv.len() as f64,
+                rows: rows / qv.len() as f64,
+                latencies_ms: latencies,
+            });
+        }
+    }
+
+    let mut bands = Vec::new();
+    for (band, _, _) in BANDS {
+        for target in &targets {
+            let ms: Vec<&Measure> = results
+                .iter()
+                .filter(|m| m.band == band && m.target == target.label)
+                .collect();
+            if ms.is_empty() {
+                continue;
+            }
+            let lat: Vec<f64> = ms
+                .iter()
+                .flat_map(|m| m.latencies_ms.iter().copied())
+                .collect();
+            bands.push(BandRow {
+                target: target.label,
+                band,
+                tenants: ms.len(),
+                recall: report::mean(&ms.iter().map(|m| m.recall).collect::<Vec<_>>()),
+                rows: report::mean(&ms.iter().map(|m| m.rows).collect::<Vec<_>>()),
+                p50_ms: report::quantile(&lat, 0.5),
+                p99_ms: report::quantile(&lat, 0.99),
+            });
+        }
+    }
+
+    std::fs::create_dir_all(&cfg.out)?;
+    std::fs::write(
+        cfg.out.join("tenants.json"),
+        serde_json::to_string_pretty(&serde_json::json!({
+            "tenants": cfg.tenants, "vectors": total, "dims": cfg.dims, "latent": cfg.latent,
+            "queries_per_tenant": cfg.queries, "passes": cfg.passes,
+            "build_seconds": {"ruhnsw_shared": ruv_build, "pgvector": pgv_build},
+            "bands": bands, "tenants_measured": results,
+        }))?,
+    )?;
+
+    let mut md = format!(
+        "# Tenant-confined search: shared ruhnsw index vs own table vs pgvector + RLS\n\n\
+         {} tenants, {} vectors of {} dimensions (Zipf sizes {}–{}, tenants drawing from shared \
+         topics), cosine, m = 16, ef_construction = 64, default ef_search (40) for both \
+         extensions; {} measured tenants per band, {} queries each from the tenant's own topics, \
+         {} passes; one client, prepared statements, as a role without BYPASSRLS. Recall@10 is \
+         against the exact top 10 of the tenant's own rows; rows = rows returned per query \
+         (10 expected). Build: shared ruhnsw {:.1} s, pgvector {:.1} s.\n\n",
+        cfg.tenants,
+        total,
+        cfg.dims,
+        cfg.min_size,
+        cfg.max_size,
+        cfg.per_band,
+        cfg.queries,
+        cfg.passes,
+        ruv_build,
+        pgv_build
+    );
+    let rows: Vec<Vec<String>> = bands
+        .iter()
+        .map(|b| {
+            vec![
+                b.band.to_string(),
+                b.target.to_string(),
+                b.tenants.to_string(),
+                format!("{:.3}", b.recall),
+                format!("{:.1}", b.rows),
+                format!("{:.2}", b.p50_ms),
+                format!("{:.2}", b.p99_ms),
+            ]
+        })
+        .collect();
+    md.push_str(&report::table(
+        &[
+            "band",
+            "search",
+            "tenants",
+            "recall@10",
+            "rows",
+            "p50 ms",
+            "p99 ms",
+        ],
+        &[false, false, true, true, true, true, true],
+        &rows,
+    ));
+    md.push_str("\n## Shared-index overhead (shared / own table, per band)\n\n");
+    let mut rows = Vec::new();
+    for (band, _, _) in BANDS {
+        let find = |label: &str| bands.iter().find(|b| b.band == band && b.target == label);
+        if let (Some(s), Some(o)) = (find("ruhnsw shared index"), find("ruhnsw own table")) {
+            rows.push(vec![
+                band.to_string(),
+                format!("{:+.1}%", 100.0 * (s.p50_ms / o.p50_ms - 1.0)),
+                format!("{:+.1}%", 100.0 * (s.p99_ms / o.p99_ms - 1.0)),
+                format!("{:.3} / {:.3}", s.recall, o.recall),
+            ]);
+        }
+    }
+    md.push_str(&report::table(
+        &[
+            "band",
+            "p50 overhead",
+            "p99 overhead",
+            "recall shared / own",
+        ],
+        &[false, true, true, true],
+        &rows,
+    ));
+    md.push_str("\nPlot: `tenants.png`; raw figures: `tenants.json`.\n");
+    std::fs::write(cfg.out.join("tenants.md"), &md)?;
+
+    // One plot: recall and p50 per band for each search.
+    let series: Vec<Series> = targets
+        .iter()
+        .map(|t| Series {
+            label: t.label.to_string(),
+            points: bands
+                .iter()
+                .filter(|b| b.target == t.label)
+                .map(|b| (b.recall, b.p50_ms))
+                .collect(),
+        })
+        .collect();
+    report::line_plot(
+        &cfg.out.join("tenants.png"),
+        "p50 latency vs recall@10 per size band (≤1k, 1k–10k, 10k–100k)",
+        "recall@10",
+        "p50 ms",
+        &series,
+        false,
+    )?;
+    println!("{md}");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zipf_sizes_span_the_bands() {
+        let s = sizes(1000, 10, 100_000);
+        assert_eq!(s[0], 100_000);
+        assert!((10..=11).contains(&s[999]), "{}", s[999]);
+        assert!(s.windows(2).all(|w| w[0] >= w[1]));
+        for (_, lo, hi) in BANDS {
+            assert!(
+                s.iter().any(|&n| n >= lo && n <= hi),
+                "a tenant in {lo}..{hi}"
+            );
+        }
+    }
+}

@@ -56,6 +56,29 @@ pub fn line_plot(
     series: &[Series],
     log_y: bool,
 ) -> Result<()> {
+    plot(path, title, (x_label, y_label), series, log_y, true)
+}
+
+/// Points only (no lines between them), a legend, and a logarithmic y axis when `log_y`.
+pub fn scatter_plot(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+    log_y: bool,
+) -> Result<()> {
+    plot(path, title, (x_label, y_label), series, log_y, false)
+}
+
+fn plot(
+    path: &Path,
+    title: &str,
+    (x_label, y_label): (&str, &str),
+    series: &[Series],
+    log_y: bool,
+    lines: bool,
+) -> Result<()> {
     static FONT: std::sync::OnceLock<std::result::Result<(), String>> = std::sync::OnceLock::new();
     FONT.get_or_init(|| register_font().map_err(|e| e.to_string()))
         .clone()?;
@@ -96,14 +119,14 @@ pub fn line_plot(
                 let color = colors[i % colors.len()];
                 chart
                     .draw_series(LineSeries::new(
-                        s.points.iter().copied(),
+                        s.points.iter().copied().filter(|_| lines),
                         color.stroke_width(2),
                     ))?
                     .label(s.label.as_str())
                     .legend(move |(x, y)| {
                         PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
                     });
-                chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
+                chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 5, color.filled())))?;
             }
             chart
                 .configure_series_labels()

@@ -382,29 +382,38 @@ pub async fn run(cfg: Config) -> Result<()> {
         &[false, true, true, true],
         &rows,
     ));
-    md.push_str("\nPlot: `tenants.png`; raw figures: `tenants.json`.\n");
+    md.push_str(
+        "\nPlots per band (a point per measured tenant and search): `tenants-band1.png` (≤1k), \
+         `tenants-band2.png` (1k–10k), `tenants-band3.png` (10k–100k); raw figures: \
+         `tenants.json`.\n",
+    );
     std::fs::write(cfg.out.join("tenants.md"), &md)?;
 
-    // One plot: recall and p50 per band for each search.
-    let series: Vec<Series> = targets
-        .iter()
-        .map(|t| Series {
-            label: t.label.to_string(),
-            points: bands
-                .iter()
-                .filter(|b| b.target == t.label)
-                .map(|b| (b.recall, b.p50_ms))
-                .collect(),
-        })
-        .collect();
-    report::line_plot(
-        &cfg.out.join("tenants.png"),
-        "p50 latency vs recall@10 per size band (≤1k, 1k–10k, 10k–100k)",
-        "recall@10",
-        "p50 ms",
-        &series,
-        false,
-    )?;
+    // A plot per band: each measured tenant's recall and p50 for each search.
+    for (n, (band, _, _)) in BANDS.iter().enumerate() {
+        let series: Vec<Series> = targets
+            .iter()
+            .map(|t| Series {
+                label: t.label.to_string(),
+                points: results
+                    .iter()
+                    .filter(|m| m.band == *band && m.target == t.label)
+                    .map(|m| (m.recall, report::median(&m.latencies_ms)))
+                    .collect(),
+            })
+            .collect();
+        if series.iter().all(|s| s.points.is_empty()) {
+            continue;
+        }
+        report::scatter_plot(
+            &cfg.out.join(format!("tenants-band{}.png", n + 1)),
+            &format!("tenants of {band} vectors: recall@10 vs p50, a point per tenant"),
+            "recall@10",
+            "p50 ms",
+            &series,
+            true,
+        )?;
+    }
     println!("{md}");
     Ok(())
 }

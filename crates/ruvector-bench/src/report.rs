@@ -41,6 +41,15 @@ fn register_font() -> Result<()> {
     Ok(())
 }
 
+/// An axis tick label: at most 3 significant digits, no float noise.
+fn tick(v: f64) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return format!("{v}");
+    }
+    let decimals = (2 - v.abs().log10().floor() as i32).max(0) as usize;
+    format!("{v:.decimals$}")
+}
+
 /// One labelled line of `(x, y)` points.
 pub struct Series {
     pub label: String,
@@ -114,6 +123,7 @@ fn plot(
                 .x_desc(x_label)
                 .y_desc(y_label)
                 .label_style(("sans-serif", 15))
+                .y_label_formatter(&|y: &f64| tick(*y))
                 .draw()?;
             for (i, s) in series.iter().enumerate() {
                 let color = colors[i % colors.len()];
@@ -171,6 +181,13 @@ mod tests {
         assert_eq!(median(&v), 50.0);
         assert_eq!(median(&[3.0]), 3.0);
         assert!(quantile(&[], 0.5).is_nan());
+    }
+
+    #[test]
+    fn tick_labels_have_no_float_noise() {
+        assert_eq!(tick(0.30000000000000004), "0.300");
+        assert_eq!(tick(1500.0), "1500");
+        assert_eq!(tick(2.5), "2.50");
     }
 
     #[test]

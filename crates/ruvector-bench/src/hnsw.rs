@@ -295,13 +295,13 @@ pub async fn run(cfg: Config) -> Result<()> {
                 .collect(),
         })
         .collect();
-    report::line_plot(
+    report::plot(
         &cfg.out.join("ruhnsw.png"),
         &format!("recall@10 vs QPS (1 client): {title}"),
-        "recall@10",
-        "queries per second",
+        ("recall@10", "queries per second"),
         &series,
         true,
+        report::Draw::Lines,
     )?;
 
     let markdown = markdown(&cfg, &title, &server_version, &engines, &builds, &sweep);

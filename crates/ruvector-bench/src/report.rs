@@ -56,37 +56,23 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
 }
 
-/// A line plot with points, a legend, and a logarithmic y axis when `log_y`.
-pub fn line_plot(
-    path: &Path,
-    title: &str,
-    x_label: &str,
-    y_label: &str,
-    series: &[Series],
-    log_y: bool,
-) -> Result<()> {
-    plot(path, title, (x_label, y_label), series, log_y, true)
+/// How a plot's series are drawn.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Draw {
+    /// Points joined by lines (a sweep).
+    Lines,
+    /// Points only (independent measurements).
+    Points,
 }
 
-/// Points only (no lines between them), a legend, and a logarithmic y axis when `log_y`.
-pub fn scatter_plot(
-    path: &Path,
-    title: &str,
-    x_label: &str,
-    y_label: &str,
-    series: &[Series],
-    log_y: bool,
-) -> Result<()> {
-    plot(path, title, (x_label, y_label), series, log_y, false)
-}
-
-fn plot(
+/// A plot of `series` with a legend; a logarithmic y axis when `log_y`.
+pub fn plot(
     path: &Path,
     title: &str,
     (x_label, y_label): (&str, &str),
     series: &[Series],
     log_y: bool,
-    lines: bool,
+    draw: Draw,
 ) -> Result<()> {
     static FONT: std::sync::OnceLock<std::result::Result<(), String>> = std::sync::OnceLock::new();
     FONT.get_or_init(|| register_font().map_err(|e| e.to_string()))
@@ -129,7 +115,7 @@ fn plot(
                 let color = colors[i % colors.len()];
                 chart
                     .draw_series(LineSeries::new(
-                        s.points.iter().copied().filter(|_| lines),
+                        s.points.iter().copied().filter(|_| draw == Draw::Lines),
                         color.stroke_width(2),
                     ))?
                     .label(s.label.as_str())

@@ -410,13 +410,13 @@ pub async fn run(cfg: Config) -> Result<()> {
         if series.iter().all(|s| s.points.is_empty()) {
             continue;
         }
-        report::scatter_plot(
+        report::plot(
             &cfg.out.join(format!("tenants-band{}.png", n + 1)),
             &format!("tenants of {band} vectors: recall@10 vs p50, a point per tenant"),
-            "recall@10",
-            "p50 ms",
+            ("recall@10", "p50 ms"),
             &series,
             true,
+            report::Draw::Points,
         )?;
     }
     println!("{md}");

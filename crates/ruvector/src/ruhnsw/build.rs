@@ -100,7 +100,7 @@ impl BuildState {
             return o;
         }
         if key.len() > layout::MAX_KEY {
-            directory::find_or_add(self.index, key); // raises the error
+            directory::key_too_long(key);
         }
         let o = self.keys.len() as TenantOrd;
         self.keys.push(key.to_vec());

@@ -77,22 +77,20 @@ fn page_block(index: pg_sys::Relation, first: u32, n: usize) -> u32 {
     block
 }
 
-/// The block of the `n`-th directory page of the index described by `meta`.
-pub fn block_of(index: pg_sys::Relation, meta: &layout::Meta, n: usize) -> u32 {
-    if meta.directory == 0 {
-        corrupted(index, "no directory page".into());
-    }
-    page_block(index, meta.directory, n)
-}
-
-/// Tenant `ordinal`'s entry.
-pub fn get(index: pg_sys::Relation, ordinal: TenantOrd) -> DirEntry {
+/// The directory page (block) and slot of tenant `ordinal`'s entry.
+pub fn locate(index: pg_sys::Relation, ordinal: TenantOrd) -> (u32, usize) {
     let meta = page::read_meta(index);
     if ordinal >= meta.tenants {
         corrupted(index, format!("no tenant ordinal {ordinal}"));
     }
     let (n, slot) = layout::ordinal_position(ordinal);
-    let buf = Buf::read(index, page_block(index, meta.directory, n), Lock::Share);
+    (page_block(index, meta.directory, n), slot)
+}
+
+/// Tenant `ordinal`'s entry.
+pub fn get(index: pg_sys::Relation, ordinal: TenantOrd) -> DirEntry {
+    let (block, slot) = locate(index, ordinal);
+    let buf = Buf::read(index, block, Lock::Share);
     read_slot(index, buf.page(), slot)
 }
 
@@ -103,28 +101,14 @@ pub fn update<R>(
     ordinal: TenantOrd,
     f: impl FnOnce(&mut DirEntry) -> R,
 ) -> R {
-    let meta = page::read_meta(index);
-    if ordinal >= meta.tenants {
-        corrupted(index, format!("no tenant ordinal {ordinal}"));
-    }
-    let (n, slot) = layout::ordinal_position(ordinal);
-    let buf = Buf::read(index, page_block(index, meta.directory, n), Lock::Exclusive);
-    update_locked(index, &buf, slot, f)
-}
-
-/// [`update`] on a directory page the caller holds exclusively.
-pub fn update_locked<R>(
-    index: pg_sys::Relation,
-    buf: &Buf,
-    slot: usize,
-    f: impl FnOnce(&mut DirEntry) -> R,
-) -> R {
+    let (block, slot) = locate(index, ordinal);
+    let buf = Buf::read(index, block, Lock::Exclusive);
     let mut entry = read_slot(index, buf.page(), slot);
     let before = entry.clone();
     let r = f(&mut entry);
     if entry != before {
         let mut rec = WalRecord::start(index);
-        let pg = rec.register(buf, false);
+        let pg = rec.register(&buf, false);
         write_slot(pg, slot, &entry);
         rec.finish();
     }
@@ -178,20 +162,25 @@ fn find_in(index: pg_sys::Relation, meta: &layout::Meta, key: &[u8]) -> Option<T
     found
 }
 
+/// Raises the error for a tenant key longer than a directory entry holds.
+pub fn key_too_long(key: &[u8]) -> ! {
+    errors::index_error(
+        pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+        format!(
+            "tenant key of {} bytes is too long for a ruhnsw index",
+            key.len()
+        ),
+        Some("Tenant ids have at most 63 bytes."),
+    )
+}
+
 /// The ordinal of the tenant with `key`, adding an entry when it has none.
 pub fn find_or_add(index: pg_sys::Relation, key: &[u8]) -> TenantOrd {
     if let Some(o) = find(index, key) {
         return o;
     }
     let Some(entry) = DirEntry::new(key) else {
-        errors::index_error(
-            pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            format!(
-                "tenant key of {} bytes is too long for a ruhnsw index",
-                key.len()
-            ),
-            Some("Tenant ids have at most 63 bytes."),
-        );
+        key_too_long(key);
     };
     // Additions are serialized by the metapage lock; look again under it.
     let meta_buf = Buf::read(index, 0, Lock::Exclusive);

@@ -208,14 +208,7 @@ fn tenants_to_search(scan: pg_sys::IndexScanDesc, index: pg_sys::Relation) -> Ve
             }
             match named {
                 Some(n) => directory::find(index, &n).into_iter().collect(),
-                None => {
-                    let mut all = Vec::new();
-                    directory::for_each(index, |ordinal, _| {
-                        all.push(ordinal);
-                        true
-                    });
-                    all
-                }
+                None => (0..super::page::read_meta(index).tenants).collect(),
             }
         }
         TenantContext::None => errors::index_error(

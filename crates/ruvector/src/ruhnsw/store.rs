@@ -138,59 +138,46 @@ impl PageStore {
     /// one tenant never extend its chain at once; the lock order is directory page, then
     /// node pages.
     fn add_node(&self, tenant: TenantOrd, bytes: &[u8]) -> NodeId {
-        let meta = page::read_meta(self.index);
-        let (n, slot) = layout::ordinal_position(tenant);
-        let dir = directory::block_of(self.index, &meta, n);
+        let (dir, slot) = directory::locate(self.index, tenant);
         let dir_buf = Buf::read(self.index, dir, Lock::Exclusive);
         let entry = directory::read_slot(self.index, dir_buf.page(), slot);
         let mut rec = WalRecord::start(self.index);
-        if entry.last_block != 0 {
-            let last = Buf::read(self.index, entry.last_block, Lock::Exclusive);
+        let last = (entry.last_block != 0)
+            .then(|| Buf::read(self.index, entry.last_block, Lock::Exclusive));
+        if let Some(last) = &last {
             if page::is_node_page(last.page())
                 && page::free_space(last.page()) >= bytes.len().next_multiple_of(8)
             {
-                let image = rec.register(&last, false);
+                let image = rec.register(last, false);
                 if let Some(offset) = page::add_item(image, bytes) {
                     let d = rec.register(&dir_buf, false);
-                    directory::write_slot(
-                        d,
-                        slot,
-                        &DirEntry {
-                            nodes: entry.nodes + 1,
-                            ..entry
-                        },
-                    );
+                    let updated = DirEntry {
+                        nodes: entry.nodes + 1,
+                        ..entry
+                    };
+                    directory::write_slot(d, slot, &updated);
                     rec.finish();
                     return node_id(entry.last_block, offset);
                 }
             }
-            // Full: a new page follows it.
-            let new = Buf::extend(self.index);
-            let block = new.block();
-            let image = rec.register(&new, true);
-            page::init_page(image, layout::KIND_NODES);
-            let offset = page::add_item(image, bytes).expect("a node fits on an empty page");
-            let prev = rec.register(&last, false);
-            page::set_next_block(prev, block);
-            let d = rec.register(&dir_buf, false);
-            let updated = DirEntry {
-                last_block: block,
-                nodes: entry.nodes + 1,
-                ..entry
-            };
-            directory::write_slot(d, slot, &updated);
-            rec.finish();
-            return node_id(block, offset);
         }
-        // The tenant's first page.
+        // The tenant's first page, or a new one following its full last page.
         let new = Buf::extend(self.index);
         let block = new.block();
         let image = rec.register(&new, true);
         page::init_page(image, layout::KIND_NODES);
         let offset = page::add_item(image, bytes).expect("a node fits on an empty page");
+        if let Some(last) = &last {
+            let prev = rec.register(last, false);
+            page::set_next_block(prev, block);
+        }
         let d = rec.register(&dir_buf, false);
         let updated = DirEntry {
-            first_block: block,
+            first_block: if last.is_some() {
+                entry.first_block
+            } else {
+                block
+            },
             last_block: block,
             nodes: entry.nodes + 1,
             ..entry
@@ -201,15 +188,17 @@ impl PageStore {
     }
 }
 
+/// The vector of a node that is not deleted.
+fn live_vector<'a>(node: &NodeRef<'a>) -> Option<&'a [f32]> {
+    if node.deleted() {
+        return None;
+    }
+    Some(layout::vector_slice(node.vector_bytes()).expect("tuples are MAXALIGNed"))
+}
+
 impl GraphStore for PageStore {
     fn with_vector<R>(&self, id: NodeId, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
-        self.with_node(id, |node| {
-            if node.deleted() {
-                return None;
-            }
-            let v = layout::vector_slice(node.vector_bytes()).expect("tuples are MAXALIGNed");
-            Some(f(v))
-        })
+        self.with_node(id, |node| live_vector(&node).map(f))
     }
 
     fn with_vector_links<R>(
@@ -220,11 +209,7 @@ impl GraphStore for PageStore {
         f: impl FnOnce(&[f32]) -> (R, bool),
     ) -> Option<R> {
         self.with_node(id, |node| {
-            if node.deleted() {
-                return None;
-            }
-            let v = layout::vector_slice(node.vector_bytes()).expect("tuples are MAXALIGNed");
-            let (r, want) = f(v);
+            let (r, want) = f(live_vector(&node)?);
             if want && layer <= node.level() {
                 links.extend(node.neighbors(layer));
             }
@@ -304,11 +289,8 @@ impl GraphStore for PageStore {
 
     fn for_each_tenant_vector(&self, tenant: TenantOrd, mut f: impl FnMut(NodeId, &[f32])) {
         self.for_each_tenant_node(tenant, |id, node| {
-            if !node.deleted() {
-                f(
-                    id,
-                    layout::vector_slice(node.vector_bytes()).expect("tuples are MAXALIGNed"),
-                );
+            if let Some(v) = live_vector(&node) {
+                f(id, v);
             }
         });
     }

@@ -220,7 +220,7 @@ def test_concurrent_writers_and_readers(db):
             i = 0
             while time.monotonic() < stop:
                 try:
-                    c.execute("INSERT INTO busy VALUES (%s, %s)", (1_000_000 * (w + 1) + i, vs[i]))
+                    c.execute("INSERT INTO busy VALUES (%s, %s)", (1_000_000 * (w + 1) + i, vs[i % len(vs)]))
                     written.append(1)
                 except Exception as e:  # noqa: BLE001 - reported below
                     errors.append(repr(e))
@@ -233,7 +233,7 @@ def test_concurrent_writers_and_readers(db):
             i = 0
             while time.monotonic() < stop:
                 try:
-                    rows = c.execute("SELECT id FROM busy ORDER BY v <-> %s LIMIT 10", (qs[i],)).fetchall()
+                    rows = c.execute("SELECT id FROM busy ORDER BY v <-> %s LIMIT 10", (qs[i % len(qs)],)).fetchall()
                     if len(rows) != 10:
                         errors.append(f"{len(rows)} rows")
                 except Exception as e:  # noqa: BLE001

@@ -6,109 +6,32 @@ share topics; the index confines searches by itself even with row-level security
 deletes change neither a tenant's results nor the pages its query reads; one generic
 prepared statement serves tenants of every size through the index."""
 
-import re
-
 import numpy as np
 import psycopg
 import pytest
 from pgvector.psycopg import register_vector
 
-from tenancy_fixtures import admin_dsn, dsn, fresh_database
+import tenant_vectors as tv
+from tenancy_fixtures import dsn
+from tenant_vectors import DIMS, EXACT_THRESHOLD, check_ok, cosine_top, embeddings, search, tenant_topics
 
 DB = "ruvector_hnsw_tenants"
-DIMS = 32
 TENANTS = 30
 # Zipf-like sizes from 6,000 down to a handful of rows.
 SIZES = [max(3, int(6000 / (i + 1) ** 1.6)) for i in range(TENANTS)]
-TOPICS = 40
-EXACT_THRESHOLD = 1000  # the reloption's default
-
-
-def embeddings(n, rng, topics):
-    """Points around some of the shared topics in a 12-d latent space, mapped to DIMS."""
-    space = np.random.default_rng(77)
-    proj = space.standard_normal((12, DIMS)) / np.sqrt(12)
-    centres = space.standard_normal((TOPICS, 12)) * 2.0
-    z = centres[rng.choice(topics, size=n)] + rng.standard_normal((n, 12)) * 0.6
-    return (z @ proj + rng.standard_normal((n, DIMS)) * 0.02).astype(np.float32)
-
-
-def tenant_topics(t):
-    # Each tenant draws from 6 of the 40 topics; neighbouring tenants share some.
-    return [(3 * t + k) % TOPICS for k in range(6)]
-
-
-def cosine_top(data, ids, q, k):
-    d = 1 - (data @ q) / (np.linalg.norm(data, axis=1) * np.linalg.norm(q))
-    return ids[np.argsort(d, kind="stable")[:k]].tolist()
-
-
-def vec_literal(v):
-    return "[" + ",".join(f"{x:.6f}" for x in v) + "]"
 
 
 @pytest.fixture(scope="module")
 def data():
-    rng = np.random.default_rng(5)
-    rows, next_id = {}, 1
-    for t, n in enumerate(SIZES):
-        vecs = embeddings(n, rng, tenant_topics(t))
-        ids = np.arange(next_id, next_id + n)
-        rows[f"t{t}"] = (ids, vecs)
-        next_id += n
-    with fresh_database(DB) as c:
-        for t in rows:
-            c.execute("SELECT ruvector_tenant_create(%s, %s)", (t, '{"max_vectors": 1000000, "max_qps": 0}'))
-        c.execute(f"CREATE TABLE docs (id bigint PRIMARY KEY, tenant_id text NOT NULL, vec vector({DIMS}))")
-        c.execute("SELECT ruvector_enable_tenant_rls('docs')")
-        c.execute("GRANT SELECT, INSERT, DELETE ON docs TO ruvector_user")
-        c.execute("SET ruvector.tenant_id = '*'")
-        with c.cursor().copy("COPY docs (id, tenant_id, vec) FROM STDIN") as cp:
-            for t, (ids, vecs) in rows.items():
-                for i, v in zip(ids, vecs):
-                    cp.write_row((int(i), t, vec_literal(v)))
-        # The specification's DDL, verbatim.
-        c.execute("CREATE INDEX docs_vec ON docs USING ruhnsw (vec vector_cosine_ops)")
-        c.execute("ANALYZE docs")
-    return rows
+    return tv.build(DB, SIZES, seed=5)
 
 
 def superuser():
-    c = psycopg.connect(admin_dsn(DB), autocommit=True)
-    register_vector(c)
-    return c
+    return tv.superuser(DB)
 
 
 def app(tenant):
-    c = psycopg.connect(dsn("rv_app", DB), autocommit=True)
-    register_vector(c)
-    c.execute("SELECT set_config('ruvector.tenant_id', %s, false)", (tenant,))
-    c.execute("SET enable_seqscan = off")
-    return c
-
-
-def search(c, q, k=10, extra=""):
-    return c.execute(
-        f"SELECT id, tenant_id FROM docs {extra} ORDER BY vec <=> %s LIMIT {k}", (q,)
-    ).fetchall()
-
-
-def index_buffers(c, q):
-    """Shared buffers the search's plan touched (hits + reads), from EXPLAIN ANALYZE."""
-    plan = c.execute(
-        "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF, TIMING OFF) SELECT id FROM docs ORDER BY vec <=> %s LIMIT 10",
-        (q,),
-    ).fetchall()
-    text = "\n".join(r[0] for r in plan)
-    assert "Index Scan using docs_vec" in text, text
-    m = re.search(r"Buffers: shared( hit=(\d+))?( read=(\d+))?", text)
-    return int(m.group(2) or 0) + int(m.group(4) or 0)
-
-
-def check_ok(c, index):
-    rows = c.execute("SELECT \"check\", ok, detail FROM ruvector_index_check(%s)", (index,)).fetchall()
-    assert all(ok for name, ok, _ in rows if name != "reachability"), rows
-    return {name: detail for name, _, detail in rows}
+    return tv.app(DB, tenant)
 
 
 def test_the_spec_ddl_builds_a_tenant_keyed_index(data):
@@ -216,20 +139,18 @@ def test_no_side_channel_from_another_tenants_writes(data):
     a, b = "t12", "t1"  # a small tenant; a large one writing next to its query
     q = data[a][1][0] + 0.001
     with app(a) as c:
-        before = (search(c, q), index_buffers(c, q))
+        before = (search(c, q), tv.index_buffers(c, q))
         noisy = (np.tile(q, (4000, 1)) + np.random.default_rng(3).standard_normal((4000, DIMS)).astype(np.float32) * 0.01)
         with superuser() as w:
             w.execute("SET ruvector.tenant_id = '*'")
             w.execute("BEGIN")
-            with w.cursor().copy("COPY docs (id, tenant_id, vec) FROM STDIN") as cp:
-                for i, v in enumerate(noisy):
-                    cp.write_row((10_000_000 + i, b, vec_literal(v)))
-            assert (search(c, q), index_buffers(c, q)) == before, "uncommitted rows of another tenant"
+            tv.copy_rows(w, ((10_000_000 + i, b, v) for i, v in enumerate(noisy)))
+            assert (search(c, q), tv.index_buffers(c, q)) == before, "uncommitted rows of another tenant"
             w.execute("COMMIT")
-            assert (search(c, q), index_buffers(c, q)) == before, "committed rows of another tenant"
+            assert (search(c, q), tv.index_buffers(c, q)) == before, "committed rows of another tenant"
             w.execute("DELETE FROM docs WHERE id >= 10000000")
             w.execute("VACUUM docs")
-            assert (search(c, q), index_buffers(c, q)) == before, "after the other tenant deleted them"
+            assert (search(c, q), tv.index_buffers(c, q)) == before, "after the other tenant deleted them"
             check_ok(w, "docs_vec")
 
 
@@ -252,10 +173,7 @@ def test_deletes_vacuum_and_inserts_keep_tenant_graphs_whole(data):
                 hits += len({r[0] for r in got} & set(cosine_top(vecs[keep], ids[keep], q, 10)))
             assert hits / 50 >= 0.9
         # Put them back.
-        with w.cursor().copy("COPY docs (id, tenant_id, vec) FROM STDIN") as cp:
-            for i, v in zip(ids, vecs):
-                if i % 10 < 3:
-                    cp.write_row((int(i), t, vec_literal(v)))
+        tv.copy_rows(w, ((int(i), t, v) for i, v in zip(ids, vecs) if i % 10 < 3))
         check_ok(w, "docs_vec")
 
 
@@ -267,9 +185,53 @@ def test_one_generic_prepared_statement_serves_tenants_of_every_size(data):
         for t in ("t0", "t5", "t15", "t29"):
             ids, vecs = data[t]
             c.execute("SELECT set_config('ruvector.tenant_id', %s, false)", (t,))
-            arg = f"'{vec_literal(vecs[0])}'"  # EXECUTE takes no bind parameters
+            arg = f"'{tv.vec_literal(vecs[0])}'"  # EXECUTE takes no bind parameters
             plan = "\n".join(r[0] for r in c.execute(f"EXPLAIN EXECUTE nn({arg})").fetchall())
             assert "Index Scan using docs_vec" in plan, (t, plan)
             got = c.execute(f"EXECUTE nn({arg})").fetchall()
             assert len(got) == min(10, len(ids)) and {r[1] for r in got} == {t}
             assert got[0][0] == ids[0], "a row is its own nearest neighbour"
+
+
+def test_a_sessions_memory_of_the_directory_follows_truncate_and_reindex(data):
+    """A backend remembers where each tenant's directory entry is; TRUNCATE (new tenant
+    order), REINDEX and DROP/CREATE INDEX from another session must not make it search
+    another tenant's graph."""
+    rng = np.random.default_rng(19)
+    vecs = {t: embeddings(20, rng, tenant_topics(n)) for n, t in enumerate(("t0", "t1", "t2"))}
+
+    def fill(w, order):
+        w.execute("TRUNCATE probe")
+        for t in order:
+            w.cursor().executemany(
+                "INSERT INTO probe VALUES (%s, %s, %s)",
+                [(100 * int(t[1:]) + i, t, v) for i, v in enumerate(vecs[t])],
+            )
+
+    def confined(c, t):
+        got = c.execute("SELECT id, tenant_id FROM probe ORDER BY vec <=> %s LIMIT 5", (vecs[t][3],)).fetchall()
+        assert {r[1] for r in got} == {t} and got[0][0] == 100 * int(t[1:]) + 3, (t, got)
+
+    with superuser() as w:
+        w.execute(f"CREATE TABLE probe (id int PRIMARY KEY, tenant_id text NOT NULL, vec vector({DIMS}))")
+        w.execute("SELECT ruvector_enable_tenant_rls('probe')")
+        w.execute("GRANT SELECT ON probe TO ruvector_user")
+        w.execute("SET ruvector.tenant_id = '*'")
+        w.execute("CREATE INDEX probe_vec ON probe USING ruhnsw (vec vector_cosine_ops) WITH (exact_threshold = 0)")
+        fill(w, ["t0", "t1", "t2"])
+        try:
+            with app("t2") as c:
+                confined(c, "t2")
+                fill(w, ["t2", "t1", "t0"])  # TRUNCATE: t2 is now the first entry
+                confined(c, "t2")
+                w.execute("REINDEX INDEX probe_vec")
+                confined(c, "t2")
+                fill(w, ["t1", "t0", "t2"])
+                w.execute("DROP INDEX probe_vec")
+                w.execute("CREATE INDEX probe_vec ON probe USING ruhnsw (vec vector_cosine_ops) WITH (exact_threshold = 0)")
+                confined(c, "t2")
+                for t in ("t0", "t1"):
+                    c.execute("SELECT set_config('ruvector.tenant_id', %s, false)", (t,))
+                    confined(c, t)
+        finally:
+            w.execute("DROP TABLE probe")

@@ -8,6 +8,10 @@
 //! exclusive lock of its page. A tenant is added under an exclusive lock of the metapage
 //! (which serializes additions), then of the last directory page; nobody waits for the
 //! metapage while holding a directory page lock.
+//!
+//! Each backend remembers where it found entries ([`cache`]): a search looks its tenant up
+//! several times, and without the memory every lookup would read the metapage and walk the
+//! directory chain up to the tenant's page.
 
 use pgrx::pg_sys;
 use ruvector_core::hnsw::page::{
@@ -45,10 +49,125 @@ fn corrupted(index: pg_sys::Relation, what: String) -> ! {
     errors::index_corrupted(&page::rel_name(index), format!("tenant directory: {what}"))
 }
 
+/// Where this backend found directory pages and tenant keys, per index. Entries are only
+/// appended and directory pages never move, so what was found stays true for as long as the
+/// index keeps its file: the memory is keyed by the index and its file number (a REINDEX or
+/// TRUNCATE gives a new one) and dropped on a relcache invalidation of the index. Only
+/// tenants that exist are remembered; a tenant's key is checked again in its slot on every
+/// use.
+mod cache {
+    use std::cell::{Cell, RefCell};
+    use std::collections::HashMap;
+
+    use pgrx::pg_sys;
+    use ruvector_core::hnsw::TenantOrd;
+
+    use super::page;
+
+    /// Keys remembered per index before its map starts over.
+    const KEYS: usize = 1 << 17;
+
+    #[derive(Default)]
+    struct Known {
+        file: u32,
+        /// The block of each directory page, from the first.
+        pages: Vec<u32>,
+        ordinals: HashMap<Box<[u8]>, TenantOrd>,
+    }
+
+    thread_local! {
+        static INDEXES: RefCell<HashMap<pg_sys::Oid, Known>> = RefCell::default();
+        static REGISTERED: Cell<bool> = const { Cell::new(false) };
+    }
+
+    #[pgrx::pg_guard]
+    unsafe extern "C-unwind" fn invalidate(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+        INDEXES.with(|m| {
+            let mut m = m.borrow_mut();
+            if relid == pg_sys::InvalidOid {
+                m.clear();
+            } else {
+                m.remove(&relid);
+            }
+        });
+    }
+
+    fn with<R>(index: pg_sys::Relation, f: impl FnOnce(&mut Known) -> R) -> R {
+        if !REGISTERED.get() {
+            // SAFETY: registers a callback that lives as long as the backend, once.
+            unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(invalidate), 0.into()) };
+            REGISTERED.set(true);
+        }
+        // SAFETY: `index` is an open relation.
+        let relid = unsafe { (*index).rd_id };
+        let file = page::file_number(index);
+        INDEXES.with(|m| {
+            let mut m = m.borrow_mut();
+            let known = m.entry(relid).or_default();
+            if known.file != file {
+                *known = Known {
+                    file,
+                    ..Known::default()
+                };
+            }
+            f(known)
+        })
+    }
+
+    /// The block of directory page `n`, if known.
+    pub fn page(index: pg_sys::Relation, n: usize) -> Option<u32> {
+        with(index, |k| k.pages.get(n).copied())
+    }
+
+    /// The highest directory page known: its number and block.
+    pub fn last_page(index: pg_sys::Relation) -> Option<(usize, u32)> {
+        with(index, |k| k.pages.last().map(|&b| (k.pages.len() - 1, b)))
+    }
+
+    /// Directory page `n` is at `block` (remembered when the pages before it are known).
+    pub fn add_page(index: pg_sys::Relation, n: usize, block: u32) {
+        with(index, |k| {
+            if k.pages.len() == n {
+                k.pages.push(block);
+            }
+        })
+    }
+
+    pub fn ordinal(index: pg_sys::Relation, key: &[u8]) -> Option<TenantOrd> {
+        with(index, |k| k.ordinals.get(key).copied())
+    }
+
+    pub fn add_key(index: pg_sys::Relation, key: &[u8], ordinal: TenantOrd) {
+        with(index, |k| {
+            if k.ordinals.len() >= KEYS {
+                k.ordinals.clear();
+            }
+            k.ordinals.insert(key.into(), ordinal);
+        })
+    }
+
+    /// Forgets everything about `index` (what was remembered did not match the pages).
+    pub fn forget(index: pg_sys::Relation) {
+        // SAFETY: `index` is an open relation.
+        let relid = unsafe { (*index).rd_id };
+        INDEXES.with(|m| m.borrow_mut().remove(&relid));
+    }
+}
+
+/// The number of entries on a directory page, `None` if it is not one.
+fn entries_on(pg: pg_sys::Page) -> Option<usize> {
+    // SAFETY: the page is locked by the caller.
+    (page::page_kind(pg) == Some(KIND_DIRECTORY))
+        .then(|| layout::dir_count(unsafe { contents(pg) }))
+}
+
 /// The entry in `slot` of a locked directory page.
 pub fn read_slot(index: pg_sys::Relation, pg: pg_sys::Page, slot: usize) -> DirEntry {
     // SAFETY: the page is locked by the caller.
     let c = unsafe { contents(pg) };
+    if page::page_kind(pg) != Some(KIND_DIRECTORY) {
+        corrupted(index, "an entry's page is not a directory page".into());
+    }
     if slot >= layout::dir_count(c) {
         corrupted(index, format!("slot {slot} is not in use"));
     }
@@ -61,10 +180,15 @@ pub fn write_slot(pg: pg_sys::Page, slot: usize, entry: &DirEntry) {
     c[layout::dir_slot(slot)].copy_from_slice(&entry.to_bytes());
 }
 
-/// The block of the `n`-th directory page (from 0).
+/// The block of the `n`-th directory page (from 0), walking the chain from the last page
+/// this backend knows (or from `first`).
 fn page_block(index: pg_sys::Relation, first: u32, n: usize) -> u32 {
-    let mut block = first;
-    for _ in 0..n {
+    if let Some(block) = cache::page(index, n) {
+        return block;
+    }
+    let (mut i, mut block) = cache::last_page(index).unwrap_or((0, first));
+    cache::add_page(index, 0, first);
+    while i < n {
         let buf = Buf::read(index, block, Lock::Share);
         if page::page_kind(buf.page()) != Some(KIND_DIRECTORY) {
             corrupted(index, format!("block {block} is not a directory page"));
@@ -73,17 +197,23 @@ fn page_block(index: pg_sys::Relation, first: u32, n: usize) -> u32 {
         if block == 0 {
             corrupted(index, format!("the chain ends before page {n}"));
         }
+        i += 1;
+        cache::add_page(index, i, block);
     }
     block
 }
 
-/// The directory page (block) and slot of tenant `ordinal`'s entry.
+/// The directory page (block) and slot of tenant `ordinal`'s entry. The caller checks the
+/// slot with [`read_slot`] (an ordinal past the last entry is an error there).
 pub fn locate(index: pg_sys::Relation, ordinal: TenantOrd) -> (u32, usize) {
+    let (n, slot) = layout::ordinal_position(ordinal);
+    if let Some(block) = cache::page(index, n) {
+        return (block, slot);
+    }
     let meta = page::read_meta(index);
     if ordinal >= meta.tenants {
         corrupted(index, format!("no tenant ordinal {ordinal}"));
     }
-    let (n, slot) = layout::ordinal_position(ordinal);
     (page_block(index, meta.directory, n), slot)
 }
 
@@ -131,11 +261,10 @@ fn for_each_in(
     let mut n = 0;
     while block != 0 && ((n * DIR_ENTRIES_PER_PAGE) as u32) < meta.tenants {
         let buf = Buf::read(index, block, Lock::Share);
-        if page::page_kind(buf.page()) != Some(KIND_DIRECTORY) {
+        let Some(count) = entries_on(buf.page()) else {
             corrupted(index, format!("block {block} is not a directory page"));
-        }
-        // SAFETY: the page is share-locked.
-        let count = layout::dir_count(unsafe { contents(buf.page()) });
+        };
+        cache::add_page(index, n, block);
         for slot in 0..count {
             if !f(layout::ordinal(n, slot), read_slot(index, buf.page(), slot)) {
                 return;
@@ -148,9 +277,22 @@ fn for_each_in(
 
 /// The ordinal of the tenant with `key`, if it has an entry.
 pub fn find(index: pg_sys::Relation, key: &[u8]) -> Option<TenantOrd> {
+    if let Some(ordinal) = cache::ordinal(index, key) {
+        let (n, slot) = layout::ordinal_position(ordinal);
+        if let Some(block) = cache::page(index, n) {
+            let buf = Buf::read(index, block, Lock::Share);
+            if entries_on(buf.page()).is_some_and(|count| slot < count)
+                && read_slot(index, buf.page(), slot).key == key
+            {
+                return Some(ordinal);
+            }
+        }
+        cache::forget(index);
+    }
     find_in(index, &page::read_meta(index), key)
 }
 
+/// [`find`] by walking the directory (the caller may hold the metapage).
 fn find_in(index: pg_sys::Relation, meta: &layout::Meta, key: &[u8]) -> Option<TenantOrd> {
     let mut found = None;
     for_each_in(index, meta, |ordinal, entry| {
@@ -159,6 +301,9 @@ fn find_in(index: pg_sys::Relation, meta: &layout::Meta, key: &[u8]) -> Option<T
         }
         found.is_none()
     });
+    if let Some(ordinal) = found {
+        cache::add_key(index, key, ordinal);
+    }
     found
 }
 

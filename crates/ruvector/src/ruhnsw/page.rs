@@ -46,11 +46,11 @@ mod recent {
     pub fn read(index: pg_sys::Relation, block: u32) -> pg_sys::Buffer {
         // SAFETY: `index` is an open relation.
         #[cfg(feature = "pg15")]
-        let (locator, number) = unsafe { ((*index).rd_node, (*index).rd_node.relNode) };
+        let locator = unsafe { (*index).rd_node };
         // SAFETY: as above.
         #[cfg(feature = "pg18")]
-        let (locator, number) = unsafe { ((*index).rd_locator, (*index).rd_locator.relNumber) };
-        let key = (u32::from(number) as u64) << 32 | block as u64;
+        let locator = unsafe { (*index).rd_locator };
+        let key = (super::file_number(index) as u64) << 32 | block as u64;
         if let Some(hint) = HINTS.with(|h| h.borrow().get(&key).copied()) {
             // SAFETY: a shared buffer number (only those are kept); ReadRecentBuffer pins it
             // only if it holds this block of this relation.
@@ -83,6 +83,17 @@ mod recent {
         }
         buf
     }
+}
+
+/// The relation's file number: a REINDEX or TRUNCATE gives the index a new one.
+pub fn file_number(rel: pg_sys::Relation) -> u32 {
+    // SAFETY: `rel` is an open relation.
+    #[cfg(feature = "pg15")]
+    let number = unsafe { (*rel).rd_node.relNode };
+    // SAFETY: as above.
+    #[cfg(feature = "pg18")]
+    let number = unsafe { (*rel).rd_locator.relNumber };
+    u32::from(number)
 }
 
 impl Buf {

@@ -277,14 +277,20 @@ fn for_each_in(
 
 /// The ordinal of the tenant with `key`, if it has an entry.
 pub fn find(index: pg_sys::Relation, key: &[u8]) -> Option<TenantOrd> {
+    find_entry(index, key).map(|(ordinal, _)| ordinal)
+}
+
+/// The ordinal and entry of the tenant with `key`, if it has one.
+pub fn find_entry(index: pg_sys::Relation, key: &[u8]) -> Option<(TenantOrd, DirEntry)> {
     if let Some(ordinal) = cache::ordinal(index, key) {
         let (n, slot) = layout::ordinal_position(ordinal);
         if let Some(block) = cache::page(index, n) {
             let buf = Buf::read(index, block, Lock::Share);
-            if entries_on(buf.page()).is_some_and(|count| slot < count)
-                && read_slot(index, buf.page(), slot).key == key
-            {
-                return Some(ordinal);
+            if entries_on(buf.page()).is_some_and(|count| slot < count) {
+                let entry = read_slot(index, buf.page(), slot);
+                if entry.key == key {
+                    return Some((ordinal, entry));
+                }
             }
         }
         cache::forget(index);
@@ -292,16 +298,20 @@ pub fn find(index: pg_sys::Relation, key: &[u8]) -> Option<TenantOrd> {
     find_in(index, &page::read_meta(index), key)
 }
 
-/// [`find`] by walking the directory (the caller may hold the metapage).
-fn find_in(index: pg_sys::Relation, meta: &layout::Meta, key: &[u8]) -> Option<TenantOrd> {
+/// [`find_entry`] by walking the directory (the caller may hold the metapage).
+fn find_in(
+    index: pg_sys::Relation,
+    meta: &layout::Meta,
+    key: &[u8],
+) -> Option<(TenantOrd, DirEntry)> {
     let mut found = None;
     for_each_in(index, meta, |ordinal, entry| {
         if entry.key == key {
-            found = Some(ordinal);
+            found = Some((ordinal, entry));
         }
         found.is_none()
     });
-    if let Some(ordinal) = found {
+    if let Some((ordinal, _)) = found {
         cache::add_key(index, key, ordinal);
     }
     found
@@ -330,7 +340,7 @@ pub fn find_or_add(index: pg_sys::Relation, key: &[u8]) -> TenantOrd {
     // Additions are serialized by the metapage lock; look again under it.
     let meta_buf = Buf::read(index, 0, Lock::Exclusive);
     let mut meta = page::meta_of(index, meta_buf.page());
-    if let Some(o) = find_in(index, &meta, key) {
+    if let Some((o, _)) = find_in(index, &meta, key) {
         return o;
     }
     let ordinal = meta.tenants;

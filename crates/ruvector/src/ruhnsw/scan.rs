@@ -13,6 +13,7 @@
 
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
+use ruvector_core::hnsw::page::DirEntry;
 use ruvector_core::hnsw::{GraphStore, Hnsw, Scan, TenantOrd};
 use ruvector_core::VectorError;
 use ruvector_tenancy::tenant_id::TenantContext;
@@ -128,7 +129,7 @@ fn start(scan: pg_sys::IndexScanDesc) {
         );
     }
     let s = state(scan);
-    let Some(graph) = open_graph(index) else {
+    let Some(mut graph) = open_graph(index) else {
         s.empty = true;
         return;
     };
@@ -153,9 +154,12 @@ fn start(scan: pg_sys::IndexScanDesc) {
         );
     }
     let tenants = tenants_to_search(scan, index);
+    graph
+        .store_mut()
+        .set_scan_entries(tenants.iter().filter_map(|(t, e)| Some((*t, e.clone()?))));
     s.scan = Some(Scan::new(
         query,
-        tenants,
+        tenants.into_iter().map(|(t, _)| t).collect(),
         gucs::ef_search(),
         gucs::max_scan_tuples(),
     ));
@@ -167,9 +171,20 @@ fn start(scan: pg_sys::IndexScanDesc) {
 /// on a table whose row-level security was turned off: a `tenant_id = ...` condition for
 /// another tenant finds nothing; without a tenant context the scan is refused (28000);
 /// under `'*'` (administrators only) it searches the tenant the condition names, or all.
-fn tenants_to_search(scan: pg_sys::IndexScanDesc, index: pg_sys::Relation) -> Vec<TenantOrd> {
+///
+/// Each tenant comes with its directory entry when the lookup read it.
+fn tenants_to_search(
+    scan: pg_sys::IndexScanDesc,
+    index: pg_sys::Relation,
+) -> Vec<(TenantOrd, Option<DirEntry>)> {
+    let find = |key: &[u8]| {
+        directory::find_entry(index, key)
+            .map(|(t, e)| (t, Some(e)))
+            .into_iter()
+            .collect()
+    };
     if !super::tenant_keyed(index) {
-        return directory::find(index, b"").into_iter().collect();
+        return find(b"");
     }
     // The tenant the conditions name (at most one: `a = x AND a = y` with x <> y is empty).
     let mut named: Option<Vec<u8>> = None;
@@ -196,7 +211,7 @@ fn tenants_to_search(scan: pg_sys::IndexScanDesc, index: pg_sys::Relation) -> Ve
             if named.is_some_and(|n| n != t.as_bytes()) {
                 return Vec::new();
             }
-            directory::find(index, t.as_bytes()).into_iter().collect()
+            find(t.as_bytes())
         }
         TenantContext::All => {
             if !crate::tenancy::context::is_admin() {
@@ -207,8 +222,10 @@ fn tenants_to_search(scan: pg_sys::IndexScanDesc, index: pg_sys::Relation) -> Ve
                 );
             }
             match named {
-                Some(n) => directory::find(index, &n).into_iter().collect(),
-                None => (0..super::page::read_meta(index).tenants).collect(),
+                Some(n) => find(&n),
+                None => (0..super::page::read_meta(index).tenants)
+                    .map(|t| (t, None))
+                    .collect(),
             }
         }
         TenantContext::None => errors::index_error(

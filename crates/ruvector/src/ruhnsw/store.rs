@@ -7,6 +7,8 @@
 //! except adding a node (insert page, then a new page after releasing it), so there are no
 //! lock-order cycles.
 
+use std::collections::HashMap;
+
 use pgrx::pg_sys;
 use ruvector_core::hnsw::page::{
     self as layout, node_id, node_position, DirEntry, NodeLayout, NodeMut, NodeRef,
@@ -20,11 +22,33 @@ use crate::errors;
 pub struct PageStore {
     index: pg_sys::Relation,
     layout: NodeLayout,
+    /// Directory entries read when a scan started ([`PageStore::set_scan_entries`]).
+    scan_entries: HashMap<TenantOrd, DirEntry>,
 }
 
 impl PageStore {
     pub fn new(index: pg_sys::Relation, layout: NodeLayout) -> PageStore {
-        PageStore { index, layout }
+        PageStore {
+            index,
+            layout,
+            scan_entries: HashMap::new(),
+        }
+    }
+
+    /// A scan's tenants' directory entries as the scan found them when it started: their
+    /// node counts (exact scan or graph) and first pages are taken from here instead of
+    /// reading the directory again. Entry points are always read afresh (VACUUM may move
+    /// them during a long scan). Only for a store that searches and never writes.
+    pub fn set_scan_entries(&mut self, entries: impl IntoIterator<Item = (TenantOrd, DirEntry)>) {
+        self.scan_entries = entries.into_iter().collect();
+    }
+
+    /// Tenant `tenant`'s directory entry: the scan's, or read now.
+    fn dir_entry(&self, tenant: TenantOrd) -> DirEntry {
+        match self.scan_entries.get(&tenant) {
+            Some(e) => e.clone(),
+            None => directory::get(self.index, tenant),
+        }
     }
 
     pub fn layout(&self) -> NodeLayout {
@@ -103,12 +127,13 @@ impl PageStore {
         }
     }
 
-    /// Calls `f` for every node on `block` (nothing for other kinds of pages).
-    fn nodes_on_page(&self, block: u32, f: &mut impl FnMut(NodeId, NodeRef<'_>)) {
+    /// Calls `f` for every node on `block` (nothing for other kinds of pages); returns the
+    /// page's next block in its tenant's chain (0 at the end).
+    fn nodes_on_page(&self, block: u32, f: &mut impl FnMut(NodeId, NodeRef<'_>)) -> u32 {
         let buf = Buf::read(self.index, block, Lock::Share);
         let pg = buf.page();
         if !page::is_node_page(pg) {
-            return; // the directory, or a page being added by a backend that crashed
+            return 0; // the directory, or a page being added by a backend that crashed
         }
         // SAFETY: the page is share-locked.
         let max = unsafe { page::max_offset(pg) };
@@ -121,14 +146,14 @@ impl PageStore {
                 }
             }
         }
+        page::next_block(pg)
     }
 
     /// Calls `f` for every node of `tenant`, following the tenant's chain of pages.
     pub fn for_each_tenant_node(&self, tenant: TenantOrd, mut f: impl FnMut(NodeId, NodeRef<'_>)) {
-        let mut block = directory::get(self.index, tenant).first_block;
+        let mut block = self.dir_entry(tenant).first_block;
         while block != 0 {
-            self.nodes_on_page(block, &mut f);
-            block = page::next_block(Buf::read(self.index, block, Lock::Share).page());
+            block = self.nodes_on_page(block, &mut f);
         }
     }
 
@@ -306,6 +331,6 @@ impl GraphStore for PageStore {
     }
 
     fn tenant_len(&self, tenant: TenantOrd) -> usize {
-        directory::get(self.index, tenant).nodes as usize
+        self.dir_entry(tenant).nodes as usize
     }
 }

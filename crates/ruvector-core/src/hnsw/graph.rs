@@ -59,6 +59,25 @@ impl PartialOrd for Scored {
     }
 }
 
+/// A search result: a node, its distance to the query, and its payload when the search had
+/// it at hand (an exact scan reads every node whole; a graph search reads only vectors and
+/// links, so its results' payloads are read on demand with [`GraphStore::payload`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Hit {
+    pub dist: f32,
+    pub id: NodeId,
+    pub payload: Option<u64>,
+}
+
+impl Hit {
+    pub fn scored(&self) -> Scored {
+        Scored {
+            dist: self.dist,
+            id: self.id,
+        }
+    }
+}
+
 /// A fast hasher for node ids (they are already well spread: block and offset bits).
 #[derive(Default, Clone, Copy)]
 pub struct IdHasher(u64);
@@ -371,11 +390,19 @@ impl<S: GraphStore> Hnsw<S> {
     /// The `k` nearest live nodes of `tenant` to `q` (exact for small tenants), nearest
     /// first.
     pub fn search(&self, q: &[f32], tenant: TenantOrd, k: usize, ef: usize) -> Vec<Scored> {
+        self.search_hits(q, tenant, k, ef)
+            .iter()
+            .map(Hit::scored)
+            .collect()
+    }
+
+    /// [`Hnsw::search`] with the payloads an exact scan read along the way.
+    pub fn search_hits(&self, q: &[f32], tenant: TenantOrd, k: usize, ef: usize) -> Vec<Hit> {
         let q = &*self.params.metric.prepare(q);
         if self.params.exact_threshold > 0
             && self.store.tenant_len(tenant) <= self.params.exact_threshold
         {
-            return self.exact(q, tenant, k);
+            return self.exact_prepared(q, tenant, k);
         }
         let Some((cur, _)) = self.descend(q, tenant, 0) else {
             return Vec::new();
@@ -383,27 +410,67 @@ impl<S: GraphStore> Hnsw<S> {
         let mut found = self.search_layer(q, &cur, ef.max(k), 0);
         found.truncate(k);
         found
+            .into_iter()
+            .map(|s| Hit {
+                dist: s.dist,
+                id: s.id,
+                payload: None,
+            })
+            .collect()
     }
 
     /// The exact `k` nearest live nodes of `tenant`, nearest first.
     pub fn exact(&self, q: &[f32], tenant: TenantOrd, k: usize) -> Vec<Scored> {
         let q = &*self.params.metric.prepare(q);
+        self.exact_prepared(q, tenant, k)
+            .iter()
+            .map(Hit::scored)
+            .collect()
+    }
+
+    /// [`Hnsw::exact`] for a prepared query, with payloads.
+    fn exact_prepared(&self, q: &[f32], tenant: TenantOrd, k: usize) -> Vec<Hit> {
+        /// Ordered by score alone.
+        struct Best(Scored, u64);
+        impl PartialEq for Best {
+            fn eq(&self, other: &Self) -> bool {
+                self.0 == other.0
+            }
+        }
+        impl Eq for Best {}
+        impl PartialOrd for Best {
+            fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+                Some(self.cmp(other))
+            }
+        }
+        impl Ord for Best {
+            fn cmp(&self, other: &Self) -> Ordering {
+                self.0.cmp(&other.0)
+            }
+        }
         let metric = self.params.metric;
         // The k best so far, worst on top.
-        let mut best: BinaryHeap<Scored> = BinaryHeap::with_capacity(k + 1);
-        self.store.for_each_tenant_vector(tenant, |id, v| {
+        let mut best: BinaryHeap<Best> = BinaryHeap::with_capacity(k + 1);
+        self.store.for_each_tenant_vector(tenant, |id, v, payload| {
             let s = Scored {
                 dist: metric.prepared_distance(q, v),
                 id,
             };
-            if best.len() < k || best.peek().is_some_and(|w| s < *w) {
-                best.push(s);
+            if best.len() < k || best.peek().is_some_and(|w| s < w.0) {
+                best.push(Best(s, payload));
                 if best.len() > k {
                     best.pop();
                 }
             }
         });
         best.into_sorted_vec()
+            .into_iter()
+            .map(|Best(s, payload)| Hit {
+                dist: s.dist,
+                id: s.id,
+                payload: Some(payload),
+            })
+            .collect()
     }
 
     /// Repairs node `id`'s lists before the nodes for which `dead` holds are deleted: every
@@ -465,7 +532,7 @@ pub struct Scan {
     max_ef: usize,
     yielded: IdSet,
     /// This round's results not yet yielded, farthest first.
-    pending: Vec<Scored>,
+    pending: Vec<Hit>,
     done: bool,
 }
 
@@ -484,7 +551,7 @@ impl Scan {
     }
 
     /// The next node, or `None` when the graph is exhausted or the work bound is reached.
-    pub fn next<S: GraphStore>(&mut self, hnsw: &Hnsw<S>) -> Option<Scored> {
+    pub fn next<S: GraphStore>(&mut self, hnsw: &Hnsw<S>) -> Option<Hit> {
         loop {
             if let Some(s) = self.pending.pop() {
                 self.yielded.insert(s.id);
@@ -496,11 +563,11 @@ impl Scan {
             let mut found = Vec::new();
             let mut exhausted = true;
             for &tenant in &self.tenants {
-                let part = hnsw.search(&self.query, tenant, self.ef, self.ef);
+                let part = hnsw.search_hits(&self.query, tenant, self.ef, self.ef);
                 exhausted &= part.len() < self.ef;
                 found.extend(part);
             }
-            found.sort();
+            found.sort_by_key(Hit::scored);
             if exhausted || self.ef >= self.max_ef {
                 self.done = true; // every reachable node was considered, or the bound
             } else {
@@ -669,7 +736,10 @@ mod tests {
         let h = build(&data, Params::default());
         let q = dataset(1, 12, 1, 32).remove(0).0;
         let mut scan = Scan::new(q.clone(), vec![0, 2], 40, 2000);
-        let got: Vec<Scored> = std::iter::from_fn(|| scan.next(&h)).take(20).collect();
+        let got: Vec<Scored> = std::iter::from_fn(|| scan.next(&h))
+            .map(|hit| hit.scored())
+            .take(20)
+            .collect();
         assert!(
             got.iter().all(|s| h.store().tenant(s.id) != 1),
             "only the tenants asked for"

@@ -11,7 +11,7 @@ mod graph;
 pub mod page;
 mod store;
 
-pub use graph::{Hnsw, IdHasher, IdSet, Params, Scan, Scored, MAX_LEVEL};
+pub use graph::{Hit, Hnsw, IdHasher, IdSet, Params, Scan, Scored, MAX_LEVEL};
 pub use store::{GraphStore, MemoryStore, NodeId, TenantOrd};
 
 /// Distance functions the index orders by (smaller is closer).

@@ -70,11 +70,12 @@ pub trait GraphStore {
     fn set_entry(&mut self, tenant: TenantOrd, entry: Option<(NodeId, u8)>);
     /// Marks the node deleted, overwrites its vector with zeros and drops its links.
     fn delete(&mut self, id: NodeId);
-    /// Calls `f` with every live node of `tenant` and its vector (an exact scan; a paged
-    /// store reads each of the tenant's pages once).
-    fn for_each_tenant_vector(&self, tenant: TenantOrd, mut f: impl FnMut(NodeId, &[f32])) {
+    /// Calls `f` with every live node of `tenant`, its vector and its payload (an exact
+    /// scan; a paged store reads each of the tenant's pages once).
+    fn for_each_tenant_vector(&self, tenant: TenantOrd, mut f: impl FnMut(NodeId, &[f32], u64)) {
         for id in self.tenant_nodes(tenant) {
-            self.with_vector(id, |v| f(id, v));
+            let payload = self.payload(id);
+            self.with_vector(id, |v| f(id, v, payload));
         }
     }
     /// Every live node of `tenant` (for exact scans of small tenants).

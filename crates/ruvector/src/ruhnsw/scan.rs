@@ -257,7 +257,13 @@ pub unsafe extern "C-unwind" fn amgettuple(
             let Some(found) = it.next(graph) else {
                 return false;
             };
-            set_heap_tid(&mut (*scan).xs_heaptid, graph.store().payload(found.id));
+            // An exact scan had the payload at hand; a graph search's is read now.
+            set_heap_tid(
+                &mut (*scan).xs_heaptid,
+                found
+                    .payload
+                    .unwrap_or_else(|| graph.store().payload(found.id)),
+            );
             (*scan).xs_recheck = false;
             (*scan).xs_recheckorderby = false;
             true

@@ -312,10 +312,10 @@ impl GraphStore for PageStore {
         self.delete_on_page(block, &[offset]);
     }
 
-    fn for_each_tenant_vector(&self, tenant: TenantOrd, mut f: impl FnMut(NodeId, &[f32])) {
+    fn for_each_tenant_vector(&self, tenant: TenantOrd, mut f: impl FnMut(NodeId, &[f32], u64)) {
         self.for_each_tenant_node(tenant, |id, node| {
             if let Some(v) = live_vector(&node) {
-                f(id, v);
+                f(id, v, node.heap_tid());
             }
         });
     }

@@ -232,6 +232,7 @@ pub async fn run(cfg: Config) -> Result<()> {
             .collect();
         let name = format!("t{t}");
         let qv: Vec<Vector> = queries.iter().map(|q| Vector::from(q.clone())).collect();
+        let mut stmts = Vec::new();
         for target in &targets {
             target
                 .client
@@ -255,28 +256,39 @@ pub async fn run(cfg: Config) -> Result<()> {
             for q in &qv {
                 target.client.query(&stmt, &[q]).await?;
             }
-            let mut latencies = Vec::new();
-            let (mut recall, mut rows) = (0.0, 0.0);
-            for pass in 0..cfg.passes {
+            stmts.push(stmt);
+        }
+        // Passes alternate between the searches, each pass starting with a different one, so
+        // that all of them are timed under the same conditions (the machine is shared). A
+        // pass sends all queries to one search in a row: interleaving single queries would
+        // time how fast an idle backend wakes up, not the search.
+        let n = targets.len();
+        let mut latencies = vec![Vec::new(); n];
+        let (mut recall, mut rows) = (vec![0.0; n], vec![0.0; n]);
+        for pass in 0..cfg.passes {
+            for j in 0..n {
+                let i = (pass + j) % n;
                 for (q, want) in qv.iter().zip(&truth) {
                     let began = Instant::now();
-                    let got = target.client.query(&stmt, &[q]).await?;
-                    latencies.push(began.elapsed().as_secs_f64() * 1e3);
+                    let got = targets[i].client.query(&stmts[i], &[q]).await?;
+                    latencies[i].push(began.elapsed().as_secs_f64() * 1e3);
                     if pass == 0 {
                         let ids: Vec<i64> = got.iter().map(|r| r.get(0)).collect();
-                        recall += crate::data::recall(want, &ids);
-                        rows += ids.len() as f64;
+                        recall[i] += crate::data::recall(want, &ids);
+                        rows[i] += ids.len() as f64;
                     }
                 }
             }
+        }
+        for (i, latencies_ms) in latencies.into_iter().enumerate() {
             results.push(Measure {
-                target: target.label,
+                target: targets[i].label,
                 band,
                 tenant: name.clone(),
                 size: vecs.len(),
-                recall: recall / qv.len() as f64,
-                rows: rows / qv.len() as f64,
-                latencies_ms: latencies,
+                recall: recall[i] / qv.len() as f64,
+                rows: rows[i] / qv.len() as f64,
+                latencies_ms,
             });
         }
     }
@@ -323,7 +335,8 @@ pub async fn run(cfg: Config) -> Result<()> {
          {} tenants, {} vectors of {} dimensions (Zipf sizes {}–{}, tenants drawing from shared \
          topics), cosine, m = 16, ef_construction = 64, default ef_search (40) for both \
          extensions; {} measured tenants per band, {} queries each from the tenant's own topics, \
-         {} timed passes after an untimed one; one client, prepared statements, as a role without BYPASSRLS. Recall@10 is \
+         {} timed passes after an untimed one, alternating between the searches; one client \
+         connection per search, prepared statements, as a role without BYPASSRLS. Recall@10 is \
          against the exact top 10 of the tenant's own rows; rows = rows returned per query \
          (10 expected). Build: shared ruhnsw {:.1} s, pgvector {:.1} s.\n\n",
         cfg.tenants,

@@ -17,7 +17,7 @@ from tenant_vectors import DIMS, EXACT_THRESHOLD, cosine_top, embeddings, search
 DB = "ruvector_hnsw_tenants_scale"
 TENANTS = 1000
 # Zipf: 100,000 / rank^(4/3), at least 10: 969 tenants up to 1,000 rows, 26 up to 10,000,
-# 5 above (329,803 rows).
+# 5 above (329,606 rows).
 SIZES = [max(10, int(100_000 / (i + 1) ** (4 / 3))) for i in range(TENANTS)]
 
 
@@ -127,6 +127,9 @@ def test_no_side_channel_from_100k_vectors_next_to_the_query(data):
             unchanged("after the other tenant deleted them and VACUUM ran")
             detail = tv.check_ok(su, "docs_vec")
             assert detail["directory"].startswith(f"{TENANTS} tenants"), detail
+            # Every tenant's graph stays whole: B's after losing 100,000 nodes, the others'.
+            reached, _, live = detail["reachability"].split()[:3]
+            assert reached == live and int(live) == sum(SIZES), detail["reachability"]
     finally:
         for c in readers:
             c.close()

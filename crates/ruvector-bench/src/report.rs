@@ -101,6 +101,12 @@ pub fn plot(
         .x_label_area_size(48)
         .y_label_area_size(72);
     let colors = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
+    // Sweeps climb to the upper left (recall costs speed); per-tenant points gather at
+    // full recall, on the right.
+    let legend = match draw {
+        Draw::Lines => SeriesLabelPosition::UpperRight,
+        Draw::Points => SeriesLabelPosition::UpperLeft,
+    };
     macro_rules! draw {
         ($chart:expr) => {{
             let mut chart = $chart;
@@ -126,7 +132,7 @@ pub fn plot(
             }
             chart
                 .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
+                .position(legend)
                 .label_font(("sans-serif", 16))
                 .background_style(WHITE.mix(0.85))
                 .border_style(BLACK)

@@ -39,9 +39,9 @@ def vec_literal(v):
     return "[" + ",".join(f"{x:.6f}" for x in v) + "]"
 
 
-def copy_rows(c, rows):
-    """COPY (id, tenant, vector) rows into docs in binary (the caller sets the tenant)."""
-    with c.cursor().copy("COPY docs (id, tenant_id, vec) FROM STDIN WITH (FORMAT BINARY)") as cp:
+def copy_rows(c, rows, table="docs"):
+    """COPY (id, tenant, vector) rows into `table` in binary (the caller sets the tenant)."""
+    with c.cursor().copy(f"COPY {table} (id, tenant_id, vec) FROM STDIN WITH (FORMAT BINARY)") as cp:
         cp.set_types(["int8", "text", "vector"])
         for row in rows:
             cp.write_row(row)

@@ -107,10 +107,7 @@ def test_no_side_channel_from_100k_vectors_next_to_the_query(data):
         # COPY is refused on tables with row-level security: B inserts from a staging table.
         with tv.superuser(DB) as su:
             su.execute(f"CREATE TABLE staging (id bigint, tenant_id text, vec vector({DIMS}))")
-            with su.cursor().copy("COPY staging FROM STDIN WITH (FORMAT BINARY)") as cp:
-                cp.set_types(["int8", "text", "vector"])
-                for i, v in enumerate(noisy):
-                    cp.write_row((first_id + i, b, v))
+            tv.copy_rows(su, ((first_id + i, b, v) for i, v in enumerate(noisy)), table="staging")
             su.execute("GRANT SELECT ON staging TO ruvector_user")
         with tv.app(DB, b) as w:
             w.execute("BEGIN")

@@ -62,7 +62,8 @@ impl PartialOrd for Scored {
 /// A search result: a node, its distance to the query, and its payload when the search had
 /// it at hand (an exact scan reads every node whole; a graph search reads only vectors and
 /// links, so its results' payloads are read on demand with [`GraphStore::payload`]).
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// Ordered like [`Scored`]; the payload does not take part.
+#[derive(Debug, Clone, Copy)]
 pub struct Hit {
     pub dist: f32,
     pub id: NodeId,
@@ -75,6 +76,26 @@ impl Hit {
             dist: self.dist,
             id: self.id,
         }
+    }
+}
+
+impl PartialEq for Hit {
+    fn eq(&self, other: &Self) -> bool {
+        self.scored() == other.scored()
+    }
+}
+
+impl Eq for Hit {}
+
+impl Ord for Hit {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.scored().cmp(&other.scored())
+    }
+}
+
+impl PartialOrd for Hit {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
     }
 }
 
@@ -430,47 +451,23 @@ impl<S: GraphStore> Hnsw<S> {
 
     /// [`Hnsw::exact`] for a prepared query, with payloads.
     fn exact_prepared(&self, q: &[f32], tenant: TenantOrd, k: usize) -> Vec<Hit> {
-        /// Ordered by score alone.
-        struct Best(Scored, u64);
-        impl PartialEq for Best {
-            fn eq(&self, other: &Self) -> bool {
-                self.0 == other.0
-            }
-        }
-        impl Eq for Best {}
-        impl PartialOrd for Best {
-            fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-                Some(self.cmp(other))
-            }
-        }
-        impl Ord for Best {
-            fn cmp(&self, other: &Self) -> Ordering {
-                self.0.cmp(&other.0)
-            }
-        }
         let metric = self.params.metric;
         // The k best so far, worst on top.
-        let mut best: BinaryHeap<Best> = BinaryHeap::with_capacity(k + 1);
+        let mut best: BinaryHeap<Hit> = BinaryHeap::with_capacity(k + 1);
         self.store.for_each_tenant_vector(tenant, |id, v, payload| {
-            let s = Scored {
+            let h = Hit {
                 dist: metric.prepared_distance(q, v),
                 id,
+                payload: Some(payload),
             };
-            if best.len() < k || best.peek().is_some_and(|w| s < w.0) {
-                best.push(Best(s, payload));
+            if best.len() < k || best.peek().is_some_and(|w| h < *w) {
+                best.push(h);
                 if best.len() > k {
                     best.pop();
                 }
             }
         });
         best.into_sorted_vec()
-            .into_iter()
-            .map(|Best(s, payload)| Hit {
-                dist: s.dist,
-                id: s.id,
-                payload: Some(payload),
-            })
-            .collect()
     }
 
     /// Repairs node `id`'s lists before the nodes for which `dead` holds are deleted: every
@@ -567,7 +564,7 @@ impl Scan {
                 exhausted &= part.len() < self.ef;
                 found.extend(part);
             }
-            found.sort_by_key(Hit::scored);
+            found.sort();
             if exhausted || self.ef >= self.max_ef {
                 self.done = true; // every reachable node was considered, or the bound
             } else {

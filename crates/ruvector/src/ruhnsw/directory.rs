@@ -190,7 +190,7 @@ fn page_block(index: pg_sys::Relation, first: u32, n: usize) -> u32 {
     cache::add_page(index, 0, first);
     while i < n {
         let buf = Buf::read(index, block, Lock::Share);
-        if page::page_kind(buf.page()) != Some(KIND_DIRECTORY) {
+        if entries_on(buf.page()).is_none() {
             corrupted(index, format!("block {block} is not a directory page"));
         }
         block = page::next_block(buf.page());

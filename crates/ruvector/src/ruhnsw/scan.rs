@@ -156,7 +156,7 @@ fn start(scan: pg_sys::IndexScanDesc) {
     let tenants = tenants_to_search(scan, index);
     graph
         .store_mut()
-        .set_scan_entries(tenants.iter().filter_map(|(t, e)| Some((*t, e.clone()?))));
+        .set_scan_entries(tenants.iter().filter_map(|(t, e)| Some((*t, e.as_ref()?))));
     s.scan = Some(Scan::new(
         query,
         tenants.into_iter().map(|(t, _)| t).collect(),

@@ -22,8 +22,24 @@ use crate::errors;
 pub struct PageStore {
     index: pg_sys::Relation,
     layout: NodeLayout,
-    /// Directory entries read when a scan started ([`PageStore::set_scan_entries`]).
-    scan_entries: HashMap<TenantOrd, DirEntry>,
+    /// What a scan's tenant lookups read ([`PageStore::set_scan_entries`]).
+    scan_entries: HashMap<TenantOrd, ScanTenant>,
+}
+
+/// The parts of a tenant's directory entry a scan reads once.
+#[derive(Clone, Copy)]
+struct ScanTenant {
+    nodes: u64,
+    first_block: u32,
+}
+
+impl From<&DirEntry> for ScanTenant {
+    fn from(e: &DirEntry) -> ScanTenant {
+        ScanTenant {
+            nodes: e.nodes,
+            first_block: e.first_block,
+        }
+    }
 }
 
 impl PageStore {
@@ -39,15 +55,18 @@ impl PageStore {
     /// node counts (exact scan or graph) and first pages are taken from here instead of
     /// reading the directory again. Entry points are always read afresh (VACUUM may move
     /// them during a long scan). Only for a store that searches and never writes.
-    pub fn set_scan_entries(&mut self, entries: impl IntoIterator<Item = (TenantOrd, DirEntry)>) {
-        self.scan_entries = entries.into_iter().collect();
+    pub fn set_scan_entries<'a>(
+        &mut self,
+        entries: impl IntoIterator<Item = (TenantOrd, &'a DirEntry)>,
+    ) {
+        self.scan_entries = entries.into_iter().map(|(t, e)| (t, e.into())).collect();
     }
 
-    /// Tenant `tenant`'s directory entry: the scan's, or read now.
-    fn dir_entry(&self, tenant: TenantOrd) -> DirEntry {
+    /// Tenant `tenant`'s node count and first page: the scan's, or read now.
+    fn scan_tenant(&self, tenant: TenantOrd) -> ScanTenant {
         match self.scan_entries.get(&tenant) {
-            Some(e) => e.clone(),
-            None => directory::get(self.index, tenant),
+            Some(&t) => t,
+            None => (&directory::get(self.index, tenant)).into(),
         }
     }
 
@@ -151,7 +170,7 @@ impl PageStore {
 
     /// Calls `f` for every node of `tenant`, following the tenant's chain of pages.
     pub fn for_each_tenant_node(&self, tenant: TenantOrd, mut f: impl FnMut(NodeId, NodeRef<'_>)) {
-        let mut block = self.dir_entry(tenant).first_block;
+        let mut block = self.scan_tenant(tenant).first_block;
         while block != 0 {
             block = self.nodes_on_page(block, &mut f);
         }
@@ -331,6 +350,6 @@ impl GraphStore for PageStore {
     }
 
     fn tenant_len(&self, tenant: TenantOrd) -> usize {
-        self.dir_entry(tenant).nodes as usize
+        self.scan_tenant(tenant).nodes as usize
     }
 }

@@ -97,11 +97,17 @@ def search(c, q, k=10, extra=""):
 
 
 def index_buffers(c, q):
-    """Shared buffers the search's plan touched (hits + reads), from EXPLAIN ANALYZE."""
-    plan = c.execute(
-        "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF, TIMING OFF) SELECT id FROM docs ORDER BY vec <=> %s LIMIT 10",
-        (q,),
-    ).fetchall()
+    """Shared buffers the search of `c`'s tenant touched (hits + reads), from EXPLAIN ANALYZE,
+    which is for administrators: run by a superuser session under the same tenant context
+    (the index confines the search to that tenant, whoever runs it)."""
+    tenant = c.execute("SHOW ruvector.tenant_id").fetchone()[0]
+    with psycopg.connect(admin_dsn(c.info.dbname), autocommit=True) as su:
+        register_vector(su)
+        su.execute("SELECT set_config('ruvector.tenant_id', %s, false)", (tenant,))
+        plan = su.execute(
+            "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF, TIMING OFF) SELECT id FROM docs ORDER BY vec <=> %s LIMIT 10",
+            (q,),
+        ).fetchall()
     text = "\n".join(r[0] for r in plan)
     assert "Index Scan using docs_vec" in text, text
     m = re.search(r"Buffers: shared( hit=(\d+))?( read=(\d+))?", text)

@@ -54,7 +54,7 @@ def database():
                   "FROM generate_series(1, 60000)")
         c.execute("INSERT INTO items (tenant_id, vec) SELECT t, array_fill(1::real, ARRAY[16])::vector "
                   "FROM unnest(ARRAY['quiet','w1','w2','hold','wait','rl-a','rl-b']) t, generate_series(1, 3000)")
-        c.execute("ANALYZE items")
+        c.execute("VACUUM ANALYZE items")
     yield
     server_setting("ruvector.max_active_statements", None)
     server_setting("ruvector.admission_control", None)

@@ -5,10 +5,13 @@
 //!   extension places it there and guards it with a lock; here it is plain memory).
 //! - [`quota`]: reservations against per-tenant limits that are exact under concurrency and
 //!   undone by (sub)transaction aborts.
+//! - [`statement`]: the tenant a statement was validated for, and the stack of running
+//!   statements that carries it.
 #![deny(unsafe_code)]
 
 pub mod fair;
 pub mod quota;
 pub mod rate;
 pub mod registry;
+pub mod statement;
 pub mod tenant_id;

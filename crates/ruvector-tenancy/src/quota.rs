@@ -148,6 +148,12 @@ impl Ledger {
         e.deleted_bytes += bytes;
     }
 
+    /// Records rows that existed before their table was registered: committed usage at
+    /// commit, nothing on abort.
+    pub fn adopted(&mut self, slot: usize, level: i32, rows: i64, bytes: i64) {
+        self.deleted(slot, level, -rows, -bytes);
+    }
+
     /// A savepoint at `level` committed: its entries now belong to the parent level.
     pub fn subcommit(&mut self, level: i32) {
         for e in &mut self.entries {

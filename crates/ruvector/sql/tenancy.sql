@@ -20,7 +20,9 @@ COMMENT ON ROLE ruvector_admin IS 'RuVector administrators: tenant lifecycle, th
 COMMENT ON ROLE ruvector_user IS 'RuVector applications: grant this role to the application''s login role';
 
 CREATE SCHEMA ruvector;
-GRANT USAGE ON SCHEMA ruvector TO ruvector_user, ruvector_admin;
+-- Every role may name objects in the schema (table owners write policies with
+-- ruvector.current_tenant()); what it may read or run is granted object by object.
+GRANT USAGE ON SCHEMA ruvector TO PUBLIC;
 
 -- Internal functions (the Rust side) -------------------------------------------------------
 
@@ -38,15 +40,18 @@ CREATE FUNCTION ruvector._require_admin(what text) RETURNS void
 -- Raises 22023 for a malformed tenant id.
 CREATE FUNCTION ruvector._check_tenant_id(id text) RETURNS void
     AS 'MODULE_PATHNAME', 'rv_check_tenant_id' LANGUAGE C IMMUTABLE STRICT;
--- The tenant of the current context ('*' or an id), NULL if none.
+-- The tenant the running statement was validated for ('*' or an id), NULL without a
+-- context. Row-level security policies of tenant tables compare with it, never with the raw
+-- setting, which can change while a statement runs (a RESET through set_config(), a
+-- function's SET clause on exit): if the setting no longer names that tenant, it raises
+-- 42501. STABLE and PARALLEL SAFE, so that `tenant_id = ruvector.current_tenant()` is an
+-- index condition and parallel plans stay possible.
 CREATE FUNCTION ruvector.current_tenant() RETURNS text
     AS 'MODULE_PATHNAME', 'rv_current_tenant' LANGUAGE C STABLE PARALLEL SAFE;
-COMMENT ON FUNCTION ruvector.current_tenant() IS 'the ruvector.tenant_id of this session, NULL when unset';
+COMMENT ON FUNCTION ruvector.current_tenant() IS 'the tenant validated for the running statement (''*'' or an id), NULL without a context';
 GRANT EXECUTE ON FUNCTION ruvector.current_tenant() TO PUBLIC;
--- Records a table as a tenant table (the caller owns it).
-CREATE FUNCTION ruvector._register_tenant_table(rel regclass, tenant_column text) RETURNS void
-    AS 'MODULE_PATHNAME', 'rv_register_tenant_table' LANGUAGE C VOLATILE STRICT;
--- Quota trigger of tenant tables: BEFORE INSERT OR UPDATE, AFTER DELETE, FOR EACH ROW.
+-- Quota trigger of tenant tables: AFTER INSERT OR UPDATE OR DELETE, FOR EACH ROW. Installed
+-- by ruvector_enable_tenant_rls; nobody else can attach it.
 CREATE FUNCTION ruvector._quota_trigger() RETURNS trigger
     AS 'MODULE_PATHNAME', 'rv_quota_trigger' LANGUAGE C;
 -- An audit record of a lifecycle call (written only when ruvector.audit_enabled is on).
@@ -213,7 +218,7 @@ CREATE TRIGGER collections_quota BEFORE INSERT OR UPDATE OF tenant_id ON ruvecto
 
 CREATE VIEW ruvector.my_collections WITH (security_barrier) AS
 SELECT * FROM ruvector.collections
-WHERE tenant_id = current_setting('ruvector.tenant_id', true)
+WHERE tenant_id = ruvector.current_tenant()
    OR tenant_id IS NULL;
 GRANT SELECT ON ruvector.my_collections TO ruvector_user;
 
@@ -242,7 +247,7 @@ FROM ruvector._live_stats() s;
 
 -- A tenant session sees only its own row of the statistics.
 CREATE VIEW ruvector.my_tenant_stats WITH (security_barrier) AS
-SELECT * FROM ruvector.tenant_stats WHERE tenant_id = current_setting('ruvector.tenant_id', true);
+SELECT * FROM ruvector.tenant_stats WHERE tenant_id = ruvector.current_tenant();
 GRANT SELECT ON ruvector.my_tenant_stats TO ruvector_user;
 
 GRANT SELECT ON ALL TABLES IN SCHEMA ruvector TO ruvector_admin;
@@ -326,32 +331,12 @@ BEGIN
     PERFORM ruvector._audit(p_tenant_id, 'resume', '{}');
 END $$;
 
--- Removes a tenant's rows from every tenant table. Runs as the extension owner under the
--- '*' context, so it reaches every row whatever the caller's table privileges; callable by
--- ruvector_admin only.
+-- Removes a tenant's rows from every tenant table (ruvector_admin only): each table's rows
+-- as the table's owner, in a security-restricted operation, so an owner's trigger never runs
+-- with more rights than the owner's; records each removal in ruvector.tenant_erasures.
 CREATE FUNCTION ruvector._delete_tenant_rows(p_tenant_id text)
 RETURNS TABLE (table_name regclass, rows_deleted bigint)
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp SET ruvector.tenant_id = '*' AS $$
-DECLARE
-    t record;
-    n bigint;
-BEGIN
-    FOR t IN SELECT relid, tenant_column FROM ruvector.tenant_tables
-             WHERE EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = relid) ORDER BY relid::text LOOP
-        EXECUTE format('DELETE FROM %s WHERE %I = $1', t.relid, t.tenant_column) USING p_tenant_id;
-        GET DIAGNOSTICS n = ROW_COUNT;
-        IF n > 0 THEN
-            INSERT INTO ruvector.tenant_erasures (tenant_id, relid, rows_deleted)
-            VALUES (p_tenant_id, t.relid, n)
-            ON CONFLICT (tenant_id, relid, delete_xid) DO UPDATE
-                SET rows_deleted = ruvector.tenant_erasures.rows_deleted + excluded.rows_deleted;
-        END IF;
-        table_name := t.relid;
-        rows_deleted := n;
-        RETURN NEXT;
-    END LOOP;
-END $$;
+    AS 'MODULE_PATHNAME', 'rv_delete_tenant_rows' LANGUAGE C VOLATILE STRICT;
 REVOKE ALL ON FUNCTION ruvector._delete_tenant_rows(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ruvector._delete_tenant_rows(text) TO ruvector_admin;
 
@@ -405,7 +390,7 @@ CREATE FUNCTION ruvector_tenant_stats(p_tenant_id text)
 RETURNS SETOF ruvector.tenant_stats
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF p_tenant_id IS NOT DISTINCT FROM current_setting('ruvector.tenant_id', true) THEN
+    IF p_tenant_id IS NOT DISTINCT FROM ruvector.current_tenant() THEN
         RETURN QUERY SELECT * FROM ruvector.my_tenant_stats;
         RETURN;
     END IF;
@@ -454,6 +439,12 @@ DECLARE
     tenant text := ruvector._require_tenant();
     result ruvector.collections;
 BEGIN
+    -- Collection metadata is catalog storage outside the tenant's storage quota: bounded.
+    IF pg_column_size(p_options->'metadata') > 16384 THEN
+        RAISE EXCEPTION 'collection metadata is too large' USING ERRCODE = '54000',
+            DETAIL = format('%s bytes; at most 16384.', pg_column_size(p_options->'metadata')),
+            HINT = 'Keep large documents in a tenant table, which counts against the storage quota.';
+    END IF;
     INSERT INTO ruvector.collections (name, tenant_id, dimensions, metric, metadata)
     VALUES (p_name, tenant, (p_options->>'dimensions')::integer,
             coalesce(p_options->>'metric', 'l2'), coalesce(p_options->'metadata', '{}'::jsonb))
@@ -508,46 +499,14 @@ REVOKE ALL ON FUNCTION ruvector._maintenance() FROM PUBLIC;
 
 -- RLS -------------------------------------------------------------------------------------
 
+-- Makes an ordinary table a tenant table (its owner only): enables and forces row-level
+-- security with the policies tenant_isolation and admin_bypass, installs the quota trigger,
+-- registers the table and counts the rows it holds. Refuses partitioned tables, partitions,
+-- inheritance, temporary tables, views, materialized views and foreign tables.
 CREATE FUNCTION ruvector_enable_tenant_rls(p_table_name text, p_tenant_column text DEFAULT 'tenant_id')
 RETURNS void
-LANGUAGE plpgsql AS $$
-DECLARE
-    rel regclass;
-BEGIN
-    -- Resolved with the caller's search_path, as the spec's unqualified names expect; every
-    -- other name below is schema-qualified.
-    rel := p_table_name::regclass;
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = rel AND attname = p_tenant_column
-                   AND NOT attisdropped) THEN
-        RAISE EXCEPTION 'column "%" of relation % does not exist', p_tenant_column, rel
-            USING ERRCODE = '42703';
-    END IF;
-    EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', rel);
-    EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', rel);
-    EXECUTE format('DROP POLICY IF EXISTS tenant_isolation ON %s', rel);
-    EXECUTE format(
-        'CREATE POLICY tenant_isolation ON %s
-         USING (%I = current_setting(''ruvector.tenant_id'', true))
-         WITH CHECK (%I = current_setting(''ruvector.tenant_id'', true))',
-        rel, p_tenant_column, p_tenant_column);
-    -- Admins see every tenant only under the * context; under a tenant id they are confined
-    -- like everyone else.
-    EXECUTE format('DROP POLICY IF EXISTS admin_bypass ON %s', rel);
-    EXECUTE format(
-        'CREATE POLICY admin_bypass ON %s FOR ALL TO ruvector_admin
-         USING (current_setting(''ruvector.tenant_id'', true) = ''*'')
-         WITH CHECK (current_setting(''ruvector.tenant_id'', true) = ''*'')', rel);
-    EXECUTE format('DROP TRIGGER IF EXISTS ruvector_quota ON %s', rel);
-    EXECUTE format('CREATE TRIGGER ruvector_quota BEFORE INSERT OR UPDATE ON %s
-                    FOR EACH ROW EXECUTE FUNCTION ruvector._quota_trigger(%L)', rel, p_tenant_column);
-    EXECUTE format('DROP TRIGGER IF EXISTS ruvector_quota_delete ON %s', rel);
-    EXECUTE format('CREATE TRIGGER ruvector_quota_delete AFTER DELETE ON %s
-                    FOR EACH ROW EXECUTE FUNCTION ruvector._quota_trigger(%L)', rel, p_tenant_column);
-    PERFORM ruvector._register_tenant_table(rel, p_tenant_column);
-END $$;
+    AS 'MODULE_PATHNAME', 'rv_enable_tenant_rls' LANGUAGE C VOLATILE STRICT;
 COMMENT ON FUNCTION ruvector_enable_tenant_rls(text, text) IS 'confine a table to the current tenant (RLS, FORCE, context checks, quotas)';
-
-GRANT EXECUTE ON FUNCTION ruvector_enable_tenant_rls(text, text) TO PUBLIC;
 
 -- A dropped tenant table leaves ruvector.tenant_tables with it.
 CREATE FUNCTION ruvector._on_sql_drop() RETURNS event_trigger
@@ -564,11 +523,24 @@ END $$;
 CREATE EVENT TRIGGER ruvector_drop_tenant_table ON sql_drop
     EXECUTE FUNCTION ruvector._on_sql_drop();
 
--- _live_stats() returns every tenant to admins and only the current tenant to others.
-REVOKE EXECUTE ON FUNCTION ruvector._registry_sync(text, text, bigint, real, integer, integer, real, boolean)
+-- Internal functions are not executable by PUBLIC. _require_admin and _check_tenant_id stay
+-- open: they only check the caller, and every lifecycle function calls them first, so a
+-- non-admin gets the explanatory 42501 from them. Trigger functions need no EXECUTE right to
+-- fire, only to be attached, which is then left to the extension.
+REVOKE EXECUTE ON FUNCTION
+    ruvector._registry_sync(text, text, bigint, real, integer, integer, real, boolean),
+    ruvector._tables_changed(), ruvector._quota_trigger(), ruvector._audit(text, text, text),
+    ruvector._live_stats(), ruvector._require_tenant(), ruvector._maintenance(),
+    ruvector._tenants_sync(), ruvector._collections_quota(), ruvector._on_sql_drop()
     FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION ruvector._registry_sync(text, text, bigint, real, integer, integer, real, boolean)
+-- Lifecycle functions run as their (admin) caller and call these.
+GRANT EXECUTE ON FUNCTION
+    ruvector._registry_sync(text, text, bigint, real, integer, integer, real, boolean),
+    ruvector._tables_changed(), ruvector._audit(text, text, text)
     TO ruvector_admin;
+-- The statistics views run _live_stats() as their reader: every tenant for admins, the
+-- running statement's tenant for everyone else.
+GRANT EXECUTE ON FUNCTION ruvector._live_stats() TO ruvector_admin, ruvector_user;
 
 -- Every backend rebuilds its tenant-table cache once the extension exists.
 SELECT ruvector._tables_changed();

@@ -123,11 +123,11 @@ pub fn not_preloaded() -> ! {
 
 /// A tenant context that may not be used (see `tenancy::context::may_use`).
 pub fn refuse(r: crate::tenancy::context::Refusal) -> ! {
-    raise(
-        ErrorReport::new(r.code, r.message, "ruvector")
-            .set_detail(r.detail)
-            .set_hint(r.hint),
-    )
+    let mut report = ErrorReport::new(r.code, r.message, "ruvector").set_hint(r.hint);
+    if !r.detail.is_empty() {
+        report = report.set_detail(r.detail);
+    }
+    raise(report)
 }
 
 /// The caller is neither superuser nor a member of ruvector_admin.
@@ -168,19 +168,6 @@ pub fn unknown_tenant(id: &str) -> ! {
         )
         .set_detail("Rows of tenant tables must belong to a registered, not deleted tenant.")
         .set_hint("Create the tenant with ruvector_tenant_create()."),
-    )
-}
-
-/// A row for a suspended tenant.
-pub fn tenant_suspended(id: &str) -> ! {
-    raise(
-        ErrorReport::new(
-            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            format!("tenant \"{id}\" is suspended"),
-            "ruvector",
-        )
-        .set_detail("Every operation of a suspended tenant is refused.")
-        .set_hint("An administrator can resume it with ruvector_tenant_resume()."),
     )
 }
 
@@ -244,5 +231,45 @@ pub fn index_corrupted(index: &str, what: String) -> ! {
         PgSqlErrorCode::ERRCODE_INDEX_CORRUPTED,
         format!("index \"{index}\" is corrupted: {what}"),
         Some("REINDEX the index; ruvector_index_check() reports what is wrong."),
+    )
+}
+
+/// A tenant table row of another tenant than the running statement's (a role that bypasses
+/// row-level security wrote it, or tried to).
+pub fn row_of_other_tenant(row: &str, context: &str) -> ! {
+    raise(
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("row of tenant \"{row}\" outside the tenant context \"{context}\""),
+            "ruvector",
+        )
+        .set_detail("Under one tenant's context, a statement can only write that tenant's rows.")
+        .set_hint("Set ruvector.tenant_id to the row's tenant, or to '*' as an administrator."),
+    )
+}
+
+/// A row of a tenant table whose tenant column is NULL.
+pub fn row_without_tenant() -> ! {
+    raise(
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_NOT_NULL_VIOLATION,
+            "a row of a tenant table needs a tenant",
+            "ruvector",
+        )
+        .set_detail("The tenant column is NULL: no tenant could ever read the row.")
+        .set_hint("Leave the column to its default, current_setting('ruvector.tenant_id')."),
+    )
+}
+
+/// The quota trigger fired on something other than a registered tenant table, or not as
+/// the AFTER ROW trigger that ruvector_enable_tenant_rls creates.
+pub fn not_a_tenant_table_trigger() -> ! {
+    raise(
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            "ruvector._quota_trigger() fires only as the quota trigger of a tenant table",
+            "ruvector",
+        )
+        .set_hint("ruvector_enable_tenant_rls() installs it; do not attach it yourself."),
     )
 }

@@ -94,3 +94,16 @@ pub fn text_datum(s: &str) -> pg_sys::Datum {
     // SAFETY: cstring_to_text copies the string into a palloc'd text.
     unsafe { pg_sys::Datum::from(pg_sys::cstring_to_text(c.as_ptr())) }
 }
+
+/// A `text` datum holding `bytes` (valid UTF-8 without NUL), built in one palloc.
+pub fn text_from_bytes(bytes: &[u8]) -> pg_sys::Datum {
+    let size = pg_sys::VARHDRSZ + bytes.len();
+    // SAFETY: palloc returns `size` writable bytes (or raises an error): a 4-byte varlena
+    // header, then the data.
+    unsafe {
+        let p = pg_sys::palloc(size) as *mut u8;
+        pgrx::set_varsize_4b(p as *mut pg_sys::varlena, size as i32);
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), p.add(pg_sys::VARHDRSZ), bytes.len());
+        pg_sys::Datum::from(p)
+    }
+}

@@ -163,6 +163,7 @@ pub fn init() {
 }
 
 /// The raw `ruvector.tenant_id` setting, `None` when unset or empty.
+#[inline]
 pub fn tenant_id() -> Option<&'static str> {
     // SAFETY: PostgreSQL keeps the GUC's string alive until the next assignment, which cannot
     // happen while a statement is using the value; it is NUL-terminated and validated ASCII.
@@ -264,7 +265,8 @@ unsafe extern "C-unwind" fn check_tenant_id(
                 && !unsafe { pg_sys::InitializingParallelWorker }
                 && unsafe { pg_sys::IsTransactionState() }
                 && crate::tenancy::catalog::extension_present();
-            if !checkable {
+            // No context is always a valid value (RESET and SET to '' clear it).
+            if !checkable || ctx == TenantContext::None {
                 return true;
             }
             match crate::tenancy::context::may_use(ctx) {

@@ -16,7 +16,7 @@ use pgrx::PgSqlErrorCode;
 use ruvector_core::hnsw::page::DirEntry;
 use ruvector_core::hnsw::{GraphStore, Hnsw, Scan, TenantOrd};
 use ruvector_core::VectorError;
-use ruvector_tenancy::tenant_id::TenantContext;
+use ruvector_tenancy::statement::Resolved;
 
 use super::directory;
 use super::store::PageStore;
@@ -128,6 +128,9 @@ fn start(scan: pg_sys::IndexScanDesc) {
             None,
         );
     }
+    // Each search counts against the tenant's rate limit (the statement's first is covered
+    // by its own admission).
+    crate::tenancy::context::count_index_search();
     let s = state(scan);
     let Some(mut graph) = open_graph(index) else {
         s.empty = true;
@@ -167,7 +170,8 @@ fn start(scan: pg_sys::IndexScanDesc) {
 }
 
 /// The tenants a scan searches. An index without a tenant column has one. A tenant-keyed
-/// index confines every scan to the session's tenant (`ruvector.tenant_id`) by itself, even
+/// index confines every scan to the statement's tenant (`ruvector.tenant_id` as validated
+/// when the statement started) by itself, even
 /// on a table whose row-level security was turned off: a `tenant_id = ...` condition for
 /// another tenant finds nothing; without a tenant context the scan is refused (28000);
 /// under `'*'` (administrators only) it searches the tenant the condition names, or all.
@@ -206,29 +210,22 @@ fn tenants_to_search(
             named = Some(value);
         }
     }
-    match gucs::tenant_context() {
-        TenantContext::Tenant(t) => {
+    match crate::tenancy::context::current() {
+        Resolved::Tenant { key, .. } => {
+            let t = key.as_str();
             if named.is_some_and(|n| n != t.as_bytes()) {
                 return Vec::new();
             }
             find(t.as_bytes())
         }
-        TenantContext::All => {
-            if !crate::tenancy::context::is_admin() {
-                errors::index_error(
-                    PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-                    "the tenant context \"*\" is for members of ruvector_admin".into(),
-                    None,
-                );
-            }
-            match named {
-                Some(n) => find(&n),
-                None => (0..super::page::read_meta(index).tenants)
-                    .map(|t| (t, None))
-                    .collect(),
-            }
-        }
-        TenantContext::None => errors::index_error(
+        // Validated for an administrator when the statement started.
+        Resolved::All => match named {
+            Some(n) => find(&n),
+            None => (0..super::page::read_meta(index).tenants)
+                .map(|t| (t, None))
+                .collect(),
+        },
+        Resolved::None => errors::index_error(
             PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
             format!(
                 "no tenant context for a search of the tenant-keyed index \"{}\"",

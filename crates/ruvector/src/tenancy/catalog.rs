@@ -114,7 +114,17 @@ fn ensure_cache() {
         as_superuser(|| {
             Spi::connect(|client| {
                 let rows = client
-                    .select("SELECT relid::oid, relid::text, tenant_column::text FROM ruvector.tenant_tables", None, &[])
+                    // Only ordinary, permanent tables (what registration accepts): the registry
+                    // load reads them as a superuser, which must never run anyone's code.
+                    .select(
+                        "SELECT t.relid::oid, quote_ident(n.nspname) || '.' || quote_ident(c.relname), \
+                         t.tenant_column::text FROM ruvector.tenant_tables t \
+                         JOIN pg_catalog.pg_class c ON c.oid = t.relid \
+                         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                         WHERE c.relkind = 'r' AND c.relpersistence <> 't'",
+                        None,
+                        &[],
+                    )
                     .expect("reading ruvector.tenant_tables");
                 for row in rows {
                     let oid: pg_sys::Oid = row.get(1).ok().flatten().expect("relid");
@@ -158,6 +168,31 @@ pub fn is_tenant_table(relid: pg_sys::Oid) -> bool {
 pub fn tenant_column(relid: pg_sys::Oid) -> Option<String> {
     ensure_cache();
     CACHE.with(|c| c.borrow().tables.get(&relid).map(|(_, col)| col.clone()))
+}
+
+/// Whether role `oid` may administer tenants: a superuser or a member of ruvector_admin.
+pub fn role_is_admin(oid: pg_sys::Oid) -> bool {
+    // SAFETY: catalog lookups in a transaction.
+    unsafe {
+        if pg_sys::superuser_arg(oid) {
+            return true;
+        }
+        let admin = pg_sys::get_role_oid(c"ruvector_admin".as_ptr(), true);
+        admin != pg_sys::InvalidOid && pg_sys::has_privs_of_role(oid, admin)
+    }
+}
+
+/// The name of role `oid` (empty if it does not exist).
+pub fn role_name(oid: pg_sys::Oid) -> String {
+    // SAFETY: GetUserNameFromId returns a palloc'd copy or NULL with noerr.
+    unsafe {
+        let p = pg_sys::GetUserNameFromId(oid, true);
+        if p.is_null() {
+            String::new()
+        } else {
+            std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
+        }
+    }
 }
 
 /// Whether any login role of this database is bound to a tenant.

@@ -1,6 +1,9 @@
-//! The tenant context layer: every statement that touches a registered tenant table passes
-//! through [`check_relations`] first (from the ExecutorStart and ProcessUtility hooks), which
-//! refuses it unless the session has a valid tenant context that may be used now.
+//! The tenant context layer: every statement that touches a registered tenant table is
+//! resolved when it starts ([`resolve`], from the ExecutorStart and ProcessUtility hooks):
+//! it is refused unless the session has a valid tenant context that may be used now, and the
+//! context becomes the statement's [`Resolved`] tenant. Row-level security, index scans and
+//! the quota trigger read that value ([`current`]), checked against the setting each time,
+//! and every run of the statement (each FETCH of a cursor) checks it again.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -9,9 +12,10 @@ use std::sync::atomic::Ordering::*;
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 use ruvector_tenancy::registry::TenantState;
+use ruvector_tenancy::statement::{Resolved, TenantKey};
 use ruvector_tenancy::tenant_id::TenantContext;
 
-use super::{catalog, shmem};
+use super::{catalog, shmem, statement};
 use crate::gucs;
 
 /// Why a tenant context may not be used.
@@ -43,15 +47,8 @@ pub fn refusal(
 /// Whether the current user may administer tenants: a superuser or a member of
 /// ruvector_admin (with its privileges, not only nominally).
 pub fn is_admin() -> bool {
-    // SAFETY: catalog lookups in a transaction (callers check IsTransactionState).
-    unsafe {
-        let user = pg_sys::GetUserId();
-        if pg_sys::superuser_arg(user) {
-            return true;
-        }
-        let admin = pg_sys::get_role_oid(c"ruvector_admin".as_ptr(), true);
-        admin != pg_sys::InvalidOid && pg_sys::has_privs_of_role(user, admin)
-    }
+    // SAFETY: plain query of the current user (callers are in a transaction).
+    catalog::role_is_admin(unsafe { pg_sys::GetUserId() })
 }
 
 thread_local! {
@@ -65,16 +62,7 @@ fn session_role_name() -> String {
     SESSION_ROLE.with(|r| {
         let mut r = r.borrow_mut();
         if r.0 != oid {
-            // SAFETY: GetUserNameFromId returns a palloc'd copy or NULL.
-            let name = unsafe {
-                let p = pg_sys::GetUserNameFromId(oid, true);
-                if p.is_null() {
-                    String::new()
-                } else {
-                    std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
-                }
-            };
-            *r = (oid, name);
+            *r = (oid, catalog::role_name(oid));
         }
         r.1.clone()
     })
@@ -85,13 +73,7 @@ fn session_role_name() -> String {
 /// Returns the tenant's registry slot (None for '*').
 pub fn may_use(ctx: TenantContext<'_>) -> Result<Option<usize>, Refusal> {
     match ctx {
-        TenantContext::None => Err(refusal(
-            PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
-            "no_context",
-            "no tenant context".into(),
-            "This statement uses a tenant table and ruvector.tenant_id is not set.".into(),
-            "Run SET ruvector.tenant_id = '<tenant>' (or SET LOCAL in a transaction) first.",
-        )),
+        TenantContext::None => Err(no_context()),
         TenantContext::All => {
             if is_admin() {
                 Ok(None)
@@ -124,29 +106,158 @@ pub fn may_use(ctx: TenantContext<'_>) -> Result<Option<usize>, Refusal> {
             // SAFETY: plain read of a backend global.
             let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
             let found = shmem::locked(false, |r| r.lookup(db, id).map(|(n, s)| (n, s.state())));
-            match found.map(|(_, st)| st) {
-                Some(TenantState::Active) => Ok(found.map(|(n, _)| n)),
-                Some(TenantState::Suspended) => Err(refusal(
-                    PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-                    "suspended",
-                    format!("tenant \"{id}\" is suspended"),
-                    "Every operation of a suspended tenant is refused, reads included.".into(),
-                    "An administrator can resume it with ruvector_tenant_resume().",
-                )),
-                Some(TenantState::Deleted) => Err(refusal(
-                    PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
-                    "deleted",
-                    format!("tenant \"{id}\" does not exist"),
-                    "The tenant was deleted.".into(),
-                    "Check ruvector.tenant_id.",
-                )),
-                _ => Err(refusal(
-                    PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
-                    "unknown",
-                    format!("tenant \"{id}\" does not exist"),
-                    "No tenant with this id is registered in this database.".into(),
-                    "Check ruvector.tenant_id, or create the tenant with ruvector_tenant_create().",
-                )),
+            match found {
+                Some((n, TenantState::Active)) => Ok(Some(n)),
+                Some((_, state)) => Err(inactive(id, state, false)),
+                None => Err(inactive(id, TenantState::Deleted, true)),
+            }
+        }
+    }
+}
+
+/// The refusal for a statement on a tenant table without a tenant context.
+pub fn no_context() -> Refusal {
+    refusal(
+        PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
+        "no_context",
+        "no tenant context".into(),
+        "This statement uses a tenant table and ruvector.tenant_id is not set.".into(),
+        "Run SET ruvector.tenant_id = '<tenant>' (or SET LOCAL in a transaction) first.",
+    )
+}
+
+/// The refusal for a tenant that is not active: suspended, deleted, or (`unknown`) never
+/// registered in this database.
+pub fn inactive(id: &str, state: TenantState, unknown: bool) -> Refusal {
+    match state {
+        TenantState::Suspended => refusal(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "suspended",
+            format!("tenant \"{id}\" is suspended"),
+            "Every operation of a suspended tenant is refused, reads included.".into(),
+            "An administrator can resume it with ruvector_tenant_resume().",
+        ),
+        _ if unknown => refusal(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            "unknown",
+            format!("tenant \"{id}\" does not exist"),
+            "No tenant with this id is registered in this database.".into(),
+            "Check ruvector.tenant_id, or create the tenant with ruvector_tenant_create().",
+        ),
+        _ => refusal(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            "deleted",
+            format!("tenant \"{id}\" does not exist"),
+            "The tenant was deleted.".into(),
+            "Check ruvector.tenant_id.",
+        ),
+    }
+}
+
+/// Resolves a context for a statement starting now (see [`may_use`]).
+pub fn resolve(ctx: TenantContext<'_>) -> Result<Resolved, Refusal> {
+    let slot = may_use(ctx)?;
+    Ok(match (ctx, slot) {
+        (TenantContext::Tenant(id), Some(slot)) => Resolved::Tenant {
+            slot,
+            key: TenantKey::new(id).expect("a validated tenant id fits a key"),
+        },
+        _ => Resolved::All,
+    })
+}
+
+/// The context of a resolution, for messages, counters and the audit log.
+pub fn context_of(r: &Resolved) -> TenantContext<'_> {
+    match r {
+        Resolved::None => TenantContext::None,
+        Resolved::All => TenantContext::All,
+        Resolved::Tenant { key, .. } => TenantContext::Tenant(key.as_str()),
+    }
+}
+
+/// A statement's tenant is still usable: the setting still names it and (for one tenant)
+/// the tenant is still active. Checked at every run of a statement (a cursor may be fetched
+/// long after it was opened, after a suspension, or after the setting changed).
+pub fn still_valid(r: &Resolved) -> Result<(), Refusal> {
+    let setting = gucs::tenant_id();
+    if !r.matches(setting) {
+        return Err(changed(r, setting));
+    }
+    if let Resolved::Tenant { slot, key } = r {
+        let state = shmem::unlocked(|reg| reg.slot(*slot).state());
+        if state != TenantState::Active {
+            return Err(inactive(key.as_str(), state, false));
+        }
+    }
+    Ok(())
+}
+
+/// The setting no longer names the tenant the running statement was validated for.
+fn changed(r: &Resolved, setting: Option<&str>) -> Refusal {
+    refusal(
+        PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+        "context_changed",
+        "the tenant context changed during the statement".into(),
+        format!(
+            "The statement was validated for {}; ruvector.tenant_id is now {}.",
+            describe(r.name()),
+            describe(setting.filter(|s| !s.is_empty()))
+        ),
+        "Change ruvector.tenant_id between statements, not inside one (set_config() in a query, or a function's SET clause around a cursor).",
+    )
+}
+
+fn describe(name: Option<&str>) -> String {
+    name.map_or_else(|| "no tenant".into(), |n| format!("\"{n}\""))
+}
+
+/// The tenant of the running statement: the one its start validated, as long as the setting
+/// still names it; resolved now (and kept for the rest of the statement) for a statement
+/// that touches no tenant table. `Resolved::None` without a context. Raises a refusal.
+pub fn current() -> Resolved {
+    // A parallel worker runs part of a statement its leader validated, with the leader's
+    // settings, which nobody can change during a parallel operation.
+    // SAFETY: plain read of a backend global.
+    if unsafe { pg_sys::ParallelWorkerNumber } >= 0 {
+        return in_parallel_worker();
+    }
+    match statement::current() {
+        Some(Some(r)) => {
+            let setting = gucs::tenant_id();
+            // The extension's own statements (erasure) act for a tenant with no context set.
+            if !r.matches(setting) && !current_is_internal() {
+                refused(context_of(&r), Operation::Other, changed(&r, setting));
+            }
+            r
+        }
+        frame => {
+            let ctx = gucs::tenant_context();
+            let r = match ctx {
+                TenantContext::None => Resolved::None,
+                _ => resolve(ctx).unwrap_or_else(|e| refused(ctx, Operation::Other, e)),
+            };
+            if frame.is_some() {
+                statement::set_current(r);
+            }
+            r
+        }
+    }
+}
+
+fn in_parallel_worker() -> Resolved {
+    match gucs::tenant_context() {
+        TenantContext::None => Resolved::None,
+        TenantContext::All => Resolved::All,
+        TenantContext::Tenant(id) => {
+            // SAFETY: plain read of a backend global.
+            let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
+            match shmem::locked(false, |r| r.lookup(db, id).map(|(n, s)| (n, s.state()))) {
+                Some((slot, TenantState::Active)) => Resolved::Tenant {
+                    slot,
+                    key: TenantKey::new(id).expect("a validated tenant id fits a key"),
+                },
+                Some((_, state)) => crate::errors::refuse(inactive(id, state, false)),
+                None => crate::errors::refuse(inactive(id, TenantState::Deleted, true)),
             }
         }
     }
@@ -159,6 +270,7 @@ pub enum Operation {
     Insert,
     Update,
     Delete,
+    Merge,
     Truncate,
     Other,
 }
@@ -170,6 +282,7 @@ impl Operation {
             Operation::Insert => "insert",
             Operation::Update => "update",
             Operation::Delete => "delete",
+            Operation::Merge => "merge",
             Operation::Truncate => "truncate",
             Operation::Other => "other",
         }
@@ -177,66 +290,72 @@ impl Operation {
 }
 
 thread_local! {
-    /// Depth of internal SPI work (catalog loads): its statements are not checked.
-    static INTERNAL: RefCell<u32> = const { RefCell::new(0) };
-    /// Running statements on tenant tables, by QueryDesc address.
+    /// Started statements on tenant tables (and the extension's own, `internal`), by
+    /// QueryDesc address.
     static RUNNING: RefCell<HashMap<usize, Running>> = RefCell::new(HashMap::new());
+    /// An EXPLAIN ANALYZE is being processed (its statement is instrumented).
+    static EXPLAIN_ANALYZE: RefCell<bool> = const { RefCell::new(false) };
 }
 
 struct Running {
-    slot: Option<usize>,
+    resolved: Resolved,
+    /// Started by the extension itself: no admission, statistics or audit.
+    internal: bool,
     /// This statement holds an execution slot of the scheduler.
     holds: bool,
     op: Operation,
     start_us: i64,
     relids: Vec<pg_sys::Oid>,
+    /// `ruhnsw` searches started: the statement's admission covers the first, every further
+    /// one takes a token of the tenant's rate limit.
+    searches: u32,
 }
 
 /// Forgets statements that ended without ExecutorEnd (errors); at transaction end.
 pub fn forget_running() {
     RUNNING.with(|r| r.borrow_mut().clear());
+    EXPLAIN_ANALYZE.with(|e| *e.borrow_mut() = false);
 }
 
-/// Runs `f` with the context layer switched off (for the extension's own catalog queries).
+/// Marks the processing of an EXPLAIN ANALYZE (from the utility hook).
+pub fn set_explain_analyze(on: bool) {
+    EXPLAIN_ANALYZE.with(|e| *e.borrow_mut() = on);
+}
+
+/// Runs `f` with the context layer switched off, for the extension's own catalog queries.
 pub fn internal<R>(f: impl FnOnce() -> R) -> R {
-    struct Guard;
-    impl Drop for Guard {
-        fn drop(&mut self) {
-            INTERNAL.with(|d| *d.borrow_mut() -= 1);
-        }
-    }
-    INTERNAL.with(|d| *d.borrow_mut() += 1);
-    let _g = Guard;
-    f()
+    statement::internal(None, f)
 }
 
 fn in_internal() -> bool {
-    INTERNAL.with(|d| *d.borrow() > 0)
+    statement::internal_here().is_some()
 }
 
-/// Checks a statement that touches `relids`. Returns the tenant slot the statement acts for
-/// (None for '*' or when no tenant table is touched). Raises the refusal as an error.
-pub fn check_relations(relids: &[pg_sys::Oid], op: Operation) -> Option<Option<usize>> {
-    // Parallel workers run what their leader already checked, with its GUC state.
-    // SAFETY: plain read of a backend global.
-    if in_internal() || relids.is_empty() || unsafe { pg_sys::ParallelWorkerNumber } >= 0 {
-        return None;
-    }
-    if !relids.iter().any(|r| catalog::is_tenant_table(*r)) {
+/// Whether the innermost statement was started by the extension itself.
+fn current_is_internal() -> bool {
+    statement::current_statement()
+        .is_some_and(|stmt| RUNNING.with(|r| r.borrow().get(&stmt).is_some_and(|run| run.internal)))
+}
+
+/// Resolves the tenant of a utility statement that touches `relids` (COPY, LOCK), like an
+/// executor statement's; `None` when none of them is a tenant table.
+pub fn resolve_utility(relids: &[pg_sys::Oid], op: Operation) -> Option<Resolved> {
+    if in_internal() || !relids.iter().any(|r| catalog::is_tenant_table(*r)) {
         return None;
     }
     let ctx = gucs::tenant_context();
-    let slot = match may_use(ctx) {
-        Ok(slot) => slot,
-        Err(r) => refused(ctx, op, r),
-    };
-    if let Some(n) = slot {
-        shmem::unlocked(|r| {
-            let s = r.slot(n);
+    Some(resolve(ctx).unwrap_or_else(|e| refused(ctx, op, e)))
+}
+
+/// Counts a statement in its tenant's statistics.
+fn count_statement(r: &Resolved, op: Operation) {
+    if let Some(n) = r.slot() {
+        shmem::unlocked(|reg| {
+            let s = reg.slot(n);
             let counter = match op {
                 Operation::Search => &s.searches,
                 Operation::Insert => &s.inserts,
-                Operation::Update => &s.updates,
+                Operation::Update | Operation::Merge => &s.updates,
                 Operation::Delete | Operation::Truncate => &s.deletes,
                 Operation::Other => return,
             };
@@ -244,7 +363,29 @@ pub fn check_relations(relids: &[pg_sys::Oid], op: Operation) -> Option<Option<u
             s.last_access_ms.store(now_ms(), Relaxed);
         });
     }
-    Some(slot)
+}
+
+/// A `ruhnsw` search starts (each rescan of a join's inner side is one): every search after
+/// the first of a statement takes a token of the tenant's rate limit, so a statement cannot
+/// run thousands of searches for the price of one.
+pub fn count_index_search() {
+    let Some(stmt) = statement::current_statement() else {
+        return;
+    };
+    let extra = RUNNING.with(|r| {
+        let mut r = r.borrow_mut();
+        let run = r.get_mut(&stmt)?;
+        if run.internal {
+            return None;
+        }
+        run.searches = run.searches.saturating_add(1);
+        (run.searches > 1).then_some((run.resolved, run.op))
+    });
+    if let Some((r @ Resolved::Tenant { slot, key }, op)) = extra {
+        if let Err(e) = super::scheduler::take_token(slot, key.as_str()) {
+            refused(context_of(&r), op, e);
+        }
+    }
 }
 
 /// Counts, audits and raises a refusal.
@@ -274,29 +415,33 @@ fn now_us() -> i64 {
         .unwrap_or(0)
 }
 
-// ---- hooks -------------------------------------------------------------------------------
+// ---- executor hooks ----------------------------------------------------------------------
 
 static mut PREV_EXECUTOR_START: pg_sys::ExecutorStart_hook_type = None;
+static mut PREV_EXECUTOR_RUN: pg_sys::ExecutorRun_hook_type = None;
+static mut PREV_EXECUTOR_FINISH: pg_sys::ExecutorFinish_hook_type = None;
 static mut PREV_EXECUTOR_END: pg_sys::ExecutorEnd_hook_type = None;
-static mut PREV_PROCESS_UTILITY: pg_sys::ProcessUtility_hook_type = None;
 
 pub fn install_hooks() {
     // SAFETY: hook chaining in _PG_init, single-threaded, once.
     unsafe {
         PREV_EXECUTOR_START = pg_sys::ExecutorStart_hook;
         pg_sys::ExecutorStart_hook = Some(executor_start);
+        PREV_EXECUTOR_RUN = pg_sys::ExecutorRun_hook;
+        pg_sys::ExecutorRun_hook = Some(executor_run);
+        PREV_EXECUTOR_FINISH = pg_sys::ExecutorFinish_hook;
+        pg_sys::ExecutorFinish_hook = Some(executor_finish);
         PREV_EXECUTOR_END = pg_sys::ExecutorEnd_hook;
         pg_sys::ExecutorEnd_hook = Some(executor_end);
-        PREV_PROCESS_UTILITY = pg_sys::ProcessUtility_hook;
-        pg_sys::ProcessUtility_hook = Some(process_utility);
     }
+    super::utility::install_hook();
 }
 
 /// The pointers of a PostgreSQL pointer List (NIL is empty).
 ///
 /// # Safety
 /// `list` is NULL or a valid pointer List.
-unsafe fn list_ptrs(list: *mut pg_sys::List) -> Vec<*mut std::ffi::c_void> {
+pub unsafe fn list_ptrs(list: *mut pg_sys::List) -> Vec<*mut std::ffi::c_void> {
     if list.is_null() {
         return Vec::new();
     }
@@ -328,12 +473,27 @@ unsafe fn plan_relations(stmt: *mut pg_sys::PlannedStmt) -> Vec<pg_sys::Oid> {
 /// PostgreSQL's own executor and utility entry points, called without pgrx's FFI guard:
 /// an error inside them must propagate to PostgreSQL untouched (with its cursor position and
 /// context), not be caught and re-raised by Rust. The hooks hold no values with destructors
-/// across these calls, so a longjmp through their frames is sound.
-mod raw {
+/// across these calls, so a longjmp through their frames is sound; what they pushed is
+/// dropped by (sub)transaction abort.
+pub mod raw {
     use pgrx::pg_sys;
 
     unsafe extern "C-unwind" {
         pub fn standard_ExecutorStart(query: *mut pg_sys::QueryDesc, eflags: std::ffi::c_int);
+        #[cfg(not(feature = "pg18"))]
+        pub fn standard_ExecutorRun(
+            query: *mut pg_sys::QueryDesc,
+            direction: pg_sys::ScanDirection::Type,
+            count: u64,
+            execute_once: bool,
+        );
+        #[cfg(feature = "pg18")]
+        pub fn standard_ExecutorRun(
+            query: *mut pg_sys::QueryDesc,
+            direction: pg_sys::ScanDirection::Type,
+            count: u64,
+        );
+        pub fn standard_ExecutorFinish(query: *mut pg_sys::QueryDesc);
         pub fn standard_ExecutorEnd(query: *mut pg_sys::QueryDesc);
         #[allow(clippy::too_many_arguments)]
         pub fn standard_ProcessUtility(
@@ -351,14 +511,16 @@ mod raw {
 
 /// Runs Rust code of a hook under pgrx's guard: its panics and errors become PostgreSQL
 /// errors raised from here.
-fn guarded<R>(f: impl FnOnce() -> R) -> R {
+pub fn guarded<R>(f: impl FnOnce() -> R) -> R {
     // SAFETY: the guard is the documented way to run Rust code called from C.
     unsafe { pg_sys::submodules::panic::pgrx_extern_c_guard(f) }
 }
 
 unsafe extern "C-unwind" fn executor_start(query: *mut pg_sys::QueryDesc, eflags: std::ffi::c_int) {
     // SAFETY: PostgreSQL passes a valid QueryDesc.
-    guarded(|| unsafe { before_executor_start(query, eflags) });
+    let resolved = guarded(|| unsafe { before_executor_start(query, eflags) });
+    // Initial partition pruning may evaluate the tenant condition already.
+    statement::push(query as usize, resolved);
     // SAFETY: chaining to the previous hook or the standard function with the same arguments.
     unsafe {
         match PREV_EXECUTOR_START {
@@ -366,53 +528,204 @@ unsafe extern "C-unwind" fn executor_start(query: *mut pg_sys::QueryDesc, eflags
             None => raw::standard_ExecutorStart(query, eflags),
         }
     }
+    statement::pop(query as usize);
 }
 
+/// Resolves the tenant of a statement that touches tenant tables, counts it and takes a
+/// token of its tenant's rate limit (nested statements included: a loop in a function
+/// cannot run more statements than the tenant's `max_qps` allows).
+///
 /// # Safety
 /// `query` is a valid QueryDesc.
-unsafe fn before_executor_start(query: *mut pg_sys::QueryDesc, eflags: std::ffi::c_int) {
-    // SAFETY: guaranteed by the caller.
-    unsafe {
-        let stmt = (*query).plannedstmt;
-        let op = match (*query).operation {
-            pg_sys::CmdType::CMD_SELECT => Operation::Search,
-            pg_sys::CmdType::CMD_INSERT => Operation::Insert,
-            pg_sys::CmdType::CMD_UPDATE => Operation::Update,
-            pg_sys::CmdType::CMD_DELETE => Operation::Delete,
-            _ => Operation::Other,
-        };
-        let explain_only = eflags & pg_sys::EXEC_FLAG_EXPLAIN_ONLY as i32 != 0;
-        let relids = plan_relations(stmt);
-        let checked = if explain_only {
-            None
-        } else {
-            check_relations(&relids, op)
-        };
-        if let Some(slot) = checked {
-            let mut holds = false;
-            if let (Some(n), TenantContext::Tenant(id)) = (slot, gucs::tenant_context()) {
-                if !super::scheduler::holding() {
-                    super::scheduler::register_exit_cleanup();
-                    match super::scheduler::admit(n, id) {
-                        Ok(h) => holds = h,
-                        Err(r) => refused(gucs::tenant_context(), op, r),
-                    }
-                }
-            }
-            RUNNING.with(|r| {
-                r.borrow_mut().insert(
+unsafe fn before_executor_start(
+    query: *mut pg_sys::QueryDesc,
+    eflags: std::ffi::c_int,
+) -> Option<Resolved> {
+    if let Some(forced) = statement::internal_here() {
+        if let Some(r) = forced {
+            RUNNING.with(|run| {
+                run.borrow_mut().insert(
                     query as usize,
                     Running {
-                        slot,
-                        holds,
-                        op,
-                        start_us: now_us(),
-                        relids,
+                        resolved: r,
+                        internal: true,
+                        holds: false,
+                        op: Operation::Other,
+                        start_us: 0,
+                        relids: Vec::new(),
+                        searches: 0,
                     },
                 )
             });
         }
+        return forced;
     }
+    // Parallel workers run what their leader already checked, with its settings.
+    // SAFETY: plain read of a backend global.
+    if unsafe { pg_sys::ParallelWorkerNumber } >= 0 {
+        return None;
+    }
+    // SAFETY: guaranteed by the caller.
+    let (relids, operation, instrumented) = unsafe {
+        (
+            plan_relations((*query).plannedstmt),
+            (*query).operation,
+            (*query).instrument_options != 0,
+        )
+    };
+    if !relids.iter().any(|r| catalog::is_tenant_table(*r)) {
+        return None;
+    }
+    let op = match operation {
+        pg_sys::CmdType::CMD_SELECT => Operation::Search,
+        pg_sys::CmdType::CMD_INSERT => Operation::Insert,
+        pg_sys::CmdType::CMD_UPDATE => Operation::Update,
+        pg_sys::CmdType::CMD_DELETE => Operation::Delete,
+        pg_sys::CmdType::CMD_MERGE => Operation::Merge,
+        _ => Operation::Other,
+    };
+    let ctx = gucs::tenant_context();
+    let r = resolve(ctx).unwrap_or_else(|e| refused(ctx, op, e));
+    // EXPLAIN plans with every tenant's statistics but runs nothing.
+    if eflags & pg_sys::EXEC_FLAG_EXPLAIN_ONLY as i32 != 0 {
+        return Some(r);
+    }
+    // Its "Rows Removed by Filter" counts other tenants' rows: for administrators only.
+    if instrumented && EXPLAIN_ANALYZE.with(|e| *e.borrow()) && !is_admin() {
+        refused(
+            ctx,
+            op,
+            refusal(
+                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+                "explain_analyze_denied",
+                "permission denied to EXPLAIN ANALYZE a tenant table".into(),
+                "Its row counts (\"Rows Removed by Filter\") include other tenants' rows.".into(),
+                "Use EXPLAIN without ANALYZE, or ask an administrator (ruvector_admin).",
+            ),
+        );
+    }
+    count_statement(&r, op);
+    if let Resolved::Tenant { slot, key } = r {
+        if let Err(e) = super::scheduler::take_token(slot, key.as_str()) {
+            refused(ctx, op, e);
+        }
+    }
+    RUNNING.with(|run| {
+        run.borrow_mut().insert(
+            query as usize,
+            Running {
+                resolved: r,
+                internal: false,
+                holds: false,
+                op,
+                start_us: now_us(),
+                relids,
+                searches: 0,
+            },
+        )
+    });
+    Some(r)
+}
+
+#[cfg(not(feature = "pg18"))]
+unsafe extern "C-unwind" fn executor_run(
+    query: *mut pg_sys::QueryDesc,
+    direction: pg_sys::ScanDirection::Type,
+    count: u64,
+    execute_once: bool,
+) {
+    let resolved = guarded(|| before_executor_run(query));
+    statement::push(query as usize, resolved);
+    // SAFETY: chaining to the previous hook or the standard function with the same arguments.
+    unsafe {
+        match PREV_EXECUTOR_RUN {
+            Some(prev) => prev(query, direction, count, execute_once),
+            None => raw::standard_ExecutorRun(query, direction, count, execute_once),
+        }
+    }
+    statement::pop(query as usize);
+    guarded(|| after_executor_run(query, count != 0 || !execute_once));
+}
+
+#[cfg(feature = "pg18")]
+unsafe extern "C-unwind" fn executor_run(
+    query: *mut pg_sys::QueryDesc,
+    direction: pg_sys::ScanDirection::Type,
+    count: u64,
+) {
+    let resolved = guarded(|| before_executor_run(query));
+    statement::push(query as usize, resolved);
+    // SAFETY: chaining to the previous hook or the standard function with the same arguments.
+    unsafe {
+        match PREV_EXECUTOR_RUN {
+            Some(prev) => prev(query, direction, count),
+            None => raw::standard_ExecutorRun(query, direction, count),
+        }
+    }
+    statement::pop(query as usize);
+    guarded(|| after_executor_run(query, count != 0));
+}
+
+/// Every run of a statement (each FETCH of a cursor) checks its tenant again and takes an
+/// execution slot for the time it runs.
+fn before_executor_run(query: *mut pg_sys::QueryDesc) -> Option<Resolved> {
+    let (r, internal, op) = RUNNING.with(|run| {
+        run.borrow()
+            .get(&(query as usize))
+            .map(|s| (s.resolved, s.internal, s.op))
+    })?;
+    if internal {
+        return Some(r);
+    }
+    if let Err(e) = still_valid(&r) {
+        refused(context_of(&r), op, e);
+    }
+    if let Resolved::Tenant { slot, key } = r {
+        if !super::scheduler::holding() {
+            super::scheduler::register_exit_cleanup();
+            match super::scheduler::acquire(slot, key.as_str()) {
+                Ok(holds) => RUNNING.with(|run| {
+                    if let Some(s) = run.borrow_mut().get_mut(&(query as usize)) {
+                        s.holds = holds;
+                    }
+                }),
+                Err(e) => refused(context_of(&r), op, e),
+            }
+        }
+    }
+    Some(r)
+}
+
+/// A run that stopped before the end (a cursor's FETCH, a portal with a row limit) gives its
+/// execution slot back: the session may now sit idle with the portal open.
+fn after_executor_run(query: *mut pg_sys::QueryDesc, partial: bool) {
+    if !partial {
+        return;
+    }
+    let held = RUNNING.with(|run| {
+        let mut run = run.borrow_mut();
+        let s = run.get_mut(&(query as usize))?;
+        std::mem::take(&mut s.holds)
+            .then_some(s.resolved.slot())
+            .flatten()
+    });
+    if let Some(slot) = held {
+        super::scheduler::release(slot);
+    }
+}
+
+unsafe extern "C-unwind" fn executor_finish(query: *mut pg_sys::QueryDesc) {
+    // AFTER triggers (the quota trigger among them) fire here, for the statement's tenant.
+    let resolved = RUNNING.with(|run| run.borrow().get(&(query as usize)).map(|s| s.resolved));
+    statement::push(query as usize, resolved);
+    // SAFETY: chaining to the previous hook or the standard function.
+    unsafe {
+        match PREV_EXECUTOR_FINISH {
+            Some(prev) => prev(query),
+            None => raw::standard_ExecutorFinish(query),
+        }
+    }
+    statement::pop(query as usize);
 }
 
 unsafe extern "C-unwind" fn executor_end(query: *mut pg_sys::QueryDesc) {
@@ -427,168 +740,28 @@ unsafe extern "C-unwind" fn executor_end(query: *mut pg_sys::QueryDesc) {
 }
 
 fn before_executor_end(query: *mut pg_sys::QueryDesc) {
-    if let Some(run) = RUNNING.with(|r| r.borrow_mut().remove(&(query as usize))) {
-        if let (Some(slot), true) = (run.slot, run.holds) {
-            super::scheduler::release(slot);
-        }
-        if let (Some(slot), Operation::Search) = (run.slot, run.op) {
-            let elapsed = (now_us() - run.start_us).max(0) as u64;
-            shmem::unlocked(|r| r.slot(slot).search_micros.fetch_add(elapsed, Relaxed));
-            super::catalog::count_search_window(slot);
-        }
-        // SAFETY: the estate is alive until the standard ExecutorEnd runs after us.
-        let rows = unsafe {
-            let estate = (*query).estate;
-            if estate.is_null() {
-                0
-            } else {
-                (*estate).es_processed
-            }
-        };
-        super::audit::operation(gucs::tenant_context(), run.op, rows, &run.relids);
+    let Some(run) = RUNNING.with(|r| r.borrow_mut().remove(&(query as usize))) else {
+        return;
+    };
+    if run.internal {
+        return;
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-unsafe extern "C-unwind" fn process_utility(
-    pstmt: *mut pg_sys::PlannedStmt,
-    query_string: *const std::ffi::c_char,
-    read_only_tree: bool,
-    context: pg_sys::ProcessUtilityContext::Type,
-    params: pg_sys::ParamListInfo,
-    query_env: *mut pg_sys::QueryEnvironment,
-    dest: *mut pg_sys::DestReceiver,
-    qc: *mut pg_sys::QueryCompletion,
-) {
-    // SAFETY: PostgreSQL passes a valid utility statement.
-    guarded(|| unsafe { before_process_utility(pstmt) });
-    // SAFETY: as above; a statement that changes is a copy.
-    let pstmt = guarded(|| unsafe { with_tenant_key(pstmt) });
-    // SAFETY: chaining to the previous hook or the standard function with the same arguments.
-    unsafe {
-        match PREV_PROCESS_UTILITY {
-            Some(prev) => prev(
-                pstmt,
-                query_string,
-                read_only_tree,
-                context,
-                params,
-                query_env,
-                dest,
-                qc,
-            ),
-            None => raw::standard_ProcessUtility(
-                pstmt,
-                query_string,
-                read_only_tree,
-                context,
-                params,
-                query_env,
-                dest,
-                qc,
-            ),
-        }
+    if let (Some(slot), true) = (run.resolved.slot(), run.holds) {
+        super::scheduler::release(slot);
     }
-}
-
-/// `CREATE INDEX ... USING ruhnsw (vec opclass)` on a tenant table, as the specification
-/// writes it, becomes `(vec opclass, tenant_column)`: the index is keyed by tenant, so each
-/// tenant gets its own graph and a search reads only the current tenant's (and a HOT update
-/// can never move a row to another tenant behind the index's back). Returns the statement to
-/// run: `pstmt` itself, or a changed copy (the original may be cached and must not change).
-///
-/// # Safety
-/// `pstmt` is a valid utility PlannedStmt.
-unsafe fn with_tenant_key(pstmt: *mut pg_sys::PlannedStmt) -> *mut pg_sys::PlannedStmt {
-    // SAFETY: guaranteed by the caller; the IndexStmt's fields are valid nodes, the relation
-    // is resolved without a lock (DefineIndex locks it next), and the copy is a new tree in
-    // the current memory context.
-    unsafe {
-        let node = (*pstmt).utilityStmt;
-        if node.is_null() || (*node).type_ != pg_sys::NodeTag::T_IndexStmt || in_internal() {
-            return pstmt;
-        }
-        let stmt = node as *mut pg_sys::IndexStmt;
-        if (*stmt).accessMethod.is_null()
-            || std::ffi::CStr::from_ptr((*stmt).accessMethod).to_bytes() != b"ruhnsw"
-            || list_ptrs((*stmt).indexParams).len() != 1
-        {
-            return pstmt;
-        }
-        let relid = pg_sys::RangeVarGetRelidExtended(
-            (*stmt).relation,
-            pg_sys::NoLock as _,
-            pg_sys::RVROption::RVR_MISSING_OK,
-            None,
-            std::ptr::null_mut(),
-        );
-        if relid == pg_sys::InvalidOid || !catalog::extension_present() {
-            return pstmt;
-        }
-        let Some(column) = catalog::tenant_column(relid) else {
-            return pstmt;
-        };
-        let copy =
-            pg_sys::copyObjectImpl(pstmt as *const std::ffi::c_void) as *mut pg_sys::PlannedStmt;
-        let stmt = (*copy).utilityStmt as *mut pg_sys::IndexStmt;
-        let elem =
-            pg_sys::palloc0(std::mem::size_of::<pg_sys::IndexElem>()) as *mut pg_sys::IndexElem;
-        (*elem).type_ = pg_sys::NodeTag::T_IndexElem;
-        let name = std::ffi::CString::new(column).expect("a column name has no NUL");
-        (*elem).name = pg_sys::pstrdup(name.as_ptr());
-        (*elem).ordering = pg_sys::SortByDir::SORTBY_DEFAULT;
-        (*elem).nulls_ordering = pg_sys::SortByNulls::SORTBY_NULLS_DEFAULT;
-        (*stmt).indexParams = pg_sys::lappend((*stmt).indexParams, elem as *mut std::ffi::c_void);
-        copy
+    if let (Some(slot), Operation::Search) = (run.resolved.slot(), run.op) {
+        let elapsed = (now_us() - run.start_us).max(0) as u64;
+        shmem::unlocked(|r| r.slot(slot).search_micros.fetch_add(elapsed, Relaxed));
+        super::catalog::count_search_window(slot);
     }
-}
-
-/// TRUNCATE ignores row-level security, so on a tenant table it needs the '*' context.
-///
-/// # Safety
-/// `pstmt` is a valid utility PlannedStmt.
-unsafe fn before_process_utility(pstmt: *mut pg_sys::PlannedStmt) {
-    // SAFETY: guaranteed by the caller; TRUNCATE's relation list holds RangeVars, resolved
-    // here without locking (the real TRUNCATE locks them next).
-    unsafe {
-        let node = (*pstmt).utilityStmt;
-        if !node.is_null() && (*node).type_ == pg_sys::NodeTag::T_TruncateStmt && !in_internal() {
-            let stmt = node as *mut pg_sys::TruncateStmt;
-            let relids: Vec<pg_sys::Oid> = list_ptrs((*stmt).relations)
-                .into_iter()
-                .map(|rv| {
-                    pg_sys::RangeVarGetRelidExtended(
-                        rv as *mut pg_sys::RangeVar,
-                        pg_sys::NoLock as _,
-                        pg_sys::RVROption::RVR_MISSING_OK,
-                        None,
-                        std::ptr::null_mut(),
-                    )
-                })
-                .filter(|oid| *oid != pg_sys::InvalidOid)
-                .collect();
-            if relids.iter().any(|r| catalog::is_tenant_table(*r)) {
-                // TRUNCATE ignores row-level security: only the * context may truncate.
-                let ctx = gucs::tenant_context();
-                let verdict = match ctx {
-                    TenantContext::All => may_use(ctx),
-                    TenantContext::None => may_use(ctx),
-                    TenantContext::Tenant(_) => Err(refusal(
-                        PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-                        "truncate_denied",
-                        "TRUNCATE of a tenant table requires the tenant context \"*\"".into(),
-                        "TRUNCATE removes every tenant's rows and ignores row-level security."
-                            .into(),
-                        "Use DELETE to remove this tenant's rows, or ask an administrator.",
-                    )),
-                };
-                if let Err(r) = verdict {
-                    refused(ctx, Operation::Truncate, r);
-                }
-                if ctx == TenantContext::All {
-                    super::audit::write("*", "truncate", "{}");
-                }
-            }
+    // SAFETY: the estate is alive until the standard ExecutorEnd runs after us.
+    let rows = unsafe {
+        let estate = (*query).estate;
+        if estate.is_null() {
+            0
+        } else {
+            (*estate).es_processed
         }
-    }
+    };
+    super::audit::operation(context_of(&run.resolved), run.op, rows, &run.relids);
 }

@@ -6,7 +6,8 @@ use std::ffi::c_void;
 
 use pgrx::pg_sys;
 use ruvector_tenancy::registry::{Limits, TenantState};
-use ruvector_tenancy::tenant_id;
+use ruvector_tenancy::statement::Resolved;
+use ruvector_tenancy::tenant_id::{self, TenantContext};
 
 use super::{catalog, context, quota, shmem};
 use crate::fmgr::{self, arg_text};
@@ -87,22 +88,23 @@ pg_fn! {
 }
 
 pg_fn! {
-    /// `ruvector._require_tenant()`: the current tenant id if the context is one usable
-    /// tenant (not '*', not none), else the context layer's refusal.
+    /// `ruvector._require_tenant()`: the tenant of the running statement if it is one
+    /// usable tenant (not '*', not none), else a refusal.
     fn require_tenant(_fcinfo) {
-        let ctx = crate::gucs::tenant_context();
-        if let Err(r) = context::may_use(ctx) {
-            crate::errors::refuse(r);
-        }
-        match ctx {
-            ruvector_tenancy::tenant_id::TenantContext::Tenant(id) => fmgr::text_datum(id),
-            _ => crate::errors::refuse(context::Refusal {
-                code: pgrx::PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
-                message: "this function needs one tenant's context".into(),
-                detail: "It acts for the tenant in ruvector.tenant_id, which is \"*\" here.".into(),
-                hint: "SET ruvector.tenant_id to the tenant first.".into(),
-                reason: "no_single_tenant",
-            }),
+        match context::current() {
+            Resolved::Tenant { key, .. } => fmgr::text_datum(key.as_str()),
+            Resolved::None => context::refused(
+                TenantContext::None,
+                context::Operation::Other,
+                context::no_context(),
+            ),
+            Resolved::All => crate::errors::refuse(context::refusal(
+                pgrx::PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
+                "no_single_tenant",
+                "this function needs one tenant's context".into(),
+                "It acts for the tenant in ruvector.tenant_id, which is \"*\" here.".into(),
+                "SET ruvector.tenant_id to the tenant first.",
+            )),
         }
     }
 }
@@ -120,10 +122,13 @@ pg_fn! {
 }
 
 pg_fn! {
-    /// `ruvector.current_tenant()`: the tenant context, NULL when unset.
+    /// `ruvector.current_tenant()`: the tenant of the running statement (validated; see
+    /// `context::current`), '*', or NULL without a context. Row-level security policies of
+    /// tenant tables compare with it.
     fn current_tenant(fcinfo) {
-        match crate::gucs::tenant_id() {
-            Some(id) => fmgr::text_datum(id),
+        // Called once per row a policy filters: no allocation but the result.
+        match context::current().name() {
+            Some(id) => fmgr::text_from_bytes(id.as_bytes()),
             // SAFETY: fcinfo is valid.
             None => unsafe { pgrx::fcinfo::pg_return_null(fcinfo) },
         }
@@ -166,33 +171,9 @@ pg_fn! {
     }
 }
 
-pg_fn! {
-    /// `ruvector._register_tenant_table(rel regclass, col name)`: records a tenant table.
-    /// The caller must own the table (ruvector_enable_tenant_rls has just altered it).
-    fn register_tenant_table(fcinfo) {
-        // SAFETY: argument 0 is a regclass (oid by value), argument 1 text.
-        let (rel, col) = unsafe { (pg_sys::Oid::from(fmgr::arg(fcinfo, 0).value() as u32), arg_text(fcinfo, 1)) };
-        // SAFETY: ownership check in a transaction.
-        let owner = unsafe {
-            #[cfg(feature = "pg15")]
-            { pg_sys::pg_class_ownercheck(rel, pg_sys::GetUserId()) }
-            #[cfg(not(feature = "pg15"))]
-            { pg_sys::object_ownercheck(pg_sys::RelationRelationId, rel, pg_sys::GetUserId()) }
-        };
-        if !owner && !context::is_admin() {
-            crate::errors::not_admin("register a table you do not own");
-        }
-        catalog::as_superuser(|| {
-            pgrx::spi::Spi::run_with_args(
-                "INSERT INTO ruvector.tenant_tables (relid, tenant_column) VALUES ($1::oid::regclass, $2) \
-                 ON CONFLICT (relid) DO UPDATE SET tenant_column = excluded.tenant_column",
-                &[rel.into(), col.as_str().into()],
-            )
-            .expect("registering the tenant table");
-        });
-        TABLES_CHANGED.with(|t| *t.borrow_mut() = true);
-        pg_sys::Datum::from(0)
-    }
+/// The set of tenant tables changed: every backend reloads its cache after commit.
+pub fn mark_tables_changed() {
+    TABLES_CHANGED.with(|t| *t.borrow_mut() = true);
 }
 
 /// Live statistics of every tenant of this database, for `ruvector._live_stats()`.
@@ -210,10 +191,12 @@ pub fn live_rows() -> Vec<(
     // SAFETY: plain read of a backend global.
     let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
     let now = context::now_ms();
+    // Administrators see every tenant; everyone else only the running statement's tenant,
+    // validated like any use of a context (a suspended or deleted tenant is refused).
     let only: Option<String> = if context::is_admin() {
         None
     } else {
-        Some(crate::gucs::tenant_id().unwrap_or_default().to_string())
+        Some(context::current().name().unwrap_or_default().to_string())
     };
     shmem::locked(false, |r| {
         r.iter_db(db)
@@ -269,6 +252,7 @@ unsafe extern "C-unwind" fn xact_callback(event: pg_sys::XactEvent::Type, _arg: 
             }
             quota::end_of_transaction(true);
             context::forget_running();
+            super::statement::abort(None);
             super::scheduler::abort(None);
         }
         pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT => {
@@ -276,6 +260,7 @@ unsafe extern "C-unwind" fn xact_callback(event: pg_sys::XactEvent::Type, _arg: 
             TABLES_CHANGED.with(|t| *t.borrow_mut() = false);
             quota::end_of_transaction(false);
             context::forget_running();
+            super::statement::abort(None);
             super::scheduler::abort(None);
         }
         _ => {}
@@ -295,6 +280,7 @@ unsafe extern "C-unwind" fn subxact_callback(
         pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB => {
             quota::end_of_subtransaction(level, false);
             super::scheduler::abort(Some(level));
+            super::statement::abort(Some(level));
         }
         pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB => quota::end_of_subtransaction(level, true),
         _ => {}

@@ -7,6 +7,9 @@ pub mod functions;
 pub mod quota;
 pub mod scheduler;
 pub mod shmem;
+pub mod statement;
+pub mod tables;
+pub mod utility;
 pub mod worker;
 
 /// Installs shared memory, hooks and transaction callbacks; from `_PG_init` while preloading.

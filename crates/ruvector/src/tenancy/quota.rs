@@ -1,6 +1,7 @@
-//! Quota enforcement: a row trigger on every tenant table reserves inserted rows (and their
+//! Quota enforcement: a row trigger on every tenant table reserves written rows (and their
 //! bytes) against the tenant's limits in shared memory, and records deletions; the
-//! transaction callbacks commit or release them. No table row is updated per insert, so
+//! transaction callbacks commit or release them. The trigger acts only on registered tenant
+//! tables and only on rows of the running statement's tenant. No table row is updated per insert, so
 //! concurrent sessions of one tenant never serialize on a counter row.
 
 use std::cell::RefCell;
@@ -9,9 +10,10 @@ use std::ffi::CStr;
 use pgrx::pg_sys;
 use ruvector_tenancy::quota::{self as rules, Ledger};
 use ruvector_tenancy::registry::TenantState;
+use ruvector_tenancy::statement::Resolved;
 use ruvector_tenancy::tenant_id::TenantContext;
 
-use super::{catalog, shmem};
+use super::{catalog, context, shmem};
 
 thread_local! {
     static LEDGER: RefCell<Ledger> = RefCell::new(Ledger::default());
@@ -27,41 +29,49 @@ fn db() -> u32 {
     unsafe { pg_sys::MyDatabaseId }.to_u32()
 }
 
-/// The tenant slot a row belongs to; refuses rows of unknown or deleted tenants, and rows of
-/// a suspended tenant unless an admin acts under '*'.
-fn slot_for_row(tenant: &str) -> usize {
-    catalog::ensure_loaded();
-    let found = shmem::locked(false, |r| {
-        r.lookup(db(), tenant).map(|(n, s)| (n, s.state()))
-    });
-    match found {
-        Some((n, TenantState::Active)) => n,
-        Some((n, TenantState::Suspended))
-            if crate::gucs::tenant_context() == TenantContext::All =>
-        {
-            n
+/// The registry slot a row of tenant `tenant` is counted in, for a change made under the
+/// statement's tenant `r`. Under one tenant's context every row must be that tenant's (row
+/// level security ensures it for ordinary roles; this also holds for roles that bypass it).
+/// Under '*' any registered tenant's rows may change; new rows of deleted or unknown
+/// tenants are refused (`adding`).
+fn slot_for_row(r: &Resolved, tenant: &str, adding: bool) -> usize {
+    match r {
+        Resolved::Tenant { slot, key } if key.as_str() == tenant => *slot,
+        Resolved::Tenant { key, .. } => crate::errors::row_of_other_tenant(tenant, key.as_str()),
+        Resolved::None => context::refused(
+            TenantContext::None,
+            context::Operation::Other,
+            context::no_context(),
+        ),
+        Resolved::All => {
+            catalog::ensure_loaded();
+            let found = shmem::locked(false, |reg| {
+                reg.lookup(db(), tenant).map(|(n, s)| (n, s.state()))
+            });
+            match found {
+                Some((n, TenantState::Active | TenantState::Suspended)) => n,
+                Some((n, _)) if !adding => n,
+                _ => crate::errors::unknown_tenant(tenant),
+            }
         }
-        Some((_, TenantState::Suspended)) => crate::errors::tenant_suspended(tenant),
-        _ => crate::errors::unknown_tenant(tenant),
     }
 }
 
-fn reserve(tenant: &str, rows: i64, bytes: i64) {
-    let n = slot_for_row(tenant);
-    let result = shmem::unlocked(|r| rules::reserve(r.slot(n), rows, bytes));
+fn reserve(slot: usize, tenant: &str, rows: i64, bytes: i64) {
+    let result = shmem::unlocked(|r| rules::reserve(r.slot(slot), rows, bytes));
     match result {
-        Ok(()) => LEDGER.with(|l| l.borrow_mut().reserved(n, level(), rows, bytes)),
+        Ok(()) => LEDGER.with(|l| l.borrow_mut().reserved(slot, level(), rows, bytes)),
         Err(e) => crate::errors::quota_exceeded(tenant, e),
     }
 }
 
-fn deleted(tenant: &str, rows: i64, bytes: i64) {
-    catalog::ensure_loaded();
-    if let Some((n, _)) = shmem::locked(false, |r| {
-        r.lookup(db(), tenant).map(|(n, s)| (n, s.state()))
-    }) {
-        LEDGER.with(|l| l.borrow_mut().deleted(n, level(), rows, bytes));
-    }
+fn deleted(slot: usize, rows: i64, bytes: i64) {
+    LEDGER.with(|l| l.borrow_mut().deleted(slot, level(), rows, bytes));
+}
+
+/// Rows that were in a table before it was registered, counted at commit.
+pub fn adopt(slot: usize, rows: i64, bytes: i64) {
+    LEDGER.with(|l| l.borrow_mut().adopted(slot, level(), rows, bytes));
 }
 
 /// The tenant column's text value in `tuple`, and the tuple's length.
@@ -82,8 +92,9 @@ unsafe fn tenant_of(
 }
 
 pg_fn! {
-    /// `ruvector._quota_trigger()`: BEFORE INSERT OR UPDATE and AFTER DELETE, FOR EACH ROW,
-    /// with the tenant column's name as its argument.
+    /// `ruvector._quota_trigger()`: AFTER INSERT OR UPDATE OR DELETE, FOR EACH ROW, on tenant
+    /// tables only. AFTER, so that only rows really written count: an INSERT that ends in
+    /// ON CONFLICT, or that a later BEFORE trigger skips, reserves nothing.
     fn quota_trigger(fcinfo) {
         // SAFETY: PostgreSQL calls trigger functions with TriggerData as the context node.
         unsafe {
@@ -92,54 +103,48 @@ pg_fn! {
                 pgrx::error!("ruvector._quota_trigger() must be called as a trigger");
             }
             let event = (*td).tg_event;
-            let trigger = (*td).tg_trigger;
-            if (*trigger).tgnargs < 1 {
-                pgrx::error!("ruvector._quota_trigger() needs the tenant column as its argument");
-            }
-            let col_name = *(*trigger).tgargs;
             let rel = (*td).tg_relation;
-            let desc = (*rel).rd_att;
-            let col = pg_sys::SPI_fnumber(desc, col_name);
-            if col <= 0 {
-                pgrx::error!("ruvector._quota_trigger(): no column {:?}", CStr::from_ptr(col_name));
-            }
-            let op = event & pg_sys::TRIGGER_EVENT_OPMASK;
-            let result = if op == pg_sys::TRIGGER_EVENT_INSERT {
-                let (tenant, bytes) = tenant_of((*td).tg_trigtuple, desc, col);
-                if let Some(t) = tenant {
-                    reserve(&t, 1, bytes);
-                }
-                (*td).tg_trigtuple
-            } else if op == pg_sys::TRIGGER_EVENT_UPDATE {
-                let (old_tenant, old_bytes) = tenant_of((*td).tg_trigtuple, desc, col);
-                let (new_tenant, new_bytes) = tenant_of((*td).tg_newtuple, desc, col);
-                match (old_tenant, new_tenant) {
-                    (Some(o), Some(n)) if o == n => {
-                        let delta = new_bytes - old_bytes;
-                        if delta > 0 {
-                            reserve(&n, 0, delta);
-                        } else if delta < 0 {
-                            deleted(&n, 0, -delta);
-                        }
-                    }
-                    (o, n) => {
-                        if let Some(n) = n {
-                            reserve(&n, 1, new_bytes);
-                        }
-                        if let Some(o) = o {
-                            deleted(&o, 1, old_bytes);
-                        }
-                    }
-                }
-                (*td).tg_newtuple
-            } else {
-                let (tenant, bytes) = tenant_of((*td).tg_trigtuple, desc, col);
-                if let Some(t) = tenant {
-                    deleted(&t, 1, bytes);
-                }
-                std::ptr::null_mut()
+            let column = catalog::tenant_column((*rel).rd_id);
+            let row_after = event & pg_sys::TRIGGER_EVENT_ROW != 0
+                && event & pg_sys::TRIGGER_EVENT_TIMINGMASK == pg_sys::TRIGGER_EVENT_AFTER;
+            let Some(column) = column.filter(|_| row_after) else {
+                crate::errors::not_a_tenant_table_trigger();
             };
-            pg_sys::Datum::from(result)
+            let desc = (*rel).rd_att;
+            let name = std::ffi::CString::new(column).expect("a column name has no NUL");
+            let col = pg_sys::SPI_fnumber(desc, name.as_ptr());
+            if col <= 0 {
+                crate::errors::not_a_tenant_table_trigger();
+            }
+            let r = context::current();
+            let row = |tuple| {
+                let (tenant, bytes) = tenant_of(tuple, desc, col);
+                (tenant.unwrap_or_else(|| crate::errors::row_without_tenant()), bytes)
+            };
+            let op = event & pg_sys::TRIGGER_EVENT_OPMASK;
+            if op == pg_sys::TRIGGER_EVENT_INSERT {
+                let (tenant, bytes) = row((*td).tg_trigtuple);
+                reserve(slot_for_row(&r, &tenant, true), &tenant, 1, bytes);
+            } else if op == pg_sys::TRIGGER_EVENT_UPDATE {
+                let (old, old_bytes) = row((*td).tg_trigtuple);
+                let (new, new_bytes) = row((*td).tg_newtuple);
+                let old_slot = slot_for_row(&r, &old, false);
+                if old == new {
+                    let delta = new_bytes - old_bytes;
+                    if delta > 0 {
+                        reserve(old_slot, &new, 0, delta);
+                    } else if delta < 0 {
+                        deleted(old_slot, 0, -delta);
+                    }
+                } else {
+                    reserve(slot_for_row(&r, &new, true), &new, 1, new_bytes);
+                    deleted(old_slot, 1, old_bytes);
+                }
+            } else {
+                let (tenant, bytes) = row((*td).tg_trigtuple);
+                deleted(slot_for_row(&r, &tenant, false), 1, bytes);
+            }
+            pg_sys::Datum::from(0)
         }
     }
 }

@@ -1,19 +1,22 @@
 //! Admission control: per-tenant rate limits and weighted fair scheduling of statements.
 //!
-//! Every top-level statement on a tenant table, after the context checks:
-//! 1. takes a token from its tenant's bucket (rate `max_qps`, burst `max_qps ×
-//!    ruvector.rate_burst_seconds`), or fails with 53000 and "retry after N ms";
-//! 2. takes an execution slot: at most `ruvector.max_active_statements` tenant statements
-//!    run at once server-wide, and at most `max_concurrent` per tenant. When none is free the
-//!    statement waits on its latch in a queue ordered by weighted fair tags
-//!    (`ruvector_tenancy::fair`); a releasing statement admits the next waiter and sets its
-//!    latch. A wait longer than `ruvector.admission_timeout` fails with 53000; a tenant
-//!    suspended while its statement waits gets 55000.
+//! 1. Every statement on a tenant table, nested ones (inside functions) included, and every
+//!    `ruhnsw` search after the first of a statement takes a token from its tenant's bucket
+//!    (rate `max_qps`, burst `max_qps × ruvector.rate_burst_seconds`), or fails with 53000
+//!    and "retry after N ms".
+//! 2. Every run of a top-level statement takes an execution slot: at most
+//!    `ruvector.max_active_statements` tenant statements run at once server-wide, and at most
+//!    `max_concurrent` per tenant. When none is free the statement waits on its latch in a
+//!    queue ordered by weighted fair tags (`ruvector_tenancy::fair`); a releasing statement
+//!    admits the next waiter and sets its latch. A wait longer than
+//!    `ruvector.admission_timeout` fails with 53000; a tenant suspended while its statement
+//!    waits gets 55000.
 //!
-//! Slots are released at the statement's ExecutorEnd, and by error cleanup (transaction or
-//! savepoint abort) and backend exit, so cancellations, statement timeouts and crashes of
-//! a statement never leak a slot. Nested statements (inside functions) run under their
-//! top-level statement's slot and token.
+//! Slots are released when the run ends: at ExecutorEnd for a statement run to completion,
+//! at the end of each FETCH for a cursor (an idle session with an open cursor holds no
+//! slot), and by error cleanup (transaction or savepoint abort) and backend exit, so
+//! cancellations, statement timeouts and crashes of a statement never leak a slot. Nested
+//! statements run under their top-level statement's slot.
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
@@ -247,11 +250,12 @@ fn fast_admit(tenant: usize, cap: u32) -> bool {
     ok
 }
 
-/// Rate-limits and admits a top-level statement of tenant slot `tenant` (`id` for
-/// messages). On refusal returns why; the caller counts, audits and raises it.
-pub fn admit(tenant: usize, id: &str) -> Result<bool, Refusal> {
+/// Takes a token of tenant slot `tenant`'s rate limit (`id` for messages): one per statement
+/// on a tenant table, nested ones included, and one per further `ruhnsw` search of a
+/// statement. On refusal returns why; the caller counts, audits and raises it.
+pub fn take_token(tenant: usize, id: &str) -> Result<(), Refusal> {
     if !gucs::admission_control() {
-        return Ok(false);
+        return Ok(());
     }
     let (rate, state) = shmem::unlocked(|r| {
         let s = r.slot(tenant);
@@ -276,6 +280,16 @@ pub fn admit(tenant: usize, id: &str) -> Result<bool, Refusal> {
             format!("retry after {retry_after_ms} ms"),
             "Slow down, or ask an administrator to raise max_qps.",
         ));
+    }
+    Ok(())
+}
+
+/// Takes an execution slot for a run of a top-level statement of tenant slot `tenant`,
+/// waiting in the fair queue when none is free. Returns whether a slot was taken (none when
+/// admission control is off); on refusal returns why.
+pub fn acquire(tenant: usize, id: &str) -> Result<bool, Refusal> {
+    if !gucs::admission_control() {
+        return Ok(false);
     }
     let s = sched();
     let cap = capacity();

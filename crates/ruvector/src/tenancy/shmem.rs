@@ -193,3 +193,20 @@ pub fn mark_loaded(db: u32) -> bool {
 pub fn loaded_databases() -> Vec<u32> {
     loaded().dbs.iter().map(|d| d.load(Acquire)).collect()
 }
+
+/// DROP DATABASE `db` succeeded: its tenants are refused from now on and its position in the
+/// loaded list is free again (for another database, and for the maintenance launcher, which
+/// no longer starts workers for it). Their registry slots stay taken until restart, like
+/// deleted tenants'.
+pub fn forget_database(db: u32) {
+    locked(true, |r| {
+        for (_, slot) in r.iter_db(db) {
+            slot.set_state(registry::TenantState::Deleted);
+        }
+        for d in &loaded().dbs {
+            if d.load(Acquire) == db {
+                d.store(0, Release);
+            }
+        }
+    });
+}

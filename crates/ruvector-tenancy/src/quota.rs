@@ -282,4 +282,41 @@ mod tests {
         assert!(all.iter().all(|e| e.level == 1));
         assert!(l.is_empty());
     }
+
+    #[test]
+    fn adopted_rows_become_usage_at_commit_and_nothing_on_abort() {
+        let reg = owned(4);
+        let r = reg.registry(true);
+        let (_, slot, _) = r.upsert(1, "a", false).unwrap();
+        slot.set_limits(Limits {
+            max_vectors: 5,
+            max_storage_bytes: 1000,
+            max_qps: 0,
+            max_concurrent: 0,
+            weight: 1.0,
+        });
+        let mut l = Ledger::default();
+        l.adopted(0, 1, 4, 40);
+        for e in l.take() {
+            commit(slot, e.reserved_rows, e.reserved_bytes);
+            remove(slot, e.deleted_rows, e.deleted_bytes);
+        }
+        assert_eq!(slot.vectors.load(Relaxed), 4);
+        assert_eq!(slot.storage_bytes.load(Relaxed), 40);
+        assert!(reserve(slot, 1, 1).is_ok());
+        assert!(
+            reserve(slot, 1, 1).is_err(),
+            "adopted rows count against the limit"
+        );
+        let mut aborted = Ledger::default();
+        aborted.adopted(0, 2, 3, 30);
+        assert_eq!(
+            aborted
+                .subabort(2)
+                .iter()
+                .map(|e| e.reserved_rows)
+                .sum::<i64>(),
+            0
+        );
+    }
 }

@@ -434,7 +434,6 @@ pub fn install_hooks() {
         PREV_EXECUTOR_END = pg_sys::ExecutorEnd_hook;
         pg_sys::ExecutorEnd_hook = Some(executor_end);
     }
-    super::utility::install_hook();
 }
 
 /// The pointers of a PostgreSQL pointer List (NIL is empty).
@@ -495,17 +494,6 @@ pub mod raw {
         );
         pub fn standard_ExecutorFinish(query: *mut pg_sys::QueryDesc);
         pub fn standard_ExecutorEnd(query: *mut pg_sys::QueryDesc);
-        #[allow(clippy::too_many_arguments)]
-        pub fn standard_ProcessUtility(
-            pstmt: *mut pg_sys::PlannedStmt,
-            query_string: *const std::ffi::c_char,
-            read_only_tree: bool,
-            context: pg_sys::ProcessUtilityContext::Type,
-            params: pg_sys::ParamListInfo,
-            query_env: *mut pg_sys::QueryEnvironment,
-            dest: *mut pg_sys::DestReceiver,
-            qc: *mut pg_sys::QueryCompletion,
-        );
     }
 }
 
@@ -522,12 +510,7 @@ unsafe extern "C-unwind" fn executor_start(query: *mut pg_sys::QueryDesc, eflags
     // Initial partition pruning may evaluate the tenant condition already.
     statement::push(query as usize, resolved);
     // SAFETY: chaining to the previous hook or the standard function with the same arguments.
-    unsafe {
-        match PREV_EXECUTOR_START {
-            Some(prev) => prev(query, eflags),
-            None => raw::standard_ExecutorStart(query, eflags),
-        }
-    }
+    unsafe { PREV_EXECUTOR_START.unwrap_or(raw::standard_ExecutorStart)(query, eflags) }
     statement::pop(query as usize);
 }
 
@@ -543,20 +526,7 @@ unsafe fn before_executor_start(
 ) -> Option<Resolved> {
     if let Some(forced) = statement::internal_here() {
         if let Some(r) = forced {
-            RUNNING.with(|run| {
-                run.borrow_mut().insert(
-                    query as usize,
-                    Running {
-                        resolved: r,
-                        internal: true,
-                        holds: false,
-                        op: Operation::Other,
-                        start_us: 0,
-                        relids: Vec::new(),
-                        searches: 0,
-                    },
-                )
-            });
+            start_running(query, r, true, Operation::Other, Vec::new());
         }
         return forced;
     }
@@ -610,21 +580,27 @@ unsafe fn before_executor_start(
             refused(ctx, op, e);
         }
     }
-    RUNNING.with(|run| {
-        run.borrow_mut().insert(
-            query as usize,
-            Running {
-                resolved: r,
-                internal: false,
-                holds: false,
-                op,
-                start_us: now_us(),
-                relids,
-                searches: 0,
-            },
-        )
-    });
+    start_running(query, r, false, op, relids);
     Some(r)
+}
+
+fn start_running(
+    query: *mut pg_sys::QueryDesc,
+    resolved: Resolved,
+    internal: bool,
+    op: Operation,
+    relids: Vec<pg_sys::Oid>,
+) {
+    let run = Running {
+        resolved,
+        internal,
+        holds: false,
+        op,
+        start_us: now_us(),
+        relids,
+        searches: 0,
+    };
+    RUNNING.with(|r| r.borrow_mut().insert(query as usize, run));
 }
 
 #[cfg(not(feature = "pg18"))]
@@ -638,10 +614,12 @@ unsafe extern "C-unwind" fn executor_run(
     statement::push(query as usize, resolved);
     // SAFETY: chaining to the previous hook or the standard function with the same arguments.
     unsafe {
-        match PREV_EXECUTOR_RUN {
-            Some(prev) => prev(query, direction, count, execute_once),
-            None => raw::standard_ExecutorRun(query, direction, count, execute_once),
-        }
+        PREV_EXECUTOR_RUN.unwrap_or(raw::standard_ExecutorRun)(
+            query,
+            direction,
+            count,
+            execute_once,
+        )
     }
     statement::pop(query as usize);
     guarded(|| after_executor_run(query, count != 0 || !execute_once));
@@ -656,12 +634,7 @@ unsafe extern "C-unwind" fn executor_run(
     let resolved = guarded(|| before_executor_run(query));
     statement::push(query as usize, resolved);
     // SAFETY: chaining to the previous hook or the standard function with the same arguments.
-    unsafe {
-        match PREV_EXECUTOR_RUN {
-            Some(prev) => prev(query, direction, count),
-            None => raw::standard_ExecutorRun(query, direction, count),
-        }
-    }
+    unsafe { PREV_EXECUTOR_RUN.unwrap_or(raw::standard_ExecutorRun)(query, direction, count) }
     statement::pop(query as usize);
     guarded(|| after_executor_run(query, count != 0));
 }
@@ -719,24 +692,14 @@ unsafe extern "C-unwind" fn executor_finish(query: *mut pg_sys::QueryDesc) {
     let resolved = RUNNING.with(|run| run.borrow().get(&(query as usize)).map(|s| s.resolved));
     statement::push(query as usize, resolved);
     // SAFETY: chaining to the previous hook or the standard function.
-    unsafe {
-        match PREV_EXECUTOR_FINISH {
-            Some(prev) => prev(query),
-            None => raw::standard_ExecutorFinish(query),
-        }
-    }
+    unsafe { PREV_EXECUTOR_FINISH.unwrap_or(raw::standard_ExecutorFinish)(query) }
     statement::pop(query as usize);
 }
 
 unsafe extern "C-unwind" fn executor_end(query: *mut pg_sys::QueryDesc) {
     guarded(|| before_executor_end(query));
     // SAFETY: chaining to the previous hook or the standard function.
-    unsafe {
-        match PREV_EXECUTOR_END {
-            Some(prev) => prev(query),
-            None => raw::standard_ExecutorEnd(query),
-        }
-    }
+    unsafe { PREV_EXECUTOR_END.unwrap_or(raw::standard_ExecutorEnd)(query) }
 }
 
 fn before_executor_end(query: *mut pg_sys::QueryDesc) {

@@ -16,6 +16,7 @@ pub mod worker;
 pub fn init() {
     shmem::init();
     context::install_hooks();
+    utility::install_hook();
     functions::register_callbacks();
     worker::register();
 }

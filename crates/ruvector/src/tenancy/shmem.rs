@@ -196,17 +196,15 @@ pub fn loaded_databases() -> Vec<u32> {
 
 /// DROP DATABASE `db` succeeded: its tenants are refused from now on and its position in the
 /// loaded list is free again (for another database, and for the maintenance launcher, which
-/// no longer starts workers for it). Their registry slots stay taken until restart, like
-/// deleted tenants'.
-pub fn forget_database(db: u32) {
+/// no longer starts workers for it); returns that position. The tenants' registry slots stay
+/// taken until restart, like deleted tenants'.
+pub fn forget_database(db: u32) -> Option<usize> {
     locked(true, |r| {
         for (_, slot) in r.iter_db(db) {
             slot.set_state(registry::TenantState::Deleted);
         }
-        for d in &loaded().dbs {
-            if d.load(Acquire) == db {
-                d.store(0, Release);
-            }
-        }
-    });
+        let position = loaded().dbs.iter().position(|d| d.load(Acquire) == db)?;
+        loaded().dbs[position].store(0, Release);
+        Some(position)
+    })
 }

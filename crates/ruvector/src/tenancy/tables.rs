@@ -154,38 +154,53 @@ pg_fn! {
         check(&info, &info.qualified, &column);
         let q = &info.qualified;
         let col = quote_identifier(&column);
-        // The caller owns the table: its own DDL, as itself.
-        for sql in [
+        // The caller owns the table: its own DDL, as itself. Existing policies of these names
+        // are replaced (without a notice per object).
+        let existing = |catalog_sql: &str| {
+            Spi::get_one_with_args::<bool>(catalog_sql, &[rel.into()])
+                .ok()
+                .flatten()
+                .unwrap_or(false)
+        };
+        let mut ddl = vec![
             format!("ALTER TABLE {q} ENABLE ROW LEVEL SECURITY"),
             format!("ALTER TABLE {q} FORCE ROW LEVEL SECURITY"),
-            format!("DROP POLICY IF EXISTS tenant_isolation ON {q}"),
-            format!(
-                "CREATE POLICY tenant_isolation ON {q} \
-                 USING ({col} OPERATOR(pg_catalog.=) ruvector.current_tenant()) \
-                 WITH CHECK ({col} OPERATOR(pg_catalog.=) ruvector.current_tenant())"
-            ),
-            // Administrators see every tenant only under the '*' context; under a tenant id
-            // they are confined like everyone else.
-            format!("DROP POLICY IF EXISTS admin_bypass ON {q}"),
-            format!(
-                "CREATE POLICY admin_bypass ON {q} FOR ALL TO ruvector_admin \
-                 USING (ruvector.current_tenant() OPERATOR(pg_catalog.=) '*') \
-                 WITH CHECK (ruvector.current_tenant() OPERATOR(pg_catalog.=) '*')"
-            ),
-        ] {
+        ];
+        for policy in ["tenant_isolation", "admin_bypass"] {
+            if existing(&format!(
+                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_policy WHERE polrelid = $1 AND polname = '{policy}')"
+            )) {
+                ddl.push(format!("DROP POLICY {policy} ON {q}"));
+            }
+        }
+        ddl.push(format!(
+            "CREATE POLICY tenant_isolation ON {q} \
+             USING ({col} OPERATOR(pg_catalog.=) ruvector.current_tenant()) \
+             WITH CHECK ({col} OPERATOR(pg_catalog.=) ruvector.current_tenant())"
+        ));
+        // Administrators see every tenant only under the '*' context; under a tenant id they
+        // are confined like everyone else.
+        ddl.push(format!(
+            "CREATE POLICY admin_bypass ON {q} FOR ALL TO ruvector_admin \
+             USING (ruvector.current_tenant() OPERATOR(pg_catalog.=) '*') \
+             WITH CHECK (ruvector.current_tenant() OPERATOR(pg_catalog.=) '*')"
+        ));
+        for sql in ddl {
             Spi::run(&sql).expect("row-level security of the tenant table");
         }
+        let had_trigger = existing(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND tgname = 'ruvector_quota')",
+        );
         let fresh = catalog::as_superuser(|| {
             // The quota trigger's function is not executable by anyone but the extension.
-            for sql in [
-                format!("DROP TRIGGER IF EXISTS ruvector_quota ON {q}"),
-                format!(
-                    "CREATE TRIGGER ruvector_quota AFTER INSERT OR UPDATE OR DELETE ON {q} \
-                     FOR EACH ROW EXECUTE FUNCTION ruvector._quota_trigger()"
-                ),
-            ] {
-                Spi::run(&sql).expect("the quota trigger");
+            if had_trigger {
+                Spi::run(&format!("DROP TRIGGER ruvector_quota ON {q}")).expect("the quota trigger");
             }
+            Spi::run(&format!(
+                "CREATE TRIGGER ruvector_quota AFTER INSERT OR UPDATE OR DELETE ON {q} \
+                 FOR EACH ROW EXECUTE FUNCTION ruvector._quota_trigger()"
+            ))
+            .expect("the quota trigger");
             let fresh = !Spi::get_one_with_args::<bool>(
                 "SELECT EXISTS (SELECT 1 FROM ruvector.tenant_tables WHERE relid = $1::oid::regclass)",
                 &[rel.into()],

@@ -8,13 +8,31 @@ use pgrx::PgSqlErrorCode;
 use ruvector_tenancy::statement::Resolved;
 use ruvector_tenancy::tenant_id::{parse_context, TenantContext};
 
-use super::context::{
-    guarded, list_ptrs, raw, refusal, refused, resolve, resolve_utility, Operation,
-};
+use super::context::{guarded, list_ptrs, refusal, refused, resolve, resolve_utility, Operation};
 use super::{catalog, statement};
 use crate::gucs;
 
 static mut PREV_PROCESS_UTILITY: pg_sys::ProcessUtility_hook_type = None;
+
+/// PostgreSQL's own utility entry point, called without pgrx's FFI guard (see
+/// `context::raw`).
+mod raw {
+    use pgrx::pg_sys;
+
+    unsafe extern "C-unwind" {
+        #[allow(clippy::too_many_arguments)]
+        pub fn standard_ProcessUtility(
+            pstmt: *mut pg_sys::PlannedStmt,
+            query_string: *const std::ffi::c_char,
+            read_only_tree: bool,
+            context: pg_sys::ProcessUtilityContext::Type,
+            params: pg_sys::ParamListInfo,
+            query_env: *mut pg_sys::QueryEnvironment,
+            dest: *mut pg_sys::DestReceiver,
+            qc: *mut pg_sys::QueryCompletion,
+        );
+    }
+}
 
 pub fn install_hook() {
     // SAFETY: hook chaining in _PG_init, single-threaded, once.
@@ -58,28 +76,16 @@ unsafe extern "C-unwind" fn process_utility(
     }
     // SAFETY: chaining to the previous hook or the standard function with the same arguments.
     unsafe {
-        match PREV_PROCESS_UTILITY {
-            Some(prev) => prev(
-                pstmt,
-                query_string,
-                read_only_tree,
-                context,
-                params,
-                query_env,
-                dest,
-                qc,
-            ),
-            None => raw::standard_ProcessUtility(
-                pstmt,
-                query_string,
-                read_only_tree,
-                context,
-                params,
-                query_env,
-                dest,
-                qc,
-            ),
-        }
+        PREV_PROCESS_UTILITY.unwrap_or(raw::standard_ProcessUtility)(
+            pstmt,
+            query_string,
+            read_only_tree,
+            context,
+            params,
+            query_env,
+            dest,
+            qc,
+        )
     }
     if around.frame.is_some() {
         statement::pop(pstmt as usize);
@@ -88,7 +94,11 @@ unsafe extern "C-unwind" fn process_utility(
         super::context::set_explain_analyze(false);
     }
     if let Some(db) = around.dropped_database {
-        guarded(|| super::shmem::forget_database(db));
+        guarded(|| {
+            if let Some(position) = super::shmem::forget_database(db) {
+                super::worker::forget_position(position);
+            }
+        });
     }
 }
 

@@ -126,21 +126,42 @@ pub extern "C-unwind" fn ruvector_launcher_main(_arg: pg_sys::Datum) {
 }
 
 #[pgrx::pg_guard]
+unsafe extern "C-unwind" fn worker_done(_code: i32, arg: pg_sys::Datum) {
+    let (db, i) = ((arg.value() as u64 >> 32) as u32, arg.value() & 0xffff_ffff);
+    // Only if the position still belongs to this worker's database: it may have been dropped
+    // and the position given to another database meanwhile.
+    if let Some(running) = launcher().and_then(|l| l.running.get(i)) {
+        let _ = running.compare_exchange(db, 0, AcqRel, Relaxed);
+    }
+}
+
+/// Position `i` of the loaded databases has no maintenance worker (any more): its worker
+/// ended, or its database was dropped.
+pub fn forget_position(i: usize) {
+    if let Some(l) = launcher() {
+        if let Some(running) = l.running.get(i) {
+            running.store(0, Release);
+        }
+    }
+}
+
+#[pgrx::pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn ruvector_maintenance_main(arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGTERM);
     let (i, full) = (arg.value() & (FULL - 1), arg.value() & FULL != 0);
     let l = launcher().expect("launcher shared memory");
     let db = l.running[i].load(Acquire);
-    struct Done(usize);
-    impl Drop for Done {
-        fn drop(&mut self) {
-            if let Some(l) = launcher() {
-                l.running[self.0].store(0, Release);
-            }
-        }
-    }
-    let _done = Done(i);
+    // However the worker ends (a FATAL error while connecting to a database dropped since the
+    // launcher chose it ends the process without unwinding), its position is free again.
+    // SAFETY: registered once in this short-lived process; runs while shared memory is
+    // attached.
+    unsafe {
+        pg_sys::before_shmem_exit(
+            Some(worker_done),
+            pg_sys::Datum::from((u64::from(db) << 32) | i as u64),
+        )
+    };
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(pg_sys::Oid::from(db)), None);
     let installed = BackgroundWorker::transaction(|| {
         Spi::get_one::<bool>(

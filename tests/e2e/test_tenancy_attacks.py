@@ -327,6 +327,19 @@ def test_registration_refuses_what_rls_would_not_cover(setup, table, sqlstate):
         refused(c, "SELECT ruvector_enable_tenant_rls(%s)", sqlstate, (table,))
 
 
+def test_registration_warns_about_leaky_definitions():
+    with connect("rv_owner") as c:
+        c.execute("DROP TABLE IF EXISTS handmade")
+        c.execute("CREATE TABLE handmade (id serial PRIMARY KEY, tenant_id text NOT NULL)")
+        c.execute("ALTER TABLE handmade ENABLE ROW LEVEL SECURITY")
+        c.execute("CREATE POLICY spec_policy ON handmade USING (tenant_id = current_setting('ruvector.tenant_id', true))")
+        notices = []
+        c.add_notice_handler(lambda d: notices.append(d.message_primary))
+        c.execute("SELECT ruvector_enable_tenant_rls('handmade')")
+    assert "unique index handmade_pkey of a tenant table is shared by all tenants" in notices
+    assert 'policy "spec_policy" reads the setting ruvector.tenant_id' in notices
+
+
 def test_registration_refuses_foreign_tables():
     with su() as c:
         c.execute("CREATE EXTENSION IF NOT EXISTS file_fdw")
@@ -436,6 +449,20 @@ def test_nested_statements_and_repeated_searches_count_against_the_rate_limit():
         # One statement with one search costs one token.
         for _ in range(10):
             c.execute("SELECT id FROM docs ORDER BY vec <-> '[1,2,1]' LIMIT 3").fetchall()
+
+
+def test_foreign_key_checks_are_part_of_their_statement():
+    # PostgreSQL checks a foreign key with one query per written row; against a tenant table
+    # those are not statements of the tenant's own and take no token.
+    with connect("rv_owner") as c:
+        c.execute("CREATE TABLE IF NOT EXISTS notes (doc_id bigint REFERENCES docs (id), note text)")
+        c.execute("GRANT SELECT, INSERT ON notes TO ruvector_user")
+    time.sleep(1.5)
+    with connect("rv_app", tenant="rl") as c:
+        ids = [r[0] for r in c.execute("SELECT id FROM docs ORDER BY id")]
+        assert len(ids) == 50
+        c.execute("INSERT INTO notes SELECT id, 'n' FROM docs, generate_series(1, 4)")
+        assert c.execute("SELECT count(*) FROM notes").fetchone()[0] >= 200
 
 
 def test_on_conflict_charges_only_rows_written():

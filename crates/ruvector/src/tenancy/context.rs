@@ -575,7 +575,12 @@ unsafe fn before_executor_start(
         );
     }
     count_statement(&r, op);
-    if let Resolved::Tenant { slot, key } = r {
+    // Referential-integrity checks (run by PostgreSQL for each row a statement writes, with
+    // row security of the table owner turned off) are part of the statement that caused
+    // them, not statements of their own.
+    // SAFETY: plain query of the security context.
+    let referential_check = unsafe { pg_sys::InNoForceRLSOperation() };
+    if let (Resolved::Tenant { slot, key }, false) = (r, referential_check) {
         if let Err(e) = super::scheduler::take_token(slot, key.as_str()) {
             refused(ctx, op, e);
         }

@@ -221,6 +221,7 @@ pg_fn! {
         }
         super::functions::mark_tables_changed();
         warn_shared_keys(rel, info.column_number);
+        warn_raw_setting_policies(rel);
         pg_sys::Datum::from(0)
     }
 }
@@ -286,6 +287,38 @@ fn warn_shared_keys(rel: pg_sys::Oid, column: i16) {
         )
         .set_detail("A duplicate key error (23505), or ON CONFLICT DO NOTHING inserting nothing, tells a tenant that another tenant's row has that key.")
         .set_hint("Include the tenant column in the key, for example PRIMARY KEY (tenant_id, id), or use keys no tenant can guess (uuid).")
+        .report(PgLogLevel::WARNING);
+    }
+}
+
+/// Other policies of the table that read the raw setting can be turned by changing it in the
+/// middle of a statement.
+fn warn_raw_setting_policies(rel: pg_sys::Oid) {
+    let policies: Vec<String> = catalog::as_superuser(|| {
+        Spi::connect(|client| {
+            client
+                .select(
+                    "SELECT p.polname::text FROM pg_catalog.pg_policy p WHERE p.polrelid = $1 \
+                     AND p.polname NOT IN ('tenant_isolation', 'admin_bypass') \
+                     AND (coalesce(pg_catalog.pg_get_expr(p.polqual, p.polrelid), '') \
+                          || coalesce(pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid), '')) \
+                         LIKE '%current_setting(%ruvector.tenant_id%' ORDER BY 1",
+                    None,
+                    &[rel.into()],
+                )
+                .expect("reading pg_policy")
+                .map(|r| r.get::<String>(1).ok().flatten().unwrap_or_default())
+                .collect()
+        })
+    });
+    for policy in policies {
+        pgrx::pg_sys::panic::ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_WARNING,
+            format!("policy \"{policy}\" reads the setting ruvector.tenant_id"),
+            "ruvector",
+        )
+        .set_detail("A setting can change while a statement runs; the policy would then compare with a tenant no one validated.")
+        .set_hint("Compare with ruvector.current_tenant(), the tenant validated for the running statement.")
         .report(PgLogLevel::WARNING);
     }
 }

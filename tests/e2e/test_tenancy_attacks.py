@@ -402,6 +402,13 @@ def test_a_tenant_cannot_lock_every_tenant_out():
                     c.execute(f"LOCK TABLE docs IN {mode} MODE")
         with c.transaction():
             c.execute("LOCK TABLE docs IN ROW EXCLUSIVE MODE")
+        # Through a view of one's own, which locks the tables it reads.
+        c.execute("CREATE TEMP VIEW my_docs AS SELECT * FROM (SELECT * FROM docs) d")
+        c.execute("CREATE TEMP VIEW my_docs2 AS SELECT * FROM my_docs")
+        for view in ["my_docs", "my_docs2"]:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                with c.transaction():
+                    c.execute(f"LOCK TABLE {view} IN ACCESS EXCLUSIVE MODE")
         c.execute("RESET ruvector.tenant_id")
         with pytest.raises(psycopg.errors.InvalidAuthorizationSpecification):
             with c.transaction():

@@ -269,7 +269,9 @@ fn truncate(relids: &[pg_sys::Oid]) {
 /// a stronger lock would block every other tenant's statements on the table, so it needs
 /// the '*' context.
 fn lock(relids: &[pg_sys::Oid], mode: i32) {
-    let Some(r) = resolve_utility(relids, Operation::Other) else {
+    // LOCK on a view locks the tables it reads, recursively.
+    let relids = with_view_bases(relids);
+    let Some(r) = resolve_utility(&relids, Operation::Other) else {
         return;
     };
     if mode > pg_sys::RowExclusiveLock as i32 && r != Resolved::All {
@@ -286,6 +288,33 @@ fn lock(relids: &[pg_sys::Oid], mode: i32) {
             ),
         );
     }
+}
+
+/// `relids` and every relation the views among them read, recursively (what LOCK TABLE
+/// locks).
+fn with_view_bases(relids: &[pg_sys::Oid]) -> Vec<pg_sys::Oid> {
+    let oids: Vec<i64> = relids.iter().map(|o| i64::from(o.to_u32())).collect();
+    catalog::as_superuser(|| {
+        pgrx::spi::Spi::connect(|client| {
+            client
+                .select(
+                    "WITH RECURSIVE r(oid) AS ( \
+                         SELECT unnest($1::bigint[])::oid \
+                         UNION \
+                         SELECT d.refobjid FROM r \
+                         JOIN pg_catalog.pg_rewrite w ON w.ev_class = r.oid \
+                         JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass \
+                              AND d.objid = w.oid AND d.refclassid = 'pg_catalog.pg_class'::regclass \
+                              AND d.refobjid <> r.oid) \
+                     SELECT oid FROM r",
+                    None,
+                    &[oids.into()],
+                )
+                .expect("reading view dependencies")
+                .filter_map(|row| row.get::<pg_sys::Oid>(1).ok().flatten())
+                .collect()
+        })
+    })
 }
 
 /// The value a `SET ruvector.tenant_id = ...` inside ALTER ROLE/DATABASE would store.

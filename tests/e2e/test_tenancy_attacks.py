@@ -377,6 +377,24 @@ def test_views_and_materialized_views_are_confined_by_the_context():
         refused(c, "SELECT * FROM docs_view", "28000")
 
 
+def test_a_superusers_view_or_function_cannot_lift_rls_for_a_tenant():
+    with su() as c:
+        c.execute("CREATE OR REPLACE VIEW su_view AS SELECT tenant_id FROM docs")
+        c.execute("CREATE OR REPLACE VIEW su_invoker_view WITH (security_invoker = true) AS SELECT tenant_id FROM docs")
+        c.execute("CREATE OR REPLACE FUNCTION su_count() RETURNS bigint LANGUAGE sql SECURITY DEFINER "
+                  "AS 'SELECT count(*) FROM public.docs'")
+        c.execute("GRANT SELECT ON su_view, su_invoker_view TO ruvector_user")
+    with connect("rv_app", tenant="t1") as c:
+        e = refused(c, "SELECT DISTINCT tenant_id FROM su_view", "42501")
+        assert e.diag.message_primary == "row-level security would not confine this statement"
+        refused(c, "SELECT su_count()", "42501")
+        assert {r[0] for r in c.execute("SELECT tenant_id FROM su_invoker_view")} == {"t1"}
+    with su(tenant="*") as c:
+        assert len({r[0] for r in c.execute("SELECT tenant_id FROM su_view")}) > 2
+    with connect("rv_admin", tenant="*") as c:
+        assert c.execute("SELECT su_count()").fetchone()[0] > 50
+
+
 # --- utility commands -----------------------------------------------------------------------
 
 def test_copy_and_explain_need_a_context():

@@ -514,6 +514,84 @@ unsafe extern "C-unwind" fn executor_start(query: *mut pg_sys::QueryDesc, eflags
     statement::pop(query as usize);
 }
 
+/// The relations a plan checks permissions on, each with the role it checks them as
+/// (`InvalidOid`: the current user). A view's tables are checked as the view's owner, a
+/// SECURITY DEFINER function's statements as its owner.
+///
+/// # Safety
+/// `stmt` is a valid PlannedStmt.
+unsafe fn checked_relations(stmt: *mut pg_sys::PlannedStmt) -> Vec<(pg_sys::Oid, pg_sys::Oid)> {
+    // SAFETY: guaranteed by the caller; PostgreSQL 15 keeps the checking role in the range
+    // table, later versions in a list of RTEPermissionInfo.
+    unsafe {
+        #[cfg(feature = "pg15")]
+        {
+            list_ptrs((*stmt).rtable)
+                .into_iter()
+                .filter_map(|p| {
+                    let rte = p as *mut pg_sys::RangeTblEntry;
+                    ((*rte).rtekind == pg_sys::RTEKind::RTE_RELATION)
+                        .then(|| ((*rte).relid, (*rte).checkAsUser))
+                })
+                .collect()
+        }
+        #[cfg(not(feature = "pg15"))]
+        {
+            list_ptrs((*stmt).permInfos)
+                .into_iter()
+                .map(|p| {
+                    let info = p as *mut pg_sys::RTEPermissionInfo;
+                    ((*info).relid, (*info).checkAsUser)
+                })
+                .collect()
+        }
+    }
+}
+
+/// Under one tenant's context, a session whose own role is confined by row-level security
+/// must not read a tenant table with the rights of a role that is not (a view owned by a
+/// superuser, a superuser's SECURITY DEFINER function): every tenant's rows would pass.
+///
+/// # Safety
+/// `stmt` is a valid PlannedStmt.
+unsafe fn confined_by_rls(r: &Resolved, stmt: *mut pg_sys::PlannedStmt, op: Operation) {
+    let Resolved::Tenant { .. } = r else {
+        return;
+    };
+    // SAFETY: guaranteed by the caller; role and RLS lookups in a transaction.
+    unsafe {
+        let session = pg_sys::GetSessionUserId();
+        let enabled = pg_sys::CheckEnableRlsResult::RLS_ENABLED as i32;
+        for (relid, checker) in checked_relations(stmt) {
+            if !catalog::is_tenant_table(relid)
+                || pg_sys::check_enable_rls(relid, checker, true) == enabled
+                || pg_sys::check_enable_rls(relid, session, true) != enabled
+            {
+                continue;
+            }
+            let who = if checker == pg_sys::InvalidOid {
+                pg_sys::GetUserId()
+            } else {
+                checker
+            };
+            refused(
+                context_of(r),
+                op,
+                refusal(
+                    PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+                    "rls_bypassed",
+                    "row-level security would not confine this statement".into(),
+                    format!(
+                        "A tenant table is read with the rights of role \"{}\", which bypasses row-level security (a view it owns, or its SECURITY DEFINER function): every tenant's rows would pass.",
+                        catalog::role_name(who)
+                    ),
+                    "Create the view WITH (security_invoker = true), or let a role without SUPERUSER or BYPASSRLS own it.",
+                ),
+            );
+        }
+    }
+}
+
 /// Resolves the tenant of a statement that touches tenant tables, counts it and takes a
 /// token of its tenant's rate limit (nested statements included: a loop in a function
 /// cannot run more statements than the tenant's `max_qps` allows).
@@ -574,12 +652,16 @@ unsafe fn before_executor_start(
             ),
         );
     }
-    count_statement(&r, op);
     // Referential-integrity checks (run by PostgreSQL for each row a statement writes, with
     // row security of the table owner turned off) are part of the statement that caused
     // them, not statements of their own.
     // SAFETY: plain query of the security context.
     let referential_check = unsafe { pg_sys::InNoForceRLSOperation() };
+    if !referential_check {
+        // SAFETY: guaranteed by the caller.
+        unsafe { confined_by_rls(&r, (*query).plannedstmt, op) };
+    }
+    count_statement(&r, op);
     if let (Resolved::Tenant { slot, key }, false) = (r, referential_check) {
         if let Err(e) = super::scheduler::take_token(slot, key.as_str()) {
             refused(ctx, op, e);

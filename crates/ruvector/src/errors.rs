@@ -4,6 +4,7 @@
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::{PgLogLevel, PgSqlErrorCode};
 use ruvector_core::{VectorError, VECTOR_MAX_DIM};
+use ruvector_tenancy::registry::TenantState;
 
 fn raise(report: ErrorReport) -> ! {
     report.report(PgLogLevel::ERROR);
@@ -121,8 +122,73 @@ pub fn not_preloaded() -> ! {
     )
 }
 
-/// A tenant context that may not be used (see `tenancy::context::may_use`).
-pub fn refuse(r: crate::tenancy::context::Refusal) -> ! {
+/// Why a tenant context may not be used.
+pub struct Refusal {
+    pub code: PgSqlErrorCode,
+    pub message: String,
+    pub detail: String,
+    pub hint: String,
+    /// Short reason for the audit log.
+    pub reason: &'static str,
+}
+
+pub fn refusal(
+    code: PgSqlErrorCode,
+    reason: &'static str,
+    message: String,
+    detail: String,
+    hint: &str,
+) -> Refusal {
+    Refusal {
+        code,
+        message,
+        detail,
+        hint: hint.to_string(),
+        reason,
+    }
+}
+
+/// The refusal for a statement on a tenant table without a tenant context.
+pub fn no_context() -> Refusal {
+    refusal(
+        PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
+        "no_context",
+        "no tenant context".into(),
+        "This statement uses a tenant table and ruvector.tenant_id is not set.".into(),
+        "Run SET ruvector.tenant_id = '<tenant>' (or SET LOCAL in a transaction) first.",
+    )
+}
+
+/// The refusal for a tenant that is not active: suspended, deleted, or (`unknown`) never
+/// registered in this database.
+pub fn inactive(id: &str, state: TenantState, unknown: bool) -> Refusal {
+    match state {
+        TenantState::Suspended => refusal(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "suspended",
+            format!("tenant \"{id}\" is suspended"),
+            "Every operation of a suspended tenant is refused, reads included.".into(),
+            "An administrator can resume it with ruvector_tenant_resume().",
+        ),
+        _ if unknown => refusal(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            "unknown",
+            format!("tenant \"{id}\" does not exist"),
+            "No tenant with this id is registered in this database.".into(),
+            "Check ruvector.tenant_id, or create the tenant with ruvector_tenant_create().",
+        ),
+        _ => refusal(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            "deleted",
+            format!("tenant \"{id}\" does not exist"),
+            "The tenant was deleted.".into(),
+            "Check ruvector.tenant_id.",
+        ),
+    }
+}
+
+/// Raises a refusal.
+pub fn refuse(r: Refusal) -> ! {
     let mut report = ErrorReport::new(r.code, r.message, "ruvector").set_hint(r.hint);
     if !r.detail.is_empty() {
         report = report.set_detail(r.detail);

@@ -215,9 +215,9 @@ pub fn max_tenants() -> u32 {
     MAX_TENANTS.get() as u32
 }
 
-/// GUC check hook of `ruvector.tenant_id`: the format always; the wildcard and role bindings
-/// when a transaction is open (catalog lookups need one). The context layer checks both
-/// again when a statement uses the value.
+/// GUC check hook of `ruvector.tenant_id`: the format always; the registered validator (the
+/// wildcard, role bindings, the tenant's state) when a transaction is open (catalog lookups
+/// need one). The context layer checks again when a statement uses the value.
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn check_tenant_id(
     newval: *mut *mut c_char,
@@ -256,30 +256,43 @@ unsafe extern "C-unwind" fn check_tenant_id(
             "A tenant id is 1 to 63 characters of letters, digits, '-', '_' and '.'.",
         ),
         Ok(ctx) => {
-            // Only an interactive SET (or a function's SET clause) in a running transaction of
-            // a database with ruvector is checked against the catalog here; defaults from
-            // ALTER ROLE/DATABASE and connection options are checked at first use.
+            // Only an interactive SET (or a function's SET clause) in a running transaction is
+            // checked against the catalog here; defaults from ALTER ROLE/DATABASE and
+            // connection options are checked when a statement uses them.
             // SAFETY: plain queries of backend state.
             let checkable = source == pg_sys::GucSource::PGC_S_SESSION
                 && unsafe { pg_sys::ParallelWorkerNumber } < 0
                 && !unsafe { pg_sys::InitializingParallelWorker }
-                && unsafe { pg_sys::IsTransactionState() }
-                && crate::tenancy::catalog::extension_present();
+                && unsafe { pg_sys::IsTransactionState() };
             // No context is always a valid value (RESET and SET to '' clear it).
-            if !checkable || ctx == TenantContext::None {
-                return true;
-            }
-            match crate::tenancy::context::may_use(ctx) {
-                Ok(_) => true,
-                Err(refusal) => refuse(
-                    refusal.code,
-                    refusal.message,
-                    &refusal.detail,
-                    &refusal.hint,
-                ),
+            // SAFETY: set once in _PG_init, read-only afterwards; read by copy.
+            let validator = unsafe { VALIDATOR };
+            match validator {
+                Some(validate) if checkable && ctx != TenantContext::None => match validate(ctx) {
+                    Ok(()) => true,
+                    Err(refusal) => refuse(
+                        refusal.code,
+                        refusal.message,
+                        &refusal.detail,
+                        &refusal.hint,
+                    ),
+                },
+                _ => true,
             }
         }
     }
+}
+
+/// Checks a tenant context that SET proposes (the tenancy layer's rules, registered at
+/// start so that settings import nothing above them).
+pub type TenantValidator = fn(TenantContext<'_>) -> Result<(), crate::errors::Refusal>;
+
+static mut VALIDATOR: Option<TenantValidator> = None;
+
+/// Registers the check of proposed tenant contexts; from `_PG_init`.
+pub fn set_tenant_validator(validate: TenantValidator) {
+    // SAFETY: called once in _PG_init, single-threaded, before any SET.
+    unsafe { VALIDATOR = Some(validate) };
 }
 
 /// The tenant context of this session.

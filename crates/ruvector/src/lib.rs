@@ -8,6 +8,7 @@ use pgrx::prelude::*;
 
 ::pgrx::pg_module_magic!(name, version);
 
+mod backend;
 mod errors;
 #[macro_use]
 mod fmgr;

@@ -15,7 +15,8 @@ use pgrx::spi::Spi;
 use ruvector_tenancy::tenant_id::TenantContext;
 
 use super::catalog;
-use super::context::{Operation, Refusal};
+use super::statement::Operation;
+use crate::errors::Refusal;
 
 /// Queued refusals: 1024 entries of 512 bytes (512 kB of shared memory). When full, the
 /// oldest are kept and new ones counted as dropped (reported in the server log and by
@@ -48,12 +49,35 @@ pub fn queue_bytes() -> usize {
 
 static mut QUEUE: *mut Queue = std::ptr::null_mut();
 
+/// Called after a refusal is queued: the maintenance launcher registers how to be woken, so
+/// that the queue is written within a second without this file knowing the launcher.
+static mut ON_QUEUED: Option<fn()> = None;
+
+/// Registers what to do when a refusal is queued; from `_PG_init`.
+pub fn on_queued(f: fn()) {
+    // SAFETY: called once in _PG_init, single-threaded, before any backend exists.
+    unsafe { ON_QUEUED = Some(f) };
+}
+
+fn queued() {
+    // SAFETY: written once in _PG_init, read-only afterwards.
+    if let Some(f) = unsafe { ON_QUEUED } {
+        f();
+    }
+}
+
 /// # Safety
 /// `base` points at `queue_bytes()` zeroed (or previously initialized) shared bytes.
 pub unsafe fn attach(base: *mut u8) {
     // SAFETY: guaranteed by the caller.
     unsafe { QUEUE = base as *mut Queue };
 }
+
+/// This module's shared memory.
+pub const REGION: super::shmem::Region = super::shmem::Region {
+    bytes: queue_bytes,
+    attach,
+};
 
 fn copy(dst: &mut [u8], s: &str) -> u16 {
     let mut n = s.len().min(dst.len());
@@ -88,12 +112,7 @@ fn client_addr() -> Option<String> {
 }
 
 fn now_us() -> i64 {
-    super::context::now_ms() * 1000
-}
-
-fn db() -> u32 {
-    // SAFETY: plain read of a backend global.
-    unsafe { pg_sys::MyDatabaseId }.to_u32()
+    crate::backend::now_ms() * 1000
 }
 
 fn context_name(ctx: TenantContext<'_>) -> String {
@@ -149,8 +168,8 @@ pub fn refused(ctx: TenantContext<'_>, op: Operation, r: &Refusal) {
                 std::ptr::write(&raw mut (*e).user, entry.user);
                 std::ptr::write(&raw mut (*e).addr, entry.addr);
                 std::ptr::write(&raw mut (*e).detail, entry.detail);
-                slot.store(db(), Release);
-                super::worker::wake_launcher();
+                slot.store(crate::backend::db(), Release);
+                queued();
                 return;
             }
         }
@@ -169,7 +188,7 @@ fn sqlstate(code: pgrx::PgSqlErrorCode) -> String {
 
 /// Writes this database's queued refusals to the audit log; returns how many.
 pub fn drain() -> i64 {
-    let me = db();
+    let me = crate::backend::db();
     let mut rows: Vec<(i64, String, String, String, String, String)> = Vec::new();
     // SAFETY: entries whose db field is this database were completely written (Release
     // store last); we copy them out, then free them with a store of 0.
@@ -267,7 +286,7 @@ pg_fn! {
     /// `ruvector._audit(tenant, operation, details)`: a lifecycle audit record (admins).
     fn audit(fcinfo) {
         if crate::gucs::audit_enabled() {
-            if !super::context::is_admin() {
+            if !crate::backend::is_admin() {
                 crate::errors::not_admin("write audit records");
             }
             // SAFETY: three non-null text arguments.
@@ -282,7 +301,7 @@ pg_fn! {
     /// `ruvector_audit_flush()`: writes this database's queued refusals now; returns the
     /// number written.
     fn audit_flush(_fcinfo) {
-        if !super::context::is_admin() {
+        if !crate::backend::is_admin() {
             crate::errors::not_admin("flush the audit queue");
         }
         pg_sys::Datum::from(drain())

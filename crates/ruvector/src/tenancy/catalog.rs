@@ -17,7 +17,7 @@ use pgrx::pg_sys;
 use pgrx::spi::Spi;
 use ruvector_tenancy::registry::{Limits, TenantState};
 
-use super::{context, shmem};
+use super::shmem;
 
 #[derive(Default)]
 struct Cache {
@@ -60,7 +60,7 @@ pub fn as_superuser<R>(f: impl FnOnce() -> R) -> R {
             sec | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
         );
     }
-    let r = context::internal(f);
+    let r = super::statement::internal(None, f);
     // SAFETY: as above.
     unsafe { pg_sys::SetUserIdAndSecContext(user, sec) };
     r
@@ -170,31 +170,6 @@ pub fn tenant_column(relid: pg_sys::Oid) -> Option<String> {
     CACHE.with(|c| c.borrow().tables.get(&relid).map(|(_, col)| col.clone()))
 }
 
-/// Whether role `oid` may administer tenants: a superuser or a member of ruvector_admin.
-pub fn role_is_admin(oid: pg_sys::Oid) -> bool {
-    // SAFETY: catalog lookups in a transaction.
-    unsafe {
-        if pg_sys::superuser_arg(oid) {
-            return true;
-        }
-        let admin = pg_sys::get_role_oid(c"ruvector_admin".as_ptr(), true);
-        admin != pg_sys::InvalidOid && pg_sys::has_privs_of_role(oid, admin)
-    }
-}
-
-/// The name of role `oid` (empty if it does not exist).
-pub fn role_name(oid: pg_sys::Oid) -> String {
-    // SAFETY: GetUserNameFromId returns a palloc'd copy or NULL with noerr.
-    unsafe {
-        let p = pg_sys::GetUserNameFromId(oid, true);
-        if p.is_null() {
-            String::new()
-        } else {
-            std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
-        }
-    }
-}
-
 /// Whether any login role of this database is bound to a tenant.
 pub fn has_bindings() -> bool {
     ensure_cache();
@@ -205,11 +180,6 @@ pub fn has_bindings() -> bool {
 pub fn binding(role: &str) -> Option<String> {
     ensure_cache();
     CACHE.with(|c| c.borrow().bindings.get(role).cloned())
-}
-
-fn db() -> u32 {
-    // SAFETY: plain read of a backend global.
-    unsafe { pg_sys::MyDatabaseId }.to_u32()
 }
 
 /// A tenant's catalog row, as the registry needs it.
@@ -245,7 +215,7 @@ pub fn limits(
 
 /// Loads this database's tenants into the registry unless already loaded.
 pub fn ensure_loaded() {
-    let db = db();
+    let db = crate::backend::db();
     if shmem::is_loaded(db) {
         return;
     }
@@ -333,5 +303,5 @@ pub fn ensure_loaded() {
 
 /// Counts a finished search in the tenant's last-hour window.
 pub fn count_search_window(slot: usize) {
-    shmem::unlocked(|r| r.slot(slot).count_search(context::now_ms()));
+    shmem::unlocked(|r| r.slot(slot).count_search(crate::backend::now_ms()));
 }

@@ -15,41 +15,10 @@ use ruvector_tenancy::registry::TenantState;
 use ruvector_tenancy::statement::{Resolved, TenantKey};
 use ruvector_tenancy::tenant_id::TenantContext;
 
-use super::{catalog, shmem, statement};
-use crate::gucs;
-
-/// Why a tenant context may not be used.
-pub struct Refusal {
-    pub code: PgSqlErrorCode,
-    pub message: String,
-    pub detail: String,
-    pub hint: String,
-    /// Short reason for the audit log.
-    pub reason: &'static str,
-}
-
-pub fn refusal(
-    code: PgSqlErrorCode,
-    reason: &'static str,
-    message: String,
-    detail: String,
-    hint: &str,
-) -> Refusal {
-    Refusal {
-        code,
-        message,
-        detail,
-        hint: hint.to_string(),
-        reason,
-    }
-}
-
-/// Whether the current user may administer tenants: a superuser or a member of
-/// ruvector_admin (with its privileges, not only nominally).
-pub fn is_admin() -> bool {
-    // SAFETY: plain query of the current user (callers are in a transaction).
-    catalog::role_is_admin(unsafe { pg_sys::GetUserId() })
-}
+use super::statement::{self, Operation};
+use super::{catalog, shmem};
+use crate::errors::{inactive, no_context, refusal, Refusal};
+use crate::{backend, gucs};
 
 thread_local! {
     /// The session user's oid and name (the name is looked up once per session user).
@@ -62,7 +31,7 @@ fn session_role_name() -> String {
     SESSION_ROLE.with(|r| {
         let mut r = r.borrow_mut();
         if r.0 != oid {
-            *r = (oid, catalog::role_name(oid));
+            *r = (oid, backend::role_name(oid));
         }
         r.1.clone()
     })
@@ -75,7 +44,7 @@ pub fn may_use(ctx: TenantContext<'_>) -> Result<Option<usize>, Refusal> {
     match ctx {
         TenantContext::None => Err(no_context()),
         TenantContext::All => {
-            if is_admin() {
+            if backend::is_admin() {
                 Ok(None)
             } else {
                 Err(refusal(
@@ -112,45 +81,6 @@ pub fn may_use(ctx: TenantContext<'_>) -> Result<Option<usize>, Refusal> {
                 None => Err(inactive(id, TenantState::Deleted, true)),
             }
         }
-    }
-}
-
-/// The refusal for a statement on a tenant table without a tenant context.
-pub fn no_context() -> Refusal {
-    refusal(
-        PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
-        "no_context",
-        "no tenant context".into(),
-        "This statement uses a tenant table and ruvector.tenant_id is not set.".into(),
-        "Run SET ruvector.tenant_id = '<tenant>' (or SET LOCAL in a transaction) first.",
-    )
-}
-
-/// The refusal for a tenant that is not active: suspended, deleted, or (`unknown`) never
-/// registered in this database.
-pub fn inactive(id: &str, state: TenantState, unknown: bool) -> Refusal {
-    match state {
-        TenantState::Suspended => refusal(
-            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            "suspended",
-            format!("tenant \"{id}\" is suspended"),
-            "Every operation of a suspended tenant is refused, reads included.".into(),
-            "An administrator can resume it with ruvector_tenant_resume().",
-        ),
-        _ if unknown => refusal(
-            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
-            "unknown",
-            format!("tenant \"{id}\" does not exist"),
-            "No tenant with this id is registered in this database.".into(),
-            "Check ruvector.tenant_id, or create the tenant with ruvector_tenant_create().",
-        ),
-        _ => refusal(
-            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
-            "deleted",
-            format!("tenant \"{id}\" does not exist"),
-            "The tenant was deleted.".into(),
-            "Check ruvector.tenant_id.",
-        ),
     }
 }
 
@@ -263,32 +193,6 @@ fn in_parallel_worker() -> Resolved {
     }
 }
 
-/// What a statement does to a tenant table, for statistics and audit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Operation {
-    Search,
-    Insert,
-    Update,
-    Delete,
-    Merge,
-    Truncate,
-    Other,
-}
-
-impl Operation {
-    pub fn name(self) -> &'static str {
-        match self {
-            Operation::Search => "search",
-            Operation::Insert => "insert",
-            Operation::Update => "update",
-            Operation::Delete => "delete",
-            Operation::Merge => "merge",
-            Operation::Truncate => "truncate",
-            Operation::Other => "other",
-        }
-    }
-}
-
 thread_local! {
     /// Started statements on tenant tables (and the extension's own, `internal`), by
     /// QueryDesc address.
@@ -320,11 +224,6 @@ pub fn forget_running() {
 /// Marks the processing of an EXPLAIN ANALYZE (from the utility hook).
 pub fn set_explain_analyze(on: bool) {
     EXPLAIN_ANALYZE.with(|e| *e.borrow_mut() = on);
-}
-
-/// Runs `f` with the context layer switched off, for the extension's own catalog queries.
-pub fn internal<R>(f: impl FnOnce() -> R) -> R {
-    statement::internal(None, f)
 }
 
 fn in_internal() -> bool {
@@ -360,7 +259,7 @@ fn count_statement(r: &Resolved, op: Operation) {
                 Operation::Other => return,
             };
             counter.fetch_add(1, Relaxed);
-            s.last_access_ms.store(now_ms(), Relaxed);
+            s.last_access_ms.store(backend::now_ms(), Relaxed);
         });
     }
 }
@@ -401,20 +300,6 @@ pub fn refused(ctx: TenantContext<'_>, op: Operation, r: Refusal) -> ! {
     crate::errors::refuse(r)
 }
 
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
-
 // ---- executor hooks ----------------------------------------------------------------------
 
 static mut PREV_EXECUTOR_START: pg_sys::ExecutorStart_hook_type = None;
@@ -422,7 +307,17 @@ static mut PREV_EXECUTOR_RUN: pg_sys::ExecutorRun_hook_type = None;
 static mut PREV_EXECUTOR_FINISH: pg_sys::ExecutorFinish_hook_type = None;
 static mut PREV_EXECUTOR_END: pg_sys::ExecutorEnd_hook_type = None;
 
+/// What `SET ruvector.tenant_id` accepts: a context this session may use now (in a database
+/// with ruvector).
+fn validate_setting(ctx: TenantContext<'_>) -> Result<(), Refusal> {
+    if !catalog::extension_present() {
+        return Ok(());
+    }
+    may_use(ctx).map(|_| ())
+}
+
 pub fn install_hooks() {
+    gucs::set_tenant_validator(validate_setting);
     // SAFETY: hook chaining in _PG_init, single-threaded, once.
     unsafe {
         PREV_EXECUTOR_START = pg_sys::ExecutorStart_hook;
@@ -583,7 +478,7 @@ unsafe fn confined_by_rls(r: &Resolved, stmt: *mut pg_sys::PlannedStmt, op: Oper
                     "row-level security would not confine this statement".into(),
                     format!(
                         "A tenant table is read with the rights of role \"{}\", which bypasses row-level security (a view it owns, or its SECURITY DEFINER function): every tenant's rows would pass.",
-                        catalog::role_name(who)
+                        crate::backend::role_name(who)
                     ),
                     "Create the view WITH (security_invoker = true), or let a role without SUPERUSER or BYPASSRLS own it.",
                 ),
@@ -639,7 +534,7 @@ unsafe fn before_executor_start(
         return Some(r);
     }
     // Its "Rows Removed by Filter" counts other tenants' rows: for administrators only.
-    if instrumented && EXPLAIN_ANALYZE.with(|e| *e.borrow()) && !is_admin() {
+    if instrumented && EXPLAIN_ANALYZE.with(|e| *e.borrow()) && !backend::is_admin() {
         refused(
             ctx,
             op,
@@ -683,7 +578,7 @@ fn start_running(
         internal,
         holds: false,
         op,
-        start_us: now_us(),
+        start_us: backend::now_us(),
         relids,
         searches: 0,
     };
@@ -800,7 +695,7 @@ fn before_executor_end(query: *mut pg_sys::QueryDesc) {
         super::scheduler::release(slot);
     }
     if let (Some(slot), Operation::Search) = (run.resolved.slot(), run.op) {
-        let elapsed = (now_us() - run.start_us).max(0) as u64;
+        let elapsed = (backend::now_us() - run.start_us).max(0) as u64;
         shmem::unlocked(|r| r.slot(slot).search_micros.fetch_add(elapsed, Relaxed));
         super::catalog::count_search_window(slot);
     }

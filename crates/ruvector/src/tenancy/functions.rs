@@ -30,7 +30,7 @@ pg_fn! {
     /// `ruvector._registry_sync(id, state, max_vectors, max_storage_gb, max_qps,
     /// max_concurrent, weight, created)`
     fn registry_sync(fcinfo) {
-        if !context::is_admin() {
+        if !crate::backend::is_admin() {
             crate::errors::not_admin("change the tenant registry");
         }
         // SAFETY: the SQL declaration: text, text, int8, float4, int4, int4, float4, bool,
@@ -78,7 +78,7 @@ pg_fn! {
 pg_fn! {
     /// `ruvector._require_admin(what)`: 42501 unless superuser or ruvector_admin.
     fn require_admin(fcinfo) {
-        if !context::is_admin() {
+        if !crate::backend::is_admin() {
             // SAFETY: argument 0 is non-null text.
             let what = unsafe { arg_text(fcinfo, 0) };
             crate::errors::not_admin(&what);
@@ -95,10 +95,10 @@ pg_fn! {
             Resolved::Tenant { key, .. } => fmgr::text_datum(key.as_str()),
             Resolved::None => context::refused(
                 TenantContext::None,
-                context::Operation::Other,
-                context::no_context(),
+                super::statement::Operation::Other,
+                crate::errors::no_context(),
             ),
-            Resolved::All => crate::errors::refuse(context::refusal(
+            Resolved::All => crate::errors::refuse(crate::errors::refusal(
                 pgrx::PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
                 "no_single_tenant",
                 "this function needs one tenant's context".into(),
@@ -190,10 +190,10 @@ pub fn live_rows() -> Vec<(
     catalog::ensure_loaded();
     // SAFETY: plain read of a backend global.
     let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
-    let now = context::now_ms();
+    let now = crate::backend::now_ms();
     // Administrators see every tenant; everyone else only the running statement's tenant,
     // validated like any use of a context (a suspended or deleted tenant is refused).
-    let only: Option<String> = if context::is_admin() {
+    let only: Option<String> = if crate::backend::is_admin() {
         None
     } else {
         Some(context::current().name().unwrap_or_default().to_string())

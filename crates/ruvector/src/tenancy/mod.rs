@@ -14,7 +14,7 @@ pub mod worker;
 
 /// Installs shared memory, hooks and transaction callbacks; from `_PG_init` while preloading.
 pub fn init() {
-    shmem::init();
+    shmem::init(&[audit::REGION, worker::REGION, scheduler::REGION]);
     context::install_hooks();
     utility::install_hook();
     functions::register_callbacks();

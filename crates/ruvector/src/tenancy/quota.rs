@@ -24,11 +24,6 @@ fn level() -> i32 {
     unsafe { pg_sys::GetCurrentTransactionNestLevel() }
 }
 
-fn db() -> u32 {
-    // SAFETY: plain read of a backend global.
-    unsafe { pg_sys::MyDatabaseId }.to_u32()
-}
-
 /// The registry slot a row of tenant `tenant` is counted in, for a change made under the
 /// statement's tenant `r`. Under one tenant's context every row must be that tenant's (row
 /// level security ensures it for ordinary roles; this also holds for roles that bypass it).
@@ -40,13 +35,14 @@ fn slot_for_row(r: &Resolved, tenant: &str, adding: bool) -> usize {
         Resolved::Tenant { key, .. } => crate::errors::row_of_other_tenant(tenant, key.as_str()),
         Resolved::None => context::refused(
             TenantContext::None,
-            context::Operation::Other,
-            context::no_context(),
+            super::statement::Operation::Other,
+            crate::errors::no_context(),
         ),
         Resolved::All => {
             catalog::ensure_loaded();
             let found = shmem::locked(false, |reg| {
-                reg.lookup(db(), tenant).map(|(n, s)| (n, s.state()))
+                reg.lookup(crate::backend::db(), tenant)
+                    .map(|(n, s)| (n, s.state()))
             });
             match found {
                 Some((n, TenantState::Active | TenantState::Suspended)) => n,

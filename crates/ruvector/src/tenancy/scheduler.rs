@@ -27,8 +27,9 @@ use ruvector_tenancy::fair::{self, Waiter};
 use ruvector_tenancy::rate::{self, Admission};
 use ruvector_tenancy::registry::TenantState;
 
-use super::context::{now_ms, refusal as refuse, Refusal};
 use super::shmem;
+use crate::backend::now_ms;
+use crate::errors::{refusal as refuse, Refusal};
 use crate::gucs;
 
 const FREE: u32 = 0;
@@ -73,6 +74,9 @@ pub unsafe fn attach(base: *mut u8) {
     // SAFETY: guaranteed by the caller.
     unsafe { SCHED = base as *mut Scheduler };
 }
+
+/// This module's shared memory.
+pub const REGION: super::shmem::Region = super::shmem::Region { bytes, attach };
 
 fn sched() -> &'static Scheduler {
     // SAFETY: attached at shared-memory startup before any backend runs; all atomics.

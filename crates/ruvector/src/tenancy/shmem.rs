@@ -31,8 +31,39 @@ fn align(n: usize, to: usize) -> usize {
     n.div_ceil(to) * to
 }
 
-/// (offsets of header, loaded, index, slots, audit queue, launcher, scheduler; total bytes)
-fn layout() -> ([usize; 7], usize) {
+/// A block of shared memory that a module owns (the audit queue, the launcher's state, the
+/// scheduler): its size, known in the postmaster once settings are loaded, and the function
+/// that keeps its address. Modules hand theirs to [`init`], so this file imports none of them.
+#[derive(Clone, Copy)]
+pub struct Region {
+    pub bytes: fn() -> usize,
+    /// # Safety
+    /// Called once per process with the region's `bytes()` shared bytes, zeroed on first start.
+    pub attach: unsafe fn(*mut u8),
+}
+
+const MAX_REGIONS: usize = 4;
+static mut REGIONS: [Option<Region>; MAX_REGIONS] = [None; MAX_REGIONS];
+
+fn regions() -> impl Iterator<Item = Region> {
+    // SAFETY: written once in _PG_init (postmaster, before any backend), read-only afterwards;
+    // read by copy.
+    let all = unsafe { REGIONS };
+    all.into_iter().flatten()
+}
+
+/// Where each part lives in the one shared block.
+struct Layout {
+    header: usize,
+    loaded: usize,
+    index: usize,
+    slots: usize,
+    /// Offsets of the registered regions, in registration order.
+    regions: [usize; MAX_REGIONS],
+    total: usize,
+}
+
+fn layout() -> Layout {
     let capacity = crate::gucs::max_tenants();
     let (h, i, s) = registry::layout(capacity);
     let a = std::mem::align_of::<TenantSlot>();
@@ -40,19 +71,35 @@ fn layout() -> ([usize; 7], usize) {
     let loaded = align(header + h, 8);
     let index = align(loaded + std::mem::size_of::<Loaded>(), 8);
     let slots = align(index + i, a);
-    let queue = align(slots + s, 64);
-    let launcher = align(queue + super::audit::queue_bytes(), 64);
-    let scheduler = align(launcher + super::worker::launcher_bytes(), 64);
-    (
-        [header, loaded, index, slots, queue, launcher, scheduler],
-        scheduler + super::scheduler::bytes() + a,
-    )
+    let mut end = slots + s;
+    let mut offsets = [0; MAX_REGIONS];
+    for (n, r) in regions().enumerate() {
+        offsets[n] = align(end, 64);
+        end = offsets[n] + (r.bytes)();
+    }
+    Layout {
+        header,
+        loaded,
+        index,
+        slots,
+        regions: offsets,
+        total: end + a,
+    }
 }
 
-/// Registers the shared-memory request; called from `_PG_init` while preloading.
-pub fn init() {
-    // SAFETY: hook chaining in the postmaster during preload, single-threaded.
+/// Registers the shared-memory request with the registry and `regions`; called from
+/// `_PG_init` while preloading.
+pub fn init(with: &[Region]) {
+    assert!(
+        with.len() <= MAX_REGIONS,
+        "at most {MAX_REGIONS} shared regions"
+    );
+    // SAFETY: hook chaining and the region list in the postmaster during preload,
+    // single-threaded.
     unsafe {
+        for (n, r) in with.iter().enumerate() {
+            REGIONS[n] = Some(*r);
+        }
         PREV_SHMEM_REQUEST = pg_sys::shmem_request_hook;
         pg_sys::shmem_request_hook = Some(shmem_request);
         PREV_SHMEM_STARTUP = pg_sys::shmem_startup_hook;
@@ -67,7 +114,7 @@ unsafe extern "C-unwind" fn shmem_request() {
         if let Some(prev) = PREV_SHMEM_REQUEST {
             prev();
         }
-        pg_sys::RequestAddinShmemSpace(layout().1);
+        pg_sys::RequestAddinShmemSpace(layout().total);
         // 0: the registry; 1: the scheduler.
         pg_sys::RequestNamedLWLockTranche(LOCK_TRANCHE.as_ptr(), 2);
     }
@@ -83,18 +130,18 @@ unsafe extern "C-unwind" fn shmem_startup() {
         }
         let lock = &raw mut (*pg_sys::MainLWLockArray.add(21)).lock; // AddinShmemInitLock
         pg_sys::LWLockAcquire(lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
-        let (_, total) = layout();
+        let layout = layout();
         let mut found = false;
-        let base = pg_sys::ShmemInitStruct(SHMEM_NAME.as_ptr(), total, &mut found) as *mut u8;
+        let base =
+            pg_sys::ShmemInitStruct(SHMEM_NAME.as_ptr(), layout.total, &mut found) as *mut u8;
         if !found {
-            std::ptr::write_bytes(base, 0, total);
+            std::ptr::write_bytes(base, 0, layout.total);
         }
         REGISTRY_BASE = base;
         let _ = with_base(base, |r| r.capacity(), !found);
-        let ([_, _, _, _, queue, launcher, scheduler], _) = layout();
-        super::audit::attach(base.add(queue));
-        super::worker::attach(base.add(launcher));
-        super::scheduler::attach(base.add(scheduler));
+        for (n, r) in regions().enumerate() {
+            (r.attach)(base.add(layout.regions[n]));
+        }
         pg_sys::LWLockRelease(lock);
     }
 }
@@ -102,7 +149,12 @@ unsafe extern "C-unwind" fn shmem_startup() {
 /// # Safety
 /// `base` is the registry memory laid out by [`layout`].
 unsafe fn with_base<R>(base: *mut u8, f: impl FnOnce(&Registry<'_>) -> R, initialize: bool) -> R {
-    let ([h, _, i, s, _, _, _], _) = layout();
+    let Layout {
+        header: h,
+        index: i,
+        slots: s,
+        ..
+    } = layout();
     let capacity = crate::gucs::max_tenants() as usize;
     let (_, index_bytes, _) = registry::layout(capacity as u32);
     // SAFETY: guaranteed by the caller; all parts are atomics, so shared references are sound.
@@ -164,7 +216,7 @@ pub fn with_lock<R>(n: usize, exclusive: bool, f: impl FnOnce() -> R) -> R {
 }
 
 fn loaded() -> &'static Loaded {
-    let ([_, l, _, _, _, _, _], _) = layout();
+    let l = layout().loaded;
     // SAFETY: the Loaded block lies inside the registry memory; all atomics.
     unsafe { &*(base().add(l) as *const Loaded) }
 }

@@ -92,3 +92,29 @@ pub fn internal_here() -> Option<Option<Resolved>> {
             .and_then(|(d, t)| (*d == depth).then_some(*t))
     })
 }
+
+/// What a statement does to a tenant table, for statistics and audit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Search,
+    Insert,
+    Update,
+    Delete,
+    Merge,
+    Truncate,
+    Other,
+}
+
+impl Operation {
+    pub fn name(self) -> &'static str {
+        match self {
+            Operation::Search => "search",
+            Operation::Insert => "insert",
+            Operation::Update => "update",
+            Operation::Delete => "delete",
+            Operation::Merge => "merge",
+            Operation::Truncate => "truncate",
+            Operation::Other => "other",
+        }
+    }
+}

@@ -13,11 +13,11 @@ use pgrx::spi::{quote_identifier, quote_literal, Spi};
 use pgrx::{PgLogLevel, PgSqlErrorCode};
 use ruvector_tenancy::statement::{Resolved, TenantKey};
 
-use super::{catalog, context, quota, shmem, statement};
+use super::{catalog, quota, shmem, statement};
 use crate::fmgr::arg_text;
 
 fn fail(code: PgSqlErrorCode, message: String, detail: &str, hint: &str) -> ! {
-    crate::errors::refuse(context::refusal(
+    crate::errors::refuse(crate::errors::refusal(
         code,
         "registration",
         message,
@@ -253,7 +253,7 @@ fn adopt_rows(qualified: &str, col: &str) {
                 .collect()
         })
     });
-    let db = db();
+    let db = crate::backend::db();
     for (tenant, rows, bytes) in counts {
         if let Some(slot) = shmem::locked(false, |r| r.lookup(db, &tenant).map(|(n, _)| n)) {
             quota::adopt(slot, rows, bytes);
@@ -323,11 +323,6 @@ fn warn_raw_setting_policies(rel: pg_sys::Oid) {
     }
 }
 
-fn db() -> u32 {
-    // SAFETY: plain read of a backend global.
-    unsafe { pg_sys::MyDatabaseId }.to_u32()
-}
-
 /// Runs `f` as role `owner` inside a security-restricted operation (no SET ROLE, no
 /// temporary objects, no session state that outlives it), the way PostgreSQL runs a table
 /// owner's index functions during VACUUM.
@@ -385,13 +380,13 @@ pg_fn! {
     /// operation, for that tenant alone: the owner's triggers run with the owner's rights
     /// and no tenant context, so they can read no tenant's rows.
     fn delete_tenant_rows(fcinfo) {
-        if !context::is_admin() {
+        if !crate::backend::is_admin() {
             crate::errors::not_admin("delete a tenant's rows");
         }
         // SAFETY: one non-null text argument (STRICT).
         let tenant = unsafe { arg_text(fcinfo, 0) };
         catalog::ensure_loaded();
-        let slot = shmem::locked(false, |r| r.lookup(db(), &tenant).map(|(n, _)| n));
+        let slot = shmem::locked(false, |r| r.lookup(crate::backend::db(), &tenant).map(|(n, _)| n));
         let (Some(slot), Some(key)) = (slot, TenantKey::new(&tenant)) else {
             crate::errors::unknown_tenant(&tenant);
         };

@@ -8,8 +8,10 @@ use pgrx::PgSqlErrorCode;
 use ruvector_tenancy::statement::Resolved;
 use ruvector_tenancy::tenant_id::{parse_context, TenantContext};
 
-use super::context::{guarded, list_ptrs, refusal, refused, resolve, resolve_utility, Operation};
+use super::context::{guarded, list_ptrs, refused, resolve, resolve_utility};
+use super::statement::Operation;
 use super::{catalog, statement};
+use crate::errors::refusal;
 use crate::gucs;
 
 static mut PREV_PROCESS_UTILITY: pg_sys::ProcessUtility_hook_type = None;
@@ -361,7 +363,7 @@ unsafe fn role_default(
     // SAFETY: a role lookup in a transaction; NULL means ALTER ROLE ALL.
     let oid = (!role.is_null()).then(|| unsafe { pg_sys::get_rolespec_oid(role, true) });
     match ctx {
-        TenantContext::All if !oid.is_some_and(catalog::role_is_admin) => {
+        TenantContext::All if !oid.is_some_and(crate::backend::role_is_admin) => {
             crate::errors::refuse(refusal(
                 PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
                 "wildcard_default",
@@ -380,7 +382,7 @@ unsafe fn role_default(
             if !here || !catalog::extension_present() {
                 return;
             }
-            let name = catalog::role_name(oid);
+            let name = crate::backend::role_name(oid);
             if let Some(bound) = catalog::binding(&name).filter(|b| b != id) {
                 crate::errors::refuse(refusal(
                     PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,

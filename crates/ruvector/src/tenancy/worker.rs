@@ -48,6 +48,12 @@ pub unsafe fn attach(base: *mut u8) {
     unsafe { LAUNCHER = base as *mut Launcher };
 }
 
+/// This module's shared memory.
+pub const REGION: super::shmem::Region = super::shmem::Region {
+    bytes: launcher_bytes,
+    attach,
+};
+
 fn launcher() -> Option<&'static Launcher> {
     // SAFETY: set in the postmaster at shared-memory startup; all fields are atomics.
     unsafe { LAUNCHER.as_ref() }
@@ -76,6 +82,7 @@ unsafe fn libc_kill(pid: i32) {
 }
 
 pub fn register() {
+    audit::on_queued(wake_launcher);
     BackgroundWorkerBuilder::new("ruvector launcher")
         .set_function("ruvector_launcher_main")
         .set_library("ruvector")
@@ -96,7 +103,7 @@ pub extern "C-unwind" fn ruvector_launcher_main(_arg: pg_sys::Datum) {
             break;
         }
         let poked = l.poked.swap(false, AcqRel);
-        let now = super::context::now_ms() / 1000;
+        let now = crate::backend::now_ms() / 1000;
         for (i, db) in shmem::loaded_databases().into_iter().enumerate() {
             if db == 0 || l.running[i].load(Acquire) != 0 {
                 continue;

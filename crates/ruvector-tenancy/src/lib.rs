@@ -1,6 +1,8 @@
 //! Tenant rules of RuVector, independent of PostgreSQL.
 //!
 //! - [`tenant_id`]: what a tenant id may look like, and the admin wildcard.
+//! - [`decide`]: the context layer's decisions (who may use a context, which commands need
+//!   `'*'`, which tenants a scan searches) as pure functions.
 //! - [`registry`]: the fixed-capacity tenant table that lives in shared memory (the
 //!   extension places it there and guards it with a lock; here it is plain memory).
 //! - [`quota`]: reservations against per-tenant limits that are exact under concurrency and
@@ -9,6 +11,7 @@
 //!   statements that carries it.
 #![deny(unsafe_code)]
 
+pub mod decide;
 pub mod fair;
 pub mod quota;
 pub mod rate;

@@ -4,6 +4,7 @@
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::{PgLogLevel, PgSqlErrorCode};
 use ruvector_core::{VectorError, VECTOR_MAX_DIM};
+use ruvector_tenancy::decide::Denial;
 use ruvector_tenancy::registry::TenantState;
 
 fn raise(report: ErrorReport) -> ! {
@@ -148,43 +149,77 @@ pub fn refusal(
     }
 }
 
-/// The refusal for a statement on a tenant table without a tenant context.
-pub fn no_context() -> Refusal {
-    refusal(
-        PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
-        "no_context",
-        "no tenant context".into(),
-        "This statement uses a tenant table and ruvector.tenant_id is not set.".into(),
-        "Run SET ruvector.tenant_id = '<tenant>' (or SET LOCAL in a transaction) first.",
-    )
-}
-
-/// The refusal for a tenant that is not active: suspended, deleted, or (`unknown`) never
-/// registered in this database.
-pub fn inactive(id: &str, state: TenantState, unknown: bool) -> Refusal {
-    match state {
-        TenantState::Suspended => refusal(
-            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+/// The refusal for a context the tenant context layer's rules deny (`id`: the tenant the
+/// context names, for messages).
+pub fn denied(d: Denial, id: &str) -> Refusal {
+    use PgSqlErrorCode::*;
+    match d {
+        Denial::NoContext => refusal(
+            ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
+            "no_context",
+            "no tenant context".into(),
+            "This statement uses a tenant table and ruvector.tenant_id is not set.".into(),
+            "Run SET ruvector.tenant_id = '<tenant>' (or SET LOCAL in a transaction) first.",
+        ),
+        Denial::WildcardDenied => refusal(
+            ERRCODE_INSUFFICIENT_PRIVILEGE,
+            "wildcard_denied",
+            "permission denied to use the tenant context \"*\"".into(),
+            "Only superusers and members of ruvector_admin can act on all tenants.".into(),
+            "Set ruvector.tenant_id to your own tenant.",
+        ),
+        Denial::RoleBound { role, bound } => refusal(
+            ERRCODE_INSUFFICIENT_PRIVILEGE,
+            "role_bound",
+            format!("role \"{role}\" is bound to another tenant"),
+            format!("Sessions of role \"{role}\" can only use tenant \"{bound}\"."),
+            "Connect as the role of the tenant you need, or ask an administrator.",
+        ),
+        Denial::Suspended => refusal(
+            ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             "suspended",
             format!("tenant \"{id}\" is suspended"),
             "Every operation of a suspended tenant is refused, reads included.".into(),
             "An administrator can resume it with ruvector_tenant_resume().",
         ),
-        _ if unknown => refusal(
-            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+        Denial::Unknown => refusal(
+            ERRCODE_UNDEFINED_OBJECT,
             "unknown",
             format!("tenant \"{id}\" does not exist"),
             "No tenant with this id is registered in this database.".into(),
             "Check ruvector.tenant_id, or create the tenant with ruvector_tenant_create().",
         ),
-        _ => refusal(
-            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+        Denial::Deleted => refusal(
+            ERRCODE_UNDEFINED_OBJECT,
             "deleted",
             format!("tenant \"{id}\" does not exist"),
             "The tenant was deleted.".into(),
             "Check ruvector.tenant_id.",
         ),
+        Denial::NeedsWildcard => refusal(
+            ERRCODE_INSUFFICIENT_PRIVILEGE,
+            "needs_wildcard",
+            "this command on a tenant table requires the tenant context \"*\"".into(),
+            String::new(),
+            "Ask an administrator.",
+        ),
     }
+}
+
+/// The refusal for a statement on a tenant table without a tenant context.
+pub fn no_context() -> Refusal {
+    denied(Denial::NoContext, "")
+}
+
+/// The refusal for a tenant that is not active: suspended, deleted, or (`unknown`) never
+/// registered in this database.
+pub fn inactive(id: &str, state: TenantState, unknown: bool) -> Refusal {
+    let d = match state {
+        TenantState::Suspended => Denial::Suspended,
+        _ if unknown => Denial::Unknown,
+        _ => Denial::Deleted,
+    };
+    denied(d, id)
 }
 
 /// Raises a refusal.

@@ -16,7 +16,7 @@ use pgrx::PgSqlErrorCode;
 use ruvector_core::hnsw::page::DirEntry;
 use ruvector_core::hnsw::{GraphStore, Hnsw, Scan, TenantOrd};
 use ruvector_core::VectorError;
-use ruvector_tenancy::statement::Resolved;
+use ruvector_tenancy::decide::{self, Search};
 
 use super::directory;
 use super::store::PageStore;
@@ -210,22 +210,15 @@ fn tenants_to_search(
             named = Some(value);
         }
     }
-    match crate::tenancy::context::current() {
-        Resolved::Tenant { key, .. } => {
-            let t = key.as_str();
-            if named.is_some_and(|n| n != t.as_bytes()) {
-                return Vec::new();
-            }
-            find(t.as_bytes())
-        }
-        // Validated for an administrator when the statement started.
-        Resolved::All => match named {
-            Some(n) => find(&n),
-            None => (0..super::page::read_meta(index).tenants)
-                .map(|t| (t, None))
-                .collect(),
-        },
-        Resolved::None => errors::index_error(
+    let resolved = crate::tenancy::context::current();
+    match decide::scan(&resolved, named.as_deref()) {
+        Ok(Search::One(key)) => find(key),
+        Ok(Search::Nothing) => Vec::new(),
+        // '*' was validated for an administrator when the statement started.
+        Ok(Search::All) => (0..super::page::read_meta(index).tenants)
+            .map(|t| (t, None))
+            .collect(),
+        Err(_) => errors::index_error(
             PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
             format!(
                 "no tenant context for a search of the tenant-keyed index \"{}\"",

@@ -11,13 +11,14 @@ use std::sync::atomic::Ordering::*;
 
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
+use ruvector_tenancy::decide;
 use ruvector_tenancy::registry::TenantState;
 use ruvector_tenancy::statement::{Resolved, TenantKey};
 use ruvector_tenancy::tenant_id::TenantContext;
 
 use super::statement::{self, Operation};
 use super::{catalog, shmem};
-use crate::errors::{inactive, no_context, refusal, Refusal};
+use crate::errors::{inactive, refusal, Refusal};
 use crate::{backend, gucs};
 
 thread_local! {
@@ -41,47 +42,28 @@ fn session_role_name() -> String {
 /// role only for its tenant, a tenant only if it exists and is active in this database.
 /// Returns the tenant's registry slot (None for '*').
 pub fn may_use(ctx: TenantContext<'_>) -> Result<Option<usize>, Refusal> {
-    match ctx {
-        TenantContext::None => Err(no_context()),
-        TenantContext::All => {
-            if backend::is_admin() {
-                Ok(None)
-            } else {
-                Err(refusal(
-                    PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-                    "wildcard_denied",
-                    "permission denied to use the tenant context \"*\"".into(),
-                    "Only superusers and members of ruvector_admin can act on all tenants.".into(),
-                    "Set ruvector.tenant_id to your own tenant.",
-                ))
-            }
-        }
-        TenantContext::Tenant(id) => {
-            catalog::ensure_loaded();
-            if let Some((role, bound)) = catalog::has_bindings()
-                .then(session_role_name)
-                .and_then(|role| catalog::binding(&role).map(|b| (role, b)))
-            {
-                if bound != id {
-                    return Err(refusal(
-                        PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-                        "role_bound",
-                        format!("role \"{role}\" is bound to another tenant"),
-                        format!("Sessions of role \"{role}\" can only use tenant \"{bound}\"."),
-                        "Connect as the role of the tenant you need, or ask an administrator.",
-                    ));
-                }
-            }
-            // SAFETY: plain read of a backend global.
-            let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
-            let found = shmem::locked(false, |r| r.lookup(db, id).map(|(n, s)| (n, s.state())));
-            match found {
-                Some((n, TenantState::Active)) => Ok(Some(n)),
-                Some((_, state)) => Err(inactive(id, state, false)),
-                None => Err(inactive(id, TenantState::Deleted, true)),
-            }
-        }
+    if let TenantContext::Tenant(_) = ctx {
+        catalog::ensure_loaded();
     }
+    decide::may_use(
+        ctx,
+        backend::is_admin,
+        || {
+            let role = catalog::has_bindings().then(session_role_name)?;
+            catalog::binding(&role).map(|bound| (role, bound))
+        },
+        |id| {
+            let db = backend::db();
+            shmem::locked(false, |r| r.lookup(db, id).map(|(n, s)| (n, s.state())))
+        },
+    )
+    .map_err(|d| {
+        let id = match ctx {
+            TenantContext::Tenant(id) => id,
+            _ => "",
+        };
+        crate::errors::denied(d, id)
+    })
 }
 
 /// Resolves a context for a statement starting now (see [`may_use`]).

@@ -5,6 +5,7 @@
 
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
+use ruvector_tenancy::decide::{self, Denial};
 use ruvector_tenancy::statement::Resolved;
 use ruvector_tenancy::tenant_id::{parse_context, TenantContext};
 
@@ -251,15 +252,17 @@ fn truncate(relids: &[pg_sys::Oid]) {
         return;
     }
     let ctx = gucs::tenant_context();
-    let verdict = match ctx {
-        TenantContext::Tenant(_) => Err(refusal(
+    let verdict = match decide::truncate(ctx) {
+        Err(Denial::NeedsWildcard) => Err(refusal(
             PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
             "truncate_denied",
             "TRUNCATE of a tenant table requires the tenant context \"*\"".into(),
             "TRUNCATE removes every tenant's rows and ignores row-level security.".into(),
             "Use DELETE to remove this tenant's rows, or ask an administrator.",
         )),
-        _ => resolve(ctx).map(|_| ()),
+        Err(d) => Err(crate::errors::denied(d, "")),
+        // '*' itself is still checked: only administrators may use it.
+        Ok(()) => resolve(ctx).map(|_| ()),
     };
     if let Err(r) = verdict {
         refused(ctx, Operation::Truncate, r);
@@ -276,7 +279,7 @@ fn lock(relids: &[pg_sys::Oid], mode: i32) {
     let Some(r) = resolve_utility(&relids, Operation::Other) else {
         return;
     };
-    if mode > pg_sys::RowExclusiveLock as i32 && r != Resolved::All {
+    if decide::lock(&r, mode > pg_sys::RowExclusiveLock as i32).is_err() {
         refused(
             super::context::context_of(&r),
             Operation::Other,

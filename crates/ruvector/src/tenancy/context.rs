@@ -161,8 +161,7 @@ fn in_parallel_worker() -> Resolved {
         TenantContext::None => Resolved::None,
         TenantContext::All => Resolved::All,
         TenantContext::Tenant(id) => {
-            // SAFETY: plain read of a backend global.
-            let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
+            let db = crate::backend::db();
             match shmem::locked(false, |r| r.lookup(db, id).map(|(n, s)| (n, s.state()))) {
                 Some((slot, TenantState::Active)) => Resolved::Tenant {
                     slot,
@@ -272,8 +271,7 @@ pub fn count_index_search() {
 /// Counts, audits and raises a refusal.
 pub fn refused(ctx: TenantContext<'_>, op: Operation, r: Refusal) -> ! {
     if let TenantContext::Tenant(id) = ctx {
-        // SAFETY: plain read of a backend global.
-        let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
+        let db = crate::backend::db();
         if let Some(n) = shmem::locked(false, |reg| reg.lookup(db, id).map(|(n, _)| n)) {
             shmem::unlocked(|reg| reg.slot(n).refused.fetch_add(1, Relaxed));
         }

@@ -51,8 +51,7 @@ pg_fn! {
         let limits = catalog::limits(max_vectors, max_storage_gb, max_qps, max_concurrent, weight);
         if created {
             // The slot is taken at commit, where no error may be raised: check for room now.
-            // SAFETY: plain read of a backend global.
-            let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
+            let db = crate::backend::db();
             let pending = PENDING.with(|p| p.borrow().iter().filter(|s| s.reset).count() as u32);
             let (fits, capacity) = shmem::locked(false, |r| {
                 (r.lookup(db, &id).is_some() || r.used() + pending < r.capacity(), r.capacity())
@@ -143,27 +142,34 @@ pg_fn! {
     fn live_stats(fcinfo) {
         let rows = live_rows();
         // SAFETY: materialize-mode SRF protocol: InitMaterializedSRF sets up the tuplestore
-        // and descriptor from the declared OUT parameters; each row matches them.
+        // and descriptor from the declared OUT parameters; each row matches them (text, text,
+        // eight int8, float8, int8, timestamptz, four int8).
         unsafe {
             pg_sys::InitMaterializedSRF(fcinfo, 0);
             let rsinfo = (*fcinfo).resultinfo as *mut pg_sys::ReturnSetInfo;
-            for (id, state, n, search_ms, last_hour, last_access, admission) in rows {
-                let mut values = [pg_sys::Datum::from(0); 17];
+            for r in rows {
+                let int = |v: i64| pg_sys::Datum::from(v);
+                let mut values = [
+                    fmgr::text_datum(&r.id),
+                    fmgr::text_datum(r.state),
+                    int(r.vectors),
+                    int(r.reserved_vectors),
+                    int(r.storage_bytes),
+                    int(r.searches),
+                    int(r.inserts),
+                    int(r.updates),
+                    int(r.deletes),
+                    int(r.refused),
+                    pg_sys::Datum::from(r.search_ms_total.to_bits()),
+                    int(r.searches_last_hour),
+                    int(r.last_access_ms.map_or(0, |ms| ms * 1000 - PG_EPOCH_OFFSET_US)),
+                    int(r.admitted),
+                    int(r.rate_limited),
+                    int(r.queued),
+                    int(r.wait_ms_total),
+                ];
                 let mut nulls = [false; 17];
-                values[0] = fmgr::text_datum(&id);
-                values[1] = fmgr::text_datum(state);
-                for (i, v) in n.iter().take(8).enumerate() {
-                    values[2 + i] = pg_sys::Datum::from(*v);
-                }
-                values[10] = pg_sys::Datum::from(search_ms.to_bits());
-                values[11] = pg_sys::Datum::from(last_hour);
-                match last_access {
-                    Some(ms) => values[12] = pg_sys::Datum::from(ms * 1000 - PG_EPOCH_OFFSET_US),
-                    None => nulls[12] = true,
-                }
-                for (k, v) in admission.iter().enumerate() {
-                    values[13 + k] = pg_sys::Datum::from(*v);
-                }
+                nulls[12] = r.last_access_ms.is_none();
                 pg_sys::tuplestore_putvalues((*rsinfo).setResult, (*rsinfo).setDesc, values.as_mut_ptr(), nulls.as_mut_ptr());
             }
         }
@@ -176,23 +182,36 @@ pub fn mark_tables_changed() {
     TABLES_CHANGED.with(|t| *t.borrow_mut() = true);
 }
 
-/// Live statistics of every tenant of this database, for `ruvector._live_stats()`.
-#[allow(clippy::type_complexity)]
-pub fn live_rows() -> Vec<(
-    String,
-    &'static str,
-    [i64; 9],
-    f64,
-    i64,
-    Option<i64>,
-    [i64; 4],
-)> {
+/// One tenant's live statistics, as `ruvector._live_stats()` returns them.
+pub struct LiveStats {
+    pub id: String,
+    pub state: &'static str,
+    pub vectors: i64,
+    pub reserved_vectors: i64,
+    pub storage_bytes: i64,
+    pub searches: i64,
+    pub inserts: i64,
+    pub updates: i64,
+    pub deletes: i64,
+    pub refused: i64,
+    pub search_ms_total: f64,
+    pub searches_last_hour: i64,
+    /// Unix milliseconds; `None` before the first statement.
+    pub last_access_ms: Option<i64>,
+    pub admitted: i64,
+    pub rate_limited: i64,
+    pub queued: i64,
+    pub wait_ms_total: i64,
+}
+
+/// Live statistics of the tenants of this database the caller may see: every tenant for
+/// administrators, the running statement's tenant for everyone else (validated like any use
+/// of a context: a suspended or deleted tenant is refused).
+pub fn live_rows() -> Vec<LiveStats> {
+    use std::sync::atomic::Ordering::Relaxed;
     catalog::ensure_loaded();
-    // SAFETY: plain read of a backend global.
-    let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
+    let db = crate::backend::db();
     let now = crate::backend::now_ms();
-    // Administrators see every tenant; everyone else only the running statement's tenant,
-    // validated like any use of a context (a suspended or deleted tenant is refused).
     let only: Option<String> = if crate::backend::is_admin() {
         None
     } else {
@@ -202,37 +221,30 @@ pub fn live_rows() -> Vec<(
         r.iter_db(db)
             .filter(|(_, s)| only.as_ref().is_none_or(|t| s.id() == *t))
             .map(|(_, s)| {
-                use std::sync::atomic::Ordering::Relaxed;
-                let state = match s.state() {
-                    TenantState::Active => "active",
-                    TenantState::Suspended => "suspended",
-                    _ => "deleted",
-                };
                 let last = s.last_access_ms.load(Relaxed);
-                (
-                    s.id(),
-                    state,
-                    [
-                        s.vectors.load(Relaxed),
-                        s.vectors_reserved.load(Relaxed),
-                        s.storage_bytes.load(Relaxed),
-                        s.searches.load(Relaxed) as i64,
-                        s.inserts.load(Relaxed) as i64,
-                        s.updates.load(Relaxed) as i64,
-                        s.deletes.load(Relaxed) as i64,
-                        s.refused.load(Relaxed) as i64,
-                        0,
-                    ],
-                    s.search_micros.load(Relaxed) as f64 / 1000.0,
-                    s.searches_last_hour(now) as i64,
-                    (last > 0).then_some(last),
-                    [
-                        s.admitted.load(Relaxed) as i64,
-                        s.rate_limited.load(Relaxed) as i64,
-                        s.queued.load(Relaxed) as i64,
-                        (s.wait_micros.load(Relaxed) / 1000) as i64,
-                    ],
-                )
+                LiveStats {
+                    id: s.id(),
+                    state: match s.state() {
+                        TenantState::Active => "active",
+                        TenantState::Suspended => "suspended",
+                        _ => "deleted",
+                    },
+                    vectors: s.vectors.load(Relaxed),
+                    reserved_vectors: s.vectors_reserved.load(Relaxed),
+                    storage_bytes: s.storage_bytes.load(Relaxed),
+                    searches: s.searches.load(Relaxed) as i64,
+                    inserts: s.inserts.load(Relaxed) as i64,
+                    updates: s.updates.load(Relaxed) as i64,
+                    deletes: s.deletes.load(Relaxed) as i64,
+                    refused: s.refused.load(Relaxed) as i64,
+                    search_ms_total: s.search_micros.load(Relaxed) as f64 / 1000.0,
+                    searches_last_hour: s.searches_last_hour(now) as i64,
+                    last_access_ms: (last > 0).then_some(last),
+                    admitted: s.admitted.load(Relaxed) as i64,
+                    rate_limited: s.rate_limited.load(Relaxed) as i64,
+                    queued: s.queued.load(Relaxed) as i64,
+                    wait_ms_total: (s.wait_micros.load(Relaxed) / 1000) as i64,
+                }
             })
             .collect()
     })
@@ -288,8 +300,7 @@ unsafe extern "C-unwind" fn subxact_callback(
 }
 
 fn apply(pending: Vec<PendingSync>) {
-    // SAFETY: plain read of a backend global.
-    let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
+    let db = crate::backend::db();
     // After commit no error may be raised: a full registry is reported at the next use.
     shmem::locked(true, |r| {
         for p in pending {

@@ -43,6 +43,10 @@ pub struct Region {
 }
 
 const MAX_REGIONS: usize = 4;
+
+/// `AddinShmemInitLock`: lock 21 of the main LWLock array (`lwlocknames.h`; a macro, not a
+/// symbol the library could link to, in PostgreSQL 15 to 18).
+const ADDIN_SHMEM_INIT_LOCK: usize = 21;
 static mut REGIONS: [Option<Region>; MAX_REGIONS] = [None; MAX_REGIONS];
 
 fn regions() -> impl Iterator<Item = Region> {
@@ -128,7 +132,7 @@ unsafe extern "C-unwind" fn shmem_startup() {
         if let Some(prev) = PREV_SHMEM_STARTUP {
             prev();
         }
-        let lock = &raw mut (*pg_sys::MainLWLockArray.add(21)).lock; // AddinShmemInitLock
+        let lock = &raw mut (*pg_sys::MainLWLockArray.add(ADDIN_SHMEM_INIT_LOCK)).lock;
         pg_sys::LWLockAcquire(lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
         let layout = layout();
         let mut found = false;

@@ -75,9 +75,11 @@ unsafe fn libc_kill(pid: i32) {
     unsafe extern "C" {
         fn kill(pid: i32, sig: i32) -> i32;
     }
-    // SAFETY: sending SIGUSR1 (10 on Linux) to a process we know; failure is harmless.
+    /// SIGUSR1 on Linux.
+    const SIGUSR1: i32 = 10;
+    // SAFETY: sending SIGUSR1 to a process we know; failure is harmless.
     unsafe {
-        kill(pid, 10);
+        kill(pid, SIGUSR1);
     }
 }
 

@@ -1,5 +1,6 @@
 //! Multi-tenancy: the tenant context layer, the shared registry, lifecycle support and quotas.
 
+pub mod affinity;
 pub mod audit;
 pub mod catalog;
 pub mod context;

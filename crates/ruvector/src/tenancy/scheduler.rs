@@ -27,7 +27,7 @@ use ruvector_tenancy::fair::{self, Waiter};
 use ruvector_tenancy::rate::{self, Admission};
 use ruvector_tenancy::registry::TenantState;
 
-use super::shmem;
+use super::{affinity, shmem};
 use crate::backend::now_ms;
 use crate::errors::{refusal as refuse, Refusal};
 use crate::gucs;
@@ -117,8 +117,6 @@ fn capacity() -> u32 {
 thread_local! {
     /// Slots this backend holds: (tenant slot, transaction nest level).
     static HELD: RefCell<Vec<(usize, i32)>> = const { RefCell::new(Vec::new()) };
-    /// This backend runs as SCHED_BATCH (see `set_batch`).
-    static BATCH: RefCell<bool> = const { RefCell::new(false) };
     /// The wait slot this backend is queued in, since when (ms), for which tenant.
     static QUEUED: RefCell<Option<(usize, i64, usize)>> = const { RefCell::new(None) };
 }
@@ -303,9 +301,9 @@ pub fn acquire(tenant: usize, id: &str) -> Result<bool, Refusal> {
         // Admitted without waiting: back to the normal policy if an earlier statement had
         // to queue (a backend of a backlogged tenant stays SCHED_BATCH until then, so even
         // its wake-ups for the client's next statement do not preempt other tenants).
-        if BATCH.with(|b| *b.borrow()) {
-            set_batch(false);
-            unconfine();
+        if affinity::is_batch() {
+            affinity::set_batch(false);
+            affinity::unconfine();
         }
         return Ok(admitted(tenant, 0));
     }
@@ -352,16 +350,16 @@ pub fn acquire(tenant: usize, id: &str) -> Result<bool, Refusal> {
     let started = now_ms();
     QUEUED.with(|q| *q.borrow_mut() = Some((i, started, tenant)));
     // Sleep, wake and run as SCHED_BATCH: the wake-up must not preempt other tenants.
-    set_batch(true);
+    affinity::set_batch(true);
     // A tenant queued by its own max_concurrent can never use more CPUs than that: keep its
     // backends on that many CPUs, the same ones for all of them, and leave the rest to others.
     let limit = shmem::unlocked(|r| r.slot(tenant).max_concurrent.load(Relaxed));
     if limit > 0 && !may_run(tenant) {
-        confine(tenant, limit as usize);
+        affinity::confine(tenant, limit as usize);
     } else {
         // Queued by the server-wide limit: everyone waits, nobody is confined (a pooled
         // connection may have been confined for another tenant before).
-        unconfine();
+        affinity::unconfine();
     }
     shmem::unlocked(|r| r.slot(tenant).queued.fetch_add(1, Relaxed));
     let timeout = gucs::admission_timeout_ms() as i64;
@@ -405,96 +403,6 @@ pub fn acquire(tenant: usize, id: &str) -> Result<bool, Refusal> {
             pg_sys::ResetLatch(pg_sys::MyLatch);
         }
         pgrx::check_for_interrupts!();
-    }
-}
-
-/// Linux CPU scheduling policy of this backend: a statement that has to queue waits and runs
-/// as SCHED_BATCH, which the kernel does not let preempt running tasks when it wakes up. A
-/// backlogged tenant's statements are woken one after another as slots free up; as normal
-/// tasks each wake-up would preempt whatever other tenants run on that CPU, which is what
-/// bent a quiet tenant's p99 latency (2.2–3.5× on a 2-CPU machine). Switching between
-/// SCHED_OTHER and SCHED_BATCH needs no privilege.
-fn set_batch(batch: bool) {
-    #[repr(C)]
-    struct SchedParam {
-        priority: i32,
-    }
-    unsafe extern "C" {
-        fn sched_setscheduler(pid: i32, policy: i32, param: *const SchedParam) -> i32;
-    }
-    const SCHED_OTHER: i32 = 0;
-    const SCHED_BATCH: i32 = 3;
-    let param = SchedParam { priority: 0 };
-    // SAFETY: changes only this process's policy; failure leaves it as it was, harmlessly.
-    unsafe {
-        sched_setscheduler(0, if batch { SCHED_BATCH } else { SCHED_OTHER }, &param);
-    }
-    BATCH.with(|b| *b.borrow_mut() = batch);
-}
-
-/// A Linux CPU set (1024 CPUs), as `sched_{get,set}affinity` take it.
-type CpuSet = [u64; 16];
-
-unsafe extern "C" {
-    fn sched_getaffinity(pid: i32, size: usize, mask: *mut CpuSet) -> i32;
-    fn sched_setaffinity(pid: i32, size: usize, mask: *const CpuSet) -> i32;
-}
-
-thread_local! {
-    /// The CPUs this backend may use when not confined (read once).
-    static ALLOWED: std::cell::OnceCell<Vec<usize>> = const { std::cell::OnceCell::new() };
-    static CONFINED: RefCell<bool> = const { RefCell::new(false) };
-}
-
-fn allowed_cpus() -> Vec<usize> {
-    ALLOWED.with(|a| {
-        a.get_or_init(|| {
-            let mut set: CpuSet = [0; 16];
-            // SAFETY: reads this process's affinity into a buffer of the size we pass.
-            let ok = unsafe { sched_getaffinity(0, std::mem::size_of::<CpuSet>(), &mut set) } == 0;
-            if !ok {
-                return Vec::new();
-            }
-            (0..1024)
-                .filter(|c| set[c / 64] & (1u64 << (c % 64)) != 0)
-                .collect()
-        })
-        .clone()
-    })
-}
-
-fn set_affinity(cpus: &[usize]) {
-    let mut set: CpuSet = [0; 16];
-    for &c in cpus {
-        set[c / 64] |= 1u64 << (c % 64);
-    }
-    // SAFETY: sets this process's own affinity to CPUs it was allowed; failure is harmless.
-    unsafe {
-        sched_setaffinity(0, std::mem::size_of::<CpuSet>(), &set);
-    }
-}
-
-/// Keeps this backend on `limit` of its allowed CPUs (at most all but one), chosen by the
-/// tenant so that all of a tenant's backends share the same ones. A backlogged tenant's
-/// statements run in whichever of its backends the queue admits next; left free to move,
-/// those rotating CPU-bound processes land on every CPU in turn and stretch other tenants'
-/// tail latency (measured on 2 CPUs: a quiet tenant's p99 5.8x its p99 alone floating,
-/// 0.9x confined). The tenant loses nothing: it cannot run more than `limit` at once.
-fn confine(tenant: usize, limit: usize) {
-    let all = allowed_cpus();
-    if all.len() < 2 {
-        return;
-    }
-    let n = limit.min(all.len() - 1).max(1);
-    let cpus: Vec<usize> = (0..n).map(|i| all[(tenant + i) % all.len()]).collect();
-    set_affinity(&cpus);
-    CONFINED.with(|c| *c.borrow_mut() = true);
-}
-
-/// Lets this backend use all its CPUs again.
-fn unconfine() {
-    if CONFINED.with(|c| std::mem::take(&mut *c.borrow_mut())) {
-        set_affinity(&allowed_cpus());
     }
 }
 

@@ -107,3 +107,19 @@ pub fn text_from_bytes(bytes: &[u8]) -> pg_sys::Datum {
         pg_sys::Datum::from(p)
     }
 }
+
+/// The pointers of a PostgreSQL pointer List (NIL is empty).
+///
+/// # Safety
+/// `list` is NULL or a valid pointer List.
+pub unsafe fn list_ptrs(list: *mut pg_sys::List) -> Vec<*mut std::ffi::c_void> {
+    if list.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: guaranteed by the caller: `length` cells at `elements`.
+    unsafe {
+        (0..(*list).length as usize)
+            .map(|i| (*(*list).elements.add(i)).ptr_value)
+            .collect()
+    }
+}

@@ -3,11 +3,12 @@
 //! The algorithm is `ruvector_core::hnsw`, running on [`store::PageStore`] (the graph on
 //! buffer pages, every change WAL-logged through one guard). One module per callback group:
 //! [`build`], [`insert`], [`scan`], [`vacuum`], [`cost`]; [`check`] is
-//! `ruvector_index_check()`. See docs/ruhnsw-design.md for the page format and locking.
+//! `ruvector_index_check()`; [`ddl`] keys indexes on tenant tables by tenant. See docs/ruhnsw-design.md for the page format and locking.
 
 pub mod build;
 pub mod check;
 pub mod cost;
+pub mod ddl;
 pub mod directory;
 pub mod insert;
 pub mod options;

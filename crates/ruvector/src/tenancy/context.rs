@@ -19,6 +19,7 @@ use ruvector_tenancy::tenant_id::TenantContext;
 use super::statement::{self, Operation};
 use super::{catalog, shmem};
 use crate::errors::{inactive, refusal, Refusal};
+use crate::fmgr::list_ptrs;
 use crate::{backend, gucs};
 
 thread_local! {
@@ -308,22 +309,6 @@ pub fn install_hooks() {
         pg_sys::ExecutorFinish_hook = Some(executor_finish);
         PREV_EXECUTOR_END = pg_sys::ExecutorEnd_hook;
         pg_sys::ExecutorEnd_hook = Some(executor_end);
-    }
-}
-
-/// The pointers of a PostgreSQL pointer List (NIL is empty).
-///
-/// # Safety
-/// `list` is NULL or a valid pointer List.
-pub unsafe fn list_ptrs(list: *mut pg_sys::List) -> Vec<*mut std::ffi::c_void> {
-    if list.is_null() {
-        return Vec::new();
-    }
-    // SAFETY: guaranteed by the caller: `length` cells at `elements`.
-    unsafe {
-        (0..(*list).length as usize)
-            .map(|i| (*(*list).elements.add(i)).ptr_value)
-            .collect()
     }
 }
 

@@ -9,10 +9,11 @@ use ruvector_tenancy::decide::{self, Denial};
 use ruvector_tenancy::statement::Resolved;
 use ruvector_tenancy::tenant_id::{parse_context, TenantContext};
 
-use super::context::{guarded, list_ptrs, refused, resolve, resolve_utility};
+use super::context::{guarded, refused, resolve, resolve_utility};
 use super::statement::Operation;
 use super::{catalog, statement};
 use crate::errors::refusal;
+use crate::fmgr::list_ptrs;
 use crate::gucs;
 
 static mut PREV_PROCESS_UTILITY: pg_sys::ProcessUtility_hook_type = None;
@@ -70,7 +71,7 @@ unsafe extern "C-unwind" fn process_utility(
     // SAFETY: PostgreSQL passes a valid utility statement.
     let around = guarded(|| unsafe { before_process_utility(pstmt) });
     // SAFETY: as above; a statement that changes is a copy.
-    let pstmt = guarded(|| unsafe { with_tenant_key(pstmt) });
+    let pstmt = guarded(|| unsafe { crate::ruhnsw::ddl::with_tenant_key(pstmt, in_internal()) });
     if around.explain_analyze {
         super::context::set_explain_analyze(true);
     }
@@ -397,57 +398,5 @@ unsafe fn role_default(
             }
         }
         _ => {}
-    }
-}
-
-/// `CREATE INDEX ... USING ruhnsw (vec opclass)` on a tenant table, as the specification
-/// writes it, becomes `(vec opclass, tenant_column)`: the index is keyed by tenant, so each
-/// tenant gets its own graph and a search reads only the current tenant's (and a HOT update
-/// can never move a row to another tenant behind the index's back). Returns the statement to
-/// run: `pstmt` itself, or a changed copy (the original may be cached and must not change).
-///
-/// # Safety
-/// `pstmt` is a valid utility PlannedStmt.
-unsafe fn with_tenant_key(pstmt: *mut pg_sys::PlannedStmt) -> *mut pg_sys::PlannedStmt {
-    // SAFETY: guaranteed by the caller; the IndexStmt's fields are valid nodes, the relation
-    // is resolved without a lock (DefineIndex locks it next), and the copy is a new tree in
-    // the current memory context.
-    unsafe {
-        let node = (*pstmt).utilityStmt;
-        if node.is_null() || (*node).type_ != pg_sys::NodeTag::T_IndexStmt || in_internal() {
-            return pstmt;
-        }
-        let stmt = node as *mut pg_sys::IndexStmt;
-        if (*stmt).accessMethod.is_null()
-            || std::ffi::CStr::from_ptr((*stmt).accessMethod).to_bytes() != b"ruhnsw"
-            || list_ptrs((*stmt).indexParams).len() != 1
-        {
-            return pstmt;
-        }
-        let relid = pg_sys::RangeVarGetRelidExtended(
-            (*stmt).relation,
-            pg_sys::NoLock as _,
-            pg_sys::RVROption::RVR_MISSING_OK,
-            None,
-            std::ptr::null_mut(),
-        );
-        if relid == pg_sys::InvalidOid || !catalog::extension_present() {
-            return pstmt;
-        }
-        let Some(column) = catalog::tenant_column(relid) else {
-            return pstmt;
-        };
-        let copy =
-            pg_sys::copyObjectImpl(pstmt as *const std::ffi::c_void) as *mut pg_sys::PlannedStmt;
-        let stmt = (*copy).utilityStmt as *mut pg_sys::IndexStmt;
-        let elem =
-            pg_sys::palloc0(std::mem::size_of::<pg_sys::IndexElem>()) as *mut pg_sys::IndexElem;
-        (*elem).type_ = pg_sys::NodeTag::T_IndexElem;
-        let name = std::ffi::CString::new(column).expect("a column name has no NUL");
-        (*elem).name = pg_sys::pstrdup(name.as_ptr());
-        (*elem).ordering = pg_sys::SortByDir::SORTBY_DEFAULT;
-        (*elem).nulls_ordering = pg_sys::SortByNulls::SORTBY_NULLS_DEFAULT;
-        (*stmt).indexParams = pg_sys::lappend((*stmt).indexParams, elem as *mut std::ffi::c_void);
-        copy
     }
 }

@@ -1,0 +1,65 @@
+//! DDL of `ruhnsw` indexes on tenant tables: the specification's one-column
+//! `CREATE INDEX ... USING ruhnsw (vec opclass)` gets the table's tenant column as its second
+//! key (called from the utility hook of the tenancy layer).
+
+use pgrx::pg_sys;
+
+use crate::fmgr::list_ptrs;
+use crate::tenancy::catalog;
+
+/// `CREATE INDEX ... USING ruhnsw (vec opclass)` on a tenant table, as the specification
+/// writes it, becomes `(vec opclass, tenant_column)`: the index is keyed by tenant, so each
+/// tenant gets its own graph and a search reads only the current tenant's (and a HOT update
+/// can never move a row to another tenant behind the index's back). Returns the statement to
+/// run: `pstmt` itself, or a changed copy (the original may be cached and must not change).
+///
+/// `internal`: the extension itself runs the statement (it is left as it is).
+///
+/// # Safety
+/// `pstmt` is a valid utility PlannedStmt.
+pub unsafe fn with_tenant_key(
+    pstmt: *mut pg_sys::PlannedStmt,
+    internal: bool,
+) -> *mut pg_sys::PlannedStmt {
+    // SAFETY: guaranteed by the caller; the IndexStmt's fields are valid nodes, the relation
+    // is resolved without a lock (DefineIndex locks it next), and the copy is a new tree in
+    // the current memory context.
+    unsafe {
+        let node = (*pstmt).utilityStmt;
+        if node.is_null() || (*node).type_ != pg_sys::NodeTag::T_IndexStmt || internal {
+            return pstmt;
+        }
+        let stmt = node as *mut pg_sys::IndexStmt;
+        if (*stmt).accessMethod.is_null()
+            || std::ffi::CStr::from_ptr((*stmt).accessMethod).to_bytes() != b"ruhnsw"
+            || list_ptrs((*stmt).indexParams).len() != 1
+        {
+            return pstmt;
+        }
+        let relid = pg_sys::RangeVarGetRelidExtended(
+            (*stmt).relation,
+            pg_sys::NoLock as _,
+            pg_sys::RVROption::RVR_MISSING_OK,
+            None,
+            std::ptr::null_mut(),
+        );
+        if relid == pg_sys::InvalidOid || !catalog::extension_present() {
+            return pstmt;
+        }
+        let Some(column) = catalog::tenant_column(relid) else {
+            return pstmt;
+        };
+        let copy =
+            pg_sys::copyObjectImpl(pstmt as *const std::ffi::c_void) as *mut pg_sys::PlannedStmt;
+        let stmt = (*copy).utilityStmt as *mut pg_sys::IndexStmt;
+        let elem =
+            pg_sys::palloc0(std::mem::size_of::<pg_sys::IndexElem>()) as *mut pg_sys::IndexElem;
+        (*elem).type_ = pg_sys::NodeTag::T_IndexElem;
+        let name = std::ffi::CString::new(column).expect("a column name has no NUL");
+        (*elem).name = pg_sys::pstrdup(name.as_ptr());
+        (*elem).ordering = pg_sys::SortByDir::SORTBY_DEFAULT;
+        (*elem).nulls_ordering = pg_sys::SortByNulls::SORTBY_NULLS_DEFAULT;
+        (*stmt).indexParams = pg_sys::lappend((*stmt).indexParams, elem as *mut std::ffi::c_void);
+        copy
+    }
+}

@@ -45,12 +45,20 @@ pub fn may_use(
                 return Err(Denial::RoleBound { role, bound });
             }
             match lookup(id) {
-                Some((slot, TenantState::Active)) => Ok(Some(slot)),
-                Some((_, TenantState::Suspended)) => Err(Denial::Suspended),
-                Some(_) => Err(Denial::Deleted),
+                Some((slot, state)) => active(state).map(|()| Some(slot)),
                 None => Err(Denial::Unknown),
             }
         }
+    }
+}
+
+/// Whether a registered tenant in `state` may act (also checked again while a statement of
+/// it runs).
+pub fn active(state: TenantState) -> Result<(), Denial> {
+    match state {
+        TenantState::Active => Ok(()),
+        TenantState::Suspended => Err(Denial::Suspended),
+        _ => Err(Denial::Deleted),
     }
 }
 
@@ -117,7 +125,7 @@ mod tests {
         }
     }
 
-    fn active(_: &str) -> Option<(usize, TenantState)> {
+    fn found_active(_: &str) -> Option<(usize, TenantState)> {
         Some((3, TenantState::Active))
     }
 
@@ -127,18 +135,18 @@ mod tests {
 
     #[test]
     fn no_context_is_refused() {
-        let r = may_use(TenantContext::None, || true, unbound, active);
+        let r = may_use(TenantContext::None, || true, unbound, found_active);
         assert_eq!(r, Err(Denial::NoContext));
     }
 
     #[test]
     fn the_wildcard_is_for_administrators_only() {
         assert_eq!(
-            may_use(TenantContext::All, || true, unbound, active),
+            may_use(TenantContext::All, || true, unbound, found_active),
             Ok(None)
         );
         assert_eq!(
-            may_use(TenantContext::All, || false, unbound, active),
+            may_use(TenantContext::All, || false, unbound, found_active),
             Err(Denial::WildcardDenied)
         );
         // An administrator's wildcard needs no binding or tenant lookup.
@@ -155,12 +163,12 @@ mod tests {
     fn a_tenant_must_be_active_and_the_roles_own() {
         let t = TenantContext::Tenant("acme");
         assert_eq!(
-            may_use(t, || panic!("no admin check"), unbound, active),
+            may_use(t, || panic!("no admin check"), unbound, found_active),
             Ok(Some(3))
         );
         let bound_elsewhere = || Some(("app".to_string(), "beta".to_string()));
         assert_eq!(
-            may_use(t, || true, bound_elsewhere, active),
+            may_use(t, || true, bound_elsewhere, found_active),
             Err(Denial::RoleBound {
                 role: "app".into(),
                 bound: "beta".into()
@@ -168,7 +176,7 @@ mod tests {
             "a binding holds for administrators too"
         );
         let bound_here = || Some(("app".to_string(), "acme".to_string()));
-        assert_eq!(may_use(t, || false, bound_here, active), Ok(Some(3)));
+        assert_eq!(may_use(t, || false, bound_here, found_active), Ok(Some(3)));
         for (state, denial) in [
             (TenantState::Suspended, Denial::Suspended),
             (TenantState::Deleted, Denial::Deleted),
@@ -182,6 +190,13 @@ mod tests {
             may_use(t, || false, unbound, |_| None),
             Err(Denial::Unknown)
         );
+    }
+
+    #[test]
+    fn only_active_tenants_act() {
+        assert_eq!(active(TenantState::Active), Ok(()));
+        assert_eq!(active(TenantState::Suspended), Err(Denial::Suspended));
+        assert_eq!(active(TenantState::Deleted), Err(Denial::Deleted));
     }
 
     #[test]

@@ -186,18 +186,23 @@ mod tests {
     use crate::registry::{tests::owned, Limits};
     use std::sync::Arc;
 
+    /// Limits on vectors and storage only.
+    fn storage_limits(max_vectors: i64, max_storage_bytes: i64) -> Limits {
+        Limits {
+            max_vectors,
+            max_storage_bytes,
+            max_qps: 0,
+            max_concurrent: 0,
+            weight: 1.0,
+        }
+    }
+
     #[test]
     fn reservations_respect_the_limit_and_come_back() {
         let mem = owned(1);
         let reg = mem.registry(true);
         let (_, slot, _) = reg.upsert(1, "t", false).unwrap();
-        slot.set_limits(Limits {
-            max_vectors: 3,
-            max_storage_bytes: 1000,
-            max_qps: 0,
-            max_concurrent: 0,
-            weight: 1.0,
-        });
+        slot.set_limits(storage_limits(3, 1000));
         reserve(slot, 2, 10).unwrap();
         commit(slot, 2, 10);
         reserve(slot, 1, 10).unwrap();
@@ -230,13 +235,7 @@ mod tests {
         {
             let reg = mem.registry(true);
             let (_, slot, _) = reg.upsert(1, "t", false).unwrap();
-            slot.set_limits(Limits {
-                max_vectors: 1000,
-                max_storage_bytes: i64::MAX,
-                max_qps: 0,
-                max_concurrent: 0,
-                weight: 1.0,
-            });
+            slot.set_limits(storage_limits(1000, i64::MAX));
         }
         let granted: i64 = (0..8)
             .map(|_| {
@@ -288,13 +287,7 @@ mod tests {
         let reg = owned(4);
         let r = reg.registry(true);
         let (_, slot, _) = r.upsert(1, "a", false).unwrap();
-        slot.set_limits(Limits {
-            max_vectors: 5,
-            max_storage_bytes: 1000,
-            max_qps: 0,
-            max_concurrent: 0,
-            weight: 1.0,
-        });
+        slot.set_limits(storage_limits(5, 1000));
         let mut l = Ledger::default();
         l.adopted(0, 1, 4, 40);
         for e in l.take() {

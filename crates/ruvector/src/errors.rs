@@ -5,7 +5,6 @@ use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::{PgLogLevel, PgSqlErrorCode};
 use ruvector_core::{VectorError, VECTOR_MAX_DIM};
 use ruvector_tenancy::decide::Denial;
-use ruvector_tenancy::registry::TenantState;
 
 fn raise(report: ErrorReport) -> ! {
     report.report(PgLogLevel::ERROR);
@@ -209,17 +208,6 @@ pub fn denied(d: Denial, id: &str) -> Refusal {
 /// The refusal for a statement on a tenant table without a tenant context.
 pub fn no_context() -> Refusal {
     denied(Denial::NoContext, "")
-}
-
-/// The refusal for a tenant that is not active: suspended, deleted, or (`unknown`) never
-/// registered in this database.
-pub fn inactive(id: &str, state: TenantState, unknown: bool) -> Refusal {
-    let d = match state {
-        TenantState::Suspended => Denial::Suspended,
-        _ if unknown => Denial::Unknown,
-        _ => Denial::Deleted,
-    };
-    denied(d, id)
 }
 
 /// Raises a refusal.

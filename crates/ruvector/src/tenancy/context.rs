@@ -12,13 +12,12 @@ use std::sync::atomic::Ordering::*;
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 use ruvector_tenancy::decide;
-use ruvector_tenancy::registry::TenantState;
 use ruvector_tenancy::statement::{Resolved, TenantKey};
 use ruvector_tenancy::tenant_id::TenantContext;
 
 use super::statement::{self, Operation};
 use super::{catalog, shmem};
-use crate::errors::{inactive, refusal, Refusal};
+use crate::errors::{refusal, Refusal};
 use crate::fmgr::list_ptrs;
 use crate::{backend, gucs};
 
@@ -53,30 +52,34 @@ pub fn may_use(ctx: TenantContext<'_>) -> Result<Option<usize>, Refusal> {
             let role = catalog::has_bindings().then(session_role_name)?;
             catalog::binding(&role).map(|bound| (role, bound))
         },
-        |id| {
-            let db = backend::db();
-            shmem::locked(false, |r| r.lookup(db, id).map(|(n, s)| (n, s.state())))
-        },
+        shmem::find,
     )
-    .map_err(|d| {
-        let id = match ctx {
-            TenantContext::Tenant(id) => id,
-            _ => "",
-        };
-        crate::errors::denied(d, id)
-    })
+    .map_err(|d| denied(ctx, d))
+}
+
+fn denied(ctx: TenantContext<'_>, d: decide::Denial) -> Refusal {
+    let id = match ctx {
+        TenantContext::Tenant(id) => id,
+        _ => "",
+    };
+    crate::errors::denied(d, id)
 }
 
 /// Resolves a context for a statement starting now (see [`may_use`]).
 pub fn resolve(ctx: TenantContext<'_>) -> Result<Resolved, Refusal> {
-    let slot = may_use(ctx)?;
-    Ok(match (ctx, slot) {
+    may_use(ctx).map(|slot| resolved(ctx, slot))
+}
+
+/// The resolution of a context that may be used, with the tenant's slot (`None` for '*').
+fn resolved(ctx: TenantContext<'_>, slot: Option<usize>) -> Resolved {
+    match (ctx, slot) {
         (TenantContext::Tenant(id), Some(slot)) => Resolved::Tenant {
             slot,
             key: TenantKey::new(id).expect("a validated tenant id fits a key"),
         },
+        (TenantContext::None, _) => Resolved::None,
         _ => Resolved::All,
-    })
+    }
 }
 
 /// The context of a resolution, for messages, counters and the audit log.
@@ -98,9 +101,7 @@ pub fn still_valid(r: &Resolved) -> Result<(), Refusal> {
     }
     if let Resolved::Tenant { slot, key } = r {
         let state = shmem::unlocked(|reg| reg.slot(*slot).state());
-        if state != TenantState::Active {
-            return Err(inactive(key.as_str(), state, false));
-        }
+        decide::active(state).map_err(|d| crate::errors::denied(d, key.as_str()))?;
     }
     Ok(())
 }
@@ -158,21 +159,14 @@ pub fn current() -> Resolved {
 }
 
 fn in_parallel_worker() -> Resolved {
-    match gucs::tenant_context() {
-        TenantContext::None => Resolved::None,
-        TenantContext::All => Resolved::All,
-        TenantContext::Tenant(id) => {
-            let db = crate::backend::db();
-            match shmem::locked(false, |r| r.lookup(db, id).map(|(n, s)| (n, s.state()))) {
-                Some((slot, TenantState::Active)) => Resolved::Tenant {
-                    slot,
-                    key: TenantKey::new(id).expect("a validated tenant id fits a key"),
-                },
-                Some((_, state)) => crate::errors::refuse(inactive(id, state, false)),
-                None => crate::errors::refuse(inactive(id, TenantState::Deleted, true)),
-            }
-        }
+    // The leader checked '*' and any role binding; only the tenant's state can have changed.
+    let ctx = gucs::tenant_context();
+    if ctx == TenantContext::None {
+        return Resolved::None;
     }
+    decide::may_use(ctx, || true, || None, shmem::find)
+        .map(|slot| resolved(ctx, slot))
+        .unwrap_or_else(|d| crate::errors::refuse(denied(ctx, d)))
 }
 
 thread_local! {
@@ -271,11 +265,11 @@ pub fn count_index_search() {
 
 /// Counts, audits and raises a refusal.
 pub fn refused(ctx: TenantContext<'_>, op: Operation, r: Refusal) -> ! {
-    if let TenantContext::Tenant(id) = ctx {
-        let db = crate::backend::db();
-        if let Some(n) = shmem::locked(false, |reg| reg.lookup(db, id).map(|(n, _)| n)) {
-            shmem::unlocked(|reg| reg.slot(n).refused.fetch_add(1, Relaxed));
-        }
+    if let Some((n, _)) = match ctx {
+        TenantContext::Tenant(id) => shmem::find(id),
+        _ => None,
+    } {
+        shmem::unlocked(|reg| reg.slot(n).refused.fetch_add(1, Relaxed));
     }
     super::audit::refused(ctx, op, &r);
     crate::errors::refuse(r)
@@ -423,17 +417,19 @@ unsafe fn confined_by_rls(r: &Resolved, stmt: *mut pg_sys::PlannedStmt, op: Oper
         let session = pg_sys::GetSessionUserId();
         let enabled = pg_sys::CheckEnableRlsResult::RLS_ENABLED as i32;
         for (relid, checker) in checked_relations(stmt) {
-            if !catalog::is_tenant_table(relid)
-                || pg_sys::check_enable_rls(relid, checker, true) == enabled
-                || pg_sys::check_enable_rls(relid, session, true) != enabled
-            {
-                continue;
-            }
             let who = if checker == pg_sys::InvalidOid {
                 pg_sys::GetUserId()
             } else {
                 checker
             };
+            // Run as the session's own role (the usual case), nothing is lent: no RLS lookups.
+            if who == session
+                || !catalog::is_tenant_table(relid)
+                || pg_sys::check_enable_rls(relid, who, true) == enabled
+                || pg_sys::check_enable_rls(relid, session, true) != enabled
+            {
+                continue;
+            }
             refused(
                 context_of(r),
                 op,

@@ -40,11 +40,7 @@ fn slot_for_row(r: &Resolved, tenant: &str, adding: bool) -> usize {
         ),
         Resolved::All => {
             catalog::ensure_loaded();
-            let found = shmem::locked(false, |reg| {
-                reg.lookup(crate::backend::db(), tenant)
-                    .map(|(n, s)| (n, s.state()))
-            });
-            match found {
+            match shmem::find(tenant) {
                 Some((n, TenantState::Active | TenantState::Suspended)) => n,
                 Some((n, _)) if !adding => n,
                 _ => crate::errors::unknown_tenant(tenant),

@@ -201,6 +201,12 @@ pub fn locked<R>(exclusive: bool, f: impl FnOnce(&Registry<'_>) -> R) -> R {
     with_lock(0, exclusive, || unsafe { with_base(base(), f, false) })
 }
 
+/// The registry slot and state of tenant `id` of this backend's database.
+pub fn find(id: &str) -> Option<(usize, registry::TenantState)> {
+    let db = crate::backend::db();
+    locked(false, |r| r.lookup(db, id).map(|(n, s)| (n, s.state())))
+}
+
 /// Runs `f` holding lock `n` of the ruvector tranche (0: registry, 1: scheduler).
 pub fn with_lock<R>(n: usize, exclusive: bool, f: impl FnOnce() -> R) -> R {
     let mode = if exclusive {

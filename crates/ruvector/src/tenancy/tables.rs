@@ -253,73 +253,68 @@ fn adopt_rows(qualified: &str, col: &str) {
                 .collect()
         })
     });
-    let db = crate::backend::db();
     for (tenant, rows, bytes) in counts {
-        if let Some(slot) = shmem::locked(false, |r| r.lookup(db, &tenant).map(|(n, _)| n)) {
+        if let Some((slot, _)) = shmem::find(&tenant) {
             quota::adopt(slot, rows, bytes);
         }
     }
 }
 
-/// Unique keys that do not include the tenant column are shared by every tenant: their
-/// violations tell one tenant that another's row exists.
-fn warn_shared_keys(rel: pg_sys::Oid, column: i16) {
-    let shared: Vec<String> = catalog::as_superuser(|| {
+/// The first column of a catalog query's rows, as text (read as a superuser: catalogs only).
+fn catalog_names(sql: &str, args: &[pgrx::datum::DatumWithOid<'_>]) -> Vec<String> {
+    catalog::as_superuser(|| {
         Spi::connect(|client| {
             client
-                .select(
-                    "SELECT i.indexrelid::regclass::text FROM pg_catalog.pg_index i \
-                     WHERE i.indrelid = $1 AND i.indisunique \
-                     AND NOT ($2::int2 = ANY (i.indkey::int2[])) ORDER BY 1",
-                    None,
-                    &[rel.into(), column.into()],
-                )
-                .expect("reading pg_index")
+                .select(sql, None, args)
+                .expect("reading the catalog")
                 .map(|r| r.get::<String>(1).ok().flatten().unwrap_or_default())
                 .collect()
         })
-    });
-    for index in shared {
-        pgrx::pg_sys::panic::ErrorReport::new(
-            PgSqlErrorCode::ERRCODE_WARNING,
-            format!("unique index {index} of a tenant table is shared by all tenants"),
-            "ruvector",
-        )
-        .set_detail("A duplicate key error (23505), or ON CONFLICT DO NOTHING inserting nothing, tells a tenant that another tenant's row has that key.")
-        .set_hint("Include the tenant column in the key, for example PRIMARY KEY (tenant_id, id), or use keys no tenant can guess (uuid).")
+    })
+}
+
+fn warn(message: String, detail: &str, hint: &str) {
+    pgrx::pg_sys::panic::ErrorReport::new(PgSqlErrorCode::ERRCODE_WARNING, message, "ruvector")
+        .set_detail(detail)
+        .set_hint(hint)
         .report(PgLogLevel::WARNING);
+}
+
+/// Unique keys that do not include the tenant column are shared by every tenant: their
+/// violations tell one tenant that another's row exists.
+fn warn_shared_keys(rel: pg_sys::Oid, column: i16) {
+    let shared = catalog_names(
+        "SELECT i.indexrelid::regclass::text FROM pg_catalog.pg_index i \
+         WHERE i.indrelid = $1 AND i.indisunique \
+         AND NOT ($2::int2 = ANY (i.indkey::int2[])) ORDER BY 1",
+        &[rel.into(), column.into()],
+    );
+    for index in shared {
+        warn(
+            format!("unique index {index} of a tenant table is shared by all tenants"),
+            "A duplicate key error (23505), or ON CONFLICT DO NOTHING inserting nothing, tells a tenant that another tenant's row has that key.",
+            "Include the tenant column in the key, for example PRIMARY KEY (tenant_id, id), or use keys no tenant can guess (uuid).",
+        );
     }
 }
 
 /// Other policies of the table that read the raw setting can be turned by changing it in the
 /// middle of a statement.
 fn warn_raw_setting_policies(rel: pg_sys::Oid) {
-    let policies: Vec<String> = catalog::as_superuser(|| {
-        Spi::connect(|client| {
-            client
-                .select(
-                    "SELECT p.polname::text FROM pg_catalog.pg_policy p WHERE p.polrelid = $1 \
-                     AND p.polname NOT IN ('tenant_isolation', 'admin_bypass') \
-                     AND (coalesce(pg_catalog.pg_get_expr(p.polqual, p.polrelid), '') \
-                          || coalesce(pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid), '')) \
-                         LIKE '%current_setting(%ruvector.tenant_id%' ORDER BY 1",
-                    None,
-                    &[rel.into()],
-                )
-                .expect("reading pg_policy")
-                .map(|r| r.get::<String>(1).ok().flatten().unwrap_or_default())
-                .collect()
-        })
-    });
+    let policies = catalog_names(
+        "SELECT p.polname::text FROM pg_catalog.pg_policy p WHERE p.polrelid = $1 \
+         AND p.polname NOT IN ('tenant_isolation', 'admin_bypass') \
+         AND (coalesce(pg_catalog.pg_get_expr(p.polqual, p.polrelid), '') \
+              || coalesce(pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid), '')) \
+             LIKE '%current_setting(%ruvector.tenant_id%' ORDER BY 1",
+        &[rel.into()],
+    );
     for policy in policies {
-        pgrx::pg_sys::panic::ErrorReport::new(
-            PgSqlErrorCode::ERRCODE_WARNING,
+        warn(
             format!("policy \"{policy}\" reads the setting ruvector.tenant_id"),
-            "ruvector",
-        )
-        .set_detail("A setting can change while a statement runs; the policy would then compare with a tenant no one validated.")
-        .set_hint("Compare with ruvector.current_tenant(), the tenant validated for the running statement.")
-        .report(PgLogLevel::WARNING);
+            "A setting can change while a statement runs; the policy would then compare with a tenant no one validated.",
+            "Compare with ruvector.current_tenant(), the tenant validated for the running statement.",
+        );
     }
 }
 
@@ -386,7 +381,7 @@ pg_fn! {
         // SAFETY: one non-null text argument (STRICT).
         let tenant = unsafe { arg_text(fcinfo, 0) };
         catalog::ensure_loaded();
-        let slot = shmem::locked(false, |r| r.lookup(crate::backend::db(), &tenant).map(|(n, _)| n));
+        let slot = shmem::find(&tenant).map(|(n, _)| n);
         let (Some(slot), Some(key)) = (slot, TenantKey::new(&tenant)) else {
             crate::errors::unknown_tenant(&tenant);
         };

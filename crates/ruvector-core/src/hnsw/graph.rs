@@ -688,17 +688,12 @@ mod tests {
         }
         // Every node of each tenant is reachable on layer 0 from the tenant's entry point.
         for t in 0..4 {
-            let (ep, _) = s.entry(t).unwrap();
-            let mut seen = HashSet::from([ep]);
-            let mut stack = vec![ep];
-            while let Some(n) = stack.pop() {
-                for m in s.neighbors(n, 0) {
-                    if seen.insert(m) {
-                        stack.push(m);
-                    }
-                }
-            }
-            assert_eq!(seen.len(), s.tenant_len(t), "tenant {t} is connected");
+            let snapshot = crate::hnsw::inspect::Snapshot::of_tenant(s, t);
+            assert_eq!(
+                snapshot.reachable().len(),
+                s.tenant_len(t),
+                "tenant {t} is connected"
+            );
         }
     }
 

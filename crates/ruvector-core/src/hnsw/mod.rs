@@ -8,6 +8,7 @@
 //! tenant walks only that tenant's graph (filtering inside the graph, never after it).
 
 mod graph;
+pub mod inspect;
 pub mod page;
 mod store;
 

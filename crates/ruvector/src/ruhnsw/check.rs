@@ -10,19 +10,13 @@ use std::collections::HashMap;
 
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
+use ruvector_core::hnsw::inspect::{Node, Problem, Snapshot};
 use ruvector_core::hnsw::page::{self as layout, node_id, NodeRef, KIND_NODES};
-use ruvector_core::hnsw::{IdSet, NodeId, TenantOrd};
+use ruvector_core::hnsw::{NodeId, TenantOrd};
 
 use super::directory;
 use super::page::{self, Buf, Lock};
 use crate::{errors, fmgr};
-
-struct NodeInfo {
-    tenant: TenantOrd,
-    level: u8,
-    deleted: bool,
-    links: Vec<Vec<NodeId>>,
-}
 
 /// Problems beyond this many per check are counted, not listed.
 const LISTED: usize = 10;
@@ -33,6 +27,11 @@ struct Findings {
 }
 
 impl Findings {
+    fn add_problems(&mut self, check: &'static str, problems: &[Problem], ok_detail: String) {
+        let words: Vec<String> = problems.iter().map(|p| p.describe(fmt_id)).collect();
+        self.add(check, &words, ok_detail);
+    }
+
     fn add(&mut self, check: &'static str, problems: &[String], ok_detail: String) {
         if problems.is_empty() {
             self.rows.push((check, true, ok_detail));
@@ -84,7 +83,7 @@ fn check(index: pg_sys::Relation) -> Findings {
     let node_layout = meta.layout();
 
     // Pages and node tuples.
-    let mut nodes: HashMap<NodeId, NodeInfo> = HashMap::new();
+    let mut graph = Snapshot::default();
     let (mut page_problems, mut node_problems, mut erasure_problems) =
         (Vec::new(), Vec::new(), Vec::new());
     let mut empty_pages = 0;
@@ -125,9 +124,9 @@ fn check(index: pg_sys::Relation) -> Findings {
                     "({block},{offset}): deleted node still holds vector bytes"
                 ));
             }
-            nodes.insert(
+            graph.add(
                 node_id(block, offset),
-                NodeInfo {
+                Node {
                     tenant: node.tenant(),
                     level: node.level(),
                     deleted: node.deleted(),
@@ -143,72 +142,23 @@ fn check(index: pg_sys::Relation) -> Findings {
         &page_problems,
         format!("{nblocks} blocks, {empty_pages} uninitialized"),
     );
-    let deleted = nodes.values().filter(|n| n.deleted).count();
-    let live = nodes.len() - deleted;
+    let (live, deleted) = (graph.live(), graph.deleted());
     f.add(
         "nodes",
         &node_problems,
         format!("{live} live, {deleted} deleted"),
     );
 
-    // Links.
-    let mut link_problems = Vec::new();
-    let mut to_deleted = 0usize;
-    let mut total_links = 0usize;
-    for (&id, n) in &nodes {
-        if n.deleted {
-            if n.links.iter().any(|l| !l.is_empty()) {
-                erasure_problems.push(format!("{}: deleted node still has links", fmt_id(id)));
-            }
-            continue;
-        }
-        for (layer, links) in n.links.iter().enumerate() {
-            let mut seen = IdSet::default();
-            for &t in links {
-                total_links += 1;
-                if !seen.insert(t) {
-                    link_problems.push(format!(
-                        "{}: duplicate link to {} on layer {layer}",
-                        fmt_id(id),
-                        fmt_id(t)
-                    ));
-                }
-                if t == id {
-                    link_problems.push(format!("{}: links to itself on layer {layer}", fmt_id(id)));
-                    continue;
-                }
-                match nodes.get(&t) {
-                    None => link_problems.push(format!(
-                        "{}: link to missing node {} on layer {layer}",
-                        fmt_id(id),
-                        fmt_id(t)
-                    )),
-                    Some(target) => {
-                        if target.tenant != n.tenant {
-                            link_problems.push(format!(
-                                "{}: link to {} of another tenant",
-                                fmt_id(id),
-                                fmt_id(t)
-                            ));
-                        }
-                        if (target.level as usize) < layer {
-                            link_problems.push(format!(
-                                "{}: link to {} on layer {layer} above its level",
-                                fmt_id(id),
-                                fmt_id(t)
-                            ));
-                        }
-                        to_deleted += target.deleted as usize;
-                    }
-                }
-            }
-        }
-    }
-    f.add(
+    let links = graph.check_links();
+    f.add_problems(
         "links",
-        &link_problems,
-        format!("{total_links} links, {to_deleted} to deleted nodes (repaired by the next VACUUM)"),
+        &links.problems,
+        format!(
+            "{} links, {} to deleted nodes (repaired by the next VACUUM)",
+            links.links, links.to_deleted
+        ),
     );
+    erasure_problems.extend(links.erasure.iter().map(|p| p.describe(fmt_id)));
 
     // The directory: every tenant's entry point, page chain and node count.
     let mut dir_problems = Vec::new();
@@ -229,8 +179,8 @@ fn check(index: pg_sys::Relation) -> Findings {
         ));
     }
     let mut chained: HashMap<u32, TenantOrd> = HashMap::new();
-    let mut entry_problems = Vec::new();
     for (ordinal, e) in &entries {
+        graph.set_entry(*ordinal, e.entry);
         let who = format!("tenant {ordinal} ({:?})", String::from_utf8_lossy(&e.key));
         let mut block = e.first_block;
         let mut last = 0;
@@ -250,44 +200,15 @@ fn check(index: pg_sys::Relation) -> Findings {
                 e.last_block
             ));
         }
-        let mine = nodes
-            .iter()
-            .filter(|(_, n)| n.tenant == *ordinal && !n.deleted);
-        let count = mine.clone().count();
+        let (count, _) = graph.tenant_live(*ordinal);
         if count as u64 != e.nodes {
             dir_problems.push(format!(
                 "{who}: {count} live nodes, the entry says {}",
                 e.nodes
             ));
         }
-        let max_level = mine.map(|(_, n)| n.level).max();
-        match (e.entry, max_level) {
-            (None, Some(_)) => {
-                entry_problems.push(format!("{who}: no entry point, but {count} live nodes"))
-            }
-            (Some((node, level)), _) => match nodes.get(&node) {
-                None => entry_problems.push(format!(
-                    "{who}: entry point {} does not exist",
-                    fmt_id(node)
-                )),
-                Some(n) if n.deleted => {
-                    entry_problems.push(format!("{who}: entry point {} is deleted", fmt_id(node)))
-                }
-                Some(n) if n.tenant != *ordinal => entry_problems.push(format!(
-                    "{who}: entry point {} is another tenant's",
-                    fmt_id(node)
-                )),
-                Some(n) if n.level != level => entry_problems.push(format!(
-                    "{who}: entry point {} has level {}, the directory says {level}",
-                    fmt_id(node),
-                    n.level
-                )),
-                Some(_) => {}
-            },
-            (None, None) => {}
-        }
     }
-    for (&id, n) in &nodes {
+    for (id, n) in graph.nodes() {
         let (block, _) = layout::node_position(id);
         match chained.get(&block) {
             Some(&t) if t == n.tenant => {}
@@ -311,9 +232,9 @@ fn check(index: pg_sys::Relation) -> Findings {
             chained.len()
         ),
     );
-    f.add(
+    f.add_problems(
         "entry point",
-        &entry_problems,
+        &graph.check_entries(),
         format!(
             "{} of {} tenants have one",
             entries.iter().filter(|(_, e)| e.entry.is_some()).count(),
@@ -326,29 +247,12 @@ fn check(index: pg_sys::Relation) -> Findings {
         format!("{deleted} deleted nodes hold no vector bytes or links"),
     );
 
-    // Reachability on layer 0, within each tenant's graph from its entry point.
-    let mut reached = IdSet::default();
-    for (_, e) in &entries {
-        let Some((start, _)) = e.entry else { continue };
-        if nodes.get(&start).is_some_and(|n| !n.deleted) && reached.insert(start) {
-            let mut stack = vec![start];
-            while let Some(n) = stack.pop() {
-                for &t in nodes.get(&n).map_or(&[][..], |n| &n.links[0][..]) {
-                    if nodes.get(&t).is_some_and(|x| !x.deleted) && reached.insert(t) {
-                        stack.push(t);
-                    }
-                }
-            }
-        }
-    }
-    let unreachable = live - reached.len().min(live);
+    // What a search can find: layer 0, within each tenant's graph from its entry point.
+    let reached = graph.reachable().len().min(live);
     f.rows.push((
         "reachability",
-        unreachable == 0,
-        format!(
-            "{} of {live} live nodes reachable from their tenant's entry point",
-            reached.len().min(live)
-        ),
+        reached == live,
+        format!("{reached} of {live} live nodes reachable from their tenant's entry point"),
     ));
     f
 }

@@ -6,7 +6,8 @@ use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 use ruvector_core::VectorError;
 
-use super::{heap_tid, open_graph, page, vector_arg};
+use super::route::{self, Want};
+use super::{heap_tid, page, vector_arg};
 use crate::errors;
 
 /// This backend's level-generator state; every insert draws from it.
@@ -50,7 +51,7 @@ pub unsafe extern "C-unwind" fn aminsert(
                 return false; // a NULL tenant: no tenant can see the row
             };
             let vector = vector_arg(*values);
-            let mut graph = match open_graph(index) {
+            let mut graph = match route::open(index) {
                 Some(g) => g,
                 None => {
                     // The first vector of an index without declared dimensions sets them.
@@ -59,7 +60,7 @@ pub unsafe extern "C-unwind" fn aminsert(
                             meta.dims = vector.len() as u32;
                         }
                     });
-                    open_graph(index).expect("dimensions are set")
+                    route::open(index).expect("dimensions are set")
                 }
             };
             let dims = graph.store().layout().dims;
@@ -73,9 +74,14 @@ pub unsafe extern "C-unwind" fn aminsert(
                     )),
                 );
             }
+            let place = route::tenant(index, &tenant_key, Want::Insert)
+                .expect("an insert always has a place");
+            if place.rel != index {
+                graph = route::open(place.rel)
+                    .expect("a tenant's own index has the shared index's dimensions");
+            }
             graph.reseed(next_seed());
-            let tenant = super::directory::find_or_add(index, &tenant_key);
-            graph.insert(vector, tenant, heap_tid(tid));
+            graph.insert(vector, place.tenant, heap_tid(tid));
             false
         })
     }

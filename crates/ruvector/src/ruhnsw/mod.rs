@@ -2,8 +2,9 @@
 //!
 //! The algorithm is `ruvector_core::hnsw`, running on [`store::PageStore`] (the graph on
 //! buffer pages, every change WAL-logged through one guard). One module per callback group:
-//! [`build`], [`insert`], [`scan`], [`vacuum`], [`cost`]; [`check`] is
-//! `ruvector_index_check()`; [`ddl`] keys indexes on tenant tables by tenant. See docs/ruhnsw-design.md for the page format and locking.
+//! [`build`], [`insert`], [`scan`], [`vacuum`], [`cost`]; every callback asks [`route`] where
+//! a tenant's graph lives. [`check`] is `ruvector_index_check()`; [`ddl`] keys indexes on
+//! tenant tables by tenant. See docs/ruhnsw-design.md for the page format and locking.
 
 pub mod build;
 pub mod check;
@@ -13,15 +14,14 @@ pub mod directory;
 pub mod insert;
 pub mod options;
 pub mod page;
+pub mod route;
 pub mod scan;
 pub mod store;
 pub mod vacuum;
 
 use pgrx::pg_sys;
 use ruvector_core::hnsw::page::{node_id, node_position};
-use ruvector_core::hnsw::{Hnsw, NodeId};
-
-use store::PageStore;
+use ruvector_core::hnsw::NodeId;
 
 /// Registers the reloptions; from `_PG_init`.
 pub fn init() {
@@ -93,28 +93,6 @@ pub unsafe fn text_bytes(datum: pg_sys::Datum) -> Vec<u8> {
     // SAFETY: guaranteed by the caller.
     let s: String = unsafe { pgrx::FromDatum::from_datum(datum, false) }.expect("not null");
     s.into_bytes()
-}
-
-/// The graph of an index as stored on its pages; `None` while the index has no dimensions
-/// yet (created on an empty table without `vector(n)`).
-pub fn open_graph(index: pg_sys::Relation) -> Option<Hnsw<PageStore>> {
-    let meta = page::read_meta(index);
-    if meta.dims == 0 {
-        return None;
-    }
-    // From the metapage, not the reloptions: no catalog lookups per scan or insert, and the
-    // layout stays the one the pages were written with even after ALTER INDEX ... SET (m).
-    let (params, layout) = build::graph_params(
-        meta.dims as usize,
-        meta.m as usize,
-        meta.ef_construction as usize,
-        meta.metric,
-    );
-    let params = ruvector_core::hnsw::Params {
-        exact_threshold: options::exact_threshold(index),
-        ..params
-    };
-    Some(Hnsw::new(PageStore::new(index, layout), params))
 }
 
 pg_fn! {

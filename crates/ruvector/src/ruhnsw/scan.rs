@@ -13,14 +13,13 @@
 
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
-use ruvector_core::hnsw::page::DirEntry;
-use ruvector_core::hnsw::{GraphStore, Hnsw, Scan, TenantOrd};
+use ruvector_core::hnsw::{GraphStore, Hnsw, Scan};
 use ruvector_core::VectorError;
 use ruvector_tenancy::decide::{self, Search};
 
-use super::directory;
+use super::route::{self, Place, Want};
 use super::store::PageStore;
-use super::{open_graph, set_heap_tid, vector_arg};
+use super::{set_heap_tid, vector_arg};
 use crate::{errors, gucs};
 
 #[derive(Default)]
@@ -132,7 +131,7 @@ fn start(scan: pg_sys::IndexScanDesc) {
     // by its own admission).
     crate::tenancy::context::count_index_search();
     let s = state(scan);
-    let Some(mut graph) = open_graph(index) else {
+    let Some(mut graph) = route::open(index) else {
         s.empty = true;
         return;
     };
@@ -156,13 +155,19 @@ fn start(scan: pg_sys::IndexScanDesc) {
             None,
         );
     }
-    let tenants = tenants_to_search(scan, index);
-    graph
-        .store_mut()
-        .set_scan_entries(tenants.iter().filter_map(|(t, e)| Some((*t, e.as_ref()?))));
+    let places = tenants_to_search(scan, index);
+    // Every graph lives on one relation today (see route.rs); a scan searches one store.
+    if let Some(rel) = places.first().map(|p| p.rel).filter(|&r| r != index) {
+        graph = route::open(rel).expect("a tenant's own index has the shared index's dimensions");
+    }
+    graph.store_mut().set_scan_entries(
+        places
+            .iter()
+            .filter_map(|p| Some((p.tenant, p.entry.as_ref()?))),
+    );
     s.scan = Some(Scan::new(
         query,
-        tenants.into_iter().map(|(t, _)| t).collect(),
+        places.iter().map(|p| p.tenant).collect(),
         gucs::ef_search(),
         gucs::max_scan_tuples(),
     ));
@@ -176,14 +181,10 @@ fn start(scan: pg_sys::IndexScanDesc) {
 /// another tenant finds nothing; without a tenant context the scan is refused (28000);
 /// under `'*'` (administrators only) it searches the tenant the condition names, or all.
 ///
-/// Each tenant comes with its directory entry when the lookup read it.
-fn tenants_to_search(
-    scan: pg_sys::IndexScanDesc,
-    index: pg_sys::Relation,
-) -> Vec<(TenantOrd, Option<DirEntry>)> {
+/// Each tenant comes with its place ([`route`]).
+fn tenants_to_search(scan: pg_sys::IndexScanDesc, index: pg_sys::Relation) -> Vec<Place> {
     let find = |key: &[u8]| {
-        directory::find_entry(index, key)
-            .map(|(t, e)| (t, Some(e)))
+        route::tenant(index, key, Want::Search)
             .into_iter()
             .collect()
     };
@@ -215,9 +216,7 @@ fn tenants_to_search(
         Ok(Search::One(key)) => find(key),
         Ok(Search::Nothing) => Vec::new(),
         // '*' was validated for an administrator when the statement started.
-        Ok(Search::All) => (0..super::page::read_meta(index).tenants)
-            .map(|t| (t, None))
-            .collect(),
+        Ok(Search::All) => route::every_tenant(index),
         Err(_) => errors::index_error(
             PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
             format!(

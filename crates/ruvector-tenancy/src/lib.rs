@@ -1,5 +1,7 @@
 //! Tenant rules of RuVector, independent of PostgreSQL.
 //!
+//! - [`admission`]: execution slots and the fair queue of statements waiting for one.
+//! - [`audit_queue`]: refused attempts on their way to the audit log, across processes.
 //! - [`tenant_id`]: what a tenant id may look like, and the admin wildcard.
 //! - [`decide`]: the context layer's decisions (who may use a context, which commands need
 //!   `'*'`, which tenants a scan searches) as pure functions.
@@ -11,6 +13,8 @@
 //!   statements that carries it.
 #![deny(unsafe_code)]
 
+pub mod admission;
+pub mod audit_queue;
 pub mod decide;
 pub mod fair;
 pub mod quota;

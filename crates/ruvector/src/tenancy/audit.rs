@@ -8,46 +8,18 @@
 //!   (normally within a second); `ruvector_audit_flush()` writes them at once.
 
 use std::ffi::CStr;
-use std::sync::atomic::{AtomicU64, Ordering::*};
+use std::sync::atomic::AtomicU64;
 
 use pgrx::pg_sys;
 use pgrx::spi::Spi;
+use ruvector_tenancy::audit_queue::{self, Entry, Queue, Record, QUEUE_LEN};
 use ruvector_tenancy::tenant_id::TenantContext;
 
 use super::catalog;
 use super::statement::Operation;
 use crate::errors::Refusal;
 
-/// Queued refusals: 1024 entries of 512 bytes (512 kB of shared memory). When full, the
-/// oldest are kept and new ones counted as dropped (reported in the server log and by
-/// `ruvector_audit_flush()`).
-pub const QUEUE_LEN: usize = 1024;
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct Entry {
-    db: u32,
-    len: [u16; 5],
-    ts_us: i64,
-    tenant: [u8; 64],
-    op: [u8; 24],
-    user: [u8; 64],
-    addr: [u8; 48],
-    detail: [u8; 288],
-}
-const _: () = assert!(std::mem::size_of::<Entry>() == 512);
-
-#[repr(C)]
-pub struct Queue {
-    dropped: AtomicU64,
-    entries: [Entry; QUEUE_LEN],
-}
-
-pub fn queue_bytes() -> usize {
-    std::mem::size_of::<Queue>()
-}
-
-static mut QUEUE: *mut Queue = std::ptr::null_mut();
+static mut QUEUE: *mut u8 = std::ptr::null_mut();
 
 /// Called after a refusal is queued: the maintenance launcher registers how to be woken, so
 /// that the queue is written within a second without this file knowing the launcher.
@@ -66,30 +38,38 @@ fn queued() {
     }
 }
 
-/// # Safety
-/// `base` points at `queue_bytes()` zeroed (or previously initialized) shared bytes.
-pub unsafe fn attach(base: *mut u8) {
-    // SAFETY: guaranteed by the caller.
-    unsafe { QUEUE = base as *mut Queue };
+fn bytes() -> usize {
+    audit_queue::bytes(QUEUE_LEN)
 }
 
-/// This module's shared memory.
+/// # Safety
+/// `base` points at `bytes()` zeroed (or previously initialized) shared bytes.
+unsafe fn attach(base: *mut u8) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { QUEUE = base };
+}
+
+/// This module's shared memory: the queue of refusals (512 kB).
 pub const REGION: super::shmem::Region = super::shmem::Region {
-    bytes: queue_bytes,
+    name: c"ruvector audit queue",
+    bytes,
     attach,
 };
 
-fn copy(dst: &mut [u8], s: &str) -> u16 {
-    let mut n = s.len().min(dst.len());
-    while !s.is_char_boundary(n) {
-        n -= 1;
+fn queue() -> Option<Queue<'static>> {
+    // SAFETY: attached at shared-memory startup (NULL when not preloaded): a dropped counter
+    // in the first entry-sized block, then QUEUE_LEN entries, all atomics.
+    unsafe {
+        let base = QUEUE;
+        if base.is_null() {
+            return None;
+        }
+        let entries = std::slice::from_raw_parts(
+            base.add(std::mem::size_of::<Entry>()) as *const Entry,
+            QUEUE_LEN,
+        );
+        Some(Queue::new(&*(base as *const AtomicU64), entries))
     }
-    dst[..n].copy_from_slice(&s.as_bytes()[..n]);
-    n as u16
-}
-
-fn text(src: &[u8], len: u16) -> String {
-    String::from_utf8_lossy(&src[..(len as usize).min(src.len())]).into_owned()
 }
 
 fn user_name() -> String {
@@ -128,52 +108,21 @@ pub fn refused(ctx: TenantContext<'_>, op: Operation, r: &Refusal) {
     if !crate::gucs::audit_enabled() {
         return;
     }
-    // SAFETY: QUEUE is the shared queue; entries are claimed with a CAS on `db` (0 = free),
-    // so two backends never write the same entry, and the maintenance worker only reads an
-    // entry after its db field is set, which happens last (Release).
-    unsafe {
-        let q = QUEUE;
-        if q.is_null() {
-            return;
-        }
-        let detail = format!(
+    let Some(q) = queue() else { return };
+    let record = Record {
+        at_us: now_us(),
+        tenant: context_name(ctx),
+        operation: op.name().into(),
+        user: user_name(),
+        address: client_addr().unwrap_or_default(),
+        detail: format!(
             "{{\"refused\": true, \"reason\": \"{}\", \"sqlstate\": \"{}\"}}",
             r.reason,
             sqlstate(r.code)
-        );
-        for i in 0..QUEUE_LEN {
-            let e = &raw mut (*q).entries[i];
-            let slot = &*(&raw const (*e).db as *const std::sync::atomic::AtomicU32);
-            // u32::MAX = being written; the real db oid is stored when complete.
-            if slot.compare_exchange(0, u32::MAX, AcqRel, Relaxed).is_ok() {
-                let mut entry = Entry {
-                    db: u32::MAX,
-                    len: [0; 5],
-                    ts_us: now_us(),
-                    tenant: [0; 64],
-                    op: [0; 24],
-                    user: [0; 64],
-                    addr: [0; 48],
-                    detail: [0; 288],
-                };
-                entry.len[0] = copy(&mut entry.tenant, &context_name(ctx));
-                entry.len[1] = copy(&mut entry.op, op.name());
-                entry.len[2] = copy(&mut entry.user, &user_name());
-                entry.len[3] = copy(&mut entry.addr, &client_addr().unwrap_or_default());
-                entry.len[4] = copy(&mut entry.detail, &detail);
-                std::ptr::write(&raw mut (*e).len, entry.len);
-                std::ptr::write(&raw mut (*e).ts_us, entry.ts_us);
-                std::ptr::write(&raw mut (*e).tenant, entry.tenant);
-                std::ptr::write(&raw mut (*e).op, entry.op);
-                std::ptr::write(&raw mut (*e).user, entry.user);
-                std::ptr::write(&raw mut (*e).addr, entry.addr);
-                std::ptr::write(&raw mut (*e).detail, entry.detail);
-                slot.store(crate::backend::db(), Release);
-                queued();
-                return;
-            }
-        }
-        (*q).dropped.fetch_add(1, Relaxed);
+        ),
+    };
+    if q.push(crate::backend::db(), &record) {
+        queued();
     }
 }
 
@@ -186,42 +135,25 @@ fn sqlstate(code: pgrx::PgSqlErrorCode) -> String {
     }
 }
 
-/// Writes this database's queued refusals to the audit log; returns how many.
+/// Writes this database's queued refusals to the audit log; returns how many. Refusals the
+/// full queue dropped are reported as a warning (in the server log when the maintenance
+/// worker drains, to the caller of `ruvector_audit_flush()`).
 pub fn drain() -> i64 {
-    let me = crate::backend::db();
-    let mut rows: Vec<(i64, String, String, String, String, String)> = Vec::new();
-    // SAFETY: entries whose db field is this database were completely written (Release
-    // store last); we copy them out, then free them with a store of 0.
-    unsafe {
-        let q = QUEUE;
-        if q.is_null() {
-            return 0;
-        }
-        for i in 0..QUEUE_LEN {
-            let e = &raw mut (*q).entries[i];
-            let slot = &*(&raw const (*e).db as *const std::sync::atomic::AtomicU32);
-            if slot.load(Acquire) == me {
-                let entry = std::ptr::read(e);
-                rows.push((
-                    entry.ts_us,
-                    text(&entry.tenant, entry.len[0]),
-                    text(&entry.op, entry.len[1]),
-                    text(&entry.user, entry.len[2]),
-                    text(&entry.addr, entry.len[3]),
-                    text(&entry.detail, entry.len[4]),
-                ));
-                slot.store(0, Release);
-            }
-        }
+    let Some(q) = queue() else { return 0 };
+    let dropped = q.take_dropped();
+    if dropped > 0 {
+        pgrx::warning!(
+            "{dropped} refused attempts were not audited: the audit queue ({QUEUE_LEN} entries) was full"
+        );
     }
-    rows.sort_by_key(|r| r.0);
+    let rows = q.drain(crate::backend::db());
     let n = rows.len() as i64;
     catalog::as_superuser(|| {
-        for (ts, tenant, op, user, addr, detail) in rows {
+        for r in rows {
             Spi::run_with_args(
                 "INSERT INTO ruvector.tenant_audit_log (tenant_id, operation, user_id, details, ip_address, created_at) \
                  VALUES ($1, 'refused:' || $2, $3, $4::jsonb, nullif($5, '')::inet, to_timestamp($6::float8 / 1e6))",
-                &[tenant.into(), op.into(), user.into(), detail.into(), addr.into(), ts.into()],
+                &[r.tenant.into(), r.operation.into(), r.user.into(), r.detail.into(), r.address.into(), r.at_us.into()],
             )
             .expect("writing queued audit records");
         }

@@ -19,11 +19,11 @@
 //! statements run under their top-level statement's slot.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
+use std::sync::atomic::{AtomicU64, Ordering::*};
 
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
-use ruvector_tenancy::fair::{self, Waiter};
+use ruvector_tenancy::admission::{self, Header, Queue, WaitSlot};
 use ruvector_tenancy::rate::{self, Admission};
 use ruvector_tenancy::registry::TenantState;
 
@@ -32,64 +32,41 @@ use crate::backend::now_ms;
 use crate::errors::{refusal as refuse, Refusal};
 use crate::gucs;
 
-const FREE: u32 = 0;
-const WAITING: u32 = 1;
-const ADMITTED: u32 = 2;
-
-#[repr(C)]
-struct WaitSlot {
-    state: AtomicU32,
-    tenant: AtomicU32,
-    start_bits: AtomicU64,
-    finish_bits: AtomicU64,
-    /// Address of the waiting backend's latch (in shared memory, same in every process).
-    latch: AtomicU64,
-    /// Arrival order, for ties.
-    seq: AtomicU64,
-}
-
-#[repr(C)]
-pub struct Scheduler {
-    running: AtomicU32,
-    waiting: AtomicU32,
-    vclock_bits: AtomicU64,
-    seq: AtomicU64,
-    // followed by MaxBackends WaitSlots
-}
-
-static mut SCHED: *mut Scheduler = std::ptr::null_mut();
+static mut QUEUE: *mut u8 = std::ptr::null_mut();
 
 fn waiters_len() -> usize {
     // SAFETY: MaxBackends is final before shared memory is sized (PostgreSQL 15+).
     (unsafe { pg_sys::MaxBackends }).max(1) as usize
 }
 
-pub fn bytes() -> usize {
-    std::mem::size_of::<Scheduler>() + waiters_len() * std::mem::size_of::<WaitSlot>()
+fn bytes() -> usize {
+    admission::bytes(waiters_len())
 }
 
 /// # Safety
 /// `base` points at `bytes()` shared bytes, zeroed on first start.
-pub unsafe fn attach(base: *mut u8) {
+unsafe fn attach(base: *mut u8) {
     // SAFETY: guaranteed by the caller.
-    unsafe { SCHED = base as *mut Scheduler };
+    unsafe { QUEUE = base };
 }
 
-/// This module's shared memory.
-pub const REGION: super::shmem::Region = super::shmem::Region { bytes, attach };
+/// This module's shared memory: the admission queue, one wait slot per backend.
+pub const REGION: super::shmem::Region = super::shmem::Region {
+    name: c"ruvector admission queue",
+    bytes,
+    attach,
+};
 
-fn sched() -> &'static Scheduler {
-    // SAFETY: attached at shared-memory startup before any backend runs; all atomics.
-    unsafe { &*SCHED }
-}
-
-fn slots() -> &'static [WaitSlot] {
-    // SAFETY: the wait slots follow the header in the same allocation.
+fn queue() -> Queue<'static> {
+    // SAFETY: attached at shared-memory startup before any backend runs: a Header followed
+    // by MaxBackends wait slots, all atomics.
     unsafe {
-        std::slice::from_raw_parts(
-            (SCHED as *const u8).add(std::mem::size_of::<Scheduler>()) as *const WaitSlot,
+        let header = &*(QUEUE as *const Header);
+        let slots = std::slice::from_raw_parts(
+            QUEUE.add(std::mem::size_of::<Header>()) as *const WaitSlot,
             waiters_len(),
-        )
+        );
+        Queue::new(header, slots)
     }
 }
 
@@ -131,125 +108,27 @@ fn nest_level() -> i32 {
     unsafe { pg_sys::GetCurrentTransactionNestLevel() }
 }
 
-fn may_run(tenant: usize) -> bool {
-    shmem::unlocked(|r| {
-        let s = r.slot(tenant);
-        let max = s.max_concurrent.load(Relaxed);
-        max <= 0 || s.running.load(Relaxed) < max
-    })
+/// Sets the latch whose address a waiter queued with.
+fn wake(latch: u64) {
+    let latch = latch as *mut pg_sys::Latch;
+    if !latch.is_null() {
+        // SAFETY: the latch of a live backend waiting in the queue (it stays queued until it
+        // sees itself admitted or leaves under the scheduler's lock).
+        unsafe { pg_sys::SetLatch(latch) };
+    }
 }
 
 /// Admits waiters while there is room. Caller holds the scheduler lock.
 fn dispatch() {
-    let s = sched();
-    let cap = capacity();
-    while s.running.load(Relaxed) < cap && s.waiting.load(Relaxed) > 0 {
-        // The waiters in arrival order (fair::next breaks ties by position).
-        let mut waiting: Vec<(u64, Waiter)> = slots()
-            .iter()
-            .enumerate()
-            .filter(|(_, w)| w.state.load(Acquire) == WAITING)
-            .map(|(i, w)| {
-                let waiter = Waiter {
-                    id: i,
-                    tenant: w.tenant.load(Relaxed) as usize,
-                    start: f64::from_bits(w.start_bits.load(Relaxed)),
-                    finish: f64::from_bits(w.finish_bits.load(Relaxed)),
-                };
-                (w.seq.load(Relaxed), waiter)
-            })
-            .collect();
-        waiting.sort_by_key(|(seq, _)| *seq);
-        let tags: Vec<Waiter> = waiting.into_iter().map(|(_, w)| w).collect();
-        let Some(pick) = fair::next(&tags, may_run) else {
-            return;
-        };
-        let chosen = tags[pick];
-        // Take the slots with the same compare-and-swaps as the lock-free path, so neither
-        // limit is overshot by a concurrent fast admission.
-        if !try_increment_u32(&s.running, cap) {
-            return;
-        }
-        let got = shmem::unlocked(|r| {
-            let t = r.slot(chosen.tenant);
-            try_increment(&t.running, t.max_concurrent.load(Relaxed))
-        });
-        if !got {
-            s.running.fetch_sub(1, AcqRel);
-            return;
-        }
-        let w = &slots()[chosen.id];
-        w.state.store(ADMITTED, Release);
-        s.waiting.fetch_sub(1, Relaxed);
-        s.vclock_bits.store(chosen.start.to_bits(), Relaxed);
-        let latch = w.latch.load(Relaxed) as *mut pg_sys::Latch;
-        if !latch.is_null() {
-            // SAFETY: the latch of a live backend waiting in this slot (it stays queued
-            // until it sees ADMITTED or cleans up under this lock).
-            unsafe { pg_sys::SetLatch(latch) };
-        }
-    }
+    shmem::unlocked(|r| queue().dispatch(r, capacity(), wake));
 }
 
 fn release_one(tenant: usize) {
-    let s = sched();
-    s.running.fetch_sub(1, AcqRel);
-    shmem::unlocked(|r| r.slot(tenant).running.fetch_sub(1, AcqRel));
     // Only a queue needs the lock. A waiter that enqueues after this check dispatches
     // itself under the lock, so no wake-up is lost.
-    if s.waiting.load(Acquire) > 0 {
+    if shmem::unlocked(|r| queue().release(r, tenant)) {
         locked(dispatch);
     }
-}
-
-/// Increments `counter` if it is below `limit` (`limit <= 0`: no limit).
-fn try_increment(counter: &std::sync::atomic::AtomicI64, limit: i64) -> bool {
-    let mut cur = counter.load(Acquire);
-    loop {
-        if limit > 0 && cur >= limit {
-            return false;
-        }
-        match counter.compare_exchange_weak(cur, cur + 1, AcqRel, Acquire) {
-            Ok(_) => return true,
-            Err(actual) => cur = actual,
-        }
-    }
-}
-
-/// Increments `counter` if it is below `limit`.
-fn try_increment_u32(counter: &AtomicU32, limit: u32) -> bool {
-    let mut cur = counter.load(Acquire);
-    loop {
-        if cur >= limit {
-            return false;
-        }
-        match counter.compare_exchange_weak(cur, cur + 1, AcqRel, Acquire) {
-            Ok(_) => return true,
-            Err(actual) => cur = actual,
-        }
-    }
-}
-
-/// The lock-free path: there is room globally and for the tenant. Waiters never see room
-/// go unused: whoever frees a slot dispatches the queue under the lock, so room that exists
-/// while statements wait is room none of the waiters may take (their tenants are at their
-/// `max_concurrent`) — taking it here skips no one. (A newcomer can win the few
-/// microseconds between a release and its dispatch; under saturation newcomers arrive after
-/// that dispatch, so weights hold, as the 2:1 test checks.) Not taking the lock here keeps a
-/// quiet tenant's statements off the lock while a noisy tenant's are queued.
-fn fast_admit(tenant: usize, cap: u32) -> bool {
-    let s = sched();
-    if !try_increment_u32(&s.running, cap) {
-        return false;
-    }
-    let ok = shmem::unlocked(|r| {
-        let t = r.slot(tenant);
-        try_increment(&t.running, t.max_concurrent.load(Relaxed))
-    });
-    if !ok {
-        s.running.fetch_sub(1, AcqRel);
-    }
-    ok
 }
 
 /// Takes a token of tenant slot `tenant`'s rate limit (`id` for messages): one per statement
@@ -293,11 +172,10 @@ pub fn acquire(tenant: usize, id: &str) -> Result<bool, Refusal> {
     if !gucs::admission_control() {
         return Ok(false);
     }
-    let s = sched();
     let cap = capacity();
     // SAFETY: MyProc is this backend's PGPROC in shared memory.
     let latch = unsafe { &raw mut (*pg_sys::MyProc).procLatch } as u64;
-    if fast_admit(tenant, cap) {
+    if shmem::unlocked(|r| queue().try_admit(r, tenant, cap)) {
         // Admitted without waiting: back to the normal policy if an earlier statement had
         // to queue (a backend of a backlogged tenant stays SCHED_BATCH until then, so even
         // its wake-ups for the client's next statement do not preempt other tenants).
@@ -307,46 +185,8 @@ pub fn acquire(tenant: usize, id: &str) -> Result<bool, Refusal> {
         }
         return Ok(admitted(tenant, 0));
     }
-    let queued_at = locked(|| {
-        let Some(i) = slots().iter().position(|w| w.state.load(Acquire) == FREE) else {
-            return Err(());
-        };
-        let (weight, last) = shmem::unlocked(|r| {
-            let t = r.slot(tenant);
-            (
-                f64::from_bits(t.weight_bits.load(Relaxed)),
-                f64::from_bits(t.last_finish_bits.load(Relaxed)),
-            )
-        });
-        let weight = if weight > 0.0 { weight } else { 1.0 };
-        let w = fair::tag(
-            i,
-            tenant,
-            weight,
-            f64::from_bits(s.vclock_bits.load(Relaxed)),
-            last,
-        );
-        shmem::unlocked(|r| {
-            r.slot(tenant)
-                .last_finish_bits
-                .store(w.finish.to_bits(), Relaxed)
-        });
-        let slot = &slots()[i];
-        slot.tenant.store(tenant as u32, Relaxed);
-        slot.start_bits.store(w.start.to_bits(), Relaxed);
-        slot.finish_bits.store(w.finish.to_bits(), Relaxed);
-        slot.latch.store(latch, Relaxed);
-        slot.seq.store(s.seq.fetch_add(1, Relaxed), Relaxed);
-        slot.state.store(WAITING, Release);
-        s.waiting.fetch_add(1, Relaxed);
-        dispatch();
-        Ok(Some(i))
-    });
-    let i = match queued_at {
-        Ok(None) => return Ok(admitted(tenant, 0)),
-        Ok(Some(i)) => i,
-        Err(()) => unreachable!("one wait slot per backend"),
-    };
+    let i = locked(|| shmem::unlocked(|r| queue().enqueue(r, tenant, latch, cap, wake)))
+        .expect("one wait slot per backend");
     let started = now_ms();
     QUEUED.with(|q| *q.borrow_mut() = Some((i, started, tenant)));
     // Sleep, wake and run as SCHED_BATCH: the wake-up must not preempt other tenants.
@@ -354,7 +194,7 @@ pub fn acquire(tenant: usize, id: &str) -> Result<bool, Refusal> {
     // A tenant queued by its own max_concurrent can never use more CPUs than that: keep its
     // backends on that many CPUs, the same ones for all of them, and leave the rest to others.
     let limit = shmem::unlocked(|r| r.slot(tenant).max_concurrent.load(Relaxed));
-    if limit > 0 && !may_run(tenant) {
+    if limit > 0 && !shmem::unlocked(|r| Queue::tenant_may_run(r, tenant)) {
         affinity::confine(tenant, limit as usize);
     } else {
         // Queued by the server-wide limit: everyone waits, nobody is confined (a pooled
@@ -364,8 +204,8 @@ pub fn acquire(tenant: usize, id: &str) -> Result<bool, Refusal> {
     shmem::unlocked(|r| r.slot(tenant).queued.fetch_add(1, Relaxed));
     let timeout = gucs::admission_timeout_ms() as i64;
     loop {
-        if slots()[i].state.load(Acquire) == ADMITTED {
-            locked(|| slots()[i].state.store(FREE, Release));
+        if queue().is_admitted(i) {
+            locked(|| queue().finish_wait(i));
             QUEUED.with(|q| *q.borrow_mut() = None);
             return Ok(admitted(tenant, (now_ms() - started) * 1000));
         }
@@ -424,16 +264,7 @@ fn leave_queue() {
     };
     let waited_us = ((now_ms() - started) * 1000).max(0) as u64;
     shmem::unlocked(|r| r.slot(tenant).wait_micros.fetch_add(waited_us, Relaxed));
-    let granted = locked(|| {
-        let w = &slots()[i];
-        let state = w.state.load(Acquire);
-        if state == WAITING {
-            sched().waiting.fetch_sub(1, Relaxed);
-        }
-        w.state.store(FREE, Release);
-        (state == ADMITTED).then(|| w.tenant.load(Relaxed) as usize)
-    });
-    if let Some(tenant) = granted {
+    if let Some(tenant) = locked(|| queue().leave(i)) {
         release_one(tenant);
     }
 }
@@ -486,8 +317,8 @@ pub fn register_exit_cleanup() {
 
 /// Live scheduler figures: (running, waiting, capacity).
 pub fn figures() -> (u32, u32, u32) {
-    let s = sched();
-    (s.running.load(Relaxed), s.waiting.load(Relaxed), capacity())
+    let (running, waiting) = queue().figures();
+    (running, waiting, capacity())
 }
 
 pg_fn! {

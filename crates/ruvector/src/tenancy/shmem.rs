@@ -32,10 +32,12 @@ fn align(n: usize, to: usize) -> usize {
 }
 
 /// A block of shared memory that a module owns (the audit queue, the launcher's state, the
-/// scheduler): its size, known in the postmaster once settings are loaded, and the function
-/// that keeps its address. Modules hand theirs to [`init`], so this file imports none of them.
+/// admission queue): its name (how `pg_shmem_allocations` shows it), its size, known in the
+/// postmaster once settings are loaded, and the function that keeps its address and types
+/// it. Modules hand theirs to [`init`], so this file imports none of them.
 #[derive(Clone, Copy)]
 pub struct Region {
+    pub name: &'static CStr,
     pub bytes: fn() -> usize,
     /// # Safety
     /// Called once per process with the region's `bytes()` shared bytes, zeroed on first start.
@@ -56,14 +58,12 @@ fn regions() -> impl Iterator<Item = Region> {
     all.into_iter().flatten()
 }
 
-/// Where each part lives in the one shared block.
+/// Where each part of the registry's block lives.
 struct Layout {
     header: usize,
     loaded: usize,
     index: usize,
     slots: usize,
-    /// Offsets of the registered regions, in registration order.
-    regions: [usize; MAX_REGIONS],
     total: usize,
 }
 
@@ -75,19 +75,12 @@ fn layout() -> Layout {
     let loaded = align(header + h, 8);
     let index = align(loaded + std::mem::size_of::<Loaded>(), 8);
     let slots = align(index + i, a);
-    let mut end = slots + s;
-    let mut offsets = [0; MAX_REGIONS];
-    for (n, r) in regions().enumerate() {
-        offsets[n] = align(end, 64);
-        end = offsets[n] + (r.bytes)();
-    }
     Layout {
         header,
         loaded,
         index,
         slots,
-        regions: offsets,
-        total: end + a,
+        total: slots + s + a,
     }
 }
 
@@ -118,7 +111,9 @@ unsafe extern "C-unwind" fn shmem_request() {
         if let Some(prev) = PREV_SHMEM_REQUEST {
             prev();
         }
-        pg_sys::RequestAddinShmemSpace(layout().total);
+        // ShmemInitStruct aligns each allocation to a cache line: one line of slack each.
+        let regions: usize = regions().map(|r| (r.bytes)() + 128).sum();
+        pg_sys::RequestAddinShmemSpace(layout().total + regions);
         // 0: the registry; 1: the scheduler.
         pg_sys::RequestNamedLWLockTranche(LOCK_TRANCHE.as_ptr(), 2);
     }
@@ -143,8 +138,14 @@ unsafe extern "C-unwind" fn shmem_startup() {
         }
         REGISTRY_BASE = base;
         let _ = with_base(base, |r| r.capacity(), !found);
-        for (n, r) in regions().enumerate() {
-            (r.attach)(base.add(layout.regions[n]));
+        for r in regions() {
+            let bytes = (r.bytes)();
+            let mut found = false;
+            let region = pg_sys::ShmemInitStruct(r.name.as_ptr(), bytes, &mut found) as *mut u8;
+            if !found {
+                std::ptr::write_bytes(region, 0, bytes);
+            }
+            (r.attach)(region);
         }
         pg_sys::LWLockRelease(lock);
     }

@@ -50,6 +50,7 @@ pub unsafe fn attach(base: *mut u8) {
 
 /// This module's shared memory.
 pub const REGION: super::shmem::Region = super::shmem::Region {
+    name: c"ruvector maintenance launcher",
     bytes: launcher_bytes,
     attach,
 };

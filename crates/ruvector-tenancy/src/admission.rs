@@ -1,0 +1,408 @@
+//! Execution slots and the queue of statements waiting for one.
+//!
+//! At most `cap` statements run at once server-wide, and at most a tenant's
+//! `max_concurrent` of its own. A statement takes a slot with [`Queue::try_admit`] (two
+//! compare-and-swaps, no lock) or, when none is free, queues with [`Queue::enqueue`] and is
+//! admitted by [`Queue::dispatch`] in weighted fair order ([`crate::fair`]); whoever frees a
+//! slot ([`Queue::release`]) dispatches when statements wait.
+//!
+//! Everything is an atomic, so the queue can live in shared memory, one wait slot per
+//! process. The lock discipline is the caller's: [`Queue::enqueue`], [`Queue::dispatch`],
+//! [`Queue::finish_wait`] and [`Queue::leave`] run under one exclusive lock; the fast path
+//! ([`Queue::try_admit`], [`Queue::release`], [`Queue::is_admitted`]) runs without it. A
+//! waiter is told it was admitted through an opaque `wake` value it queued with (the
+//! extension stores the address of the backend's latch and sets it).
+
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering::*};
+
+use crate::fair::{self, Waiter};
+use crate::registry::Registry;
+
+const FREE: u32 = 0;
+const WAITING: u32 = 1;
+const ADMITTED: u32 = 2;
+
+/// Server-wide counters and the fair queue's clock.
+#[repr(C)]
+#[derive(Default)]
+pub struct Header {
+    running: AtomicU32,
+    waiting: AtomicU32,
+    vclock_bits: AtomicU64,
+    seq: AtomicU64,
+}
+
+/// One process's place in the queue.
+#[repr(C)]
+#[derive(Default)]
+pub struct WaitSlot {
+    state: AtomicU32,
+    tenant: AtomicU32,
+    start_bits: AtomicU64,
+    finish_bits: AtomicU64,
+    /// How to wake the waiter (opaque here).
+    wake: AtomicU64,
+    /// Arrival order, for ties.
+    seq: AtomicU64,
+}
+
+/// Bytes of a queue with `waiters` wait slots: a [`Header`] followed by the slots.
+pub fn bytes(waiters: usize) -> usize {
+    std::mem::size_of::<Header>() + waiters * std::mem::size_of::<WaitSlot>()
+}
+
+/// Increments `counter` if it is below `limit` (`limit <= 0`: no limit).
+fn try_increment(counter: &AtomicI64, limit: i64) -> bool {
+    let mut cur = counter.load(Acquire);
+    loop {
+        if limit > 0 && cur >= limit {
+            return false;
+        }
+        match counter.compare_exchange_weak(cur, cur + 1, AcqRel, Acquire) {
+            Ok(_) => return true,
+            Err(actual) => cur = actual,
+        }
+    }
+}
+
+/// Increments `counter` if it is below `limit`.
+fn try_increment_u32(counter: &AtomicU32, limit: u32) -> bool {
+    let mut cur = counter.load(Acquire);
+    loop {
+        if cur >= limit {
+            return false;
+        }
+        match counter.compare_exchange_weak(cur, cur + 1, AcqRel, Acquire) {
+            Ok(_) => return true,
+            Err(actual) => cur = actual,
+        }
+    }
+}
+
+/// The queue over a header and its wait slots.
+pub struct Queue<'a> {
+    header: &'a Header,
+    slots: &'a [WaitSlot],
+}
+
+impl<'a> Queue<'a> {
+    pub fn new(header: &'a Header, slots: &'a [WaitSlot]) -> Queue<'a> {
+        Queue { header, slots }
+    }
+
+    /// Whether tenant slot `tenant` may start another statement.
+    pub fn tenant_may_run(reg: &Registry<'_>, tenant: usize) -> bool {
+        let s = reg.slot(tenant);
+        let max = s.max_concurrent.load(Relaxed);
+        max <= 0 || s.running.load(Relaxed) < max
+    }
+
+    /// Takes a server slot and one of `tenant`'s, both or neither.
+    fn take(&self, reg: &Registry<'_>, tenant: usize, cap: u32) -> bool {
+        if !try_increment_u32(&self.header.running, cap) {
+            return false;
+        }
+        let t = reg.slot(tenant);
+        if try_increment(&t.running, t.max_concurrent.load(Relaxed)) {
+            return true;
+        }
+        self.header.running.fetch_sub(1, AcqRel);
+        false
+    }
+
+    /// The lock-free path: takes a slot when there is room server-wide and for the tenant.
+    ///
+    /// Waiters never see room go unused: whoever frees a slot dispatches the queue under the
+    /// lock, so room that exists while statements wait is room none of them may take (their
+    /// tenants are at their `max_concurrent`); taking it here skips no one. (A newcomer can
+    /// win the moment between a release and its dispatch; under saturation newcomers arrive
+    /// after that dispatch, so weights hold.) Keeping this path off the lock keeps a quiet
+    /// tenant's statements off it while a noisy tenant's are queued.
+    pub fn try_admit(&self, reg: &Registry<'_>, tenant: usize, cap: u32) -> bool {
+        self.take(reg, tenant, cap)
+    }
+
+    /// Queues a statement of `tenant` (under the lock), tagged by the tenant's weight, and
+    /// dispatches; returns its wait slot, `None` when every slot is taken (one per process
+    /// makes that a caller's bug).
+    pub fn enqueue(
+        &self,
+        reg: &Registry<'_>,
+        tenant: usize,
+        wake: u64,
+        cap: u32,
+        on_admit: impl FnMut(u64),
+    ) -> Option<usize> {
+        let h = self.header;
+        let i = self
+            .slots
+            .iter()
+            .position(|w| w.state.load(Acquire) == FREE)?;
+        let t = reg.slot(tenant);
+        let weight = f64::from_bits(t.weight_bits.load(Relaxed));
+        let weight = if weight > 0.0 { weight } else { 1.0 };
+        let w = fair::tag(
+            i,
+            tenant,
+            weight,
+            f64::from_bits(h.vclock_bits.load(Relaxed)),
+            f64::from_bits(t.last_finish_bits.load(Relaxed)),
+        );
+        t.last_finish_bits.store(w.finish.to_bits(), Relaxed);
+        let slot = &self.slots[i];
+        slot.tenant.store(tenant as u32, Relaxed);
+        slot.start_bits.store(w.start.to_bits(), Relaxed);
+        slot.finish_bits.store(w.finish.to_bits(), Relaxed);
+        slot.wake.store(wake, Relaxed);
+        slot.seq.store(h.seq.fetch_add(1, Relaxed), Relaxed);
+        slot.state.store(WAITING, Release);
+        h.waiting.fetch_add(1, Relaxed);
+        self.dispatch(reg, cap, on_admit);
+        Some(i)
+    }
+
+    /// Admits waiters in fair order while there is room (under the lock), calling `on_admit`
+    /// with each admitted waiter's `wake` value.
+    pub fn dispatch(&self, reg: &Registry<'_>, cap: u32, mut on_admit: impl FnMut(u64)) {
+        let h = self.header;
+        while h.running.load(Relaxed) < cap && h.waiting.load(Relaxed) > 0 {
+            // The waiters in arrival order (fair::next breaks ties by position).
+            let mut waiting: Vec<(u64, Waiter)> = self
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|(_, w)| w.state.load(Acquire) == WAITING)
+                .map(|(i, w)| {
+                    let waiter = Waiter {
+                        id: i,
+                        tenant: w.tenant.load(Relaxed) as usize,
+                        start: f64::from_bits(w.start_bits.load(Relaxed)),
+                        finish: f64::from_bits(w.finish_bits.load(Relaxed)),
+                    };
+                    (w.seq.load(Relaxed), waiter)
+                })
+                .collect();
+            waiting.sort_by_key(|(seq, _)| *seq);
+            let tags: Vec<Waiter> = waiting.into_iter().map(|(_, w)| w).collect();
+            let Some(pick) = fair::next(&tags, |t| Self::tenant_may_run(reg, t)) else {
+                return;
+            };
+            let chosen = tags[pick];
+            // The same compare-and-swaps as the lock-free path, so neither limit is
+            // overshot by a concurrent fast admission.
+            if !self.take(reg, chosen.tenant, cap) {
+                return;
+            }
+            let w = &self.slots[chosen.id];
+            w.state.store(ADMITTED, Release);
+            h.waiting.fetch_sub(1, Relaxed);
+            h.vclock_bits.store(chosen.start.to_bits(), Relaxed);
+            on_admit(w.wake.load(Relaxed));
+        }
+    }
+
+    /// Whether the waiter in slot `i` was admitted (no lock needed).
+    pub fn is_admitted(&self, i: usize) -> bool {
+        self.slots[i].state.load(Acquire) == ADMITTED
+    }
+
+    /// An admitted waiter frees its wait slot (under the lock); it holds its execution slot.
+    pub fn finish_wait(&self, i: usize) {
+        self.slots[i].state.store(FREE, Release);
+    }
+
+    /// A waiter gives up (timeout, suspension, error; under the lock). Returns its tenant if
+    /// it had been admitted meanwhile: the caller then holds an execution slot it must
+    /// [`release`](Queue::release).
+    pub fn leave(&self, i: usize) -> Option<usize> {
+        let w = &self.slots[i];
+        let state = w.state.load(Acquire);
+        if state == WAITING {
+            self.header.waiting.fetch_sub(1, Relaxed);
+        }
+        w.state.store(FREE, Release);
+        (state == ADMITTED).then(|| w.tenant.load(Relaxed) as usize)
+    }
+
+    /// Frees an execution slot of `tenant`; returns whether statements wait (the caller then
+    /// dispatches under the lock; a waiter that queues after this check dispatches itself).
+    pub fn release(&self, reg: &Registry<'_>, tenant: usize) -> bool {
+        self.header.running.fetch_sub(1, AcqRel);
+        reg.slot(tenant).running.fetch_sub(1, AcqRel);
+        self.header.waiting.load(Acquire) > 0
+    }
+
+    /// Statements holding execution slots, and statements waiting.
+    pub fn figures(&self) -> (u32, u32) {
+        (
+            self.header.running.load(Relaxed),
+            self.header.waiting.load(Relaxed),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::tests::owned;
+    use crate::registry::Limits;
+    use std::sync::{Arc, Mutex};
+
+    struct Mem {
+        registry: crate::registry::tests::Owned,
+        header: Header,
+        slots: Vec<WaitSlot>,
+        /// The caller's lock.
+        lock: Mutex<()>,
+    }
+
+    fn mem(tenants: &[(i32, f64)], waiters: usize) -> Arc<Mem> {
+        let m = Mem {
+            registry: owned(16),
+            header: Header::default(),
+            slots: (0..waiters).map(|_| WaitSlot::default()).collect(),
+            lock: Mutex::new(()),
+        };
+        {
+            let reg = m.registry.registry(true);
+            for (n, &(max_concurrent, weight)) in tenants.iter().enumerate() {
+                let limits = Limits {
+                    max_vectors: 0,
+                    max_storage_bytes: 0,
+                    max_qps: 0,
+                    max_concurrent,
+                    weight,
+                };
+                let (slot, s, _) = reg.upsert(1, &format!("t{n}"), true).unwrap();
+                s.set_limits(limits);
+                assert_eq!(slot, n);
+            }
+        }
+        Arc::new(m)
+    }
+
+    impl Mem {
+        fn queue(&self) -> Queue<'_> {
+            Queue::new(&self.header, &self.slots)
+        }
+    }
+
+    #[test]
+    fn fast_path_respects_both_limits() {
+        let m = mem(&[(2, 1.0), (0, 1.0)], 4);
+        let (reg, q) = (m.registry.registry(false), m.queue());
+        assert!(q.try_admit(&reg, 0, 3));
+        assert!(q.try_admit(&reg, 0, 3));
+        assert!(!q.try_admit(&reg, 0, 3), "tenant 0 is at max_concurrent 2");
+        assert!(q.try_admit(&reg, 1, 3));
+        assert!(!q.try_admit(&reg, 1, 3), "the server is at its cap of 3");
+        assert_eq!(q.figures(), (3, 0));
+        assert!(!q.release(&reg, 0));
+        assert!(q.try_admit(&reg, 1, 3));
+    }
+
+    #[test]
+    fn releases_admit_waiters_by_weight() {
+        // One server slot; tenant 0 weighs 2, tenant 1 weighs 1; both always backlogged.
+        let m = mem(&[(0, 2.0), (0, 1.0)], 8);
+        let (reg, q) = (m.registry.registry(false), m.queue());
+        assert!(q.try_admit(&reg, 0, 1));
+        let mut admitted = Vec::new();
+        let mut queued: Vec<usize> = Vec::new();
+        // Tenant 1's statements queue first: arrival order alone would admit them first.
+        let tenant_of = |wake: u64| usize::from(wake >= 3) ^ 1;
+        for wake in 0..6u64 {
+            let tenant = tenant_of(wake);
+            let i = q
+                .enqueue(&reg, tenant, wake, 1, |w| admitted.push(w))
+                .unwrap();
+            queued.push(i);
+        }
+        assert!(admitted.is_empty(), "the only slot is taken");
+        let mut holder = 0usize;
+        let mut order = Vec::new();
+        for _ in 0..6 {
+            assert!(q.release(&reg, holder));
+            q.dispatch(&reg, 1, |w| admitted.push(w));
+            let wake = *admitted.last().unwrap();
+            let i = queued[wake as usize];
+            assert!(q.is_admitted(i));
+            q.finish_wait(i);
+            holder = tenant_of(wake);
+            order.push(holder);
+        }
+        let first_three: Vec<usize> = order[..3].to_vec();
+        assert_eq!(
+            first_three.iter().filter(|&&t| t == 0).count(),
+            2,
+            "2:1 while both wait: {order:?}"
+        );
+        assert_eq!(q.figures(), (1, 0));
+    }
+
+    #[test]
+    fn a_waiter_that_leaves_after_being_admitted_hands_the_slot_back() {
+        let m = mem(&[(0, 1.0)], 2);
+        let (reg, q) = (m.registry.registry(false), m.queue());
+        assert!(q.try_admit(&reg, 0, 1));
+        let i = q.enqueue(&reg, 0, 7, 1, |_| panic!("no room")).unwrap();
+        assert_eq!(q.leave(i), None, "still waiting: nothing to hand back");
+        assert_eq!(q.figures(), (1, 0));
+        let i = q.enqueue(&reg, 0, 7, 1, |_| panic!("no room")).unwrap();
+        assert!(q.release(&reg, 0));
+        let mut woke = None;
+        q.dispatch(&reg, 1, |w| woke = Some(w));
+        assert_eq!(woke, Some(7));
+        assert_eq!(q.leave(i), Some(0), "admitted, then gave up");
+        assert!(!q.release(&reg, 0));
+        assert_eq!(q.figures(), (0, 0));
+    }
+
+    /// Threads take slots by the fast path or by queueing, as backends do, and check that
+    /// neither limit is ever exceeded and that every statement is admitted.
+    #[test]
+    fn threads_never_exceed_the_limits() {
+        const CAP: u32 = 3;
+        let m = mem(&[(1, 1.0), (2, 1.0), (0, 3.0)], 12);
+        let peak = Arc::new([AtomicI64::new(0), AtomicI64::new(0), AtomicI64::new(0)]);
+        let server_peak = Arc::new(AtomicU32::new(0));
+        let handles: Vec<_> = (0..12)
+            .map(|n| {
+                let (m, peak, server_peak) = (m.clone(), peak.clone(), server_peak.clone());
+                std::thread::spawn(move || {
+                    let tenant = n % 3;
+                    let reg = m.registry.registry(false);
+                    let q = m.queue();
+                    for _ in 0..300 {
+                        if !q.try_admit(&reg, tenant, CAP) {
+                            let i = {
+                                let _g = m.lock.lock().unwrap();
+                                q.enqueue(&reg, tenant, n as u64, CAP, |_| {}).unwrap()
+                            };
+                            while !q.is_admitted(i) {
+                                std::thread::yield_now();
+                            }
+                            let _g = m.lock.lock().unwrap();
+                            q.finish_wait(i);
+                        }
+                        let running = reg.slot(tenant).running.load(SeqCst);
+                        peak[tenant].fetch_max(running, SeqCst);
+                        server_peak.fetch_max(q.figures().0, SeqCst);
+                        std::thread::yield_now();
+                        if q.release(&reg, tenant) {
+                            let _g = m.lock.lock().unwrap();
+                            q.dispatch(&reg, CAP, |_| {});
+                        }
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        assert!(server_peak.load(SeqCst) <= CAP);
+        assert!(peak[0].load(SeqCst) <= 1, "tenant 0: max_concurrent 1");
+        assert!(peak[1].load(SeqCst) <= 2, "tenant 1: max_concurrent 2");
+        assert_eq!(m.queue().figures(), (0, 0), "every slot came back");
+    }
+}

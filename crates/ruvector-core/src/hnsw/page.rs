@@ -1,7 +1,7 @@
 //! The byte layout of the `ruhnsw` index pages, independent of PostgreSQL.
 //!
-//! The extension places these records on 8 kB buffer pages (block 0 is the metapage, every
-//! other block holds node tuples); this module defines what the bytes mean and how nodes are
+//! The extension places these records on 8 kB buffer pages (block 0 is the metapage, the
+//! others hold the tenant directory or one tenant's node tuples); this module defines what the bytes mean and how nodes are
 //! packed onto pages, so that the layout is tested here and the extension only moves bytes.
 //! See docs/ruhnsw-design.md.
 //!

@@ -27,7 +27,7 @@ require_root() {
 }
 
 APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-contrib libclang-dev clang
-              pkg-config libssl-dev build-essential sudo python3-venv)
+              pkg-config libssl-dev build-essential sudo python3-venv curl prometheus)
 
 install_apt() {
     local missing=()
@@ -36,8 +36,17 @@ install_apt() {
     done
     [ ${#missing[@]} -eq 0 ] && return 0
     log "apt: installing ${missing[*]}"
+    # Packaged services (Debian's prometheus listens on every interface) must not start:
+    # the tests start their own, on loopback.
+    local no_start=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+        chmod +x /usr/sbin/policy-rc.d
+        no_start=1
+    fi
     apt-get update -qq
-    apt-get install -y -qq "${missing[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    if [ -n "$no_start" ]; then rm -f /usr/sbin/policy-rc.d; fi
     # Debian's postgresql package starts a cluster of its own on 5432; ours use other ports,
     # so leave it alone.
 }

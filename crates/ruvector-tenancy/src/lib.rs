@@ -1,6 +1,8 @@
 //! Tenant rules of RuVector, independent of PostgreSQL.
 //!
 //! - [`admission`]: execution slots and the fair queue of statements waiting for one.
+//! - [`metrics`]: per-tenant latency histograms and recent windows in shared memory;
+//!   [`exposition`]: the Prometheus scrape built from them.
 //! - [`audit_queue`]: refused attempts on their way to the audit log, across processes.
 //! - [`tenant_id`]: what a tenant id may look like, and the admin wildcard.
 //! - [`decide`]: the context layer's decisions (who may use a context, which commands need
@@ -16,7 +18,9 @@
 pub mod admission;
 pub mod audit_queue;
 pub mod decide;
+pub mod exposition;
 pub mod fair;
+pub mod metrics;
 pub mod quota;
 pub mod rate;
 pub mod registry;

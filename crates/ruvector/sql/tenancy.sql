@@ -64,7 +64,9 @@ CREATE FUNCTION ruvector._live_stats(
     OUT storage_bytes bigint, OUT searches bigint, OUT inserts bigint, OUT updates bigint,
     OUT deletes bigint, OUT refused bigint, OUT search_ms_total double precision,
     OUT searches_last_hour bigint, OUT last_access timestamptz, OUT admitted bigint,
-    OUT rate_limited bigint, OUT queued bigint, OUT wait_ms_total bigint)
+    OUT rate_limited bigint, OUT queued bigint, OUT wait_ms_total bigint,
+    OUT search_latency_p50_ms double precision, OUT search_latency_p99_ms double precision,
+    OUT qps double precision, OUT window_statements bigint, OUT window_start timestamptz)
     RETURNS SETOF record
     AS 'MODULE_PATHNAME', 'rv_live_stats' LANGUAGE C VOLATILE STRICT;
 
@@ -227,8 +229,10 @@ CREATE VIEW ruvector.tenant_quotas AS
 SELECT t.id AS tenant_id, t.max_vectors, t.max_storage_gb, t.max_qps, t.max_concurrent,
        coalesce(s.current_vectors, 0) AS current_vectors,
        (coalesce(s.storage_bytes, 0) / 1073741824.0)::real AS current_storage_gb,
-       coalesce(s.searches + s.inserts + s.updates + s.deletes, 0) AS request_count,
-       pg_postmaster_start_time() AS window_start
+       -- Statements in the last closed window (ruvector.metrics_window) and when it started;
+       -- NULL until a first full window has closed.
+       s.window_statements AS request_count,
+       s.window_start
 FROM ruvector.tenants t
 LEFT JOIN ruvector._live_stats() s ON s.tenant_id = t.id
 WHERE t.deleted_at IS NULL;
@@ -241,6 +245,9 @@ SELECT s.tenant_id, s.state,
        s.current_vectors, s.reserved_vectors, s.storage_bytes,
        s.searches, s.inserts, s.updates, s.deletes, s.refused,
        CASE WHEN s.searches > 0 THEN s.search_ms_total / s.searches END AS avg_search_latency_ms,
+       -- The last closed window (ruvector.metrics_window): latency quantiles (NULL without
+       -- searches in it) and searches per second.
+       s.search_latency_p50_ms, s.search_latency_p99_ms, s.qps,
        s.searches_last_hour, s.last_access,
        s.admitted, s.rate_limited, s.queued, s.wait_ms_total
 FROM ruvector._live_stats() s;

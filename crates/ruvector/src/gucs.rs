@@ -17,8 +17,8 @@ static mut TENANT_ID: *mut c_char = std::ptr::null_mut();
 static AUDIT_ENABLED: GucSetting<bool> = GucSetting::<bool>::new(false);
 
 /// `ruvector.max_tenants`: capacity of the shared tenant registry, fixed at server start.
-/// About 330 bytes of shared memory per tenant (a 320-byte slot and its share of the hash
-/// index): 100000 tenants take 33 MB.
+/// About 586 bytes of shared memory per tenant (a 320-byte slot, its share of the hash index,
+/// and a 256-byte metrics record): 100000 tenants take 59 MB.
 pub const MAX_TENANTS_DEFAULT: i32 = 100_000;
 pub const MAX_TENANTS_MIN: i32 = 16;
 pub const MAX_TENANTS_MAX: i32 = 10_000_000;
@@ -46,6 +46,16 @@ static RATE_BURST: GucSetting<f64> = GucSetting::<f64>::new(1.0);
 static EF_SEARCH: GucSetting<i32> = GucSetting::<i32>::new(40);
 static ITERATIVE_SCAN: GucSetting<bool> = GucSetting::<bool>::new(true);
 static MAX_SCAN_TUPLES: GucSetting<i32> = GucSetting::<i32>::new(20_000);
+
+/// `ruvector.metrics_address`: host:port of the Prometheus endpoint; empty = no endpoint.
+static METRICS_ADDRESS: GucSetting<Option<std::ffi::CString>> =
+    GucSetting::<Option<std::ffi::CString>>::new(None);
+/// `ruvector.metrics_max_tenants`: tenant series per database in a scrape (the most active);
+/// the others are folded into `tenant="_other"`.
+static METRICS_MAX_TENANTS: GucSetting<i32> = GucSetting::<i32>::new(100);
+/// `ruvector.metrics_window`: seconds of the window that recent rates and latency quantiles
+/// are computed over.
+static METRICS_WINDOW: GucSetting<i32> = GucSetting::<i32>::new(60);
 
 pub fn init() {
     // SAFETY: called once from _PG_init in the postmaster (or a backend for non-preloaded
@@ -76,7 +86,7 @@ pub fn init() {
     GucRegistry::define_int_guc(
         c"ruvector.max_tenants",
         c"Capacity of the shared tenant registry (server start only).",
-        c"About 330 bytes of shared memory per tenant.",
+        c"About 586 bytes of shared memory per tenant (registry and metrics).",
         &MAX_TENANTS,
         MAX_TENANTS_MIN,
         MAX_TENANTS_MAX,
@@ -159,8 +169,53 @@ pub fn init() {
         GucContext::Userset,
         GucFlags::default(),
     );
+    GucRegistry::define_string_guc(
+        c"ruvector.metrics_address",
+        c"host:port of the Prometheus metrics endpoint (server start only); empty: no endpoint.",
+        c"For example 127.0.0.1:9187. The endpoint serves GET /metrics without authentication: bind it to loopback or a monitoring network.",
+        &METRICS_ADDRESS,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"ruvector.metrics_max_tenants",
+        c"Tenant series per database in a metrics scrape; the rest are folded into tenant=\"_other\".",
+        c"The most active tenants (statements in the last minute) get series of their own.",
+        &METRICS_MAX_TENANTS,
+        0,
+        100_000,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"ruvector.metrics_window",
+        c"Length of the window over which per-tenant rates and latency quantiles are computed.",
+        c"qps, statements per second and the p50/p99 search latency in ruvector.tenant_stats and the metrics endpoint cover the last closed window.",
+        &METRICS_WINDOW,
+        1,
+        3600,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
     // SAFETY: PostgreSQL 15+; reserves the prefix so typos such as ruvector.tenantid fail.
     unsafe { pg_sys::MarkGUCPrefixReserved(c"ruvector".as_ptr()) };
+}
+
+/// `ruvector.metrics_address`, `None` when empty.
+pub fn metrics_address() -> Option<String> {
+    METRICS_ADDRESS
+        .get()
+        .and_then(|s| s.into_string().ok())
+        .filter(|s| !s.trim().is_empty())
+}
+
+pub fn metrics_max_tenants() -> usize {
+    METRICS_MAX_TENANTS.get().max(0) as usize
+}
+
+/// `ruvector.metrics_window` in milliseconds.
+pub fn metrics_window_ms() -> i64 {
+    i64::from(METRICS_WINDOW.get().max(1)) * 1000
 }
 
 /// The raw `ruvector.tenant_id` setting, `None` when unset or empty.

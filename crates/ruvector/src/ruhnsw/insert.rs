@@ -82,6 +82,7 @@ pub unsafe extern "C-unwind" fn aminsert(
             }
             graph.reseed(next_seed());
             graph.insert(vector, place.tenant, heap_tid(tid));
+            crate::tenancy::metrics::count_index_insert();
             false
         })
     }

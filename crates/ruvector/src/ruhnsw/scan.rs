@@ -130,6 +130,7 @@ fn start(scan: pg_sys::IndexScanDesc) {
     // Each search counts against the tenant's rate limit (the statement's first is covered
     // by its own admission).
     crate::tenancy::context::count_index_search();
+    crate::tenancy::metrics::count_index_search();
     let s = state(scan);
     let Some(mut graph) = route::open(index) else {
         s.empty = true;

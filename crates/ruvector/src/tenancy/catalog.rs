@@ -280,8 +280,9 @@ pub fn ensure_loaded() {
             return Ok(());
         }
         for row in &rows {
-            let (_, slot, fresh) = reg.upsert(db, &row.id, false).map_err(|e| e.capacity)?;
+            let (n, slot, fresh) = reg.upsert(db, &row.id, false).map_err(|e| e.capacity)?;
             if fresh {
+                super::metrics::reset(n);
                 slot.set_limits(row.limits);
                 slot.set_state(row.state);
                 let (n, bytes) = usage.get(&row.id).copied().unwrap_or((0, 0));

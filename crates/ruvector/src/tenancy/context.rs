@@ -659,6 +659,7 @@ fn before_executor_end(query: *mut pg_sys::QueryDesc) {
         let elapsed = (backend::now_us() - run.start_us).max(0) as u64;
         shmem::unlocked(|r| r.slot(slot).search_micros.fetch_add(elapsed, Relaxed));
         super::catalog::count_search_window(slot);
+        super::metrics::observe_search(slot, elapsed);
     }
     // SAFETY: the estate is alive until the standard ExecutorEnd runs after us.
     let rows = unsafe {

@@ -137,18 +137,27 @@ pg_fn! {
 /// Microseconds between the Unix and the PostgreSQL epochs (1970-01-01 and 2000-01-01).
 const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
 
+/// A `timestamptz` datum value of Unix milliseconds.
+fn pg_timestamp(unix_ms: i64) -> i64 {
+    unix_ms * 1000 - PG_EPOCH_OFFSET_US
+}
+
 pg_fn! {
     /// `ruvector._live_stats()`: one row per tenant of this database, from shared memory.
     fn live_stats(fcinfo) {
         let rows = live_rows();
         // SAFETY: materialize-mode SRF protocol: InitMaterializedSRF sets up the tuplestore
         // and descriptor from the declared OUT parameters; each row matches them (text, text,
-        // eight int8, float8, int8, timestamptz, four int8).
+        // eight int8, float8, int8, timestamptz, four int8, three float8, int8, timestamptz).
         unsafe {
             pg_sys::InitMaterializedSRF(fcinfo, 0);
             let rsinfo = (*fcinfo).resultinfo as *mut pg_sys::ReturnSetInfo;
             for r in rows {
                 let int = |v: i64| pg_sys::Datum::from(v);
+                let float = |v: Option<f64>| pg_sys::Datum::from(v.unwrap_or(0.0).to_bits());
+                let w = r.window;
+                let ms = |us: Option<u32>| us.map(|us| f64::from(us) / 1000.0);
+                let (p50, p99) = (ms(w.and_then(|w| w.p50_us)), ms(w.and_then(|w| w.p99_us)));
                 let mut values = [
                     fmgr::text_datum(&r.id),
                     fmgr::text_datum(r.state),
@@ -162,14 +171,24 @@ pg_fn! {
                     int(r.refused),
                     pg_sys::Datum::from(r.search_ms_total.to_bits()),
                     int(r.searches_last_hour),
-                    int(r.last_access_ms.map_or(0, |ms| ms * 1000 - PG_EPOCH_OFFSET_US)),
+                    int(r.last_access_ms.map_or(0, pg_timestamp)),
                     int(r.admitted),
                     int(r.rate_limited),
                     int(r.queued),
                     int(r.wait_ms_total),
+                    float(p50),
+                    float(p99),
+                    float(w.map(|w| w.qps())),
+                    int(w.map_or(0, |w| i64::from(w.statements))),
+                    int(w.map_or(0, |w| pg_timestamp(w.start_ms))),
                 ];
-                let mut nulls = [false; 17];
+                let mut nulls = [false; 22];
                 nulls[12] = r.last_access_ms.is_none();
+                nulls[17] = p50.is_none();
+                nulls[18] = p99.is_none();
+                nulls[19] = w.is_none();
+                nulls[20] = w.is_none();
+                nulls[21] = w.is_none();
                 pg_sys::tuplestore_putvalues((*rsinfo).setResult, (*rsinfo).setDesc, values.as_mut_ptr(), nulls.as_mut_ptr());
             }
         }
@@ -202,6 +221,8 @@ pub struct LiveStats {
     pub rate_limited: i64,
     pub queued: i64,
     pub wait_ms_total: i64,
+    /// The last closed window (`ruvector.metrics_window`); `None` until a first full window closed.
+    pub window: Option<ruvector_tenancy::metrics::Window>,
 }
 
 /// Live statistics of the tenants of this database the caller may see: every tenant for
@@ -220,7 +241,7 @@ pub fn live_rows() -> Vec<LiveStats> {
     shmem::locked(false, |r| {
         r.iter_db(db)
             .filter(|(_, s)| only.as_ref().is_none_or(|t| s.id() == *t))
-            .map(|(_, s)| {
+            .map(|(n, s)| {
                 let last = s.last_access_ms.load(Relaxed);
                 LiveStats {
                     id: s.id(),
@@ -244,6 +265,7 @@ pub fn live_rows() -> Vec<LiveStats> {
                     rate_limited: s.rate_limited.load(Relaxed) as i64,
                     queued: s.queued.load(Relaxed) as i64,
                     wait_ms_total: (s.wait_micros.load(Relaxed) / 1000) as i64,
+                    window: super::metrics::window(n),
                 }
             })
             .collect()
@@ -304,7 +326,10 @@ fn apply(pending: Vec<PendingSync>) {
     // After commit no error may be raised: a full registry is reported at the next use.
     shmem::locked(true, |r| {
         for p in pending {
-            if let Ok((_, slot, _)) = r.upsert(db, &p.id, p.reset) {
+            if let Ok((n, slot, fresh)) = r.upsert(db, &p.id, p.reset) {
+                if fresh {
+                    super::metrics::reset(n);
+                }
                 slot.set_limits(p.limits);
                 slot.set_state(p.state);
             }

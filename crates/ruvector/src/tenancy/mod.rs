@@ -5,6 +5,7 @@ pub mod audit;
 pub mod catalog;
 pub mod context;
 pub mod functions;
+pub mod metrics;
 pub mod quota;
 pub mod scheduler;
 pub mod shmem;
@@ -15,9 +16,15 @@ pub mod worker;
 
 /// Installs shared memory, hooks and transaction callbacks; from `_PG_init` while preloading.
 pub fn init() {
-    shmem::init(&[audit::REGION, worker::REGION, scheduler::REGION]);
+    shmem::init(&[
+        audit::REGION,
+        worker::REGION,
+        scheduler::REGION,
+        metrics::REGION,
+    ]);
     context::install_hooks();
     utility::install_hook();
     functions::register_callbacks();
     worker::register();
+    metrics::register();
 }

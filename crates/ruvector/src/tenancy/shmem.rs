@@ -44,7 +44,7 @@ pub struct Region {
     pub attach: unsafe fn(*mut u8),
 }
 
-const MAX_REGIONS: usize = 4;
+const MAX_REGIONS: usize = 8;
 
 /// `AddinShmemInitLock`: lock 21 of the main LWLock array (`lwlocknames.h`; a macro, not a
 /// symbol the library could link to, in PostgreSQL 15 to 18).

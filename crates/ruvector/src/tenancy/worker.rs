@@ -14,7 +14,7 @@ use pgrx::bgworkers::{
 use pgrx::pg_sys;
 use pgrx::spi::Spi;
 
-use super::{audit, shmem};
+use super::{audit, metrics, shmem};
 
 /// Seconds between full maintenance runs of a database (purge, counters, erasure). Queued
 /// audit records are written sooner: a backend that queues one wakes the launcher, which
@@ -101,9 +101,19 @@ pub extern "C-unwind" fn ruvector_launcher_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     let l = launcher().expect("launcher shared memory");
     l.pid.store(std::process::id() as i32, Release);
+    let mut rotated_at = 0;
     while BackgroundWorker::wait_latch(Some(Duration::from_secs(1))) {
         if BackgroundWorker::sigterm_received() {
             break;
+        }
+        if BackgroundWorker::sighup_received() {
+            // SAFETY: the standard reload of a worker's configuration.
+            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+        }
+        let now_ms = crate::backend::now_ms();
+        if now_ms - rotated_at >= crate::gucs::metrics_window_ms() {
+            metrics::rotate_all(now_ms);
+            rotated_at = now_ms;
         }
         let poked = l.poked.swap(false, AcqRel);
         let now = crate::backend::now_ms() / 1000;
@@ -195,8 +205,34 @@ pub extern "C-unwind" fn ruvector_maintenance_main(arg: pg_sys::Datum) {
     // Purge soft-deleted tenants whose delay has passed, and refresh the counters.
     BackgroundWorker::transaction(|| {
         Spi::run("SELECT ruvector._maintenance()").expect("ruvector._maintenance()");
+        metrics::set_collections(&collections());
     });
     erase();
+}
+
+/// Every live tenant's collections and collection limit (`u32::MAX`: none).
+fn collections() -> Vec<(String, u32, u32)> {
+    Spi::connect(|client| {
+        client
+            .select(
+                "SELECT t.id, count(c.id)::int4, coalesce(t.max_collections, -1) \
+                 FROM ruvector.tenants t LEFT JOIN ruvector.collections c ON c.tenant_id = t.id \
+                 WHERE t.deleted_at IS NULL GROUP BY t.id",
+                None,
+                &[],
+            )
+            .map(|rows| {
+                rows.filter_map(|r| {
+                    Some((
+                        r.get::<String>(1).ok()??,
+                        r.get::<i32>(2).ok()?? as u32,
+                        r.get::<i32>(3).ok()?? as u32,
+                    ))
+                })
+                .collect()
+            })
+            .unwrap_or_default()
+    })
 }
 
 /// The oldest transaction id any snapshot, transaction, prepared transaction or replication

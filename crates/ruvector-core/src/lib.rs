@@ -11,6 +11,7 @@
 pub mod distance;
 pub mod error;
 pub mod hnsw;
+pub mod mincut;
 pub mod text;
 pub mod vector;
 

@@ -7,6 +7,7 @@
 //! nodes of its own tenant, and each tenant has its own entry point, so a search for one
 //! tenant walks only that tenant's graph (filtering inside the graph, never after it).
 
+pub mod contract;
 mod graph;
 pub mod inspect;
 pub mod page;

@@ -114,12 +114,11 @@ pub fn contract(
     // Regions: multi-source BFS from the seeds, then seeds for what they do not reach.
     let mut region = vec![usize::MAX; n];
     let mut queue = VecDeque::new();
-    let mut regions = 0;
-    for seed in 0..wanted {
-        region[seed] = seed;
+    for (seed, r) in region.iter_mut().enumerate().take(wanted) {
+        *r = seed;
         queue.push_back(seed);
-        regions += 1;
     }
+    let mut regions = wanted;
     let grow = |queue: &mut VecDeque<usize>, region: &mut Vec<usize>| {
         while let Some(v) = queue.pop_front() {
             for &u in &adjacency[v] {

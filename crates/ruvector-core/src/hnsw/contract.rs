@@ -238,7 +238,7 @@ mod tests {
         let mut last = healthy;
         for share in [3, 2] {
             // Every share-th node's row is dead (deleted, not yet vacuumed).
-            let c = contract(&snap, |id| id % share == 0, 256).unwrap();
+            let c = contract(&snap, |id| id.is_multiple_of(share), 256).unwrap();
             assert!(c.error_rate() > 0.2, "{}", c.error_rate());
             assert!(
                 c.lambda < last,
@@ -275,7 +275,7 @@ mod tests {
     #[test]
     fn vacuum_style_repair_restores_lambda() {
         let mut h = graph(2000, 6);
-        let dead = |id: NodeId| id % 2 == 0;
+        let dead = |id: NodeId| id.is_multiple_of(2);
         let before = contract(&Snapshot::of_tenant(h.store(), 0), dead, 256)
             .unwrap()
             .lambda;

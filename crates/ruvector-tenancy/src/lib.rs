@@ -1,6 +1,7 @@
 //! Tenant rules of RuVector, independent of PostgreSQL.
 //!
 //! - [`admission`]: execution slots and the fair queue of statements waiting for one.
+//! - [`integrity`]: the integrity state machine (hysteresis) and the gate by risk class.
 //! - [`metrics`]: per-tenant latency histograms and recent windows in shared memory;
 //!   [`exposition`]: the Prometheus scrape built from them.
 //! - [`audit_queue`]: refused attempts on their way to the audit log, across processes.
@@ -20,6 +21,7 @@ pub mod audit_queue;
 pub mod decide;
 pub mod exposition;
 pub mod fair;
+pub mod integrity;
 pub mod metrics;
 pub mod quota;
 pub mod rate;

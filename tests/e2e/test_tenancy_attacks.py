@@ -224,7 +224,8 @@ def test_internal_functions_are_not_executable_by_public():
     # The application role reaches only what the statistics views need.
     assert {r[0] for r in internal if r[3]} == OPEN_INTERNALS | {"_live_stats"}
     # Called directly (non-NULL arguments: a STRICT call with NULLs is folded away unchecked).
-    sample = {"text": "'x'", "bigint": "0", "integer": "0", "real": "0", "boolean": "false"}
+    sample = {"text": "'x'", "bigint": "0", "integer": "0", "real": "0", "double precision": "0",
+              "boolean": "false"}
     with connect("rv_app", tenant="t1") as c:
         for name, sig, _, may, trigger in internal:
             if may or trigger:

@@ -3,8 +3,9 @@
 //!
 //! Series are bounded: the `max_tenants` most active tenants (statements in the last window,
 //! then statements in all) get series of their own; the others are folded into one series
-//! with `tenant="_other"`, where counts, rates and sizes are summed and quota usage and
-//! latency quantiles are the highest among them (so an alert on them still fires).
+//! with `tenant="_other"`, where counts, rates and sizes are summed, quota usage, latency
+//! quantiles and the integrity state are the highest among them and λ_cut the lowest (so an
+//! alert on them still fires).
 
 use prometheus::proto::{
     Bucket, Counter, Gauge, Histogram as PHistogram, LabelPair, Metric, MetricFamily, MetricType,
@@ -42,6 +43,8 @@ pub struct TenantFigures {
     pub window: Option<Window>,
     /// Unix milliseconds of the last statement, 0 = none.
     pub last_access_ms: i64,
+    /// Integrity state (0 normal, 1 stress, 2 critical) and λ_cut; `None` before a sample.
+    pub integrity: Option<(u32, f64)>,
 }
 
 impl TenantFigures {
@@ -135,6 +138,12 @@ fn fold(database: &str, tenants: &[TenantFigures]) -> Folded {
         f.wait_us += t.wait_us;
         f.latency.add(&t.latency);
         f.last_access_ms = f.last_access_ms.max(t.last_access_ms);
+        if let Some((state, lambda)) = t.integrity {
+            f.integrity = Some(match f.integrity {
+                Some((s, l)) => (s.max(state), l.min(lambda)),
+                None => (state, lambda),
+            });
+        }
         if let Some(w) = t.window {
             qps += w.qps();
             sps += w.statements_per_second();
@@ -354,6 +363,20 @@ fn tenant_series(out: &mut Families, s: &Folded) {
         &l,
         t.wait_us as f64 / 1e6,
     );
+    if let Some((state, lambda)) = t.integrity {
+        out.gauge(
+            "ruvector_tenant_integrity_state",
+            "Integrity state of the tenant's index graph: 0 normal, 1 stress, 2 critical.",
+            &l,
+            f64::from(state),
+        );
+        out.gauge(
+            "ruvector_tenant_lambda_cut",
+            "Normalized minimum cut of the tenant's contracted index graph (1 = healthy).",
+            &l,
+            lambda,
+        );
+    }
     if t.last_access_ms > 0 {
         out.gauge(
             "ruvector_tenant_last_access_timestamp_seconds",
@@ -546,6 +569,26 @@ mod tests {
         let text = render(&ServerFigures::default(), vec![t], 100);
         assert!(!text.contains("resource=\"vectors\""));
         assert!(text.contains("tenant=\"we\\\"ird\""));
+    }
+
+    #[test]
+    fn the_folded_series_reports_the_worst_integrity() {
+        let mut tenants: Vec<_> = (0..4)
+            .map(|i| tenant("app", &format!("t{i}"), 10 - i, 1))
+            .collect();
+        tenants[2].integrity = Some((2, 0.1));
+        tenants[3].integrity = Some((1, 0.3));
+        tenants[0].integrity = Some((0, 1.0));
+        let text = render(&ServerFigures::default(), tenants, 2);
+        assert!(text.contains("ruvector_tenant_integrity_state{database=\"app\",tenant=\"t0\"} 0"));
+        assert!(
+            text.contains("ruvector_tenant_integrity_state{database=\"app\",tenant=\"_other\"} 2")
+        );
+        assert!(text.contains("ruvector_tenant_lambda_cut{database=\"app\",tenant=\"_other\"} 0.1"));
+        assert!(
+            !text.contains("ruvector_tenant_lambda_cut{database=\"app\",tenant=\"t1\"}"),
+            "t1 was never sampled"
+        );
     }
 
     #[test]

@@ -226,6 +226,63 @@ pub struct Actions {
     pub max_insert_batch_size: Option<u64>,
 }
 
+impl Actions {
+    /// Two words for shared memory ([`Actions::unpack`] reverses it); zeros are no actions.
+    pub fn pack(&self) -> (u64, u64) {
+        let tri = |b: Option<bool>| match b {
+            None => 0u64,
+            Some(false) => 1,
+            Some(true) => 2,
+        };
+        let flags = [
+            self.allow_reads,
+            self.allow_single_insert,
+            self.allow_bulk_insert,
+            self.allow_delete,
+            self.allow_update,
+            self.allow_index_rewire,
+        ];
+        let mut a = 0u64;
+        for (i, f) in flags.into_iter().enumerate() {
+            a |= tri(f) << (2 * i);
+        }
+        // Values are stored plus one: 0 means absent.
+        let pct = |p: Option<u8>| p.map_or(0, |p| u64::from(p.min(100)) + 1);
+        a |= pct(self.throttle_inserts_pct) << 12;
+        a |= pct(self.throttle_searches_pct) << 20;
+        a |= self
+            .max_concurrent_searches
+            .map_or(0, |v| u64::from(v.min(u32::MAX - 1)) + 1)
+            << 32;
+        (
+            a,
+            self.max_insert_batch_size
+                .map_or(0, |v| v.min(u64::MAX - 1) + 1),
+        )
+    }
+
+    pub fn unpack(a: u64, b: u64) -> Actions {
+        let tri = |i: u32| match (a >> (2 * i)) & 3 {
+            1 => Some(false),
+            2 => Some(true),
+            _ => None,
+        };
+        let byte = |shift: u32| (((a >> shift) & 0xff) as u8).checked_sub(1);
+        Actions {
+            allow_reads: tri(0),
+            allow_single_insert: tri(1),
+            allow_bulk_insert: tri(2),
+            allow_delete: tri(3),
+            allow_update: tri(4),
+            allow_index_rewire: tri(5),
+            throttle_inserts_pct: byte(12),
+            throttle_searches_pct: byte(20),
+            max_concurrent_searches: ((a >> 32) as u32).checked_sub(1),
+            max_insert_batch_size: b.checked_sub(1),
+        }
+    }
+}
+
 /// The gate's answer.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Decision {
@@ -248,10 +305,10 @@ const DEFER_HIGH_MS: u64 = 300_000;
 const THROTTLE_RETRY_MS: u64 = 1_000;
 
 /// Whether the `ticket`-th throttled statement is in the admitted `pct` percent (exactly
-/// `pct` of every 100 consecutive tickets are).
+/// `pct` of every 100 consecutive tickets are, the first one included when `pct` > 0).
 pub fn throttle_admits(ticket: u64, pct: u8) -> bool {
     let pct = u64::from(pct.min(100));
-    (ticket + 1) * pct / 100 > ticket * pct / 100
+    ((ticket + 1) * pct).div_ceil(100) > (ticket * pct).div_ceil(100)
 }
 
 /// What the gate does with `op` of a tenant in `state`: the matrix of the integrity design,
@@ -410,10 +467,29 @@ mod tests {
     }
 
     #[test]
+    fn actions_survive_packing() {
+        let a = Actions {
+            allow_reads: Some(true),
+            allow_update: Some(false),
+            throttle_searches_pct: Some(30),
+            max_concurrent_searches: Some(4),
+            max_insert_batch_size: Some(1000),
+            ..Default::default()
+        };
+        let (x, y) = a.pack();
+        assert_eq!(Actions::unpack(x, y), a);
+        // Zeroed shared memory reads as no actions at all.
+        assert_eq!(Actions::unpack(0, 0), Actions::default());
+        let (x, y) = Actions::default().pack();
+        assert_eq!(Actions::unpack(x, y), Actions::default());
+    }
+
+    #[test]
     fn throttling_admits_exactly_the_share() {
         for pct in [0u8, 1, 50, 80, 100] {
             let admitted = (0..1000).filter(|&t| throttle_admits(t, pct)).count();
             assert_eq!(admitted, 10 * pct as usize);
+            assert_eq!(throttle_admits(0, pct), pct > 0, "the first is admitted");
         }
     }
 

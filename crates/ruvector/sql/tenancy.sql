@@ -66,7 +66,8 @@ CREATE FUNCTION ruvector._live_stats(
     OUT searches_last_hour bigint, OUT last_access timestamptz, OUT admitted bigint,
     OUT rate_limited bigint, OUT queued bigint, OUT wait_ms_total bigint,
     OUT search_latency_p50_ms double precision, OUT search_latency_p99_ms double precision,
-    OUT qps double precision, OUT window_statements bigint, OUT window_start timestamptz)
+    OUT qps double precision, OUT window_statements bigint, OUT window_start timestamptz,
+    OUT integrity_state text, OUT lambda_cut real)
     RETURNS SETOF record
     AS 'MODULE_PATHNAME', 'rv_live_stats' LANGUAGE C VOLATILE STRICT;
 
@@ -150,6 +151,18 @@ CREATE TABLE ruvector.tenant_audit_log (
     created_at      timestamptz DEFAULT now()
 );
 CREATE INDEX idx_tenant_audit_log_tenant ON ruvector.tenant_audit_log (tenant_id, created_at);
+
+-- Every change of a tenant's integrity state, and every operator override.
+CREATE TABLE ruvector.integrity_events (
+    id          bigserial PRIMARY KEY,
+    tenant_id   text NOT NULL REFERENCES ruvector.tenants(id) ON DELETE CASCADE,
+    from_state  text NOT NULL,
+    to_state    text NOT NULL,
+    lambda_cut  real,
+    reason      text NOT NULL,
+    at          timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX idx_integrity_events_tenant ON ruvector.integrity_events (tenant_id, at);
 
 CREATE TABLE ruvector.tenant_contracted_graph (
     tenant_id       text NOT NULL REFERENCES ruvector.tenants(id) ON DELETE CASCADE,
@@ -239,9 +252,8 @@ WHERE t.deleted_at IS NULL;
 
 CREATE VIEW ruvector.tenant_stats AS
 SELECT s.tenant_id, s.state,
-       -- Integrity is sampled by the integrity monitor; NULL until a sample exists.
-       NULL::text AS integrity_state,
-       NULL::real AS lambda_cut,
+       -- Sampled by the integrity monitor; NULL until a sample exists.
+       s.integrity_state, s.lambda_cut,
        s.current_vectors, s.reserved_vectors, s.storage_bytes,
        s.searches, s.inserts, s.updates, s.deletes, s.refused,
        CASE WHEN s.searches > 0 THEN s.search_ms_total / s.searches END AS avg_search_latency_ms,
@@ -477,6 +489,36 @@ CREATE FUNCTION ruvector_admission_status(OUT running integer, OUT waiting integ
     AS 'MODULE_PATHNAME', 'rv_admission_status' LANGUAGE C VOLATILE STRICT;
 COMMENT ON FUNCTION ruvector_admission_status() IS 'tenant statements executing, waiting for admission, and the server-wide limit';
 
+CREATE FUNCTION ruvector._integrity_sample(tenant_id text) RETURNS text
+    AS 'MODULE_PATHNAME', 'rv_integrity_sample' LANGUAGE C VOLATILE STRICT;
+CREATE FUNCTION ruvector._integrity_override(tenant_id text, state text, seconds float8) RETURNS void
+    AS 'MODULE_PATHNAME', 'rv_integrity_override' LANGUAGE C VOLATILE STRICT;
+
+-- Samples a tenant's integrity now (its λ_cut from its ruhnsw graphs) and applies the sample
+-- to its state machine (ruvector_admin).
+CREATE FUNCTION ruvector_tenant_integrity_sample(p_tenant_id text, OUT state text, OUT lambda_cut real)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r text;
+BEGIN
+    PERFORM ruvector._require_admin('sample a tenant''s integrity');
+    r := ruvector._integrity_sample(p_tenant_id);
+    state := split_part(r, ' ', 1);
+    lambda_cut := split_part(r, ' ', 2)::real;
+END $$;
+
+-- Fixes a tenant's integrity state for a while (ruvector_admin); it ends by itself.
+CREATE FUNCTION ruvector_tenant_integrity_override(p_tenant_id text, p_state text, p_duration interval)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM ruvector._require_admin('override a tenant''s integrity state');
+    IF p_duration IS NULL OR p_duration <= interval '0' THEN
+        RAISE EXCEPTION 'the override needs a positive duration' USING ERRCODE = '22023';
+    END IF;
+    PERFORM ruvector._integrity_override(p_tenant_id, p_state, extract(epoch FROM p_duration));
+END $$;
+
 CREATE FUNCTION ruvector_audit_flush() RETURNS bigint
     AS 'MODULE_PATHNAME', 'rv_audit_flush' LANGUAGE C VOLATILE STRICT;
 COMMENT ON FUNCTION ruvector_audit_flush() IS 'write queued refusals of this database to ruvector.tenant_audit_log now (ruvector_admin)';
@@ -538,12 +580,14 @@ REVOKE EXECUTE ON FUNCTION
     ruvector._registry_sync(text, text, bigint, real, integer, integer, real, boolean),
     ruvector._tables_changed(), ruvector._quota_trigger(), ruvector._audit(text, text, text),
     ruvector._live_stats(), ruvector._require_tenant(), ruvector._maintenance(),
-    ruvector._tenants_sync(), ruvector._collections_quota(), ruvector._on_sql_drop()
+    ruvector._tenants_sync(), ruvector._collections_quota(), ruvector._on_sql_drop(),
+    ruvector._integrity_sample(text), ruvector._integrity_override(text, text, float8)
     FROM PUBLIC;
 -- Lifecycle functions run as their (admin) caller and call these.
 GRANT EXECUTE ON FUNCTION
     ruvector._registry_sync(text, text, bigint, real, integer, integer, real, boolean),
-    ruvector._tables_changed(), ruvector._audit(text, text, text)
+    ruvector._tables_changed(), ruvector._audit(text, text, text),
+    ruvector._integrity_sample(text), ruvector._integrity_override(text, text, float8)
     TO ruvector_admin;
 -- The statistics views run _live_stats() as their reader: every tenant for admins, the
 -- running statement's tenant for everyone else.

@@ -17,8 +17,8 @@ static mut TENANT_ID: *mut c_char = std::ptr::null_mut();
 static AUDIT_ENABLED: GucSetting<bool> = GucSetting::<bool>::new(false);
 
 /// `ruvector.max_tenants`: capacity of the shared tenant registry, fixed at server start.
-/// About 586 bytes of shared memory per tenant (a 320-byte slot, its share of the hash index,
-/// and a 256-byte metrics record): 100000 tenants take 59 MB.
+/// About 714 bytes of shared memory per tenant (a 320-byte slot, its share of the hash index,
+/// a 256-byte metrics record and a 128-byte integrity record): 100000 tenants take 71 MB.
 pub const MAX_TENANTS_DEFAULT: i32 = 100_000;
 pub const MAX_TENANTS_MIN: i32 = 16;
 pub const MAX_TENANTS_MAX: i32 = 10_000_000;
@@ -86,7 +86,7 @@ pub fn init() {
     GucRegistry::define_int_guc(
         c"ruvector.max_tenants",
         c"Capacity of the shared tenant registry (server start only).",
-        c"About 586 bytes of shared memory per tenant (registry and metrics).",
+        c"About 714 bytes of shared memory per tenant (registry, metrics, integrity).",
         &MAX_TENANTS,
         MAX_TENANTS_MIN,
         MAX_TENANTS_MAX,

@@ -282,7 +282,7 @@ pub fn ensure_loaded() {
         for row in &rows {
             let (n, slot, fresh) = reg.upsert(db, &row.id, false).map_err(|e| e.capacity)?;
             if fresh {
-                super::metrics::reset(n);
+                shmem::fresh_slot(n);
                 slot.set_limits(row.limits);
                 slot.set_state(row.state);
                 let (n, bytes) = usage.get(&row.id).copied().unwrap_or((0, 0));

@@ -148,7 +148,8 @@ pg_fn! {
         let rows = live_rows();
         // SAFETY: materialize-mode SRF protocol: InitMaterializedSRF sets up the tuplestore
         // and descriptor from the declared OUT parameters; each row matches them (text, text,
-        // eight int8, float8, int8, timestamptz, four int8, three float8, int8, timestamptz).
+        // eight int8, float8, int8, timestamptz, four int8, three float8, int8, timestamptz,
+        // text, float4).
         unsafe {
             pg_sys::InitMaterializedSRF(fcinfo, 0);
             let rsinfo = (*fcinfo).resultinfo as *mut pg_sys::ReturnSetInfo;
@@ -181,8 +182,12 @@ pg_fn! {
                     float(w.map(|w| w.qps())),
                     int(w.map_or(0, |w| i64::from(w.statements))),
                     int(w.map_or(0, |w| pg_timestamp(w.start_ms))),
+                    fmgr::text_datum(r.integrity.map_or("", |(s, _)| s.name())),
+                    pg_sys::Datum::from(r.integrity.map_or(0.0f32, |(_, l)| l as f32).to_bits()),
                 ];
-                let mut nulls = [false; 22];
+                let mut nulls = [false; 24];
+                nulls[22] = r.integrity.is_none();
+                nulls[23] = r.integrity.is_none();
                 nulls[12] = r.last_access_ms.is_none();
                 nulls[17] = p50.is_none();
                 nulls[18] = p99.is_none();
@@ -223,6 +228,8 @@ pub struct LiveStats {
     pub wait_ms_total: i64,
     /// The last closed window (`ruvector.metrics_window`); `None` until a first full window closed.
     pub window: Option<ruvector_tenancy::metrics::Window>,
+    /// The integrity state in force and the last λ_cut; `None` before the first sample.
+    pub integrity: Option<(ruvector_tenancy::integrity::State, f64)>,
 }
 
 /// Live statistics of the tenants of this database the caller may see: every tenant for
@@ -266,6 +273,7 @@ pub fn live_rows() -> Vec<LiveStats> {
                     queued: s.queued.load(Relaxed) as i64,
                     wait_ms_total: (s.wait_micros.load(Relaxed) / 1000) as i64,
                     window: super::metrics::window(n),
+                    integrity: super::integrity::current(n),
                 }
             })
             .collect()
@@ -328,7 +336,7 @@ fn apply(pending: Vec<PendingSync>) {
         for p in pending {
             if let Ok((n, slot, fresh)) = r.upsert(db, &p.id, p.reset) {
                 if fresh {
-                    super::metrics::reset(n);
+                    shmem::fresh_slot(n);
                 }
                 slot.set_limits(p.limits);
                 slot.set_state(p.state);

@@ -186,6 +186,7 @@ fn figures(names: &HashMap<u32, String>) -> (ServerFigures, Vec<TenantFigures>) 
                 latency: m.histogram(),
                 window: m.window(),
                 last_access_ms: s.last_access_ms.load(Relaxed),
+                integrity: super::integrity::current(n).map(|(s, l)| (s as u32, l)),
             });
         }
     });

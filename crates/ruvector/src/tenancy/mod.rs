@@ -5,6 +5,7 @@ pub mod audit;
 pub mod catalog;
 pub mod context;
 pub mod functions;
+pub mod integrity;
 pub mod metrics;
 pub mod quota;
 pub mod scheduler;
@@ -21,10 +22,13 @@ pub fn init() {
         worker::REGION,
         scheduler::REGION,
         metrics::REGION,
+        integrity::REGION,
     ]);
     context::install_hooks();
     utility::install_hook();
     functions::register_callbacks();
+    shmem::on_fresh_slot(metrics::reset);
+    shmem::on_fresh_slot(integrity::reset);
     worker::register();
     metrics::register();
 }

@@ -202,6 +202,31 @@ pub fn locked<R>(exclusive: bool, f: impl FnOnce(&Registry<'_>) -> R) -> R {
     with_lock(0, exclusive, || unsafe { with_base(base(), f, false) })
 }
 
+/// What the modules with per-slot records do when a slot is given to a tenant afresh; they
+/// register it from `_PG_init`, so this file imports none of them.
+static mut ON_FRESH_SLOT: [Option<fn(usize)>; MAX_REGIONS] = [None; MAX_REGIONS];
+
+/// Registers `f` to run when a registry slot is given to a tenant afresh; from `_PG_init`.
+pub fn on_fresh_slot(f: fn(usize)) {
+    // SAFETY: called in _PG_init, single-threaded, before any backend exists.
+    unsafe {
+        let mut all = ON_FRESH_SLOT;
+        if let Some(free) = all.iter_mut().find(|s| s.is_none()) {
+            *free = Some(f);
+        }
+        ON_FRESH_SLOT = all;
+    }
+}
+
+/// Registry slot `n` was just given to a tenant afresh (allocated or reset).
+pub fn fresh_slot(n: usize) {
+    // SAFETY: written in _PG_init only, read-only afterwards; read by copy.
+    let all = unsafe { ON_FRESH_SLOT };
+    for f in all.into_iter().flatten() {
+        f(n);
+    }
+}
+
 /// The registry slot and state of tenant `id` of this backend's database.
 pub fn find(id: &str) -> Option<(usize, registry::TenantState)> {
     let db = crate::backend::db();

@@ -14,7 +14,7 @@ use pgrx::bgworkers::{
 use pgrx::pg_sys;
 use pgrx::spi::Spi;
 
-use super::{audit, metrics, shmem};
+use super::{audit, integrity, metrics, shmem};
 
 /// Seconds between full maintenance runs of a database (purge, counters, erasure). Queued
 /// audit records are written sooner: a backend that queues one wakes the launcher, which
@@ -207,6 +207,8 @@ pub extern "C-unwind" fn ruvector_maintenance_main(arg: pg_sys::Datum) {
         Spi::run("SELECT ruvector._maintenance()").expect("ruvector._maintenance()");
         metrics::set_collections(&collections());
     });
+    // Integrity samples of the tenants that are due, within a twentieth of the run interval.
+    BackgroundWorker::transaction(|| integrity::sample_due(INTERVAL_SECS * 1000 / 20));
     erase();
 }
 

@@ -51,6 +51,8 @@ struct Record {
     actions: [AtomicU64; 2],
     /// The policy's sampling interval.
     interval_ms: AtomicI64,
+    /// The policy's name (its first 24 bytes), for messages.
+    policy: [AtomicU64; 3],
 }
 
 const _: () = assert!(std::mem::size_of::<Record>() == 128);
@@ -102,9 +104,34 @@ pub fn reset(slot: usize) {
         ] {
             a.store(0, Relaxed);
         }
-        r.actions[0].store(0, Relaxed);
-        r.actions[1].store(0, Relaxed);
+        for a in r.actions.iter().chain(&r.policy) {
+            a.store(0, Relaxed);
+        }
     }
+}
+
+fn store_name(words: &[AtomicU64; 3], name: &str) {
+    let mut bytes = [0u8; 24];
+    let mut n = name.len().min(24);
+    while !name.is_char_boundary(n) {
+        n -= 1;
+    }
+    bytes[..n].copy_from_slice(&name.as_bytes()[..n]);
+    for (w, chunk) in words.iter().zip(bytes.chunks_exact(8)) {
+        w.store(
+            u64::from_le_bytes(chunk.try_into().expect("8 bytes")),
+            Relaxed,
+        );
+    }
+}
+
+fn load_name(words: &[AtomicU64; 3]) -> String {
+    let bytes: Vec<u8> = words
+        .iter()
+        .flat_map(|w| w.load(Relaxed).to_le_bytes())
+        .collect();
+    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
 /// A tenant's integrity as SQL and metrics report it: the state in force (an override
@@ -367,6 +394,7 @@ pub fn sample(id: &str) -> Option<(State, f64)> {
     let (a, b) = policy.actions.pack();
     r.actions[0].store(a, Relaxed);
     r.actions[1].store(b, Relaxed);
+    store_name(&r.policy, &policy.name);
     r.state.store(m.state() as u32 + 1, Release);
     r.busy.store(0, Release);
     catalog::as_superuser(|| {
@@ -501,8 +529,12 @@ pub fn gate(slot: usize, id: &str, op: Operation, rows: u64) -> Result<(), Refus
     let running = shmem::unlocked(|reg| reg.slot(slot).running.load(Relaxed)).max(0) as u32;
     let ticket = r.ticket.fetch_add(1, Relaxed);
     let why = |what: &str| {
+        let policy = match load_name(&r.policy) {
+            p if p.is_empty() => "standard".to_string(),
+            p => p,
+        };
         format!(
-            "The tenant's integrity state is {}{} (λ_cut {:.2}); {what}.",
+            "The tenant's integrity state is {}{} (λ_cut {:.2}, policy \"{policy}\"); {what}.",
             state.name(),
             if effective(r, now).is_some() {
                 ", set by an operator"

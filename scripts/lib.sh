@@ -129,8 +129,14 @@ cluster_start() { # BINDIR DATADIR
     env -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE runuser -u postgres -- "$1/pg_ctl" -D "$2" -l "$2/server.log" -w -t 60 start >/dev/null
 }
 
+# Whether the cluster's server runs: asked of pg_ctl, not read from postmaster.pid, which a
+# crashed server (kill -9, power loss) leaves behind.
+cluster_running() { # BINDIR DATADIR
+    [ -f "$2/PG_VERSION" ] && as_pg "$1/pg_ctl" -D "$2" status >/dev/null 2>&1
+}
+
 cluster_stop() { # BINDIR DATADIR
-    if [ -f "$2/postmaster.pid" ]; then
+    if cluster_running "$1" "$2"; then
         as_pg "$1/pg_ctl" -D "$2" -m fast -w -t 60 stop >/dev/null || true
     fi
 }

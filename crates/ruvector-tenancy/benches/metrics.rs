@@ -1,9 +1,11 @@
-//! What the metrics cost: the bookkeeping a search statement does (`observe_search`), closing
-//! a tenant's window (`rotate`), and building a scrape of 10,000 tenants (`render`).
-//! `scripts/bench-tenancy` measures the whole endpoint over HTTP beside this.
+//! What the per-statement bookkeeping costs: the metrics a search statement records
+//! (`observe_search`) and the integrity gate's decision (`gate`), plus closing a tenant's
+//! window (`rotate`) and building a scrape of 10,000 tenants (`render`).
+//! `scripts/bench-tenancy` measures the whole endpoint over HTTP and integrity sampling.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use ruvector_tenancy::exposition::{render, ServerFigures, TenantFigures};
+use ruvector_tenancy::integrity::{gate, Actions, Operation, State};
 use ruvector_tenancy::metrics::{Histogram, TenantMetrics, Window, BUCKETS};
 
 fn bench(c: &mut Criterion) {
@@ -16,6 +18,19 @@ fn bench(c: &mut Criterion) {
             m.observe_search(black_box(us));
         })
     });
+    let actions = Actions::default();
+    let mut ticket = 0u64;
+    for (name, state) in [
+        ("gate (normal)", State::Normal),
+        ("gate (critical)", State::Critical),
+    ] {
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                ticket += 1;
+                gate(black_box(state), Operation::Read, &actions, ticket, 1)
+            })
+        });
+    }
     let mut now = 1;
     c.bench_function("rotate", |b| {
         b.iter(|| {

@@ -11,6 +11,25 @@ import psycopg
 
 DB = "ruvector_tenancy"
 
+# The specification's Monitoring query, verbatim.
+MONITORING = """
+SELECT
+    t.id,
+    t.display_name,
+    t.isolation_level,
+    tq.current_vectors,
+    tq.max_vectors,
+    ROUND(100.0 * tq.current_vectors / tq.max_vectors, 1) AS usage_pct,
+    ts.integrity_state,
+    ts.lambda_cut,
+    ts.avg_search_latency_ms,
+    ts.searches_last_hour
+FROM ruvector.tenants t
+JOIN ruvector.tenant_quotas tq ON t.id = tq.tenant_id
+JOIN ruvector.tenant_stats ts ON t.id = ts.tenant_id
+ORDER BY tq.current_vectors DESC;
+"""
+
 
 def admin_dsn(db="postgres"):
     base = os.environ.get("RUVECTOR_PG15_DSN")

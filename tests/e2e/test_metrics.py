@@ -22,7 +22,7 @@ import urllib.request
 import psycopg
 import pytest
 
-from tenancy_fixtures import admin_dsn, fresh_database
+from tenancy_fixtures import MONITORING, admin_dsn, fresh_database
 
 DB = "ruvector_metrics"
 MANY_DB = "ruvector_metrics_many"
@@ -149,25 +149,7 @@ def test_windows_give_sql_quantiles_rates_and_the_spec_dashboard(tenants):
         ).fetchone()
         assert count is not None and count >= 0 and start is not None
         # The specification's dashboard query, verbatim.
-        rows = su.execute(
-            """
-            SELECT
-                t.id,
-                t.display_name,
-                t.isolation_level,
-                tq.current_vectors,
-                tq.max_vectors,
-                ROUND(100.0 * tq.current_vectors / tq.max_vectors, 1) AS usage_pct,
-                ts.integrity_state,
-                ts.lambda_cut,
-                ts.avg_search_latency_ms,
-                ts.searches_last_hour
-            FROM ruvector.tenants t
-            JOIN ruvector.tenant_quotas tq ON t.id = tq.tenant_id
-            JOIN ruvector.tenant_stats ts ON t.id = ts.tenant_id
-            ORDER BY tq.current_vectors DESC;
-            """
-        ).fetchall()
+        rows = su.execute(MONITORING).fetchall()
         assert [(r[0], r[3], float(r[5])) for r in rows][0] == ("m_a", 150, 75.0)
 
 

@@ -6,29 +6,10 @@ import pathlib
 import psycopg
 import pytest
 
-from tenancy_fixtures import admin_dsn, dsn, fresh_database
+from tenancy_fixtures import MONITORING, admin_dsn, dsn, fresh_database
 
 DB = "ruvector_saas"
 EXAMPLE = pathlib.Path(__file__).resolve().parents[2] / "examples" / "saas"
-
-# The specification's Monitoring query, verbatim.
-MONITORING = """
-SELECT
-    t.id,
-    t.display_name,
-    t.isolation_level,
-    tq.current_vectors,
-    tq.max_vectors,
-    ROUND(100.0 * tq.current_vectors / tq.max_vectors, 1) AS usage_pct,
-    ts.integrity_state,
-    ts.lambda_cut,
-    ts.avg_search_latency_ms,
-    ts.searches_last_hour
-FROM ruvector.tenants t
-JOIN ruvector.tenant_quotas tq ON t.id = tq.tenant_id
-JOIN ruvector.tenant_stats ts ON t.id = ts.tenant_id
-ORDER BY tq.current_vectors DESC;
-"""
 
 
 def load_example():

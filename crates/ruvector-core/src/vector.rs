@@ -195,9 +195,86 @@ pub fn mean(sums: &[f64], count: f64, out: &mut [f32]) -> Result<(), VectorError
     Ok(())
 }
 
+/// `a || b`: the elements of `a` followed by those of `b`.
+pub fn concat(a: &[f32], b: &[f32]) -> Result<Vec<f32>, VectorError> {
+    check_dims(a.len() + b.len())?;
+    Ok([a, b].concat())
+}
+
+/// `subvector(x, start, count)`: `count` elements from position `start` (1-based, like
+/// `substring`), cut to the vector's ends; nothing left is an error.
+pub fn subvector(x: &[f32], start: i32, count: i32) -> Result<&[f32], VectorError> {
+    if count < 1 {
+        return Err(VectorError::NoDimensions);
+    }
+    let dims = x.len() as i64;
+    let (start, count) = (i64::from(start), i64::from(count));
+    let end = (start + count).min(dims + 1);
+    if start > dims {
+        return Err(VectorError::NoDimensions);
+    }
+    let first = start.max(1);
+    if end <= first {
+        return Err(VectorError::NoDimensions);
+    }
+    Ok(&x[(first - 1) as usize..(end - 1) as usize])
+}
+
+/// `binary_quantize(x)`: one bit per element, set when the element is positive, packed most
+/// significant bit first (the layout of a `bit(n)` value's data).
+pub fn binary_quantize(x: &[f32]) -> Vec<u8> {
+    let mut bits = vec![0u8; x.len().div_ceil(8)];
+    for (i, &v) in x.iter().enumerate() {
+        if v > 0.0 {
+            bits[i / 8] |= 0x80 >> (i % 8);
+        }
+    }
+    bits
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn concat_joins_and_checks_the_limit() {
+        assert_eq!(concat(&[1.0], &[2.0, 3.0]).unwrap(), vec![1.0, 2.0, 3.0]);
+        let big = vec![0.0; VECTOR_MAX_DIM];
+        assert!(matches!(
+            concat(&big, &[1.0]),
+            Err(VectorError::TooManyDimensions { .. })
+        ));
+    }
+
+    #[test]
+    fn subvector_counts_from_one_and_cuts_at_the_ends() {
+        let x = [1.0, 2.0, 3.0, 4.0, 5.0];
+        assert_eq!(subvector(&x, 1, 3).unwrap(), &[1.0, 2.0, 3.0]);
+        assert_eq!(subvector(&x, 4, 10).unwrap(), &[4.0, 5.0]);
+        assert_eq!(
+            subvector(&x, 0, 2).unwrap(),
+            &[1.0],
+            "position 0 counts toward the length"
+        );
+        assert_eq!(subvector(&x, -1, 4).unwrap(), &[1.0, 2.0]);
+        assert_eq!(subvector(&x, 3, i32::MAX).unwrap(), &[3.0, 4.0, 5.0]);
+        for (start, count) in [(6, 1), (1, 0), (-3, 2), (-5, 5), (2, -1), (i32::MIN, 1)] {
+            assert_eq!(
+                subvector(&x, start, count),
+                Err(VectorError::NoDimensions),
+                "({start}, {count})"
+            );
+        }
+    }
+
+    #[test]
+    fn binary_quantize_sets_positive_elements_msb_first() {
+        assert_eq!(binary_quantize(&[1.0, -1.0, 0.0, 2.0]), vec![0b1001_0000]);
+        let x: Vec<f32> = (0..9)
+            .map(|i| if i % 2 == 0 { 1.0 } else { -0.5 })
+            .collect();
+        assert_eq!(binary_quantize(&x), vec![0b1010_1010, 0b1000_0000]);
+    }
 
     #[test]
     fn dims_bounds() {

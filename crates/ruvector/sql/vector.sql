@@ -51,6 +51,15 @@ CREATE FUNCTION l2_normalize(vector) RETURNS vector
     AS 'MODULE_PATHNAME', 'rv_l2_normalize' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 COMMENT ON FUNCTION l2_normalize(vector) IS 'normalize to Euclidean norm 1';
 
+CREATE FUNCTION vector_concat(vector, vector) RETURNS vector
+    AS 'MODULE_PATHNAME', 'rv_vector_concat' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION subvector(vector, integer, integer) RETURNS vector
+    AS 'MODULE_PATHNAME', 'rv_subvector' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION subvector(vector, integer, integer) IS 'the elements from a 1-based position, like substring';
+CREATE FUNCTION binary_quantize(vector) RETURNS bit
+    AS 'MODULE_PATHNAME', 'rv_binary_quantize' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION binary_quantize(vector) IS 'a bit per element, set when the element is positive';
+
 CREATE FUNCTION vector_add(vector, vector) RETURNS vector
     AS 'MODULE_PATHNAME', 'rv_vector_add' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 CREATE FUNCTION vector_sub(vector, vector) RETURNS vector
@@ -164,6 +173,9 @@ CREATE OPERATOR <+> (
 
 CREATE OPERATOR + (
     LEFTARG = vector, RIGHTARG = vector, FUNCTION = vector_add, COMMUTATOR = +
+);
+CREATE OPERATOR || (
+    LEFTARG = vector, RIGHTARG = vector, FUNCTION = vector_concat
 );
 CREATE OPERATOR - (
     LEFTARG = vector, RIGHTARG = vector, FUNCTION = vector_sub

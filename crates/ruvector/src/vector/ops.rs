@@ -95,6 +95,46 @@ pg_fn! {
 }
 
 pg_fn! {
+    /// `vector_concat(vector, vector) -> vector`: the `||` operator.
+    fn vector_concat(fcinfo) {
+        // SAFETY: the SQL declaration takes two vectors.
+        let (a, b) = unsafe { two(fcinfo) };
+        super::from_slice(&check(rules::concat(a, b)))
+    }
+}
+
+pg_fn! {
+    /// `subvector(vector, int4, int4) -> vector`: `count` elements from `start` (1-based).
+    fn subvector(fcinfo) {
+        // SAFETY: a vector and two int4 arguments, none null (STRICT).
+        let (x, start, count) = unsafe {
+            (super::arg(fcinfo, 0), crate::fmgr::arg_i32(fcinfo, 1), crate::fmgr::arg_i32(fcinfo, 2))
+        };
+        super::from_slice(check(rules::subvector(x, start, count)))
+    }
+}
+
+pg_fn! {
+    /// `binary_quantize(vector) -> bit`: a bit per element, set when it is positive.
+    fn binary_quantize(fcinfo) {
+        // SAFETY: argument 0 is a vector.
+        let x = unsafe { super::arg(fcinfo, 0) };
+        let bits = rules::binary_quantize(x);
+        // A `bit(n)` value: varlena header, the bit count, then the bits (VarBit).
+        let size = 8 + bits.len();
+        // SAFETY: palloc0 returns `size` zeroed bytes; the header, bit count and bits are
+        // written within them.
+        unsafe {
+            let p = pg_sys::palloc0(size) as *mut u8;
+            pgrx::set_varsize_4b(p as *mut pg_sys::varlena, size as i32);
+            (p.add(4) as *mut i32).write(x.len() as i32);
+            std::ptr::copy_nonoverlapping(bits.as_ptr(), p.add(8), bits.len());
+            pg_sys::Datum::from(p)
+        }
+    }
+}
+
+pg_fn! {
     /// `vector_dims(vector) -> int4`.
     fn vector_dims(fcinfo) {
         // SAFETY: argument 0 is a vector.
@@ -218,6 +258,9 @@ pg_fn! {
             check(rules::combine(&mut merged[1..], &b[1..]));
         }
         merged[0] = a[0] + b[0];
+        if merged.len() > 1 {
+            check(rules::check_dims(merged.len() - 1));
+        }
         new_state(&merged)
     }
 }
@@ -228,10 +271,11 @@ pg_fn! {
         // SAFETY: argument 0 is a float8[] avg state.
         let state = unsafe { state_values(crate::fmgr::arg_varlena(fcinfo, 0) as *mut pg_sys::ArrayType) };
         let (count, sums) = state.split_first().expect("state has a count");
-        if *count == 0.0 || sums.is_empty() {
+        if *count == 0.0 {
             // SAFETY: fcinfo is valid.
             return unsafe { pgrx::fcinfo::pg_return_null(fcinfo) };
         }
+        // A state that counted rows has their dimensions ('{1}' has none: an error).
         check(rules::check_dims(sums.len()));
         let (datum, out) = super::alloc(sums.len());
         check(rules::mean(sums, *count, out));

@@ -55,6 +55,8 @@ struct Around {
     explain_analyze: bool,
     /// DROP DATABASE of this database oid: forget its tenants once it is gone.
     dropped_database: Option<u32>,
+    /// `SET` of this setting: a pgvector setting without pgvector gets a warning.
+    set_name: Option<String>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -96,6 +98,9 @@ unsafe extern "C-unwind" fn process_utility(
     }
     if around.explain_analyze {
         super::context::set_explain_analyze(false);
+    }
+    if let Some(name) = &around.set_name {
+        guarded(|| crate::vector::compat::warn_if_placeholder(name));
     }
     if let Some(db) = around.dropped_database {
         guarded(|| {
@@ -178,6 +183,16 @@ unsafe fn before_process_utility(pstmt: *mut pg_sys::PlannedStmt) -> Around {
                     std::ffi::CStr::from_ptr((*def).defname).to_bytes() == b"analyze"
                         && pg_sys::defGetBoolean(def)
                 });
+            }
+            pg_sys::NodeTag::T_VariableSetStmt => {
+                let stmt = node as *mut pg_sys::VariableSetStmt;
+                if !(*stmt).name.is_null() {
+                    around.set_name = Some(
+                        std::ffi::CStr::from_ptr((*stmt).name)
+                            .to_string_lossy()
+                            .into_owned(),
+                    );
+                }
             }
             pg_sys::NodeTag::T_AlterRoleSetStmt => {
                 let stmt = node as *mut pg_sys::AlterRoleSetStmt;

@@ -2,6 +2,7 @@
 //! and the elements as 4-byte floats. The same layout as pgvector, so dumps, binary COPY and
 //! client libraries see the same bytes.
 
+pub mod compat;
 mod io;
 mod ops;
 

@@ -40,10 +40,11 @@ pub fn warn_if_placeholder(name: &str) {
         Some(o) => format!("ruvector's ruhnsw index reads {o}."),
         None => "ruvector's ruhnsw index has no such setting; see the ruvector.* settings.".into(),
     };
-    pgrx::ereport!(
-        pgrx::PgLogLevel::WARNING,
+    pgrx::pg_sys::panic::ErrorReport::new(
         pgrx::PgSqlErrorCode::ERRCODE_WARNING,
         format!("{lower} has no effect: pgvector is not loaded"),
-        hint
-    );
+        "ruvector",
+    )
+    .set_hint(hint)
+    .report(pgrx::PgLogLevel::WARNING);
 }

@@ -258,9 +258,7 @@ pg_fn! {
             check(rules::combine(&mut merged[1..], &b[1..]));
         }
         merged[0] = a[0] + b[0];
-        if merged.len() > 1 {
-            check(rules::check_dims(merged.len() - 1));
-        }
+        // As in pgvector, the dimension limit is checked by the final function.
         new_state(&merged)
     }
 }

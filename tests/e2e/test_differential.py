@@ -141,6 +141,23 @@ def test_concat_subvector_and_binary_quantize_are_identical(ruv_any, pgv):
     assert rows(ruv_any, one) == rows(pgv, one) == [("[1,2,3]", "00101")]
 
 
+def test_a_cosine_index_leaves_zero_vectors_out_like_pgvectors(ruv_any, pgv):
+    def index_order(conn, am):
+        conn.execute("DROP TABLE IF EXISTS zero_cos")
+        conn.execute("CREATE TABLE zero_cos (id int PRIMARY KEY, v vector(2))")
+        conn.execute("INSERT INTO zero_cos VALUES (1, '[1,0]'), (2, '[0,1]'), (3, '[0,0]'), "
+                     "(4, '[1,1]'), (5, '[0,0]'), (6, '[2,1]')")
+        conn.execute(f"CREATE INDEX ON zero_cos USING {am} (v vector_cosine_ops)")
+        with conn.transaction():
+            conn.execute("SET LOCAL enable_seqscan = off")
+            ids = [r[0] for r in conn.execute(
+                "SELECT id FROM zero_cos ORDER BY v <=> '[1,0.9]' LIMIT 10").fetchall()]
+        conn.execute("DROP TABLE zero_cos")
+        return ids
+
+    assert index_order(ruv_any, "ruhnsw") == index_order(pgv, "hnsw") == [4, 6, 1, 2]
+
+
 def test_pgvector_settings_without_pgvector_warn(ruv):
     notices = []
     ruv.add_notice_handler(lambda d: notices.append((d.severity_nonlocalized, d.message_primary, d.message_hint)))

@@ -936,4 +936,12 @@ mod tests {
         let got = h.search(q, 0, 10, 40);
         assert!(got.iter().filter(|s| exact.contains(&s.id)).count() >= 8);
     }
+
+    #[test]
+    fn a_cosine_index_leaves_zero_vectors_out() {
+        assert!(!Metric::Cosine.indexes(&[0.0, -0.0]));
+        assert!(Metric::Cosine.indexes(&[0.0, 1e-30]));
+        assert!(Metric::L2.indexes(&[0.0, 0.0]));
+        assert!(Metric::InnerProduct.indexes(&[0.0]));
+    }
 }

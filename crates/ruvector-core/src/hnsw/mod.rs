@@ -77,6 +77,12 @@ impl Metric {
         }
     }
 
+    /// Whether the index holds `v`: a zero vector has no direction, so a cosine index leaves
+    /// it out (its distance to anything is undefined), as pgvector does.
+    pub fn indexes(self, v: &[f32]) -> bool {
+        self != Metric::Cosine || v.iter().any(|&x| x != 0.0)
+    }
+
     /// The metric's code in the index metapage.
     pub fn code(self) -> u8 {
         self as u8

@@ -88,6 +88,8 @@ struct BuildState {
     /// Tenant keys by ordinal while the graph is in memory.
     keys: Vec<Vec<u8>>,
     ordinals: std::collections::HashMap<Vec<u8>, TenantOrd>,
+    /// The index's metric (zero vectors stay out of a cosine index).
+    metric: ruvector_core::hnsw::Metric,
 }
 
 impl BuildState {
@@ -109,6 +111,9 @@ impl BuildState {
     }
 
     fn add(&mut self, vector: &[f32], key: &[u8], tid: u64) {
+        if !self.metric.indexes(vector) {
+            return;
+        }
         let dims = *self.dims.get_or_insert(vector.len());
         if vector.len() != dims {
             errors::vector_error(
@@ -212,6 +217,7 @@ pub unsafe extern "C-unwind" fn ambuild(
                 tuples: 0.0,
                 keys: Vec::new(),
                 ordinals: Default::default(),
+                metric: options::metric(index),
             };
             progress(pg_sys::PROGRESS_CREATEIDX_SUBPHASE, PHASE_LOAD);
             progress(

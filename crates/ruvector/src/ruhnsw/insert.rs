@@ -80,6 +80,9 @@ pub unsafe extern "C-unwind" fn aminsert(
                 graph = route::open(place.rel)
                     .expect("a tenant's own index has the shared index's dimensions");
             }
+            if !graph.params().metric.indexes(vector) {
+                return false; // a zero vector in a cosine index: not indexed
+            }
             graph.reseed(next_seed());
             graph.insert(vector, place.tenant, heap_tid(tid));
             crate::tenancy::metrics::count_index_insert();

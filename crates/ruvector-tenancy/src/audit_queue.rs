@@ -15,6 +15,8 @@
 
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering::*};
 
+use crate::atomic_text;
+
 /// Entries of the queue the extension places in shared memory (512 kB): when full, the
 /// queued records are kept and new ones counted as dropped.
 pub const QUEUE_LEN: usize = 1024;
@@ -22,7 +24,8 @@ pub const QUEUE_LEN: usize = 1024;
 /// The `db` of an entry being written.
 const WRITING: u32 = u32::MAX;
 
-/// Bytes kept of each text field: tenant, operation, user, client address, detail.
+/// Bytes kept of each text field: tenant, operation, user, client address, detail (each a
+/// multiple of 8: whole words).
 const CAPACITY: [usize; 5] = [64, 24, 64, 48, 288];
 const TEXT_WORDS: usize = (64 + 24 + 64 + 48 + 288) / 8;
 
@@ -62,53 +65,36 @@ impl Default for Entry {
     }
 }
 
-/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
-fn truncated(s: &str, max: usize) -> &[u8] {
-    let mut n = s.len().min(max);
-    while !s.is_char_boundary(n) {
-        n -= 1;
-    }
-    &s.as_bytes()[..n]
-}
-
 impl Entry {
+    /// The words of field `i` (its capacity is a multiple of 8 bytes).
+    fn field(&self, i: usize) -> &[AtomicU64] {
+        let start: usize = CAPACITY[..i].iter().sum::<usize>() / 8;
+        &self.text[start..start + CAPACITY[i] / 8]
+    }
+
     fn fill(&self, r: &Record) {
         let fields = [&r.tenant, &r.operation, &r.user, &r.address, &r.detail];
-        let mut bytes = [0u8; TEXT_WORDS * 8];
-        let (mut at, mut lens) = (0, 0u64);
-        for (i, (field, cap)) in fields.iter().zip(CAPACITY).enumerate() {
-            let t = truncated(field, cap);
-            bytes[at..at + t.len()].copy_from_slice(t);
-            lens |= (t.len() as u64) << (9 * i);
-            at += cap;
-        }
-        for (w, chunk) in self.text.iter().zip(bytes.chunks_exact(8)) {
-            w.store(u64::from_le_bytes(chunk.try_into().unwrap()), Relaxed);
+        let mut lens = 0u64;
+        for (i, field) in fields.iter().enumerate() {
+            lens |= (atomic_text::store(self.field(i), field) as u64) << (9 * i);
         }
         self.at_us.store(r.at_us, Relaxed);
         self.lens.store(lens, Relaxed);
     }
 
     fn read(&self) -> Record {
-        let mut bytes = [0u8; TEXT_WORDS * 8];
-        for (w, chunk) in self.text.iter().zip(bytes.chunks_exact_mut(8)) {
-            chunk.copy_from_slice(&w.load(Relaxed).to_le_bytes());
-        }
         let lens = self.lens.load(Relaxed);
-        let mut at = 0;
-        let mut fields = CAPACITY.iter().enumerate().map(|(i, &cap)| {
+        let field = |i: usize| {
             let len = ((lens >> (9 * i)) & 0x1ff) as usize;
-            let s = String::from_utf8_lossy(&bytes[at..at + len.min(cap)]).into_owned();
-            at += cap;
-            s
-        });
+            atomic_text::load(self.field(i), Some(len))
+        };
         Record {
             at_us: self.at_us.load(Relaxed),
-            tenant: fields.next().unwrap(),
-            operation: fields.next().unwrap(),
-            user: fields.next().unwrap(),
-            address: fields.next().unwrap(),
-            detail: fields.next().unwrap(),
+            tenant: field(0),
+            operation: field(1),
+            user: field(2),
+            address: field(3),
+            detail: field(4),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! - [`integrity`]: the integrity state machine (hysteresis) and the gate by risk class.
 //! - [`metrics`]: per-tenant latency histograms and recent windows in shared memory;
 //!   [`exposition`]: the Prometheus scrape built from them.
+//! - [`atomic_text`]: text in shared-memory records, as atomic words.
 //! - [`audit_queue`]: refused attempts on their way to the audit log, across processes.
 //! - [`tenant_id`]: what a tenant id may look like, and the admin wildcard.
 //! - [`decide`]: the context layer's decisions (who may use a context, which commands need
@@ -17,6 +18,7 @@
 #![deny(unsafe_code)]
 
 pub mod admission;
+pub mod atomic_text;
 pub mod audit_queue;
 pub mod decide;
 pub mod exposition;

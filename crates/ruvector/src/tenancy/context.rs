@@ -523,20 +523,24 @@ unsafe fn before_executor_start(
             refused(ctx, op, e);
         }
         // Rows the statement is planned to read or write (a ModifyTable node estimates
-        // none without RETURNING: its input's estimate counts).
-        // SAFETY: the planned statement of the query being started; plan nodes are read only.
-        let rows = unsafe {
-            let mut plan = (*(*query).plannedstmt).planTree;
-            if !plan.is_null()
-                && (*plan).type_ == pg_sys::NodeTag::T_ModifyTable
-                && !(*plan).lefttree.is_null()
-            {
-                plan = (*plan).lefttree;
-            }
-            if plan.is_null() {
-                1
-            } else {
-                (*plan).plan_rows.max(1.0) as u64
+        // none without RETURNING: its input's estimate counts); read only when the tenant's
+        // integrity state is not normal.
+        let rows = || {
+            // SAFETY: the planned statement of the query being started; plan nodes are read
+            // only.
+            unsafe {
+                let mut plan = (*(*query).plannedstmt).planTree;
+                if !plan.is_null()
+                    && (*plan).type_ == pg_sys::NodeTag::T_ModifyTable
+                    && !(*plan).lefttree.is_null()
+                {
+                    plan = (*plan).lefttree;
+                }
+                if plan.is_null() {
+                    1
+                } else {
+                    (*plan).plan_rows.max(1.0) as u64
+                }
             }
         };
         if let Err(e) = super::integrity::gate(slot, key.as_str(), op, rows) {

@@ -18,6 +18,7 @@ use pgrx::PgSqlErrorCode;
 use ruvector_core::hnsw::contract::contract;
 use ruvector_core::hnsw::inspect::Snapshot;
 use ruvector_core::hnsw::{GraphStore, IdSet};
+use ruvector_tenancy::atomic_text;
 use ruvector_tenancy::integrity::{self, Actions, Decision, Hysteresis, Machine, State};
 
 use super::statement::Operation;
@@ -110,30 +111,6 @@ pub fn reset(slot: usize) {
     }
 }
 
-fn store_name(words: &[AtomicU64; 3], name: &str) {
-    let mut bytes = [0u8; 24];
-    let mut n = name.len().min(24);
-    while !name.is_char_boundary(n) {
-        n -= 1;
-    }
-    bytes[..n].copy_from_slice(&name.as_bytes()[..n]);
-    for (w, chunk) in words.iter().zip(bytes.chunks_exact(8)) {
-        w.store(
-            u64::from_le_bytes(chunk.try_into().expect("8 bytes")),
-            Relaxed,
-        );
-    }
-}
-
-fn load_name(words: &[AtomicU64; 3]) -> String {
-    let bytes: Vec<u8> = words
-        .iter()
-        .flat_map(|w| w.load(Relaxed).to_le_bytes())
-        .collect();
-    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..end]).into_owned()
-}
-
 /// A tenant's integrity as SQL and metrics report it: the state in force (an override
 /// included) and the last λ_cut; `None` before the first sample.
 pub fn current(slot: usize) -> Option<(State, f64)> {
@@ -143,10 +120,7 @@ pub fn current(slot: usize) -> Option<(State, f64)> {
         return None;
     }
     let lambda = f64::from_bits(r.lambda_bits.load(Relaxed));
-    Some((
-        effective(r, crate::backend::now_ms()).unwrap_or(State::from_u32(s - 1)),
-        lambda,
-    ))
+    Some((state_of(r, crate::backend::now_ms()), lambda))
 }
 
 /// The override in force, if any.
@@ -394,7 +368,7 @@ pub fn sample(id: &str) -> Option<(State, f64)> {
     let (a, b) = policy.actions.pack();
     r.actions[0].store(a, Relaxed);
     r.actions[1].store(b, Relaxed);
-    store_name(&r.policy, &policy.name);
+    atomic_text::store(&r.policy, &policy.name);
     r.state.store(m.state() as u32 + 1, Release);
     r.busy.store(0, Release);
     catalog::as_superuser(|| {
@@ -510,8 +484,14 @@ pub fn set_override(id: &str, state: State, until_ms: i64) -> bool {
 }
 
 /// The gate: what tenant slot `slot` (`id` for messages) may do with a statement of
-/// operation `op` writing or reading about `rows` rows.
-pub fn gate(slot: usize, id: &str, op: Operation, rows: u64) -> Result<(), Refusal> {
+/// operation `op` writing or reading about `rows()` rows (asked only outside the normal
+/// state).
+pub fn gate(
+    slot: usize,
+    id: &str,
+    op: Operation,
+    rows: impl FnOnce() -> u64,
+) -> Result<(), Refusal> {
     let Some(r) = record(slot) else { return Ok(()) };
     let now = crate::backend::now_ms();
     let state = state_of(r, now);
@@ -520,8 +500,8 @@ pub fn gate(slot: usize, id: &str, op: Operation, rows: u64) -> Result<(), Refus
     }
     let gate_op = match op {
         Operation::Search | Operation::Other => integrity::Operation::Read,
-        Operation::Insert => integrity::Operation::Insert { rows },
-        Operation::Delete => integrity::Operation::Delete { rows },
+        Operation::Insert => integrity::Operation::Insert { rows: rows() },
+        Operation::Delete => integrity::Operation::Delete { rows: rows() },
         Operation::Update | Operation::Merge => integrity::Operation::Update,
         Operation::Truncate => integrity::Operation::Rewire,
     };
@@ -529,7 +509,7 @@ pub fn gate(slot: usize, id: &str, op: Operation, rows: u64) -> Result<(), Refus
     let running = shmem::unlocked(|reg| reg.slot(slot).running.load(Relaxed)).max(0) as u32;
     let ticket = r.ticket.fetch_add(1, Relaxed);
     let why = |what: &str| {
-        let policy = match load_name(&r.policy) {
+        let policy = match atomic_text::load(&r.policy, None) {
             p if p.is_empty() => "standard".to_string(),
             p => p,
         };

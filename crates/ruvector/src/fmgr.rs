@@ -123,3 +123,19 @@ pub unsafe fn list_ptrs(list: *mut pg_sys::List) -> Vec<*mut std::ffi::c_void> {
             .collect()
     }
 }
+
+/// The members of a PostgreSQL OID List (NIL is empty).
+///
+/// # Safety
+/// `list` is NULL or a valid OID List.
+pub unsafe fn list_oids(list: *mut pg_sys::List) -> Vec<pg_sys::Oid> {
+    if list.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: guaranteed by the caller: `length` cells at `elements`.
+    unsafe {
+        (0..(*list).length as usize)
+            .map(|i| (*(*list).elements.add(i)).oid_value)
+            .collect()
+    }
+}

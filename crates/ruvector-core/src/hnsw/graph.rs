@@ -584,6 +584,68 @@ impl Scan {
     }
 }
 
+/// Iterative scans over several graphs merged into one stream in ascending distance: a
+/// search across tenants whose graphs live in different stores (an administrator's search
+/// over a shared index and the dedicated indexes of some of its tenants). Each part keeps
+/// the order its own [`Scan`] gives; the merge always yields the closest of the parts' next
+/// hits.
+pub struct Merge<S: GraphStore> {
+    parts: Vec<Part<S>>,
+}
+
+struct Part<S: GraphStore> {
+    graph: Hnsw<S>,
+    scan: Scan,
+    /// The part's next hit, read ahead; `None` once it is exhausted.
+    head: Option<Hit>,
+    /// Whether `head` holds what the part's scan gave last (it was read ahead).
+    ready: bool,
+}
+
+impl<S: GraphStore> Default for Merge<S> {
+    fn default() -> Self {
+        Merge { parts: Vec::new() }
+    }
+}
+
+impl<S: GraphStore> Merge<S> {
+    /// Adds a graph and the scan over it.
+    pub fn push(&mut self, graph: Hnsw<S>, scan: Scan) {
+        self.parts.push(Part {
+            graph,
+            scan,
+            head: None,
+            ready: false,
+        });
+    }
+
+    /// The next hit over every part, with the graph it came from.
+    pub fn next(&mut self) -> Option<(&Hnsw<S>, Hit)> {
+        for p in &mut self.parts {
+            if !p.ready {
+                p.head = p.scan.next(&p.graph);
+                p.ready = true;
+            }
+        }
+        let best = self
+            .parts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| Some((i, p.head.as_ref()?.dist)))
+            .min_by(|a, b| a.1.total_cmp(&b.1))?
+            .0;
+        let part = &mut self.parts[best];
+        part.ready = false;
+        let hit = part.head.take().expect("the chosen part has a hit");
+        Some((&part.graph, hit))
+    }
+
+    /// The graphs, in the order they were added.
+    pub fn graphs(&self) -> impl Iterator<Item = &Hnsw<S>> {
+        self.parts.iter().map(|p| &p.graph)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::MemoryStore;
@@ -943,5 +1005,36 @@ mod tests {
         assert!(Metric::Cosine.indexes(&[0.0, 1e-30]));
         assert!(Metric::L2.indexes(&[0.0, 0.0]));
         assert!(Metric::InnerProduct.indexes(&[0.0]));
+    }
+
+    #[test]
+    fn a_merge_yields_every_graphs_hits_in_ascending_distance() {
+        let params = Params {
+            exact_threshold: 1000,
+            ..Params::default()
+        };
+        let a = build(&dataset(300, 8, 3, 7), params);
+        let b = build(&dataset(200, 8, 1, 11), params);
+        let q: Vec<f32> = dataset(1, 8, 1, 99)[0].0.clone();
+        let mut want: Vec<(f32, usize)> = Vec::new();
+        for t in 0..3 {
+            want.extend(a.exact(&q, t, 1000).into_iter().map(|s| (s.dist, 0)));
+        }
+        want.extend(b.exact(&q, 0, 1000).into_iter().map(|s| (s.dist, 1)));
+        want.sort_by(|x, y| x.0.total_cmp(&y.0));
+        let mut merge = Merge::default();
+        merge.push(a, Scan::new(q.clone(), vec![0, 1, 2], 1000, 1000));
+        merge.push(b, Scan::new(q, vec![0], 1000, 1000));
+        let mut got = Vec::new();
+        while let Some((graph, hit)) = merge.next() {
+            let from_a = std::ptr::eq(graph, merge_first(&merge));
+            got.push((hit.dist, usize::from(!from_a)));
+        }
+        assert_eq!(got.len(), 500);
+        assert_eq!(got, want);
+    }
+
+    fn merge_first(m: &Merge<MemoryStore>) -> &Hnsw<MemoryStore> {
+        m.graphs().next().unwrap()
     }
 }

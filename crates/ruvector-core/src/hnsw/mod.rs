@@ -13,7 +13,7 @@ pub mod inspect;
 pub mod page;
 mod store;
 
-pub use graph::{Hit, Hnsw, IdHasher, IdSet, Params, Scan, Scored, MAX_LEVEL};
+pub use graph::{Hit, Hnsw, IdHasher, IdSet, Merge, Params, Scan, Scored, MAX_LEVEL};
 pub use store::{GraphStore, MemoryStore, NodeId, TenantOrd};
 
 /// Distance functions the index orders by (smaller is closer).

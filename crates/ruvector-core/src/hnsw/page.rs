@@ -468,6 +468,7 @@ pub const DIR_ENTRIES_PER_PAGE: usize = (PAGE_ITEM_SPACE - DIR_HEADER) / DIR_ENT
 /// | 1..64 | key (the tenant column's value) |
 /// | 64..72 | entry node id (`u64::MAX`: none) |
 /// | 72 | entry node's level |
+/// | 73 | flags: bit 0 `stale` |
 /// | 76..80 | first node page of the tenant (0: none yet) |
 /// | 80..84 | the tenant's insert page (last page of its chain) |
 /// | 88..96 | live nodes (exact for decisions: inserts add, VACUUM subtracts) |
@@ -478,6 +479,10 @@ pub struct DirEntry {
     pub first_block: u32,
     pub last_block: u32,
     pub nodes: u64,
+    /// The tenant's rows are kept by a dedicated index of its own, and this graph misses
+    /// some of them (inserts skipped it, or a build left them out): it must not answer for
+    /// the tenant. Only a rebuild of the index clears it.
+    pub stale: bool,
 }
 
 impl DirEntry {
@@ -489,6 +494,7 @@ impl DirEntry {
             first_block: 0,
             last_block: 0,
             nodes: 0,
+            stale: false,
         })
     }
 
@@ -499,6 +505,7 @@ impl DirEntry {
         let (entry, level) = self.entry.unwrap_or((NO_ENTRY, 0));
         b[64..72].copy_from_slice(&entry.to_le_bytes());
         b[72] = level;
+        b[73] = u8::from(self.stale);
         b[76..80].copy_from_slice(&self.first_block.to_le_bytes());
         b[80..84].copy_from_slice(&self.last_block.to_le_bytes());
         b[88..96].copy_from_slice(&self.nodes.to_le_bytes());
@@ -522,6 +529,7 @@ impl DirEntry {
             first_block: u32_at(76),
             last_block: u32_at(80),
             nodes: u64_at(88),
+            stale: b[73] & 1 != 0,
         })
     }
 }
@@ -700,6 +708,8 @@ mod tests {
         e.first_block = 9;
         e.last_block = 40;
         e.nodes = 123_456;
+        assert_eq!(DirEntry::from_bytes(&e.to_bytes()).unwrap(), e);
+        e.stale = true;
         assert_eq!(DirEntry::from_bytes(&e.to_bytes()).unwrap(), e);
         let longest = DirEntry::new(&[b'x'; MAX_KEY]).unwrap();
         assert_eq!(DirEntry::from_bytes(&longest.to_bytes()).unwrap(), longest);

@@ -90,6 +90,10 @@ struct BuildState {
     ordinals: std::collections::HashMap<Vec<u8>, TenantOrd>,
     /// The index's metric (zero vectors stay out of a cosine index).
     metric: ruvector_core::hnsw::Metric,
+    /// The dedicated indexes beside this one: their tenants' rows stay out.
+    dedicated: std::rc::Rc<super::dedicated::Dedicated>,
+    /// Tenants (in memory) whose rows a dedicated index holds: their entries are stale.
+    stale: std::collections::HashSet<TenantOrd>,
 }
 
 impl BuildState {
@@ -110,7 +114,21 @@ impl BuildState {
         o
     }
 
+    /// Leaves the row of tenant `key` to its dedicated index; the tenant's entry here is
+    /// stale (it answers no search while the dedicated index exists).
+    fn leave_out(&mut self, key: &[u8]) {
+        let tenant = self.ordinal(key);
+        if self.disk.is_some() {
+            directory::update(self.index, tenant, |e| e.stale = true);
+        } else {
+            self.stale.insert(tenant);
+        }
+    }
+
     fn add(&mut self, vector: &[f32], key: &[u8], tid: u64) {
+        if self.dedicated.keeps_rows(key) {
+            return self.leave_out(key);
+        }
         if !self.metric.indexes(vector) {
             return;
         }
@@ -137,7 +155,7 @@ impl BuildState {
                 let h = self.memory.take().expect("in memory");
                 let params = *h.params();
                 let layout = NodeLayout { dims, m };
-                write_graph(self.index, h.into_store(), layout, &self.keys);
+                write_graph(self.index, h.into_store(), layout, &self.keys, &self.stale);
                 let mut disk = Hnsw::new(PageStore::new(self.index, layout), params);
                 disk.reseed(params.seed ^ self.tuples as u64);
                 self.disk = Some(disk);
@@ -218,6 +236,8 @@ pub unsafe extern "C-unwind" fn ambuild(
                 keys: Vec::new(),
                 ordinals: Default::default(),
                 metric: options::metric(index),
+                dedicated: super::dedicated::of(index),
+                stale: Default::default(),
             };
             progress(pg_sys::PROGRESS_CREATEIDX_SUBPHASE, PHASE_LOAD);
             progress(
@@ -240,7 +260,11 @@ pub unsafe extern "C-unwind" fn ambuild(
                     dims: h.store().dims(),
                     m: h.params().m,
                 };
-                write_graph(index, h.into_store(), layout, &state.keys);
+                write_graph(index, h.into_store(), layout, &state.keys, &state.stale);
+            } else if state.disk.is_none() && !state.keys.is_empty() {
+                // Only tenants whose rows are in dedicated indexes: their stale entries.
+                let first = page::nblocks(index);
+                write_directory(index, first, &state.keys, &state.stale, |_, e| e);
             }
             let result = pg_sys::palloc0(std::mem::size_of::<pg_sys::IndexBuildResult>())
                 as *mut pg_sys::IndexBuildResult;
@@ -288,12 +312,18 @@ fn write_empty_meta(index: pg_sys::Relation, fork: pg_sys::ForkNumber::Type, dim
 /// Writes an in-memory graph to new pages after the metapage: each tenant's nodes on its
 /// own chain of pages, then the tenant directory (`keys[ordinal]` is each tenant's key), and
 /// points the metapage at it.
-fn write_graph(index: pg_sys::Relation, store: MemoryStore, layout: NodeLayout, keys: &[Vec<u8>]) {
+fn write_graph(
+    index: pg_sys::Relation,
+    store: MemoryStore,
+    layout: NodeLayout,
+    keys: &[Vec<u8>],
+    stale: &std::collections::HashSet<TenantOrd>,
+) {
     let n = store.len();
-    if n == 0 {
-        return;
-    }
     let first = page::nblocks(index);
+    if n == 0 {
+        return write_directory(index, first, keys, stale, |_, e| e);
+    }
     let nodes: Vec<(TenantOrd, u8)> = (0..n as NodeId)
         .map(|id| (store.tenant(id), store.level(id)))
         .collect();
@@ -347,19 +377,39 @@ fn write_graph(index: pg_sys::Relation, store: MemoryStore, layout: NodeLayout, 
         // SAFETY: the buffer is exclusively locked by `b`.
         unsafe { pg_sys::MarkBufferDirty(b.buffer()) };
     }
+    write_directory(index, first, keys, stale, |ordinal, entry| {
+        let blocks = chains.get(&ordinal).map(Vec::as_slice).unwrap_or_default();
+        DirEntry {
+            entry: store.entry(ordinal).map(|(node, level)| (map(node), level)),
+            first_block: blocks.first().copied().unwrap_or(0),
+            last_block: blocks.last().copied().unwrap_or(0),
+            nodes: store.tenant_len(ordinal) as u64,
+            ..entry
+        }
+    });
+    page::update_meta(index, |meta| meta.dims = layout.dims as u32);
+}
+
+/// Writes the tenant directory of a new index (one entry per key, completed by `fill`,
+/// stale where `stale` says) after its pages, logs every page from `first` on, and points
+/// the metapage at the directory.
+fn write_directory(
+    index: pg_sys::Relation,
+    first: u32,
+    keys: &[Vec<u8>],
+    stale: &std::collections::HashSet<TenantOrd>,
+    fill: impl Fn(TenantOrd, DirEntry) -> DirEntry,
+) {
     let entries: Vec<DirEntry> = keys
         .iter()
         .enumerate()
         .map(|(ordinal, key)| {
             let ordinal = ordinal as TenantOrd;
-            let blocks = chains.get(&ordinal).map(Vec::as_slice).unwrap_or_default();
-            DirEntry {
-                entry: store.entry(ordinal).map(|(node, level)| (map(node), level)),
-                first_block: blocks.first().copied().unwrap_or(0),
-                last_block: blocks.last().copied().unwrap_or(0),
-                nodes: store.tenant_len(ordinal) as u64,
+            let entry = DirEntry {
+                stale: stale.contains(&ordinal),
                 ..DirEntry::new(key).expect("tenant keys are checked when added")
-            }
+            };
+            fill(ordinal, entry)
         })
         .collect();
     let dir = directory::write_new(index, &entries);
@@ -371,7 +421,6 @@ fn write_graph(index: pg_sys::Relation, store: MemoryStore, layout: NodeLayout, 
         };
     }
     page::update_meta(index, |meta| {
-        meta.dims = layout.dims as u32;
         meta.directory = dir;
         meta.tenants = entries.len() as u32;
     });

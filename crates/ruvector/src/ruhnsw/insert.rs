@@ -74,8 +74,9 @@ pub unsafe extern "C-unwind" fn aminsert(
                     )),
                 );
             }
-            let place = route::tenant(index, &tenant_key, Want::Insert)
-                .expect("an insert always has a place");
+            let Some(place) = route::tenant(index, &tenant_key, Want::Insert) else {
+                return false; // the tenant's dedicated index holds its rows
+            };
             if place.rel != index {
                 graph = route::open(place.rel)
                     .expect("a tenant's own index has the shared index's dimensions");

@@ -3,13 +3,14 @@
 //! The algorithm is `ruvector_core::hnsw`, running on [`store::PageStore`] (the graph on
 //! buffer pages, every change WAL-logged through one guard). One module per callback group:
 //! [`build`], [`insert`], [`scan`], [`vacuum`], [`cost`]; every callback asks [`route`] where
-//! a tenant's graph lives. [`check`] is `ruvector_index_check()`; [`ddl`] keys indexes on
+//! a tenant's graph lives (its own pages, or a [`dedicated`] index of its own). [`check`] is `ruvector_index_check()`; [`ddl`] keys indexes on
 //! tenant tables by tenant. See docs/ruhnsw-design.md for the page format and locking.
 
 pub mod build;
 pub mod check;
 pub mod cost;
 pub mod ddl;
+pub mod dedicated;
 pub mod directory;
 pub mod insert;
 pub mod options;

@@ -25,6 +25,7 @@ struct RelOptions {
     m: i32,
     ef_construction: i32,
     exact_threshold: i32,
+    retiring: bool,
 }
 
 static KIND: AtomicU32 = AtomicU32::new(0);
@@ -63,13 +64,30 @@ pub fn init() {
             EXACT_THRESHOLD_MAX,
             pg_sys::ShareUpdateExclusiveLock as pg_sys::LOCKMODE,
         );
+        // On a dedicated index: its tenant's rows go back into the shared index (see
+        // dedicated.rs). Changing it does not block searches or inserts.
+        pg_sys::add_bool_reloption(
+            kind,
+            c"retiring".as_ptr(),
+            c"This dedicated index is being given up: the shared index takes its tenant's rows again".as_ptr(),
+            false,
+            pg_sys::ShareUpdateExclusiveLock as pg_sys::LOCKMODE,
+        );
     }
 }
 
 fn int_option(name: &'static std::ffi::CStr, offset: usize) -> pg_sys::relopt_parse_elt {
+    option(name, pg_sys::relopt_type::RELOPT_TYPE_INT, offset)
+}
+
+fn option(
+    name: &'static std::ffi::CStr,
+    opttype: pg_sys::relopt_type::Type,
+    offset: usize,
+) -> pg_sys::relopt_parse_elt {
     pg_sys::relopt_parse_elt {
         optname: name.as_ptr(),
-        opttype: pg_sys::relopt_type::RELOPT_TYPE_INT,
+        opttype,
         offset: offset as i32,
         #[cfg(feature = "pg18")]
         isset_offset: 0,
@@ -90,6 +108,11 @@ pub unsafe extern "C-unwind" fn amoptions(
         int_option(
             c"exact_threshold",
             std::mem::offset_of!(RelOptions, exact_threshold),
+        ),
+        option(
+            c"retiring",
+            pg_sys::relopt_type::RELOPT_TYPE_BOOL,
+            std::mem::offset_of!(RelOptions, retiring),
         ),
     ];
     // SAFETY: the table describes RelOptions; build_reloptions pallocs and fills it, or

@@ -4,17 +4,22 @@
 //! An insert asks [`tenant`] with [`Want::Insert`] (the tenant gets a directory entry if it
 //! has none), a scan asks [`tenant`] with [`Want::Search`] for the tenant it is confined to or
 //! [`every_tenant`] under `'*'`, and VACUUM walks [`graphs`]. Each answer is a [`Place`]: the
-//! relation whose pages hold the graph and the tenant's ordinal there. Today every tenant's
-//! graph lives on the index's own pages, so the relation is always the index itself; this
-//! module is where another answer (a dedicated index of its own for a tenant) is given, and
-//! no callback has to change for it.
+//! relation whose pages hold the graph and the tenant's ordinal there.
+//!
+//! A tenant's graph lives on the index's own pages, unless the tenant has a dedicated index
+//! ([`dedicated`]): then its searches go to that index, and an insert into the shared index
+//! gets no place (PostgreSQL inserts the row into the dedicated index itself). The shared
+//! graph of such a tenant is then marked stale: should the dedicated index disappear, a
+//! search refuses rather than answer from a graph that misses rows.
 
 use pgrx::pg_sys;
+use pgrx::PgSqlErrorCode;
 use ruvector_core::hnsw::page::DirEntry;
 use ruvector_core::hnsw::{Hnsw, Params, TenantOrd};
 
 use super::store::PageStore;
-use super::{build, directory, options, page};
+use super::{build, dedicated, directory, options, page};
+use crate::errors;
 
 /// Where one tenant's graph lives.
 pub struct Place {
@@ -24,6 +29,24 @@ pub struct Place {
     pub tenant: TenantOrd,
     /// The tenant's directory entry, when the lookup read it (a search reads it once).
     pub entry: Option<DirEntry>,
+    /// `rel` is a dedicated index this lookup opened: [`Place::close`] closes it.
+    opened: bool,
+}
+
+impl Place {
+    /// Whether the graph is in a dedicated index rather than the index asked.
+    pub fn dedicated(&self) -> bool {
+        self.opened
+    }
+
+    /// Closes the dedicated index the lookup opened (its lock is kept to the end of the
+    /// transaction). Not on an error path: the transaction's abort releases it.
+    pub fn close(&self) {
+        if self.opened {
+            // SAFETY: opened by `open_dedicated` and closed once, by the owner of the place.
+            unsafe { pg_sys::index_close(self.rel, pg_sys::NoLock as i32) };
+        }
+    }
 }
 
 /// What the caller is about to do with the graph.
@@ -31,36 +54,122 @@ pub struct Place {
 pub enum Want {
     /// Read it: a tenant without an entry has no graph (`None`).
     Search,
-    /// Add a node: a tenant without an entry gets one.
+    /// Add a node: a tenant without an entry gets one; `None` when the tenant's rows go to
+    /// its dedicated index instead.
     Insert,
 }
 
 /// Where the graph of the tenant with `key` in `index` lives (the empty key for an index
 /// without a tenant column).
 pub fn tenant(index: pg_sys::Relation, key: &[u8], want: Want) -> Option<Place> {
+    let own = dedicated::of(index);
     match want {
-        Want::Search => directory::find_entry(index, key).map(|(tenant, e)| Place {
-            rel: index,
-            tenant,
-            entry: Some(e),
-        }),
-        Want::Insert => Some(Place {
-            rel: index,
-            tenant: directory::find_or_add(index, key),
-            entry: None,
-        }),
+        Want::Search => {
+            if let Some(oid) = own.searched(key) {
+                if let Some(rel) = open_dedicated(oid) {
+                    return in_dedicated(rel, key);
+                }
+            }
+            let (tenant, entry) = directory::find_entry(index, key)?;
+            if entry.stale {
+                stale(index, key);
+            }
+            Some(Place {
+                rel: index,
+                tenant,
+                entry: Some(entry),
+                opened: false,
+            })
+        }
+        Want::Insert => {
+            let tenant = directory::find_or_add(index, key);
+            if own.keeps_rows(key) {
+                if !directory::get(index, tenant).stale {
+                    directory::update(index, tenant, |e| e.stale = true);
+                }
+                return None;
+            }
+            Some(Place {
+                rel: index,
+                tenant,
+                entry: None,
+                opened: false,
+            })
+        }
     }
 }
 
-/// Every tenant graph of `index` (a search under `'*'`).
+/// The place of tenant `key` in its dedicated index `rel` (opened); closes `rel` again
+/// when the tenant has no graph there yet.
+fn in_dedicated(rel: pg_sys::Relation, key: &[u8]) -> Option<Place> {
+    let Some((tenant, entry)) = directory::find_entry(rel, key) else {
+        // SAFETY: opened by open_dedicated and not handed out.
+        unsafe { pg_sys::index_close(rel, pg_sys::NoLock as i32) };
+        return None;
+    };
+    Some(Place {
+        rel,
+        tenant,
+        entry: Some(entry),
+        opened: true,
+    })
+}
+
+/// Opens dedicated index `oid` for reading; `None` if it was dropped meanwhile.
+fn open_dedicated(oid: pg_sys::Oid) -> Option<pg_sys::Relation> {
+    // SAFETY: try_relation_open returns NULL for a relation that no longer exists; the lock
+    // keeps it until the end of the transaction.
+    unsafe {
+        let rel = pg_sys::try_relation_open(oid, pg_sys::AccessShareLock as i32);
+        if rel.is_null() {
+            return None;
+        }
+        if (*(*rel).rd_rel).relkind != pg_sys::RELKIND_INDEX as std::ffi::c_char {
+            pg_sys::relation_close(rel, pg_sys::AccessShareLock as i32);
+            return None;
+        }
+        Some(rel)
+    }
+}
+
+/// Refuses a search of a stale tenant graph (its dedicated index is gone).
+fn stale(index: pg_sys::Relation, key: &[u8]) -> ! {
+    let name = page::rel_name(index);
+    errors::index_error(
+        PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        format!(
+            "tenant \"{}\" has no complete graph in ruhnsw index \"{name}\": its dedicated index was dropped",
+            String::from_utf8_lossy(key)
+        ),
+        Some(&format!(
+            "REINDEX INDEX CONCURRENTLY \"{name}\" takes the tenant's rows back; \
+             ruvector_tenant_migrate() moves a tenant between levels without this step."
+        )),
+    )
+}
+
+/// Every tenant graph of `index` (a search under `'*'`): its own tenants' and those of its
+/// tenants' dedicated indexes.
 pub fn every_tenant(index: pg_sys::Relation) -> Vec<Place> {
-    (0..page::read_meta(index).tenants)
-        .map(|tenant| Place {
-            rel: index,
-            tenant,
-            entry: None,
-        })
-        .collect()
+    let own = dedicated::of(index);
+    let mut places = Vec::new();
+    directory::for_each(index, |tenant, entry| {
+        if !entry.stale && own.searched(&entry.key).is_none() {
+            places.push(Place {
+                rel: index,
+                tenant,
+                entry: Some(entry),
+                opened: false,
+            });
+        }
+        true
+    });
+    for (key, oid) in own.all() {
+        if let Some(place) = open_dedicated(oid).and_then(|rel| in_dedicated(rel, key)) {
+            places.push(place);
+        }
+    }
+    places
 }
 
 /// The relations that hold graphs of `index` (VACUUM visits each).

@@ -13,7 +13,7 @@
 
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
-use ruvector_core::hnsw::{GraphStore, Hnsw, Scan};
+use ruvector_core::hnsw::{GraphStore, Merge, Scan};
 use ruvector_core::VectorError;
 use ruvector_tenancy::decide::{self, Search};
 
@@ -24,10 +24,23 @@ use crate::{errors, gucs};
 
 #[derive(Default)]
 struct ScanState {
-    graph: Option<Hnsw<PageStore>>,
-    scan: Option<Scan>,
+    /// One scan per relation searched (the index, and dedicated indexes of its tenants).
+    merge: Option<Merge<PageStore>>,
+    /// Dedicated indexes the scan opened, closed by `amendscan`.
+    opened: Vec<Place>,
     /// The index was empty (no dimensions yet): nothing to return.
     empty: bool,
+}
+
+impl ScanState {
+    /// Closes the dedicated indexes the scan opened (not on an error path: the abort of
+    /// the transaction releases them).
+    fn close(&mut self) {
+        self.merge = None;
+        for place in self.opened.drain(..) {
+            place.close();
+        }
+    }
 }
 
 unsafe extern "C-unwind" fn free_state(arg: *mut std::ffi::c_void) {
@@ -89,7 +102,7 @@ pub unsafe extern "C-unwind" fn amrescan(
                 std::ptr::copy(orderbys, (*scan).orderByData, norderbys as usize);
             }
             let s = state(scan);
-            s.scan = None;
+            s.close();
             s.empty = false;
         })
     }
@@ -132,7 +145,7 @@ fn start(scan: pg_sys::IndexScanDesc) {
     crate::tenancy::context::count_index_search();
     crate::tenancy::metrics::count_index_search();
     let s = state(scan);
-    let Some(mut graph) = route::open(index) else {
+    let Some(graph) = route::open(index) else {
         s.empty = true;
         return;
     };
@@ -157,22 +170,64 @@ fn start(scan: pg_sys::IndexScanDesc) {
         );
     }
     let places = tenants_to_search(scan, index);
-    // Every graph lives on one relation today (see route.rs); a scan searches one store.
-    if let Some(rel) = places.first().map(|p| p.rel).filter(|&r| r != index) {
-        graph = route::open(rel).expect("a tenant's own index has the shared index's dimensions");
+    let mut merge = Merge::default();
+    let mut shared = Some(graph);
+    // One part per relation, with the tenants whose graphs it holds.
+    let mut rels: Vec<pg_sys::Relation> = places.iter().map(|p| p.rel).collect();
+    rels.dedup();
+    for rel in rels {
+        let here: Vec<&Place> = places.iter().filter(|p| p.rel == rel).collect();
+        let mut graph = if rel == index {
+            shared.take().expect("the index is one part")
+        } else {
+            count_scan(rel);
+            route::open(rel).expect("a dedicated index has its tenant's graph")
+        };
+        if graph.store().layout().dims != dims {
+            errors::index_corrupted(
+                &super::page::rel_name(rel),
+                format!("a dedicated index of {} dimensions beside {dims}", graph.store().layout().dims),
+            );
+        }
+        graph
+            .store_mut()
+            .set_scan_entries(here.iter().filter_map(|p| Some((p.tenant, p.entry.as_ref()?))));
+        let tenants = here.iter().map(|p| p.tenant).collect();
+        merge.push(
+            graph,
+            Scan::new(
+                query.clone(),
+                tenants,
+                gucs::ef_search(),
+                gucs::max_scan_tuples(),
+            ),
+        );
     }
-    graph.store_mut().set_scan_entries(
-        places
-            .iter()
-            .filter_map(|p| Some((p.tenant, p.entry.as_ref()?))),
-    );
-    s.scan = Some(Scan::new(
-        query,
-        places.iter().map(|p| p.tenant).collect(),
-        gucs::ef_search(),
-        gucs::max_scan_tuples(),
-    ));
-    s.graph = Some(graph);
+    s.opened = places.into_iter().filter(Place::dedicated).collect();
+    s.merge = Some(merge);
+}
+
+/// Counts a scan of dedicated index `rel` in its statistics (`pg_stat_user_indexes.idx_scan`),
+/// as the executor counts the scan of the index it opened.
+fn count_scan(rel: pg_sys::Relation) {
+    // SAFETY: an open relation; pgstat_info is set up on first use, as the server's
+    // pgstat_count_index_scan does.
+    unsafe {
+        if (*rel).pgstat_info.is_null() && (*rel).pgstat_enabled {
+            pg_sys::pgstat_assoc_relation(rel);
+        }
+        let info = (*rel).pgstat_info;
+        if !info.is_null() {
+            #[cfg(feature = "pg15")]
+            {
+                (*info).t_counts.t_numscans += 1;
+            }
+            #[cfg(feature = "pg18")]
+            {
+                (*info).counts.numscans += 1;
+            }
+        }
+    }
 }
 
 /// The tenants a scan searches. An index without a tenant column has one. A tenant-keyed
@@ -237,14 +292,14 @@ pub unsafe extern "C-unwind" fn amgettuple(
     // SAFETY: PostgreSQL's scan protocol; the guard turns panics into errors.
     unsafe {
         pgrx::pg_sys::submodules::panic::pgrx_extern_c_guard(|| {
-            if state(scan).scan.is_none() && !state(scan).empty {
+            if state(scan).merge.is_none() && !state(scan).empty {
                 start(scan);
             }
             let s = state(scan);
-            let (Some(graph), Some(it)) = (&s.graph, &mut s.scan) else {
+            let Some(merge) = &mut s.merge else {
                 return false;
             };
-            let Some(found) = it.next(graph) else {
+            let Some((graph, found)) = merge.next() else {
                 return false;
             };
             // An exact scan had the payload at hand; a graph search's is read now.
@@ -263,6 +318,11 @@ pub unsafe extern "C-unwind" fn amgettuple(
 
 /// `amendscan`.
 pub unsafe extern "C-unwind" fn amendscan(scan: pg_sys::IndexScanDesc) {
-    // SAFETY: frees the state once; the reset callback then finds NULL.
-    unsafe { free_state(scan as *mut std::ffi::c_void) };
+    // SAFETY: a live scan; frees the state once, and the reset callback then finds NULL.
+    unsafe {
+        if !(*scan).opaque.is_null() {
+            pgrx::pg_sys::submodules::panic::pgrx_extern_c_guard(|| state(scan).close());
+        }
+        free_state(scan as *mut std::ffi::c_void)
+    };
 }

@@ -307,6 +307,10 @@ fn measure(id: &str) -> Option<(f64, ruvector_core::hnsw::contract::Contraction)
         let index = unsafe { pg_sys::index_open(oid, pg_sys::AccessShareLock as i32) };
         let measured = (|| {
             let place = route::tenant(index, id.as_bytes(), Want::Search)?;
+            if place.dedicated() {
+                place.close(); // the dedicated index is measured as an index of its own
+                return None;
+            }
             let graph = route::open(place.rel)?;
             let live = place.entry.as_ref().map_or(0, |e| e.nodes as usize);
             if live <= graph.params().exact_threshold {

@@ -239,6 +239,15 @@ unsafe fn before_process_utility(pstmt: *mut pg_sys::PlannedStmt) -> Around {
                     }
                 }
             }
+            pg_sys::NodeTag::T_DropStmt => {
+                let stmt = node as *mut pg_sys::DropStmt;
+                if (*stmt).removeType == pg_sys::ObjectType::OBJECT_INDEX {
+                    for name in list_ptrs((*stmt).objects) {
+                        let rv = pg_sys::makeRangeVarFromNameList(name as *mut pg_sys::List);
+                        keep_dedicated(relation_of(rv));
+                    }
+                }
+            }
             pg_sys::NodeTag::T_DropdbStmt => {
                 let stmt = node as *mut pg_sys::DropdbStmt;
                 let db = pg_sys::get_database_oid((*stmt).dbname, true);
@@ -250,6 +259,37 @@ unsafe fn before_process_utility(pstmt: *mut pg_sys::PlannedStmt) -> Around {
         }
     }
     around
+}
+
+/// Refuses to drop a dedicated index that answers for its tenant: the shared index no
+/// longer holds the tenant's newer rows.
+fn keep_dedicated(index: pg_sys::Oid) {
+    if index == pg_sys::InvalidOid {
+        return;
+    }
+    let Some((shared, tenant)) = crate::ruhnsw::dedicated::serving(index) else {
+        return;
+    };
+    // SAFETY: plain catalog lookups of existing relations' names.
+    let name = |oid| unsafe {
+        let n = pg_sys::get_rel_name(oid);
+        if n.is_null() {
+            String::new()
+        } else {
+            std::ffi::CStr::from_ptr(n).to_string_lossy().into_owned()
+        }
+    };
+    crate::errors::index_error(
+        PgSqlErrorCode::ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST,
+        format!(
+            "index \"{}\" is the dedicated index of tenant \"{tenant}\"; ruhnsw index \"{}\" does not hold the tenant's newer rows",
+            name(index),
+            name(shared)
+        ),
+        Some(&format!(
+            "SELECT ruvector_tenant_migrate('{tenant}', 'shared') moves the tenant back and drops it."
+        )),
+    )
 }
 
 fn no_inheritance() -> ! {

@@ -3,7 +3,6 @@ larger than maintenance_work_mem, progress reporting, concurrent writers and rea
 kill -9 of the server during inserts, and a streaming standby replaying the index."""
 
 import os
-import signal
 import subprocess
 import threading
 import time
@@ -13,6 +12,7 @@ import psycopg
 import pytest
 from pgvector.psycopg import register_vector
 
+from cluster_control import kill_9_server, pg15, start_server
 from tenancy_fixtures import admin_dsn, fresh_database
 
 DB = "ruvector_hnsw"
@@ -258,54 +258,6 @@ def test_concurrent_writers_and_readers(db):
         assert r >= 0.95, f"recall after concurrent inserts: {r:.3f}"
 
 
-def pg15(action, *args):
-    data, bindir = os.environ.get("RUVECTOR_PG15_DATA"), os.environ.get("RUVECTOR_PG15_BIN")
-    if not data or not bindir:
-        pytest.fail("RUVECTOR_PG15_DATA / RUVECTOR_PG15_BIN are not set; run scripts/test")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RUST_")}
-    done = subprocess.run(["runuser", "-u", "postgres", "--", f"{bindir}/{action}", *args],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-    assert done.returncode == 0, f"{action} failed: {done.stderr}"
-    return data, bindir
-
-
-def child_pids(parent):
-    """Process ids whose parent is `parent`, from /proc (no procps needed)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                # pid (comm) state ppid ...; comm may contain spaces: split after the last ')'
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid == parent:
-            found.append(int(entry))
-    return found
-
-
-def kill_9_server():
-    data = os.environ["RUVECTOR_PG15_DATA"]
-    with open(os.path.join(data, "postmaster.pid")) as f:
-        pid = int(f.readline())
-    children = child_pids(pid)
-    os.kill(pid, signal.SIGKILL)
-    for child in children:
-        try:
-            os.kill(child, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        alive = [p for p in [pid, *children] if os.path.exists(f"/proc/{p}")]
-        if not alive:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"server processes still alive: {alive}")
-
-
 def test_kill_9_during_concurrent_inserts(db):
     dims = 32
     with connect() as c:
@@ -332,8 +284,7 @@ def test_kill_9_during_concurrent_inserts(db):
     kill_9_server()
     for t in threads:
         t.join()
-    data, bindir = pg15("pg_ctl", "-D", os.environ["RUVECTOR_PG15_DATA"], "-l",
-                        os.path.join(os.environ["RUVECTOR_PG15_DATA"], "server.log"), "-w", "-t", "120", "start")
+    start_server()
     rows = [r for w in committed for r in w]
     assert len(rows) > 50, "inserts were running when the server was killed"
     with connect() as c:

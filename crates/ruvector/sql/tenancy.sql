@@ -26,6 +26,9 @@ GRANT USAGE ON SCHEMA ruvector TO PUBLIC;
 
 -- Internal functions (the Rust side) -------------------------------------------------------
 
+-- Wakes the background worker when the transaction commits (a migration to start).
+CREATE FUNCTION ruvector._wake_maintenance() RETURNS void
+    AS 'MODULE_PATHNAME', 'rv_wake_maintenance' LANGUAGE C VOLATILE STRICT;
 -- Applies a tenant's catalog row to the shared registry when the transaction commits.
 CREATE FUNCTION ruvector._registry_sync(id text, state text, max_vectors bigint, max_storage_gb real,
                                         max_qps integer, max_concurrent integer, weight real,
@@ -164,6 +167,44 @@ CREATE TABLE ruvector.integrity_events (
 );
 CREATE INDEX idx_integrity_events_tenant ON ruvector.integrity_events (tenant_id, at);
 
+-- Every move of a tenant between isolation levels, asked for by an operator or by the
+-- isolation policy: the history, and the state of the one in progress (at most one per
+-- tenant). A background worker carries them out.
+CREATE TABLE ruvector.tenant_migrations (
+    id          bigserial PRIMARY KEY,
+    tenant_id   text NOT NULL REFERENCES ruvector.tenants(id) ON DELETE CASCADE,
+    from_level  text NOT NULL,
+    to_level    text NOT NULL CHECK (to_level IN ('shared', 'partition', 'dedicated')),
+    reason      text NOT NULL DEFAULT 'operator' CHECK (reason IN ('operator', 'policy')),
+    options     jsonb NOT NULL DEFAULT '{}'::jsonb,
+    phase       text NOT NULL DEFAULT 'pending'
+                CHECK (phase IN ('pending', 'copying', 'catching_up', 'switching', 'done', 'failed')),
+    rows_copied bigint NOT NULL DEFAULT 0,
+    rows_total  bigint,
+    worker_pid  integer,
+    started_at  timestamptz NOT NULL DEFAULT now(),
+    finished_at timestamptz,
+    error       text
+);
+CREATE UNIQUE INDEX idx_tenant_migrations_running ON ruvector.tenant_migrations (tenant_id)
+    WHERE phase NOT IN ('done', 'failed');
+
+-- The isolation policy applied by the background worker (one row).
+CREATE TABLE ruvector.isolation_policy (
+    singleton                   boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    auto_promote_to_partition   bigint NOT NULL DEFAULT 100000 CHECK (auto_promote_to_partition > 0),
+    auto_promote_to_dedicated   bigint NOT NULL DEFAULT 10000000 CHECK (auto_promote_to_dedicated > 0),
+    auto_demote_from_dedicated  bigint NOT NULL DEFAULT 5000000 CHECK (auto_demote_from_dedicated >= 0),
+    auto_demote_from_partition  bigint NOT NULL DEFAULT 50000 CHECK (auto_demote_from_partition >= 0),
+    check_interval              interval NOT NULL DEFAULT '1 hour' CHECK (check_interval > interval '0'),
+    enabled                     boolean NOT NULL DEFAULT true,
+    last_check                  timestamptz,
+    CHECK (auto_promote_to_partition <= auto_promote_to_dedicated),
+    CHECK (auto_demote_from_dedicated < auto_promote_to_dedicated),
+    CHECK (auto_demote_from_partition < auto_promote_to_partition)
+);
+INSERT INTO ruvector.isolation_policy DEFAULT VALUES;
+
 CREATE TABLE ruvector.tenant_contracted_graph (
     tenant_id       text NOT NULL REFERENCES ruvector.tenants(id) ON DELETE CASCADE,
     collection_id   integer NOT NULL,
@@ -272,6 +313,8 @@ GRANT SELECT ON ruvector.my_tenant_stats TO ruvector_user;
 GRANT SELECT ON ALL TABLES IN SCHEMA ruvector TO ruvector_admin;
 GRANT INSERT, UPDATE, DELETE ON ruvector.tenants, ruvector.collections, ruvector.integrity_policies,
     ruvector.tenant_role_bindings TO ruvector_admin;
+GRANT INSERT ON ruvector.tenant_migrations TO ruvector_admin;
+GRANT UPDATE ON ruvector.isolation_policy TO ruvector_admin;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA ruvector TO ruvector_admin;
 GRANT UPDATE (max_vectors, max_storage_gb, max_qps, max_concurrent) ON ruvector.tenant_quotas TO ruvector_admin;
 -- Tenant settings (limits, weight) are changed with UPDATE ruvector.tenants: the change
@@ -318,11 +361,15 @@ BEGIN
             coalesce((p_options->>'max_storage_gb')::real, 10.0),
             coalesce((p_options->>'max_concurrent')::integer, 10),
             coalesce((p_options->>'weight')::real, 1.0),
-            coalesce(p_options->>'isolation_level', 'shared'),
+            'shared',
             coalesce((p_options->>'integrity_enabled')::boolean, true),
             coalesce(p_options->'metadata', '{}'::jsonb))
     RETURNING * INTO result;
     PERFORM ruvector._audit(p_tenant_id, 'create', p_options::text);
+    -- Another level than shared is reached by a migration, like any later move.
+    IF coalesce(p_options->>'isolation_level', 'shared') <> 'shared' THEN
+        PERFORM ruvector_tenant_migrate(p_tenant_id, p_options->>'isolation_level');
+    END IF;
     RETURN result;
 END $$;
 COMMENT ON FUNCTION ruvector_tenant_create(text, jsonb) IS 'create a tenant (ruvector_admin)';
@@ -519,6 +566,159 @@ BEGIN
     PERFORM ruvector._integrity_override(p_tenant_id, p_state, extract(epoch FROM p_duration));
 END $$;
 
+-- Isolation levels -------------------------------------------------------------------------
+
+-- Starts moving a tenant to another isolation level and returns at once; the background
+-- worker does the work online (ruvector_tenant_migration_status follows it). Options:
+-- m, ef_construction and tablespace of the dedicated indexes (default: those of the shared
+-- index).
+CREATE FUNCTION ruvector_tenant_migrate(p_tenant_id text, p_level text, p_options jsonb DEFAULT '{}'::jsonb)
+RETURNS ruvector.tenant_migrations
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    current text;
+    k text;
+    result ruvector.tenant_migrations;
+BEGIN
+    PERFORM ruvector._require_admin('migrate a tenant');
+    IF p_level IS NULL OR p_level NOT IN ('shared', 'partition', 'dedicated') THEN
+        RAISE EXCEPTION 'unknown isolation level "%"', p_level USING ERRCODE = '22023',
+            HINT = 'Isolation levels: shared, partition, dedicated.';
+    END IF;
+    IF jsonb_typeof(p_options) IS DISTINCT FROM 'object' THEN
+        RAISE EXCEPTION 'migration options must be a JSON object' USING ERRCODE = '22023';
+    END IF;
+    FOR k IN SELECT jsonb_object_keys(p_options) LOOP
+        IF k NOT IN ('m', 'ef_construction', 'tablespace') THEN
+            RAISE EXCEPTION 'unknown migration option "%"', k USING ERRCODE = '22023',
+                HINT = 'Known options: m, ef_construction, tablespace.';
+        END IF;
+    END LOOP;
+    SELECT isolation_level INTO current FROM ruvector.tenants
+    WHERE id = p_tenant_id AND deleted_at IS NULL FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'tenant "%" does not exist', p_tenant_id USING ERRCODE = '42704';
+    END IF;
+    IF EXISTS (SELECT 1 FROM ruvector.tenant_migrations
+               WHERE tenant_id = p_tenant_id AND phase NOT IN ('done', 'failed')) THEN
+        RAISE EXCEPTION 'tenant "%" is already being migrated', p_tenant_id USING ERRCODE = '55006',
+            HINT = 'ruvector_tenant_migration_status() shows its progress.';
+    END IF;
+    -- Even to the level it has: the worker also reconciles indexes made by hand (a
+    -- dedicated index created with CREATE INDEX ... WHERE is given up by a move to shared).
+    INSERT INTO ruvector.tenant_migrations (tenant_id, from_level, to_level, options)
+    VALUES (p_tenant_id, current, p_level, p_options)
+    RETURNING * INTO result;
+    PERFORM ruvector._audit(p_tenant_id, 'migrate', jsonb_build_object('from', current, 'to', p_level)::text);
+    PERFORM ruvector._wake_maintenance();
+    RETURN result;
+END $$;
+COMMENT ON FUNCTION ruvector_tenant_migrate(text, text, jsonb) IS 'move a tenant to another isolation level online (ruvector_admin); returns at once';
+
+CREATE FUNCTION ruvector_tenant_isolate(p_tenant_id text) RETURNS ruvector.tenant_migrations
+LANGUAGE sql SET search_path = pg_catalog, pg_temp
+RETURN ruvector_tenant_migrate(p_tenant_id, 'dedicated');
+COMMENT ON FUNCTION ruvector_tenant_isolate(text) IS 'give a tenant dedicated indexes of its own, online (ruvector_admin)';
+
+-- The tenant's latest migration: the phase and the rows copied so far come from the running
+-- index build (pg_stat_progress_create_index) while there is one.
+CREATE FUNCTION ruvector_tenant_migration_status(p_tenant_id text)
+RETURNS TABLE (tenant_id text, from_level text, to_level text, reason text, phase text,
+               rows_copied bigint, rows_total bigint, started_at timestamptz,
+               finished_at timestamptz, error text)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM ruvector._require_admin('read a tenant''s migration status');
+    RETURN QUERY
+    SELECT m.tenant_id, m.from_level, m.to_level, m.reason,
+           CASE WHEN m.phase IN ('copying', 'catching_up') AND p.pid IS NOT NULL THEN
+                CASE WHEN p.phase LIKE 'building index%' THEN 'copying'
+                     WHEN p.phase LIKE 'index validation%' OR p.phase LIKE 'waiting for writers before validation'
+                          OR p.phase LIKE 'waiting for old snapshots' THEN 'catching_up'
+                     ELSE m.phase END
+                ELSE m.phase END,
+           CASE WHEN p.pid IS NOT NULL AND p.phase LIKE 'building index%'
+                THEN greatest(m.rows_copied, p.tuples_done) ELSE m.rows_copied END,
+           m.rows_total, m.started_at, m.finished_at, m.error
+    FROM ruvector.tenant_migrations m
+    LEFT JOIN pg_stat_progress_create_index p ON p.pid = m.worker_pid AND m.phase NOT IN ('done', 'failed')
+    WHERE m.tenant_id = p_tenant_id
+    ORDER BY m.id DESC LIMIT 1;
+END $$;
+COMMENT ON FUNCTION ruvector_tenant_migration_status(text) IS 'the latest isolation-level migration of a tenant and its progress (ruvector_admin)';
+
+-- Sets the isolation policy (keys left out keep their value): promotion thresholds in
+-- vectors, demotion thresholds below them (the gap keeps a tenant from flapping), the
+-- interval between checks, and whether the policy is applied at all.
+CREATE FUNCTION ruvector_tenant_set_policy(p_policy jsonb) RETURNS ruvector.isolation_policy
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    k text;
+    result ruvector.isolation_policy;
+BEGIN
+    PERFORM ruvector._require_admin('set the isolation policy');
+    IF jsonb_typeof(p_policy) IS DISTINCT FROM 'object' THEN
+        RAISE EXCEPTION 'the policy must be a JSON object' USING ERRCODE = '22023';
+    END IF;
+    FOR k IN SELECT jsonb_object_keys(p_policy) LOOP
+        IF k NOT IN ('auto_promote_to_partition', 'auto_promote_to_dedicated', 'auto_demote_from_dedicated',
+                     'auto_demote_from_partition', 'check_interval', 'enabled') THEN
+            RAISE EXCEPTION 'unknown policy key "%"', k USING ERRCODE = '22023',
+                HINT = 'Known keys: auto_promote_to_partition, auto_promote_to_dedicated, auto_demote_from_dedicated, auto_demote_from_partition, check_interval, enabled.';
+        END IF;
+    END LOOP;
+    UPDATE ruvector.isolation_policy SET
+        auto_promote_to_partition = coalesce((p_policy->>'auto_promote_to_partition')::bigint, auto_promote_to_partition),
+        auto_promote_to_dedicated = coalesce((p_policy->>'auto_promote_to_dedicated')::bigint, auto_promote_to_dedicated),
+        auto_demote_from_dedicated = coalesce((p_policy->>'auto_demote_from_dedicated')::bigint, auto_demote_from_dedicated),
+        auto_demote_from_partition = coalesce((p_policy->>'auto_demote_from_partition')::bigint, auto_demote_from_partition),
+        check_interval = coalesce((p_policy->>'check_interval')::interval, check_interval),
+        enabled = coalesce((p_policy->>'enabled')::boolean, enabled),
+        last_check = NULL
+    RETURNING * INTO result;
+    PERFORM ruvector._audit('*', 'set_policy', p_policy::text);
+    RETURN result;
+END $$;
+COMMENT ON FUNCTION ruvector_tenant_set_policy(jsonb) IS 'set the automatic promotion and demotion policy (ruvector_admin)';
+
+-- Run by the maintenance worker: when the policy's interval has passed, starts the
+-- migrations it calls for (reason 'policy') and returns how many.
+CREATE FUNCTION ruvector._apply_isolation_policy() RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    p ruvector.isolation_policy;
+    started integer := 0;
+    t record;
+BEGIN
+    SELECT * INTO p FROM ruvector.isolation_policy FOR UPDATE;
+    IF NOT FOUND OR NOT p.enabled OR (p.last_check IS NOT NULL AND p.last_check + p.check_interval > now()) THEN
+        RETURN 0;
+    END IF;
+    UPDATE ruvector.isolation_policy SET last_check = now();
+    FOR t IN
+        SELECT x.id, x.isolation_level AS level,
+               CASE WHEN s.current_vectors >= p.auto_promote_to_dedicated THEN 'dedicated'
+                    WHEN s.current_vectors >= p.auto_promote_to_partition
+                         AND x.isolation_level = 'shared' THEN 'partition'
+                    WHEN x.isolation_level = 'dedicated' AND s.current_vectors < p.auto_demote_from_dedicated
+                         THEN CASE WHEN s.current_vectors < p.auto_demote_from_partition THEN 'shared' ELSE 'partition' END
+                    WHEN x.isolation_level = 'partition' AND s.current_vectors < p.auto_demote_from_partition
+                         THEN 'shared'
+                    ELSE x.isolation_level END AS target
+        FROM ruvector.tenants x JOIN ruvector._live_stats() s ON s.tenant_id = x.id
+        WHERE x.deleted_at IS NULL
+          AND NOT EXISTS (SELECT 1 FROM ruvector.tenant_migrations m
+                          WHERE m.tenant_id = x.id AND m.phase NOT IN ('done', 'failed'))
+    LOOP
+        CONTINUE WHEN t.target = t.level;
+        INSERT INTO ruvector.tenant_migrations (tenant_id, from_level, to_level, reason)
+        VALUES (t.id, t.level, t.target, 'policy');
+        PERFORM ruvector._audit(t.id, 'migrate', jsonb_build_object('from', t.level, 'to', t.target, 'reason', 'policy')::text);
+        started := started + 1;
+    END LOOP;
+    RETURN started;
+END $$;
+
 CREATE FUNCTION ruvector_audit_flush() RETURNS bigint
     AS 'MODULE_PATHNAME', 'rv_audit_flush' LANGUAGE C VOLATILE STRICT;
 COMMENT ON FUNCTION ruvector_audit_flush() IS 'write queued refusals of this database to ruvector.tenant_audit_log now (ruvector_admin)';
@@ -581,13 +781,15 @@ REVOKE EXECUTE ON FUNCTION
     ruvector._tables_changed(), ruvector._quota_trigger(), ruvector._audit(text, text, text),
     ruvector._live_stats(), ruvector._require_tenant(), ruvector._maintenance(),
     ruvector._tenants_sync(), ruvector._collections_quota(), ruvector._on_sql_drop(),
-    ruvector._integrity_sample(text), ruvector._integrity_override(text, text, float8)
+    ruvector._integrity_sample(text), ruvector._integrity_override(text, text, float8),
+    ruvector._wake_maintenance(), ruvector._apply_isolation_policy()
     FROM PUBLIC;
 -- Lifecycle functions run as their (admin) caller and call these.
 GRANT EXECUTE ON FUNCTION
     ruvector._registry_sync(text, text, bigint, real, integer, integer, real, boolean),
     ruvector._tables_changed(), ruvector._audit(text, text, text),
-    ruvector._integrity_sample(text), ruvector._integrity_override(text, text, float8)
+    ruvector._integrity_sample(text), ruvector._integrity_override(text, text, float8),
+    ruvector._wake_maintenance()
     TO ruvector_admin;
 -- The statistics views run _live_stats() as their reader: every tenant for admins, the
 -- running statement's tenant for everyone else.

@@ -620,7 +620,7 @@ impl<S: GraphStore> Merge<S> {
     }
 
     /// The next hit over every part, with the graph it came from.
-    pub fn next(&mut self) -> Option<(&Hnsw<S>, Hit)> {
+    pub fn next_hit(&mut self) -> Option<(&Hnsw<S>, Hit)> {
         for p in &mut self.parts {
             if !p.ready {
                 p.head = p.scan.next(&p.graph);
@@ -1026,7 +1026,7 @@ mod tests {
         merge.push(a, Scan::new(q.clone(), vec![0, 1, 2], 1000, 1000));
         merge.push(b, Scan::new(q, vec![0], 1000, 1000));
         let mut got = Vec::new();
-        while let Some((graph, hit)) = merge.next() {
+        while let Some((graph, hit)) = merge.next_hit() {
             let from_a = std::ptr::eq(graph, merge_first(&merge));
             got.push((hit.dist, usize::from(!from_a)));
         }

@@ -5,7 +5,7 @@
 //! column), whose predicate is `<tenant column> = 'T'`: the specification's
 //! `CREATE INDEX ... USING ruhnsw (vec vector_cosine_ops) WHERE tenant_id = 'acme-corp'`,
 //! or what `ruvector_tenant_isolate` creates. PostgreSQL maintains it like any index (its
-//! inserts, VACUUM, `pg_dump`); S's callbacks route T's searches to it ([`super::route`])
+//! inserts, VACUUM, `pg_dump`); S's callbacks route T's searches to it (route.rs)
 //! and leave T's new rows out of S's own graph, from the moment the index is valid.
 //!
 //! Which tenants have one is read from the catalogs (`pg_index`, `pg_class`), never from
@@ -145,7 +145,11 @@ fn index_row(oid: pg_sys::Oid) -> Option<IndexRow> {
             pg_sys::InvalidOid
         } else {
             let v = classes.cast_mut_ptr::<pg_sys::oidvector>();
-            (*v).values.as_slice((*v).dim1 as usize).first().copied().unwrap_or_default()
+            (*v).values
+                .as_slice((*v).dim1 as usize)
+                .first()
+                .copied()
+                .unwrap_or_default()
         };
         let pred = pg_sys::SysCacheGetAttr(
             pg_sys::SysCacheIdentifier::INDEXRELID as i32,
@@ -278,7 +282,10 @@ fn tenant_of_predicate(predicate: &str, tenant_column: i16) -> Option<Vec<u8>> {
             }
             n
         };
-        let (a, b) = (strip(*a as *mut pg_sys::Node), strip(*b as *mut pg_sys::Node));
+        let (a, b) = (
+            strip(*a as *mut pg_sys::Node),
+            strip(*b as *mut pg_sys::Node),
+        );
         let (var, value) = match ((*a).type_, (*b).type_) {
             (pg_sys::NodeTag::T_Var, pg_sys::NodeTag::T_Const) => (a, b),
             (pg_sys::NodeTag::T_Const, pg_sys::NodeTag::T_Var) => (b, a),

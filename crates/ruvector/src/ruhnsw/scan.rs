@@ -186,12 +186,16 @@ fn start(scan: pg_sys::IndexScanDesc) {
         if graph.store().layout().dims != dims {
             errors::index_corrupted(
                 &super::page::rel_name(rel),
-                format!("a dedicated index of {} dimensions beside {dims}", graph.store().layout().dims),
+                format!(
+                    "a dedicated index of {} dimensions beside {dims}",
+                    graph.store().layout().dims
+                ),
             );
         }
-        graph
-            .store_mut()
-            .set_scan_entries(here.iter().filter_map(|p| Some((p.tenant, p.entry.as_ref()?))));
+        graph.store_mut().set_scan_entries(
+            here.iter()
+                .filter_map(|p| Some((p.tenant, p.entry.as_ref()?))),
+        );
         let tenants = here.iter().map(|p| p.tenant).collect();
         merge.push(
             graph,
@@ -299,7 +303,7 @@ pub unsafe extern "C-unwind" fn amgettuple(
             let Some(merge) = &mut s.merge else {
                 return false;
             };
-            let Some((graph, found)) = merge.next() else {
+            let Some((graph, found)) = merge.next_hit() else {
                 return false;
             };
             // An exact scan had the payload at hand; a graph search's is read now.

@@ -24,6 +24,16 @@ struct PendingSync {
 thread_local! {
     static PENDING: RefCell<Vec<PendingSync>> = const { RefCell::new(Vec::new()) };
     static TABLES_CHANGED: RefCell<bool> = const { RefCell::new(false) };
+    static WAKE: RefCell<bool> = const { RefCell::new(false) };
+}
+
+pg_fn! {
+    /// `ruvector._wake_maintenance()`: the background worker runs when this transaction
+    /// commits (it starts the migrations asked for).
+    fn wake_maintenance(_fcinfo) {
+        WAKE.with(|w| *w.borrow_mut() = true);
+        pg_sys::Datum::from(0)
+    }
 }
 
 pg_fn! {
@@ -292,6 +302,9 @@ unsafe extern "C-unwind" fn xact_callback(event: pg_sys::XactEvent::Type, _arg: 
             if TABLES_CHANGED.with(|t| std::mem::take(&mut *t.borrow_mut())) {
                 catalog::bump_generation();
             }
+            if WAKE.with(|w| std::mem::take(&mut *w.borrow_mut())) {
+                super::worker::wake_launcher();
+            }
             quota::end_of_transaction(true);
             context::forget_running();
             super::statement::abort(None);
@@ -300,6 +313,7 @@ unsafe extern "C-unwind" fn xact_callback(event: pg_sys::XactEvent::Type, _arg: 
         pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT => {
             PENDING.with(|p| p.borrow_mut().clear());
             TABLES_CHANGED.with(|t| *t.borrow_mut() = false);
+            WAKE.with(|w| *w.borrow_mut() = false);
             quota::end_of_transaction(false);
             context::forget_running();
             super::statement::abort(None);

@@ -7,6 +7,7 @@ pub mod context;
 pub mod functions;
 pub mod integrity;
 pub mod metrics;
+pub mod migrate;
 pub mod quota;
 pub mod scheduler;
 pub mod shmem;

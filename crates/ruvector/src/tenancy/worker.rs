@@ -33,6 +33,8 @@ pub struct Launcher {
     /// the last run started.
     running: [AtomicU32; 64],
     last_run: [AtomicI64; 64],
+    /// Per database slot: the database whose migration worker runs (0: none).
+    migrating: [AtomicU32; 64],
 }
 
 static mut LAUNCHER: *mut Launcher = std::ptr::null_mut();
@@ -199,6 +201,25 @@ pub extern "C-unwind" fn ruvector_maintenance_main(arg: pg_sys::Datum) {
     BackgroundWorker::transaction(|| {
         audit::drain();
     });
+    // Migrations between isolation levels: those the policy calls for (on full runs), and a
+    // migration worker for any waiting.
+    if full {
+        BackgroundWorker::transaction(|| {
+            Spi::run("SELECT ruvector._apply_isolation_policy()")
+                .expect("ruvector._apply_isolation_policy()")
+        });
+    }
+    let waiting = BackgroundWorker::transaction(|| {
+        Spi::get_one::<bool>(
+            "SELECT EXISTS (SELECT 1 FROM ruvector.tenant_migrations WHERE phase NOT IN ('done', 'failed'))",
+        )
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+    });
+    if waiting {
+        start_migration_worker(i, db);
+    }
     if !full {
         return;
     }
@@ -210,6 +231,40 @@ pub extern "C-unwind" fn ruvector_maintenance_main(arg: pg_sys::Datum) {
     // Integrity samples of the tenants that are due, within a twentieth of the run interval.
     BackgroundWorker::transaction(|| integrity::sample_due(INTERVAL_SECS * 1000 / 20));
     erase();
+}
+
+/// Starts the migration worker of the database at position `i` (`db`) unless it runs.
+fn start_migration_worker(i: usize, db: u32) {
+    let l = launcher().expect("launcher shared memory");
+    if l.migrating[i]
+        .compare_exchange(0, db, AcqRel, Acquire)
+        .is_err()
+    {
+        return;
+    }
+    let started = BackgroundWorkerBuilder::new("ruvector migration")
+        .set_function("ruvector_migration_main")
+        .set_library("ruvector")
+        .set_argument(Some(pg_sys::Datum::from(i)))
+        .enable_spi_access()
+        .set_start_time(BgWorkerStartTime::RecoveryFinished)
+        .set_restart_time(None)
+        .load_dynamic();
+    if started.is_err() {
+        l.migrating[i].store(0, Release);
+    }
+}
+
+/// The database of the migration worker at position `i`.
+pub fn migration_database(i: usize) -> u32 {
+    launcher().map_or(0, |l| l.migrating[i].load(Acquire))
+}
+
+/// The migration worker at position `i` (of database `db`) ended.
+pub fn migration_done(i: usize, db: u32) {
+    if let Some(m) = launcher().and_then(|l| l.migrating.get(i)) {
+        let _ = m.compare_exchange(db, 0, AcqRel, Relaxed);
+    }
 }
 
 /// Every live tenant's collections and collection limit (`u32::MAX`: none).
@@ -290,17 +345,84 @@ fn erase() {
 
 /// Runs `VACUUM <rel>` as a top-level command, as a session would.
 fn vacuum(rel: &str) {
-    let sql = std::ffi::CString::new(format!("VACUUM {rel}")).expect("no NUL");
-    // SAFETY: the sequence PostgreSQL uses for a top-level VACUUM: parse it, run ExecVacuum
-    // inside a transaction (it commits that one and runs each table in a transaction of its
-    // own, then starts a fresh one for us), and commit.
+    run_top_level(&format!("VACUUM {rel}"));
+}
+
+/// Runs `sql` (one or more statements) as a client's simple query would, each at top level
+/// and outside a transaction block: the form that commands managing their own transactions
+/// need (VACUUM, CREATE INDEX CONCURRENTLY, REINDEX CONCURRENTLY, DROP INDEX CONCURRENTLY).
+/// Starts and commits its transaction; an error propagates with the transaction still to be
+/// aborted by the caller.
+pub fn run_top_level(sql: &str) {
+    let text = std::ffi::CString::new(sql).expect("no NUL in a statement");
+    // SAFETY: the sequence of PostgreSQL's simple-query protocol: parse, analyze and plan in
+    // a memory context that outlives the transactions such a command commits on its way
+    // (its portal is active, so those commits leave it alone), run the portal at top level
+    // without output, drop it, commit.
     unsafe {
+        pg_sys::SetCurrentStatementStartTimestamp();
         pg_sys::StartTransactionCommand();
-        let parsed = pg_sys::raw_parser(sql.as_ptr(), pg_sys::RawParseMode::RAW_PARSE_DEFAULT);
-        let raw = (*(*parsed).elements).ptr_value as *mut pg_sys::RawStmt;
-        let stmt = (*raw).stmt as *mut pg_sys::VacuumStmt;
-        let pstate = pg_sys::make_parsestate(std::ptr::null_mut());
-        pg_sys::ExecVacuum(pstate, stmt, true);
+        let context = pg_sys::AllocSetContextCreateExtended(
+            pg_sys::TopMemoryContext,
+            c"ruvector top-level statement".as_ptr(),
+            pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
+            pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
+            pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
+        );
+        pg_sys::MemoryContextSwitchTo(context);
+        for raw in crate::fmgr::list_ptrs(pg_sys::pg_parse_query(text.as_ptr())) {
+            let raw = raw as *mut pg_sys::RawStmt;
+            let tag = pg_sys::CreateCommandTag((*raw).stmt);
+            let queries = pg_sys::pg_analyze_and_rewrite_fixedparams(
+                raw,
+                text.as_ptr(),
+                std::ptr::null(),
+                0,
+                std::ptr::null_mut(),
+            );
+            let plans = pg_sys::pg_plan_queries(
+                queries,
+                text.as_ptr(),
+                pg_sys::CURSOR_OPT_PARALLEL_OK as i32,
+                std::ptr::null_mut(),
+            );
+            let portal = pg_sys::CreatePortal(c"".as_ptr(), true, true);
+            (*portal).visible = false;
+            pg_sys::PortalDefineQuery(
+                portal,
+                std::ptr::null(),
+                text.as_ptr(),
+                tag,
+                plans,
+                std::ptr::null_mut(),
+            );
+            pg_sys::PortalStart(portal, std::ptr::null_mut(), 0, std::ptr::null_mut());
+            let dest = pg_sys::CreateDestReceiver(pg_sys::CommandDest::DestNone);
+            #[cfg(feature = "pg15")]
+            pg_sys::PortalRun(
+                portal,
+                std::ffi::c_long::MAX,
+                true,
+                true,
+                dest,
+                dest,
+                std::ptr::null_mut(),
+            );
+            #[cfg(feature = "pg18")]
+            pg_sys::PortalRun(
+                portal,
+                std::ffi::c_long::MAX,
+                true,
+                dest,
+                dest,
+                std::ptr::null_mut(),
+            );
+            (*dest).rDestroy.expect("rDestroy")(dest);
+            pg_sys::PortalDrop(portal, false);
+            pg_sys::CommandCounterIncrement();
+            pg_sys::MemoryContextSwitchTo(context);
+        }
         pg_sys::CommitTransactionCommand();
+        pg_sys::MemoryContextDelete(context);
     }
 }

@@ -1,0 +1,63 @@
+"""Control of the PostgreSQL 15 test cluster that scripts/test starts: pg_ctl and friends as
+the postgres user, and a kill -9 of the whole server (postmaster and every child)."""
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+
+def pg15(action, *args):
+    data, bindir = os.environ.get("RUVECTOR_PG15_DATA"), os.environ.get("RUVECTOR_PG15_BIN")
+    if not data or not bindir:
+        pytest.fail("RUVECTOR_PG15_DATA / RUVECTOR_PG15_BIN are not set; run scripts/test")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUST_")}
+    done = subprocess.run(["runuser", "-u", "postgres", "--", f"{bindir}/{action}", *args],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    assert done.returncode == 0, f"{action} failed: {done.stderr}"
+    return data, bindir
+
+
+def child_pids(parent):
+    """Process ids whose parent is `parent`, from /proc (no procps needed)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                # pid (comm) state ppid ...; comm may contain spaces: split after the last ')'
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent:
+            found.append(int(entry))
+    return found
+
+
+def kill_9_server():
+    data = os.environ["RUVECTOR_PG15_DATA"]
+    with open(os.path.join(data, "postmaster.pid")) as f:
+        pid = int(f.readline())
+    children = child_pids(pid)
+    os.kill(pid, signal.SIGKILL)
+    for child in children:
+        try:
+            os.kill(child, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        alive = [p for p in [pid, *children] if os.path.exists(f"/proc/{p}")]
+        if not alive:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"server processes still alive: {alive}")
+
+
+def start_server():
+    """Starts the PostgreSQL 15 test cluster again (after kill_9_server) and waits for it."""
+    data = os.environ["RUVECTOR_PG15_DATA"]
+    pg15("pg_ctl", "-D", data, "-l", os.path.join(data, "server.log"), "-w", "-t", "120", "start")

@@ -1,0 +1,355 @@
+"""Isolation levels end to end, as an application and an operator meet them: a partial index
+per tenant (the specification's DDL) answers that tenant's searches from unchanged SQL; a
+tenant moves shared -> partition -> dedicated -> shared while it inserts and searches, with no
+failed statement, no lost row and full recall; a kill -9 in the middle of a migration is
+taken up again at restart; 100 dedicated tenants in one table each get exactly their rows; the
+policy promotes exactly the tenants above its thresholds.
+
+Everything runs at default settings, through the application role rv_app (no superuser, no
+BYPASSRLS) for the tenants' statements.
+"""
+
+import threading
+import time
+
+import numpy as np
+import psycopg
+import pytest
+from pgvector.psycopg import register_vector
+
+from cluster_control import kill_9_server, start_server
+from tenancy_fixtures import admin_dsn, fresh_database
+
+DB = "ruvector_levels"
+DIMS = 16
+SIZES = {"big": 4000, "small": 1500, "other": 500}
+QUERY = "SELECT id FROM docs ORDER BY vec <-> %s LIMIT %s"
+
+
+def app(tenant, db=DB):
+    c = psycopg.connect(psycopg.conninfo.make_conninfo(admin_dsn(db), user="rv_app"), autocommit=True)
+    register_vector(c)
+    c.execute("SELECT set_config('ruvector.tenant_id', %s, false)", (tenant,))
+    return c
+
+
+def superuser(db=DB):
+    c = psycopg.connect(admin_dsn(db), autocommit=True)
+    register_vector(c)
+    c.execute("SET ruvector.tenant_id = '*'")
+    return c
+
+
+# Topics every tenant's embeddings (and queries) are drawn around, as real tenants' are.
+CENTRES = np.random.default_rng(1).normal(0, 3, (12, DIMS))
+
+
+def clustered(n, seed):
+    rng = np.random.default_rng(seed)
+    return (CENTRES[rng.integers(0, 12, n)] + rng.normal(0, 1, (n, DIMS))).astype(np.float32)
+
+
+def make_table(su, tenants):
+    su.execute(
+        "CREATE TABLE docs (id bigserial, tenant_id text NOT NULL "
+        "DEFAULT current_setting('ruvector.tenant_id'), vec vector(16), PRIMARY KEY (tenant_id, id))"
+    )
+    su.execute("SELECT ruvector_enable_tenant_rls('docs')")
+    su.execute("CREATE INDEX docs_vec ON docs USING ruhnsw (vec vector_l2_ops)")
+    su.execute("GRANT SELECT, INSERT, DELETE ON docs TO rv_app")
+    su.execute("GRANT USAGE ON SEQUENCE docs_id_seq TO rv_app")
+    for t in tenants:
+        su.execute("SELECT ruvector_tenant_create(%s, '{\"max_qps\": 0}')", (t,))
+
+
+def load(tenant, vectors, db=DB):
+    with app(tenant, db) as a, a.cursor() as cur:
+        cur.executemany("INSERT INTO docs (vec) VALUES (%s)", [(v,) for v in vectors])
+
+
+@pytest.fixture(scope="module")
+def db():
+    with fresh_database(DB) as su:
+        make_table(su, SIZES)
+    for i, (t, n) in enumerate(SIZES.items()):
+        load(t, clustered(n, seed=10 + i))
+    with superuser() as su:
+        su.execute("ANALYZE docs")
+        yield su
+
+
+def exact(conn, q, k):
+    conn.execute("SET enable_indexscan = off")
+    try:
+        return [r[0] for r in conn.execute(QUERY, (q, k))]
+    finally:
+        conn.execute("RESET enable_indexscan")
+
+
+def recall(conn, queries, k=10):
+    hits = total = 0
+    for q in queries:
+        got = [r[0] for r in conn.execute(QUERY, (q, k))]
+        want = exact(conn, q, k)
+        assert len(got) == len(want), "no short results"
+        hits += len(set(got) & set(want))
+        total += len(want)
+    return hits / total
+
+
+def wait_done(su, tenant, timeout=180):
+    deadline = time.monotonic() + timeout
+    while True:
+        row = su.execute(
+            "SELECT phase, error FROM ruvector_tenant_migration_status(%s)", (tenant,)
+        ).fetchone()
+        if row[0] in ("done", "failed"):
+            assert row == ("done", None), f"migration of {tenant}: {row}"
+            return
+        assert time.monotonic() < deadline, f"migration of {tenant} still {row[0]}"
+        time.sleep(0.1)
+
+
+def dedicated(su, tenant, table="docs"):
+    """The indexes of `table` whose predicate names `tenant`."""
+    return [
+        r[0]
+        for r in su.execute(
+            "SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid = %s::regclass "
+            "AND pg_get_expr(indpred, indrelid) = format('(tenant_id = %%L::text)', %s::text)",
+            (table, tenant),
+        )
+    ]
+
+
+def idx_scan(su, index):
+    su.execute("SELECT pg_stat_clear_snapshot()")
+    return su.execute(
+        "SELECT idx_scan FROM pg_stat_user_indexes WHERE indexrelname = %s", (index,)
+    ).fetchone()[0]
+
+
+def check_ok(su, index):
+    rows = su.execute('SELECT "check", ok, detail FROM ruvector_index_check(%s)', (index,)).fetchall()
+    assert all(ok for _, ok, _ in rows), rows
+
+
+def test_a_partial_index_per_tenant_answers_that_tenants_searches(db):
+    su = db
+    # The specification's "partial index per tenant (for dedicated isolation)".
+    su.execute(
+        "CREATE INDEX docs_small ON docs USING ruhnsw (vec vector_l2_ops) "
+        "WITH (m = 8, ef_construction = 32) WHERE tenant_id = 'small'"
+    )
+    queries = clustered(20, seed=99)
+    before = idx_scan(su, "docs_small")
+    with app("small") as a:
+        plan = "\n".join(r[0] for r in a.execute("EXPLAIN " + QUERY, (queries[0], 10)))
+        assert "docs_vec" in plan, plan  # unchanged SQL, planned on the shared index
+        assert recall(a, queries) >= 0.95
+        a.execute("SELECT pg_stat_force_next_flush()")
+        # A row inserted now is kept by the partial index alone, and found.
+        probe = np.full(DIMS, 40.0, dtype=np.float32)
+        new_id = a.execute("INSERT INTO docs (vec) VALUES (%s) RETURNING id", (probe,)).fetchone()[0]
+        assert a.execute(QUERY, (probe, 1)).fetchone()[0] == new_id
+    deadline = time.monotonic() + 10
+    while idx_scan(su, "docs_small") < before + len(queries):
+        assert time.monotonic() < deadline, "the partial index counts the searches routed to it"
+        time.sleep(0.2)
+    with app("other") as o:
+        assert recall(o, queries) >= 0.95
+        assert all(r[0] == "other" for r in o.execute(
+            "SELECT tenant_id FROM docs ORDER BY vec <-> %s LIMIT 20", (probe,)))
+    # Dropping it would lose the rows only it holds: refused, with the way out.
+    with pytest.raises(psycopg.errors.DependentObjectsStillExist) as e:
+        su.execute("DROP INDEX docs_small")
+    assert "ruvector_tenant_migrate('small', 'shared')" in e.value.diag.message_hint
+    # Moving the tenant to shared gives its rows back to the shared index and drops it.
+    su.execute("SELECT ruvector_tenant_migrate('small', 'shared')")
+    wait_done(su, "small")
+    assert dedicated(su, "small") == []
+    with app("small") as a:
+        assert a.execute(QUERY, (probe, 1)).fetchone()[0] == new_id
+        assert recall(a, queries) >= 0.95
+        a.execute("DELETE FROM docs WHERE id = %s", (new_id,))
+    check_ok(su, "docs_vec")
+
+
+def test_a_tenant_moves_through_every_level_under_load(db):
+    su = db
+    rows_before = su.execute("SELECT count(*) FROM docs WHERE tenant_id = 'big'").fetchone()[0]
+    stop = threading.Event()
+    errors, inserted = [], [0, 0]
+    samples = []  # (level, recall@10) measured while the migrations run
+    level = ["shared"]
+
+    def inserter(n):
+        vs = clustered(100_000, seed=200 + n)
+        try:
+            with app("big") as a:
+                i = 0
+                while not stop.is_set():
+                    a.execute("INSERT INTO docs (vec) VALUES (%s)", (vs[i],))
+                    inserted[n] += 1
+                    i += 1
+                    time.sleep(0.005)
+        except Exception as e:  # noqa: BLE001 - every failure counts
+            errors.append(f"insert: {e!r}")
+
+    def searcher(n, tenant):
+        qs = clustered(1000, seed=300 + n)
+        try:
+            with app(tenant) as a:
+                i = 0
+                while not stop.is_set():
+                    q = qs[i % len(qs)]
+                    got = [r[0] for r in a.execute(QUERY, (q, 10))]
+                    if len(got) != 10:
+                        errors.append(f"{tenant}: {len(got)} rows")
+                    if tenant == "big" and i % 5 == 0:
+                        want = exact(a, q, 10)
+                        samples.append((level[0], len(set(got) & set(want)) / 10))
+                    i += 1
+        except Exception as e:  # noqa: BLE001
+            errors.append(f"search {tenant}: {e!r}")
+
+    threads = [threading.Thread(target=inserter, args=(n,)) for n in range(2)]
+    threads += [threading.Thread(target=searcher, args=(n, "big")) for n in range(3)]
+    threads.append(threading.Thread(target=searcher, args=(9, "other")))
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1.0)
+        for target in ("partition", "dedicated", "shared"):
+            su.execute("SELECT ruvector_tenant_migrate('big', %s)", (target,))
+            level[0] = f"to {target}"
+            wait_done(su, "big")
+            level[0] = target
+            got = su.execute("SELECT isolation_level FROM ruvector.tenants WHERE id = 'big'").fetchone()[0]
+            assert got == target
+            # A separate index relation exactly while dedicated.
+            assert len(dedicated(su, "big")) == (1 if target == "dedicated" else 0)
+            time.sleep(1.0)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert errors == []
+    assert sum(inserted) > 50, "the inserts ran throughout"
+    rows_after = su.execute("SELECT count(*) FROM docs WHERE tenant_id = 'big'").fetchone()[0]
+    assert rows_after == rows_before + sum(inserted)
+    for lv in {lv for lv, _ in samples}:
+        rs = [r for l2, r in samples if l2 == lv]
+        assert np.mean(rs) >= 0.95, f"recall@10 {np.mean(rs):.3f} at {lv} ({len(rs)} samples)"
+    assert {"shared", "to dedicated", "dedicated", "to shared"} <= {lv for lv, _ in samples}
+    events = su.execute(
+        "SELECT to_level FROM ruvector.tenant_migrations WHERE tenant_id = 'big' ORDER BY id"
+    ).fetchall()
+    assert [e[0] for e in events][-3:] == ["partition", "dedicated", "shared"]
+    check_ok(su, "docs_vec")
+
+
+def test_a_migration_cut_off_by_kill_9_is_taken_up_at_restart(db):
+    su = db
+    su.execute("SELECT ruvector_tenant_isolate('big')")
+    deadline = time.monotonic() + 60
+    while su.execute("SELECT phase FROM ruvector_tenant_migration_status('big')").fetchone()[0] == "pending":
+        assert time.monotonic() < deadline, "the migration started"
+        time.sleep(0.01)
+    kill_9_server()
+    start_server()
+    queries = clustered(20, seed=77)
+    with app("big") as a:  # the first tenant statement loads the database's tenants
+        assert recall(a, queries) >= 0.95
+    with superuser() as s:
+        wait_done(s, "big")
+        assert len(dedicated(s, "big")) == 1
+        for index in dedicated(s, "big") + ["docs_vec"]:
+            check_ok(s, index)
+        valid = s.execute(
+            "SELECT bool_and(indisvalid) FROM pg_index WHERE indrelid = 'docs'::regclass"
+        ).fetchone()[0]
+        assert valid, "no invalid index is left behind"
+    with app("big") as a:
+        assert recall(a, queries) >= 0.95
+    with superuser() as s:
+        s.execute("SELECT ruvector_tenant_migrate('big', 'shared')")
+        wait_done(s, "big")
+
+
+def test_the_policy_promotes_exactly_the_tenants_above_its_thresholds(db):
+    with superuser() as su:
+        su.execute(
+            "SELECT ruvector_tenant_set_policy(%s)",
+            ('{"auto_promote_to_partition": 1000, "auto_promote_to_dedicated": 3000, '
+             '"auto_demote_from_dedicated": 2000, "auto_demote_from_partition": 100, '
+             '"check_interval": "1 second"}',),
+        )
+        want = {"big": "dedicated", "small": "partition", "other": "shared"}
+        deadline = time.monotonic() + 90
+        while True:
+            got = dict(su.execute("SELECT id, isolation_level FROM ruvector.tenants").fetchall())
+            running = su.execute(
+                "SELECT count(*) FROM ruvector.tenant_migrations WHERE phase NOT IN ('done', 'failed')"
+            ).fetchone()[0]
+            if got == want and running == 0:
+                break
+            assert time.monotonic() < deadline, f"levels {got}, {running} migrations running"
+            time.sleep(0.5)
+        reasons = su.execute(
+            "SELECT tenant_id, to_level FROM ruvector.tenant_migrations WHERE reason = 'policy' ORDER BY id"
+        ).fetchall()
+        assert sorted(reasons) == [("big", "dedicated"), ("small", "partition")]
+        assert len(dedicated(su, "big")) == 1 and dedicated(su, "small") == []
+        su.execute("SELECT ruvector_tenant_set_policy('{\"enabled\": false}')")
+
+
+def test_only_administrators_migrate_tenants(db):
+    with app("small") as a:
+        for sql in ("SELECT ruvector_tenant_isolate('small')",
+                    "SELECT ruvector_tenant_migrate('small', 'dedicated')",
+                    "SELECT * FROM ruvector_tenant_migration_status('small')",
+                    "SELECT ruvector_tenant_set_policy('{}')"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                a.execute(sql)
+    with superuser() as su:
+        with pytest.raises(psycopg.errors.InvalidParameterValue):
+            su.execute("SELECT ruvector_tenant_migrate('small', 'private')")
+        with pytest.raises(psycopg.errors.UndefinedObject):
+            su.execute("SELECT ruvector_tenant_migrate('nobody', 'dedicated')")
+        with pytest.raises(psycopg.errors.InvalidParameterValue):
+            su.execute("SELECT ruvector_tenant_set_policy('{\"auto_promote\": 5}')")
+
+
+SCALE_DB = "ruvector_levels_scale"
+SCALE_TENANTS = [f"t{i:03d}" for i in range(100)]
+
+
+def test_a_hundred_dedicated_tenants_in_one_table(db):
+    with fresh_database(SCALE_DB) as su:
+        make_table(su, SCALE_TENANTS)
+    for i, t in enumerate(SCALE_TENANTS):
+        load(t, clustered(30, seed=1000 + i), SCALE_DB)
+    with superuser(SCALE_DB) as su:
+        su.execute("ANALYZE docs")
+        for t in SCALE_TENANTS:
+            su.execute("SELECT ruvector_tenant_isolate(%s)", (t,))
+        for t in SCALE_TENANTS:
+            wait_done(su, t, timeout=600)
+        assert su.execute(
+            "SELECT count(*) FROM pg_index WHERE indrelid = 'docs'::regclass AND indpred IS NOT NULL"
+        ).fetchone()[0] == 100
+        q = clustered(1, seed=5)[0]
+        for t in SCALE_TENANTS:
+            with app(t, SCALE_DB) as a:
+                got = a.execute("SELECT id, tenant_id FROM docs ORDER BY vec <-> %s LIMIT 5", (q,)).fetchall()
+                assert {r[1] for r in got} == {t}
+                assert [r[0] for r in got] == exact(a, q, 5)
+        # An administrator's search under '*' merges the 100 dedicated indexes in distance order.
+        got = [r[0] for r in su.execute("SELECT id FROM docs ORDER BY vec <-> %s LIMIT 50", (q,))]
+        assert got == exact(su, q, 50)
+        # Dropping the shared index drops the dedicated indexes made for it.
+        su.execute("DROP INDEX docs_vec")
+        assert su.execute(
+            "SELECT count(*) FROM pg_index WHERE indrelid = 'docs'::regclass"
+        ).fetchone()[0] == 1  # the primary key

@@ -9,6 +9,8 @@ Everything runs at default settings, through the application role rv_app (no sup
 BYPASSRLS) for the tenants' statements.
 """
 
+import os
+import subprocess
 import threading
 import time
 
@@ -17,7 +19,7 @@ import psycopg
 import pytest
 from pgvector.psycopg import register_vector
 
-from cluster_control import kill_9_server, start_server
+from cluster_control import kill_9_server, pg15, start_server
 from tenancy_fixtures import admin_dsn, fresh_database
 
 DB = "ruvector_levels"
@@ -141,6 +143,9 @@ def test_a_partial_index_per_tenant_answers_that_tenants_searches(db):
         "CREATE INDEX docs_small ON docs USING ruhnsw (vec vector_l2_ops) "
         "WITH (m = 8, ef_construction = 32) WHERE tenant_id = 'small'"
     )
+    level = "SELECT isolation_level FROM ruvector.tenants WHERE id = %s"
+    assert su.execute(level, ("small",)).fetchone()[0] == "dedicated"
+    assert su.execute(level, ("other",)).fetchone()[0] == "shared"
     queries = clustered(20, seed=99)
     before = idx_scan(su, "docs_small")
     with app("small") as a:
@@ -168,6 +173,7 @@ def test_a_partial_index_per_tenant_answers_that_tenants_searches(db):
     su.execute("SELECT ruvector_tenant_migrate('small', 'shared')")
     wait_done(su, "small")
     assert dedicated(su, "small") == []
+    assert su.execute(level, ("small",)).fetchone()[0] == "shared"
     with app("small") as a:
         assert a.execute(QUERY, (probe, 1)).fetchone()[0] == new_id
         assert recall(a, queries) >= 0.95
@@ -249,6 +255,81 @@ def test_a_tenant_moves_through_every_level_under_load(db):
     check_ok(su, "docs_vec")
 
 
+def test_indexes_made_before_registration_are_keyed_by_tenant(db):
+    # The specification's order: the table, its indexes, then ruvector_enable_tenant_rls.
+    su = db
+    su.execute(
+        "CREATE TABLE early (id bigserial, tenant_id text NOT NULL "
+        "DEFAULT current_setting('ruvector.tenant_id'), vec vector(16), PRIMARY KEY (tenant_id, id))"
+    )
+    su.execute("CREATE INDEX early_vec ON early USING ruhnsw (vec vector_l2_ops) WITH (m = 12)")
+    su.execute("CREATE INDEX early_other ON early USING ruhnsw (vec vector_l2_ops) WHERE tenant_id = 'other'")
+    notices = []
+    su.add_notice_handler(lambda d: notices.append(d.message_primary))
+    su.execute("SELECT ruvector_enable_tenant_rls('early')")
+    assert sum("rebuilt keyed by tenant" in n for n in notices) == 2, notices
+    keys = dict(su.execute(
+        "SELECT indexrelid::regclass::text, indnkeyatts FROM pg_index WHERE indrelid = 'early'::regclass"
+    ).fetchall())
+    assert keys == {"early_pkey": 2, "early_vec": 2, "early_other": 2}
+    assert "m='12'" in su.execute("SELECT pg_get_indexdef('early_vec'::regclass)").fetchone()[0]
+    su.execute("GRANT SELECT, INSERT ON early TO rv_app")
+    su.execute("GRANT USAGE ON SEQUENCE early_id_seq TO rv_app")
+    for t in ("small", "other"):
+        with app(t) as a:
+            a.cursor().executemany("INSERT INTO early (vec) VALUES (%s)", [(v,) for v in clustered(300, seed=len(t))])
+    su.execute("ANALYZE early")
+    # 'other' now has a dedicated index on this table: its level says so.
+    assert su.execute("SELECT isolation_level FROM ruvector.tenants WHERE id = 'other'").fetchone()[0] == "dedicated"
+    q = clustered(1, seed=3)[0]
+    for t in ("small", "other"):
+        with app(t) as a:
+            plan = "\n".join(r[0] for r in a.execute("EXPLAIN SELECT id FROM early ORDER BY vec <-> %s LIMIT 5", (q,)))
+            assert "early_vec" in plan, plan
+            got = a.execute("SELECT id, tenant_id FROM early ORDER BY vec <-> %s LIMIT 5", (q,)).fetchall()
+            assert {r[1] for r in got} == {t}
+    su.execute("SELECT ruvector_tenant_migrate('other', 'shared')")
+    wait_done(su, "other")
+    assert dedicated(su, "other", "early") == []
+
+
+def test_a_standby_follows_the_switch(db):
+    primary = os.environ["RUVECTOR_PG15_DATA"]
+    standby = primary + "-levels-standby"
+    port = 28821
+    su = db
+    sock, primary_port = su.info.host, su.info.port
+    subprocess.run(["rm", "-rf", standby], check=True)
+    subprocess.run(["install", "-d", "-o", "postgres", "-g", "postgres", "-m", "0700", standby], check=True)
+    pg15("pg_basebackup", "-h", sock, "-p", str(primary_port), "-U", "postgres", "-D", standby,
+         "-R", "-X", "stream", "-c", "fast")
+    with open(os.path.join(standby, "postgresql.conf"), "a") as f:
+        f.write(f"\nport = {port}\nhot_standby = on\nruvector.metrics_address = ''\n")
+    pg15("pg_ctl", "-D", standby, "-l", os.path.join(standby, "server.log"), "-w", "-t", "60", "start")
+    queries = clustered(20, seed=55)
+    try:
+        sdsn = psycopg.conninfo.make_conninfo(admin_dsn(DB), port=port, user="rv_app")
+        for target in ("dedicated", "shared"):
+            su.execute("SELECT ruvector_tenant_migrate('big', %s)", (target,))
+            wait_done(su, "big")
+            lsn = su.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
+            with app("big") as a:
+                expected = [[r[0] for r in a.execute(QUERY, (q, 10))] for q in queries]
+            with psycopg.connect(sdsn, autocommit=True) as s:
+                register_vector(s)
+                deadline = time.monotonic() + 60
+                while not s.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (lsn,)).fetchone()[0]:
+                    assert time.monotonic() < deadline, "the standby did not catch up"
+                    time.sleep(0.1)
+                s.execute("SET ruvector.tenant_id = 'big'")
+                got = [[r[0] for r in s.execute(QUERY, (q, 10))] for q in queries]
+                assert got == expected, f"the standby answers as the primary at {target}"
+    finally:
+        subprocess.run(["runuser", "-u", "postgres", "--", f"{os.environ['RUVECTOR_PG15_BIN']}/pg_ctl",
+                        "-D", standby, "-m", "immediate", "stop"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(["rm", "-rf", standby])
+
+
 def test_a_migration_cut_off_by_kill_9_is_taken_up_at_restart(db):
     su = db
     su.execute("SELECT ruvector_tenant_isolate('big')")
@@ -279,6 +360,10 @@ def test_a_migration_cut_off_by_kill_9_is_taken_up_at_restart(db):
 
 def test_the_policy_promotes_exactly_the_tenants_above_its_thresholds(db):
     with superuser() as su:
+        # The operators' moves above pinned these tenants; hand them back to the policy.
+        for t in SIZES:
+            su.execute("SELECT ruvector_tenant_migrate(%s, 'shared', '{\"pin\": false}')", (t,))
+            wait_done(su, t)
         su.execute(
             "SELECT ruvector_tenant_set_policy(%s)",
             ('{"auto_promote_to_partition": 1000, "auto_promote_to_dedicated": 3000, '
@@ -301,6 +386,15 @@ def test_the_policy_promotes_exactly_the_tenants_above_its_thresholds(db):
         ).fetchall()
         assert sorted(reasons) == [("big", "dedicated"), ("small", "partition")]
         assert len(dedicated(su, "big")) == 1 and dedicated(su, "small") == []
+        # An operator's move stays: the policy runs again and leaves the pinned tenant alone.
+        su.execute("SELECT ruvector_tenant_migrate('small', 'shared')")
+        wait_done(su, "small")
+        moved = su.execute("SELECT now()").fetchone()[0]
+        deadline = time.monotonic() + 60
+        while (su.execute("SELECT last_check FROM ruvector.isolation_policy").fetchone()[0] or moved) <= moved:
+            assert time.monotonic() < deadline, "the policy ran again"
+            time.sleep(0.5)
+        assert su.execute("SELECT isolation_level FROM ruvector.tenants WHERE id = 'small'").fetchone()[0] == "shared"
         su.execute("SELECT ruvector_tenant_set_policy('{\"enabled\": false}')")
 
 

@@ -23,6 +23,7 @@ pub mod audit_queue;
 pub mod decide;
 pub mod exposition;
 pub mod fair;
+pub mod index_ddl;
 pub mod integrity;
 pub mod metrics;
 pub mod quota;

@@ -176,6 +176,9 @@ CREATE TABLE ruvector.tenant_migrations (
     from_level  text NOT NULL,
     to_level    text NOT NULL CHECK (to_level IN ('shared', 'partition', 'dedicated')),
     reason      text NOT NULL DEFAULT 'operator' CHECK (reason IN ('operator', 'policy')),
+    -- An operator's move is kept: the policy leaves the tenant alone while its latest
+    -- migration is pinned.
+    pinned      boolean NOT NULL DEFAULT false,
     options     jsonb NOT NULL DEFAULT '{}'::jsonb,
     phase       text NOT NULL DEFAULT 'pending'
                 CHECK (phase IN ('pending', 'copying', 'catching_up', 'switching', 'done', 'failed')),
@@ -571,7 +574,7 @@ END $$;
 -- Starts moving a tenant to another isolation level and returns at once; the background
 -- worker does the work online (ruvector_tenant_migration_status follows it). Options:
 -- m, ef_construction and tablespace of the dedicated indexes (default: those of the shared
--- index).
+-- index); pin (default true): the isolation policy leaves the tenant at this level.
 CREATE FUNCTION ruvector_tenant_migrate(p_tenant_id text, p_level text, p_options jsonb DEFAULT '{}'::jsonb)
 RETURNS ruvector.tenant_migrations
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -589,9 +592,9 @@ BEGIN
         RAISE EXCEPTION 'migration options must be a JSON object' USING ERRCODE = '22023';
     END IF;
     FOR k IN SELECT jsonb_object_keys(p_options) LOOP
-        IF k NOT IN ('m', 'ef_construction', 'tablespace') THEN
+        IF k NOT IN ('m', 'ef_construction', 'tablespace', 'pin') THEN
             RAISE EXCEPTION 'unknown migration option "%"', k USING ERRCODE = '22023',
-                HINT = 'Known options: m, ef_construction, tablespace.';
+                HINT = 'Known options: m, ef_construction, tablespace, pin.';
         END IF;
     END LOOP;
     SELECT isolation_level INTO current FROM ruvector.tenants
@@ -606,8 +609,8 @@ BEGIN
     END IF;
     -- Even to the level it has: the worker also reconciles indexes made by hand (a
     -- dedicated index created with CREATE INDEX ... WHERE is given up by a move to shared).
-    INSERT INTO ruvector.tenant_migrations (tenant_id, from_level, to_level, options)
-    VALUES (p_tenant_id, current, p_level, p_options)
+    INSERT INTO ruvector.tenant_migrations (tenant_id, from_level, to_level, options, pinned)
+    VALUES (p_tenant_id, current, p_level, p_options, coalesce((p_options->>'pin')::boolean, true))
     RETURNING * INTO result;
     PERFORM ruvector._audit(p_tenant_id, 'migrate', jsonb_build_object('from', current, 'to', p_level)::text);
     PERFORM ruvector._wake_maintenance();
@@ -709,6 +712,8 @@ BEGIN
         WHERE x.deleted_at IS NULL
           AND NOT EXISTS (SELECT 1 FROM ruvector.tenant_migrations m
                           WHERE m.tenant_id = x.id AND m.phase NOT IN ('done', 'failed'))
+          AND NOT coalesce((SELECT m.pinned FROM ruvector.tenant_migrations m
+                            WHERE m.tenant_id = x.id ORDER BY m.id DESC LIMIT 1), false)
     LOOP
         CONTINUE WHEN t.target = t.level;
         INSERT INTO ruvector.tenant_migrations (tenant_id, from_level, to_level, reason)

@@ -104,6 +104,22 @@ pub fn of(index: pg_sys::Relation) -> Rc<Dedicated> {
     d
 }
 
+/// The indexes of table `heap` (none if it does not exist). The table is locked by whoever
+/// uses one of its indexes (a scan, an insert, a build) or is about to be by the command
+/// that asks (DROP INDEX, CREATE INDEX).
+fn indexes_of(heap: pg_sys::Oid) -> Vec<pg_sys::Oid> {
+    // SAFETY: the relcache entry is only read for its index list and closed again.
+    unsafe {
+        let rel = pg_sys::RelationIdGetRelation(heap);
+        if rel.is_null() {
+            return Vec::new();
+        }
+        let list = list_oids(pg_sys::RelationGetIndexList(rel));
+        pg_sys::RelationClose(rel);
+        list
+    }
+}
+
 /// What the catalogs say about one index.
 struct IndexRow {
     heap: pg_sys::Oid,
@@ -213,18 +229,7 @@ fn find(shared: pg_sys::Oid) -> Dedicated {
         members: vec![s.heap],
         ..Dedicated::default()
     };
-    // SAFETY: the table is locked by whoever uses the shared index (a scan, an insert, a
-    // build); the relcache entry is only read for its index list and closed again.
-    let indexes = unsafe {
-        let heap = pg_sys::RelationIdGetRelation(s.heap);
-        if heap.is_null() {
-            return d;
-        }
-        let list = list_oids(pg_sys::RelationGetIndexList(heap));
-        pg_sys::RelationClose(heap);
-        list
-    };
-    for oid in indexes {
+    for oid in indexes_of(s.heap) {
         d.members.push(oid);
         if oid == shared {
             continue;
@@ -308,18 +313,7 @@ pub fn serving(oid: pg_sys::Oid) -> Option<(pg_sys::Oid, String)> {
     if row.predicate.is_none() || row.retiring || !row.usable {
         return None;
     }
-    // SAFETY: as in `find`; the table's index list is read without a lock (DROP INDEX
-    // locks the table next).
-    let siblings = unsafe {
-        let heap = pg_sys::RelationIdGetRelation(row.heap);
-        if heap.is_null() {
-            return None;
-        }
-        let list = list_oids(pg_sys::RelationGetIndexList(heap));
-        pg_sys::RelationClose(heap);
-        list
-    };
-    siblings.into_iter().find_map(|shared| {
+    indexes_of(row.heap).into_iter().find_map(|shared| {
         let s = index_row(shared)?;
         if s.predicate.is_some() || s.nkeys != 2 || s.am != row.am {
             return None;
@@ -331,4 +325,15 @@ pub fn serving(oid: pg_sys::Oid) -> Option<(pg_sys::Oid, String)> {
             .map(|(k, _)| String::from_utf8_lossy(k).into_owned());
         tenant.map(|t| (shared, t))
     })
+}
+
+/// The tenants that have a dedicated index (one not retiring) on table `heap`.
+pub fn tenants_of_table(heap: pg_sys::Oid) -> Vec<String> {
+    let mut tenants: Vec<String> = indexes_of(heap)
+        .into_iter()
+        .filter_map(|oid| serving(oid).map(|(_, tenant)| tenant))
+        .collect();
+    tenants.sort();
+    tenants.dedup();
+    tenants
 }

@@ -219,11 +219,58 @@ pg_fn! {
         if fresh {
             adopt_rows(q, &col);
         }
+        key_by_tenant(rel, &col);
         super::functions::mark_tables_changed();
         warn_shared_keys(rel, info.column_number);
         warn_raw_setting_policies(rel);
         pg_sys::Datum::from(0)
     }
+}
+
+/// Rebuilds every `ruhnsw` index of the table that is not keyed by tenant (made before the
+/// table was registered, as the specification's order does) with the tenant column `col`
+/// as its second key, under its own name: each tenant then gets its own graph. The caller
+/// owns the table; ALTER TABLE above already holds it exclusively, so the rebuild blocks
+/// nothing more.
+fn key_by_tenant(rel: pg_sys::Oid, col: &str) {
+    let indexes = Spi::connect(|client| {
+        client
+            .select(
+                "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), pg_catalog.pg_get_indexdef(i.indexrelid)                  FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid                  JOIN pg_catalog.pg_am a ON a.oid = c.relam                  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace                  WHERE i.indrelid = $1 AND a.amname = 'ruhnsw' AND i.indnkeyatts = 1",
+                None,
+                &[rel.into()],
+            )
+            .expect("reading pg_index")
+            .filter_map(|r| Some((r.get::<String>(1).ok()??, r.get::<String>(2).ok()??)))
+            .collect::<Vec<_>>()
+    });
+    for (name, definition) in indexes {
+        let Some(keyed) = ruvector_tenancy::index_ddl::with_key_column(&definition, col) else {
+            continue;
+        };
+        Spi::run(&format!("DROP INDEX {name}")).expect("dropping the index to rebuild");
+        Spi::run(&keyed).expect("rebuilding the index keyed by tenant");
+        pgrx::notice!(
+            "ruhnsw index {name} was rebuilt keyed by tenant: each tenant has its own graph"
+        );
+    }
+    record_dedicated(rel);
+}
+
+/// Records the level of tenants that a new partial index made dedicated (the DDL form of a
+/// dedicated index) in `ruvector.tenants`.
+pub fn record_dedicated(table: pg_sys::Oid) {
+    let tenants = crate::ruhnsw::dedicated::tenants_of_table(table);
+    if tenants.is_empty() {
+        return;
+    }
+    catalog::as_superuser(|| {
+        Spi::run_with_args(
+            "UPDATE ruvector.tenants SET isolation_level = 'dedicated'              WHERE id = ANY ($1) AND isolation_level <> 'dedicated'",
+            &[tenants.into()],
+        )
+        .expect("recording the tenants' level")
+    });
 }
 
 /// Counts the rows a newly registered table already holds against their tenants (at

@@ -55,6 +55,8 @@ struct Around {
     explain_analyze: bool,
     /// DROP DATABASE of this database oid: forget its tenants once it is gone.
     dropped_database: Option<u32>,
+    /// A partial index of this tenant table: it may be a tenant's dedicated index.
+    partial_index_on: Option<pg_sys::Oid>,
     /// `SET` of this setting: a pgvector setting without pgvector gets a warning.
     set_name: Option<String>,
 }
@@ -101,6 +103,9 @@ unsafe extern "C-unwind" fn process_utility(
     }
     if let Some(name) = &around.set_name {
         guarded(|| crate::vector::compat::warn_if_placeholder(name));
+    }
+    if let Some(table) = around.partial_index_on {
+        guarded(|| super::tables::record_dedicated(table));
     }
     if let Some(db) = around.dropped_database {
         guarded(|| {
@@ -237,6 +242,13 @@ unsafe fn before_process_utility(pstmt: *mut pg_sys::PlannedStmt) -> Around {
                     if catalog::is_tenant_table(this) || catalog::is_tenant_table(other) {
                         no_inheritance();
                     }
+                }
+            }
+            pg_sys::NodeTag::T_IndexStmt => {
+                let stmt = node as *mut pg_sys::IndexStmt;
+                let table = relation_of((*stmt).relation);
+                if !(*stmt).whereClause.is_null() && catalog::is_tenant_table(table) {
+                    around.partial_index_on = Some(table);
                 }
             }
             pg_sys::NodeTag::T_DropStmt => {

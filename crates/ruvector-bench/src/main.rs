@@ -8,6 +8,7 @@
 mod data;
 mod graph;
 mod hnsw;
+mod levels;
 mod pg;
 mod report;
 mod tenants;
@@ -24,7 +25,10 @@ const USAGE: &str = "usage: ruvector-bench hnsw --ruvector-dsn URI --pgvector-ds
     [--ef-construction 64] [--ef-search 10,20,...]    (in-memory graph only, no server)
        ruvector-bench tenants --ruvector-dsn URI --pgvector-dsn URI [--tenants 1000]
     [--min-size 10] [--max-size 100000] [--dims 384] [--latent 32] [--per-band 5]
-    [--queries 50] [--passes 3] [--out target/bench]";
+    [--queries 50] [--passes 3] [--out target/bench]
+       ruvector-bench levels --ruvector-dsn URI [--size 50000] [--others 50]
+    [--other-size 2000] [--dims 384] [--latent 32] [--queries 200] [--passes 5]
+    [--out target/bench]";
 
 /// `--name value` pairs.
 struct Args(HashMap<String, String>);
@@ -140,6 +144,21 @@ async fn main_with(mut argv: impl Iterator<Item = String>) -> Result<()> {
             };
             a.done()?;
             tenants::run(cfg).await
+        }
+        "levels" => {
+            let cfg = levels::Config {
+                ruvector_dsn: a.text("ruvector-dsn")?,
+                size: a.get("size", 50_000)?,
+                others: a.get("others", 50)?,
+                other_size: a.get("other-size", 2_000)?,
+                dims: a.get("dims", 384)?,
+                latent: a.get("latent", 32)?,
+                queries: a.get("queries", 200)?,
+                passes: a.get("passes", 5)?,
+                out: a.get("out", "target/bench".into())?,
+            };
+            a.done()?;
+            levels::run(cfg).await
         }
         _ => Err(USAGE.into()),
     }

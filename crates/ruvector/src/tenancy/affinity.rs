@@ -14,6 +14,22 @@ pub fn is_batch() -> bool {
     BATCH.with(|b| *b.borrow())
 }
 
+/// Runs this process (a background worker moving a tenant between isolation levels) at low
+/// CPU priority: SCHED_BATCH and nice 10, so that the tenants' own statements take the CPUs
+/// first and the work still runs at full speed on idle ones. Raising one's own nice value
+/// needs no privilege.
+pub fn background() {
+    set_batch(true);
+    unsafe extern "C" {
+        fn setpriority(which: i32, who: u32, prio: i32) -> i32;
+    }
+    const PRIO_PROCESS: i32 = 0;
+    // SAFETY: changes only this process's nice value; failure leaves it as it was.
+    unsafe {
+        setpriority(PRIO_PROCESS, 0, 10);
+    }
+}
+
 /// Linux CPU scheduling policy of this backend: a statement that has to queue waits and runs
 /// as SCHED_BATCH, which the kernel does not let preempt running tasks when it wakes up. A
 /// backlogged tenant's statements are woken one after another as slots free up; as normal

@@ -68,6 +68,8 @@ pub extern "C-unwind" fn ruvector_migration_main(arg: pg_sys::Datum) {
         )
     };
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(pg_sys::Oid::from(db)), None);
+    // The tenants' statements first: the copy uses what CPU they leave.
+    super::affinity::background();
     while !BackgroundWorker::sigterm_received() {
         let Some(m) = BackgroundWorker::transaction(next) else {
             break;

@@ -233,6 +233,64 @@ CREATE TABLE ruvector.tenant_erasures (
     PRIMARY KEY (tenant_id, relid, delete_xid)
 );
 
+-- Backup and restore --------------------------------------------------------------------
+
+-- pg_dump dumps the catalog's rows with the database (extension configuration tables), and
+-- pg_restore loads them through the triggers below: the registry learns the tenants, every
+-- backend reloads its tenant-table cache, and the rows CREATE EXTENSION put in place (the
+-- built-in integrity policy, the isolation policy) take the dumped values instead of
+-- colliding with them.
+SELECT pg_catalog.pg_extension_config_dump('ruvector.tenants', '');
+SELECT pg_catalog.pg_extension_config_dump('ruvector.collections', '');
+SELECT pg_catalog.pg_extension_config_dump('ruvector.collections_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('ruvector.tenant_tables', '');
+SELECT pg_catalog.pg_extension_config_dump('ruvector.tenant_role_bindings', '');
+SELECT pg_catalog.pg_extension_config_dump('ruvector.integrity_policies', '');
+SELECT pg_catalog.pg_extension_config_dump('ruvector.integrity_policies_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('ruvector.tenant_audit_log', '');
+SELECT pg_catalog.pg_extension_config_dump('ruvector.tenant_audit_log_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('ruvector.integrity_events', '');
+SELECT pg_catalog.pg_extension_config_dump('ruvector.integrity_events_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('ruvector.tenant_migrations', '');
+SELECT pg_catalog.pg_extension_config_dump('ruvector.tenant_migrations_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('ruvector.isolation_policy', '');
+SELECT pg_catalog.pg_extension_config_dump('ruvector.tenant_contracted_graph', '');
+SELECT pg_catalog.pg_extension_config_dump('ruvector.tenant_erasures', '');
+
+-- A restored row whose key CREATE EXTENSION already inserted replaces that row.
+CREATE FUNCTION ruvector._restore_builtin() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF TG_TABLE_NAME = 'isolation_policy' THEN
+        DELETE FROM ruvector.isolation_policy;
+    ELSIF EXISTS (SELECT 1 FROM ruvector.integrity_policies WHERE id = NEW.id) THEN
+        UPDATE ruvector.integrity_policies SET tenant_id = NEW.tenant_id, collection_id = NEW.collection_id,
+            name = NEW.name, threshold_high = NEW.threshold_high, threshold_low = NEW.threshold_low,
+            hysteresis = NEW.hysteresis, actions = NEW.actions,
+            sample_interval_secs = NEW.sample_interval_secs, created_at = NEW.created_at
+        WHERE id = NEW.id;
+        RETURN NULL;
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER restore_builtin BEFORE INSERT ON ruvector.integrity_policies
+    FOR EACH ROW EXECUTE FUNCTION ruvector._restore_builtin();
+CREATE TRIGGER restore_builtin BEFORE INSERT ON ruvector.isolation_policy
+    FOR EACH ROW EXECUTE FUNCTION ruvector._restore_builtin();
+
+-- Any change of the registered tables or role bindings (a restore included) reaches every
+-- backend's cache at commit.
+CREATE FUNCTION ruvector._tables_sync() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM ruvector._tables_changed();
+    RETURN NULL;
+END $$;
+CREATE TRIGGER tables_sync AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ruvector.tenant_tables
+    FOR EACH STATEMENT EXECUTE FUNCTION ruvector._tables_sync();
+CREATE TRIGGER tables_sync AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ruvector.tenant_role_bindings
+    FOR EACH STATEMENT EXECUTE FUNCTION ruvector._tables_sync();
+
 -- Keep the shared registry in step with every change of a tenant row, whoever makes it.
 CREATE FUNCTION ruvector._tenants_sync() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -787,7 +845,8 @@ REVOKE EXECUTE ON FUNCTION
     ruvector._live_stats(), ruvector._require_tenant(), ruvector._maintenance(),
     ruvector._tenants_sync(), ruvector._collections_quota(), ruvector._on_sql_drop(),
     ruvector._integrity_sample(text), ruvector._integrity_override(text, text, float8),
-    ruvector._wake_maintenance(), ruvector._apply_isolation_policy()
+    ruvector._wake_maintenance(), ruvector._apply_isolation_policy(),
+    ruvector._restore_builtin(), ruvector._tables_sync()
     FROM PUBLIC;
 -- Lifecycle functions run as their (admin) caller and call these.
 GRANT EXECUTE ON FUNCTION

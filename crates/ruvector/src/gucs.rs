@@ -218,9 +218,25 @@ pub fn metrics_window_ms() -> i64 {
     i64::from(METRICS_WINDOW.get().max(1)) * 1000
 }
 
-/// The raw `ruvector.tenant_id` setting, `None` when unset or empty.
+/// The tenant context in force: the `ruvector.tenant_id` setting, `None` when unset or
+/// empty; or `'*'` without a setting for a role that bypasses row-level security and has
+/// turned `row_security` off. That is how `pg_dump` and `pg_restore` run: they ask for every
+/// row or an error, and the role sees every row anyway; it needs no other setting to dump or
+/// restore tenant tables (and remains subject to the administrators-only rule of `'*'`).
 #[inline]
 pub fn tenant_id() -> Option<&'static str> {
+    setting().or_else(|| {
+        // SAFETY: plain reads of backend state (callers are in a transaction).
+        let unfiltered = unsafe {
+            !pg_sys::row_security
+                && (pg_sys::superuser() || pg_sys::has_bypassrls_privilege(pg_sys::GetUserId()))
+        };
+        unfiltered.then_some("*")
+    })
+}
+
+/// The raw `ruvector.tenant_id` setting, `None` when unset or empty.
+fn setting() -> Option<&'static str> {
     // SAFETY: PostgreSQL keeps the GUC's string alive until the next assignment, which cannot
     // happen while a statement is using the value; it is NUL-terminated and validated ASCII.
     unsafe {

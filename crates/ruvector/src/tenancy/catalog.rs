@@ -285,10 +285,12 @@ pub fn ensure_loaded() {
                 shmem::fresh_slot(n);
                 slot.set_limits(row.limits);
                 slot.set_state(row.state);
-                let (n, bytes) = usage.get(&row.id).copied().unwrap_or((0, 0));
-                slot.vectors.store(n, Relaxed);
-                slot.storage_bytes.store(bytes, Relaxed);
             }
+            // The rows counted now are the usage, also of a tenant whose slot a commit made
+            // before the database was loaded (a restore inserting the catalog's rows).
+            let (n, bytes) = usage.get(&row.id).copied().unwrap_or((0, 0));
+            slot.vectors.store(n, Relaxed);
+            slot.storage_bytes.store(bytes, Relaxed);
         }
         if !shmem::mark_loaded(db) {
             return Err(0);

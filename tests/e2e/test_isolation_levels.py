@@ -447,3 +447,46 @@ def test_a_hundred_dedicated_tenants_in_one_table(db):
         assert su.execute(
             "SELECT count(*) FROM pg_index WHERE indrelid = 'docs'::regclass"
         ).fetchone()[0] == 1  # the primary key
+
+
+PACK_DB = "ruvector_levels_pack"
+
+
+def test_small_shared_tenants_take_no_more_room_than_a_plain_index(db):
+    """The issue's case: 2,000 tenants with 3 vectors of 64 dimensions. Shared tenants' nodes
+    are packed onto common pages, so the tenant-keyed index is about the size of a plain
+    index on the same rows (it was 5.7x with a page per tenant); a tenant moved to partition
+    gets pages of its own."""
+    with fresh_database(PACK_DB) as su:
+        su.execute("SET client_min_messages = warning")
+        su.execute("SELECT count(ruvector_tenant_create('t' || i, '{\"max_qps\": 0}')) FROM generate_series(1, 2000) i")
+        su.execute("CREATE TABLE docs (id bigserial, tenant_id text NOT NULL, vec vector(64), PRIMARY KEY (tenant_id, id))")
+        su.execute("SELECT ruvector_enable_tenant_rls('docs')")
+        su.execute("SET ruvector.tenant_id = '*'")
+        rows = ("SELECT 't' || (1 + g % 2000), (SELECT array_agg(random())::real[] "
+                "FROM generate_series(1, 64) WHERE g > 0)::vector FROM generate_series(1, 6000) g")
+        su.execute(f"INSERT INTO docs (tenant_id, vec) {rows}")
+        su.execute("CREATE TABLE plain (id bigint PRIMARY KEY, vec vector(64))")
+        su.execute("INSERT INTO plain SELECT id, vec FROM docs")
+        su.execute("CREATE INDEX docs_vec ON docs USING ruhnsw (vec vector_l2_ops)")
+        su.execute("CREATE INDEX plain_vec ON plain USING ruhnsw (vec vector_l2_ops)")
+        size = "SELECT pg_relation_size('docs_vec')::float8 / pg_relation_size('plain_vec')"
+        assert su.execute(size).fetchone()[0] <= 1.1
+        # Inserts pack too.
+        su.execute(f"INSERT INTO docs (tenant_id, vec) {rows}")
+        su.execute("INSERT INTO plain SELECT id, vec FROM docs WHERE id > 6000")
+        assert su.execute(size).fetchone()[0] <= 1.1
+        detail = dict((r[0], r[2]) for r in su.execute('SELECT * FROM ruvector_index_check(\'docs_vec\')'))
+        assert detail["directory"] == "2000 tenants, 0 node pages in their chains, 12000 packed nodes", detail
+        su.execute("GRANT SELECT ON docs TO rv_app")
+        q = "SELECT id, tenant_id FROM docs ORDER BY vec <-> (SELECT array_agg(0.5)::real[] FROM generate_series(1, 64))::vector LIMIT 10"
+        with app("t7", PACK_DB) as a:
+            assert [r[1] for r in a.execute(q)] == ["t7"] * 6
+        su.execute("SELECT ruvector_tenant_migrate('t7', 'partition')")
+        wait_done(su, "t7")
+        rows_ok = su.execute('SELECT bool_and(ok) FROM ruvector_index_check(\'docs_vec\')').fetchone()[0]
+        assert rows_ok
+        detail = dict((r[0], r[2]) for r in su.execute('SELECT * FROM ruvector_index_check(\'docs_vec\')'))
+        assert detail["directory"] == "2000 tenants, 1 node pages in their chains, 11994 packed nodes", detail
+        with app("t7", PACK_DB) as a:
+            assert [r[1] for r in a.execute(q)] == ["t7"] * 6

@@ -255,7 +255,7 @@ def test_tenants_cannot_read_or_change_the_catalog(app):
         "UPDATE ruvector.tenants SET suspended_at = NULL",
         "DELETE FROM ruvector.tenant_audit_log",
         "INSERT INTO ruvector.tenant_tables VALUES ('labels', 'content')",
-        "SELECT ruvector._registry_sync('beta', 'active', 1, 1, 1, 1, 1, false)",
+        "SELECT ruvector._registry_sync('beta', 'active', 1, 1, 1, 1, 1, false, false)",
         "SELECT ruvector_tenant_suspend('beta')",
         "SELECT ruvector_tenant_stats('beta')",
     ]:

@@ -91,6 +91,9 @@ pub struct TenantSlot {
     pub rate_limited: AtomicU64,
     pub queued: AtomicU64,
     pub wait_micros: AtomicU64,
+    /// 1 when the tenant's index nodes go on pages of its own (isolation level `partition`
+    /// or `dedicated`), 0 when they are packed with other shared tenants' nodes.
+    own_pages: AtomicU32,
 }
 
 /// Buckets of the searches-in-the-last-hour window (ten minutes each).
@@ -136,6 +139,15 @@ impl TenantSlot {
 
     pub fn set_state(&self, state: TenantState) {
         self.state.store(state as u32, Release);
+    }
+
+    /// Whether the tenant's index nodes go on pages of its own (else packed with others').
+    pub fn own_pages(&self) -> bool {
+        self.own_pages.load(Relaxed) != 0
+    }
+
+    pub fn set_own_pages(&self, own: bool) {
+        self.own_pages.store(u32::from(own), Relaxed);
     }
 
     pub fn limits(&self) -> Limits {
@@ -202,6 +214,7 @@ impl TenantSlot {
             c.store(0, Relaxed);
         }
         self.running.store(0, Relaxed);
+        self.own_pages.store(0, Relaxed);
         for counter in [
             &self.vectors,
             &self.vectors_reserved,
@@ -434,6 +447,7 @@ pub(crate) mod tests {
             rate_limited: AtomicU64::new(0),
             queued: AtomicU64::new(0),
             wait_micros: AtomicU64::new(0),
+            own_pages: AtomicU32::new(0),
         };
         Owned {
             header: Header {

@@ -32,7 +32,7 @@ CREATE FUNCTION ruvector._wake_maintenance() RETURNS void
 -- Applies a tenant's catalog row to the shared registry when the transaction commits.
 CREATE FUNCTION ruvector._registry_sync(id text, state text, max_vectors bigint, max_storage_gb real,
                                         max_qps integer, max_concurrent integer, weight real,
-                                        created boolean) RETURNS void
+                                        created boolean, own_pages boolean) RETURNS void
     AS 'MODULE_PATHNAME', 'rv_registry_sync' LANGUAGE C VOLATILE STRICT;
 -- Marks the set of tenant tables as changed (every backend reloads its cache) at commit.
 CREATE FUNCTION ruvector._tables_changed() RETURNS void
@@ -295,7 +295,7 @@ CREATE TRIGGER tables_sync AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ruvec
 CREATE FUNCTION ruvector._tenants_sync() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'DELETE' THEN
-        PERFORM ruvector._registry_sync(OLD.id, 'deleted', 0, 0, 0, 0, 1, false);
+        PERFORM ruvector._registry_sync(OLD.id, 'deleted', 0, 0, 0, 0, 1, false, true);
         RETURN OLD;
     END IF;
     PERFORM ruvector._registry_sync(NEW.id,
@@ -303,7 +303,7 @@ BEGIN
              WHEN NEW.suspended_at IS NOT NULL THEN 'suspended'
              ELSE 'active' END,
         NEW.max_vectors, NEW.max_storage_gb, NEW.max_qps, NEW.max_concurrent, NEW.weight,
-        TG_OP = 'INSERT');
+        TG_OP = 'INSERT', NEW.isolation_level IS DISTINCT FROM 'shared');
     RETURN NEW;
 END $$;
 CREATE TRIGGER tenants_sync AFTER INSERT OR UPDATE OR DELETE ON ruvector.tenants
@@ -840,7 +840,7 @@ CREATE EVENT TRIGGER ruvector_drop_tenant_table ON sql_drop
 -- non-admin gets the explanatory 42501 from them. Trigger functions need no EXECUTE right to
 -- fire, only to be attached, which is then left to the extension.
 REVOKE EXECUTE ON FUNCTION
-    ruvector._registry_sync(text, text, bigint, real, integer, integer, real, boolean),
+    ruvector._registry_sync(text, text, bigint, real, integer, integer, real, boolean, boolean),
     ruvector._tables_changed(), ruvector._quota_trigger(), ruvector._audit(text, text, text),
     ruvector._live_stats(), ruvector._require_tenant(), ruvector._maintenance(),
     ruvector._tenants_sync(), ruvector._collections_quota(), ruvector._on_sql_drop(),
@@ -850,7 +850,7 @@ REVOKE EXECUTE ON FUNCTION
     FROM PUBLIC;
 -- Lifecycle functions run as their (admin) caller and call these.
 GRANT EXECUTE ON FUNCTION
-    ruvector._registry_sync(text, text, bigint, real, integer, integer, real, boolean),
+    ruvector._registry_sync(text, text, bigint, real, integer, integer, real, boolean, boolean),
     ruvector._tables_changed(), ruvector._audit(text, text, text),
     ruvector._integrity_sample(text), ruvector._integrity_override(text, text, float8),
     ruvector._wake_maintenance()

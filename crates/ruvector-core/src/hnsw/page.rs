@@ -1,8 +1,9 @@
 //! The byte layout of the `ruhnsw` index pages, independent of PostgreSQL.
 //!
 //! The extension places these records on 8 kB buffer pages (block 0 is the metapage, the
-//! others hold the tenant directory or one tenant's node tuples); this module defines what the bytes mean and how nodes are
-//! packed onto pages, so that the layout is tested here and the extension only moves bytes.
+//! others hold the tenant directory, one tenant's node tuples, or the packed nodes of several
+//! shared tenants); this module defines what the bytes mean and how nodes are packed onto
+//! pages, so that the layout is tested here and the extension only moves bytes.
 //! See docs/ruhnsw-design.md.
 //!
 //! A node tuple:
@@ -13,7 +14,8 @@
 //! | 6 | level |
 //! | 7 | flags (bit 0: deleted) |
 //! | 8..12 | tenant ordinal |
-//! | 12.. | link count per layer (`u8`), padded to 4 bytes |
+//! | 12..18 | the tenant's previous packed node (its node id; 0: none) |
+//! | 20.. | link count per layer (`u8`), padded to 4 bytes |
 //! | then | the vector, `dims` × `f32` |
 //! | then | links: layer 0 has room for `2m`, each upper layer for `m`; a link is a node id in 6 bytes |
 //!
@@ -38,7 +40,7 @@ pub const PAGE_ID: u16 = 0xFF91;
 pub const KIND_META: u8 = 1;
 pub const KIND_NODES: u8 = 2;
 
-const NODE_HEADER: usize = 12;
+const NODE_HEADER: usize = 20;
 const LINK_BYTES: usize = 6;
 const FLAG_DELETED: u8 = 1;
 
@@ -136,40 +138,60 @@ impl NodeLayout {
     }
 }
 
+/// Where an index build puts its nodes ([`NodeLayout::pack_by_tenant`]).
+#[derive(Debug, Default)]
+pub struct Packing {
+    /// Each node's id, in input order.
+    pub ids: Vec<NodeId>,
+    /// The pages of each tenant with pages of its own, in chain order.
+    pub chains: std::collections::BTreeMap<TenantOrd, Vec<u32>>,
+    /// The shared pages holding packed tenants' nodes, in order.
+    pub shared: Vec<u32>,
+}
+
 impl NodeLayout {
-    /// Assigns node ids to `(tenant, level)` nodes so that every page holds one tenant's
-    /// nodes only (a tenant's search and exact scan read no other tenant's pages): tenants
-    /// in ascending ordinal, each on its own run of pages from `first_block` on, nodes of a
-    /// tenant in input order. Returns the ids (in input order) and each tenant's pages.
+    /// Assigns node ids to `(tenant, level)` nodes from block `first_block` on. Tenants for
+    /// which `packed` says false get pages of their own (a tenant's search and exact scan
+    /// read no other tenant's pages): in ascending ordinal, each on its own run of pages.
+    /// The others' nodes follow, packed onto shared pages one after the other, grouped by
+    /// tenant. Nodes of a tenant keep their input order.
     pub fn pack_by_tenant(
         &self,
         nodes: &[(TenantOrd, u8)],
+        packed: impl Fn(TenantOrd) -> bool,
         first_block: u32,
-    ) -> (Vec<NodeId>, std::collections::BTreeMap<TenantOrd, Vec<u32>>) {
+    ) -> Packing {
         let mut order: Vec<usize> = (0..nodes.len()).collect();
-        order.sort_by_key(|&i| nodes[i].0); // stable: input order within a tenant
-        let mut ids = vec![0; nodes.len()];
-        let mut pages = std::collections::BTreeMap::<TenantOrd, Vec<u32>>::new();
+        // Stable: input order within a tenant; own-page tenants first.
+        order.sort_by_key(|&i| (packed(nodes[i].0), nodes[i].0));
+        let mut p = Packing {
+            ids: vec![0; nodes.len()],
+            ..Packing::default()
+        };
         let mut block = first_block;
         let (mut used, mut offset) = (0, 0u16);
-        let mut current: Option<TenantOrd> = None;
+        // The current page's owner: a tenant, or `None` for a shared page.
+        let mut current: Option<Option<TenantOrd>> = None;
         for i in order {
             let (tenant, level) = nodes[i];
+            let owner = (!packed(tenant)).then_some(tenant);
             let space = self.space(level);
-            let new_tenant = current != Some(tenant);
-            if current.is_some() && (new_tenant || used + space > PAGE_ITEM_SPACE) {
+            if current.is_some() && (current != Some(owner) || used + space > PAGE_ITEM_SPACE) {
                 block += 1;
                 (used, offset) = (0, 0);
             }
             if used == 0 {
-                pages.entry(tenant).or_default().push(block);
+                match owner {
+                    Some(t) => p.chains.entry(t).or_default().push(block),
+                    None => p.shared.push(block),
+                }
             }
-            current = Some(tenant);
+            current = Some(owner);
             used += space;
             offset += 1;
-            ids[i] = node_id(block, offset);
+            p.ids[i] = node_id(block, offset);
         }
-        (ids, pages)
+        p
     }
 }
 
@@ -227,6 +249,11 @@ impl<'a> NodeRef<'a> {
 
     pub fn tenant(&self) -> TenantOrd {
         u32::from_le_bytes(self.bytes[8..12].try_into().expect("4 bytes"))
+    }
+
+    /// The tenant's previous packed node (packed nodes are linked newest to oldest).
+    pub fn prev(&self) -> Option<NodeId> {
+        Some(read_id(&self.bytes[12..18])).filter(|&id| id != 0)
     }
 
     fn count(&self, layer: u8) -> usize {
@@ -317,6 +344,11 @@ impl<'a> NodeMut<'a> {
         }
     }
 
+    /// Links the node to the tenant's previous packed node.
+    pub fn set_prev(&mut self, prev: Option<NodeId>) {
+        write_id(&mut self.bytes[12..18], prev.unwrap_or(0));
+    }
+
     /// Replaces the links on `layer` (at most the layer's capacity).
     pub fn set_neighbors(&mut self, layer: u8, ids: &[NodeId]) {
         let level = self.bytes[6];
@@ -355,6 +387,7 @@ impl<'a> NodeMut<'a> {
 /// | 17 | 1 when the index's second key column is the tenant column |
 /// | 20..24 | first directory page (0: none yet) |
 /// | 24..28 | directory entries (tenants) |
+/// | 28..32 | the page shared tenants' nodes are packed onto (0: none yet) |
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Meta {
     pub dims: u32,
@@ -368,11 +401,14 @@ pub struct Meta {
     pub directory: u32,
     /// Entries in the directory (the next ordinal).
     pub tenants: u32,
+    /// The page shared tenants' new nodes are packed onto (0: none yet).
+    pub shared_page: u32,
 }
 
 pub const META_MAGIC: u32 = 0x5256_4857; // "RVHW"
-/// Version 3: a tenant directory holds every tenant's entry point and page chain.
-pub const META_VERSION: u32 = 3;
+/// Version 4: shared tenants' nodes are packed onto common pages, each tenant's packed nodes
+/// linked newest to oldest.
+pub const META_VERSION: u32 = 4;
 /// Bytes of the metapage record.
 pub const META_SIZE: usize = 32;
 const NO_ENTRY: u64 = u64::MAX;
@@ -396,6 +432,7 @@ impl Meta {
         b[17] = self.tenant_key as u8;
         b[20..24].copy_from_slice(&self.directory.to_le_bytes());
         b[24..28].copy_from_slice(&self.tenants.to_le_bytes());
+        b[28..32].copy_from_slice(&self.shared_page.to_le_bytes());
         b
     }
 
@@ -423,6 +460,7 @@ impl Meta {
             tenant_key: b[17] != 0,
             directory: u32_at(20),
             tenants: u32_at(24),
+            shared_page: u32_at(28),
         })
     }
 }
@@ -469,8 +507,10 @@ pub const DIR_ENTRIES_PER_PAGE: usize = (PAGE_ITEM_SPACE - DIR_HEADER) / DIR_ENT
 /// | 64..72 | entry node id (`u64::MAX`: none) |
 /// | 72 | entry node's level |
 /// | 73 | flags: bit 0 `stale` |
+/// | 74..76 | offset of the tenant's newest packed node |
 /// | 76..80 | first node page of the tenant (0: none yet) |
 /// | 80..84 | the tenant's insert page (last page of its chain) |
+/// | 84..88 | block of the tenant's newest packed node (0: none) |
 /// | 88..96 | live nodes (exact for decisions: inserts add, VACUUM subtracts) |
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirEntry {
@@ -483,6 +523,9 @@ pub struct DirEntry {
     /// some of them (inserts skipped it, or a build left them out): it must not answer for
     /// the tenant. Only a rebuild of the index clears it.
     pub stale: bool,
+    /// The tenant's newest node packed on a shared page; its older packed nodes follow
+    /// through each node's `prev`.
+    pub packed_head: Option<NodeId>,
 }
 
 impl DirEntry {
@@ -495,6 +538,7 @@ impl DirEntry {
             last_block: 0,
             nodes: 0,
             stale: false,
+            packed_head: None,
         })
     }
 
@@ -506,6 +550,9 @@ impl DirEntry {
         b[64..72].copy_from_slice(&entry.to_le_bytes());
         b[72] = level;
         b[73] = u8::from(self.stale);
+        let (head_block, head_offset) = node_position(self.packed_head.unwrap_or(0));
+        b[74..76].copy_from_slice(&head_offset.to_le_bytes());
+        b[84..88].copy_from_slice(&head_block.to_le_bytes());
         b[76..80].copy_from_slice(&self.first_block.to_le_bytes());
         b[80..84].copy_from_slice(&self.last_block.to_le_bytes());
         b[88..96].copy_from_slice(&self.nodes.to_le_bytes());
@@ -530,6 +577,11 @@ impl DirEntry {
             last_block: u32_at(80),
             nodes: u64_at(88),
             stale: b[73] & 1 != 0,
+            packed_head: Some(node_id(
+                u32_at(84),
+                u16::from_le_bytes(b[74..76].try_into().expect("2 bytes")),
+            ))
+            .filter(|&id| id != 0),
         })
     }
 }
@@ -581,7 +633,10 @@ mod tests {
         let mut n = NodeMut::init(&mut buf, L, node_id(7, 3), 42, 2, &v);
         n.set_neighbors(0, &[node_id(1, 1), node_id(u32::MAX, 65535)]);
         n.set_neighbors(2, &[node_id(9, 2)]);
+        assert_eq!(n.as_ref().prev(), None);
+        n.set_prev(Some(node_id(70_000, 12)));
         let r = NodeRef::new(&buf, L).unwrap();
+        assert_eq!(r.prev(), Some(node_id(70_000, 12)));
         assert_eq!(r.heap_tid(), node_id(7, 3));
         assert_eq!((r.level(), r.tenant(), r.deleted()), (2, 42, false));
         let floats: Vec<f32> = r
@@ -600,15 +655,18 @@ mod tests {
 
     #[test]
     fn delete_zeroes_vector_and_links() {
+        // The list of packed nodes stays whole: a deleted node keeps its `prev`.
         let mut buf = vec![0u8; L.size(1)];
         let mut n = NodeMut::init(&mut buf, L, node_id(1, 1), 0, 1, &[9.0; 5]);
         n.set_neighbors(0, &[node_id(1, 2)]);
+        n.set_prev(Some(node_id(4, 4)));
         n.delete();
         let r = NodeRef::new(&buf, L).unwrap();
         assert!(r.deleted());
         assert!(r.vector_bytes().iter().all(|&b| b == 0));
         assert_eq!(r.neighbors(0).count(), 0);
         assert_eq!(r.heap_tid(), node_id(1, 1));
+        assert_eq!(r.prev(), Some(node_id(4, 4)));
     }
 
     #[test]
@@ -659,7 +717,9 @@ mod tests {
             })
             .chain([(5, 0)])
             .collect();
-        let (ids, pages) = layout.pack_by_tenant(&nodes, 1);
+        let Packing {
+            ids, chains: pages, ..
+        } = layout.pack_by_tenant(&nodes, |_| false, 1);
         let mut owner = std::collections::HashMap::<u32, TenantOrd>::new();
         let mut used = std::collections::HashMap::<u32, usize>::new();
         let mut seen = std::collections::HashSet::new();
@@ -694,6 +754,41 @@ mod tests {
     }
 
     #[test]
+    fn shared_tenants_are_packed_together_after_the_others() {
+        let layout = NodeLayout { dims: 64, m: 16 };
+        // 500 tenants of 3 nodes (packed) and one of 100 (its own pages), interleaved.
+        let mut nodes: Vec<(TenantOrd, u8)> = (0..1500u32).map(|i| (1 + i % 500, 0)).collect();
+        nodes.extend((0..100).map(|_| (0, 0)));
+        let p = layout.pack_by_tenant(&nodes, |t| t != 0, 1);
+        let own: std::collections::HashSet<u32> = p.chains[&0].iter().copied().collect();
+        assert_eq!(p.chains.len(), 1);
+        let mut used = std::collections::HashMap::<u32, usize>::new();
+        for (&(tenant, level), &id) in nodes.iter().zip(&p.ids) {
+            let (block, _) = node_position(id);
+            assert_eq!(
+                own.contains(&block),
+                tenant == 0,
+                "own pages hold only their tenant"
+            );
+            if tenant != 0 {
+                assert!(p.shared.contains(&block));
+            }
+            *used.entry(block).or_default() += layout.space(level);
+        }
+        assert!(used.values().all(|&u| u <= PAGE_ITEM_SPACE));
+        // Packed: as few pages as the bytes need.
+        let bytes = 1500 * layout.space(0);
+        assert_eq!(
+            p.shared.len(),
+            bytes.div_ceil(PAGE_ITEM_SPACE / layout.space(0) * layout.space(0))
+        );
+        assert_eq!(
+            *p.shared.first().unwrap(),
+            *p.chains[&0].last().unwrap() + 1
+        );
+    }
+
+    #[test]
     fn large_vectors_limit_levels() {
         assert_eq!(NodeLayout { dims: 128, m: 16 }.max_level(), Some(MAX_LEVEL));
         assert!(NodeLayout { dims: 1536, m: 16 }.max_level().unwrap() >= 8);
@@ -710,6 +805,8 @@ mod tests {
         e.nodes = 123_456;
         assert_eq!(DirEntry::from_bytes(&e.to_bytes()).unwrap(), e);
         e.stale = true;
+        assert_eq!(DirEntry::from_bytes(&e.to_bytes()).unwrap(), e);
+        e.packed_head = Some(node_id(70_000, 17));
         assert_eq!(DirEntry::from_bytes(&e.to_bytes()).unwrap(), e);
         let longest = DirEntry::new(&[b'x'; MAX_KEY]).unwrap();
         assert_eq!(DirEntry::from_bytes(&longest.to_bytes()).unwrap(), longest);
@@ -743,6 +840,7 @@ mod tests {
     #[test]
     fn meta_round_trip() {
         let m = Meta {
+            shared_page: 9,
             dims: 1536,
             m: 16,
             ef_construction: 64,
@@ -753,6 +851,7 @@ mod tests {
         };
         assert_eq!(Meta::from_bytes(&m.to_bytes()).unwrap(), m);
         let plain = Meta {
+            shared_page: 0,
             tenant_key: false,
             directory: 0,
             ..m

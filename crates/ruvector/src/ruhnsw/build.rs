@@ -94,6 +94,8 @@ struct BuildState {
     dedicated: std::rc::Rc<super::dedicated::Dedicated>,
     /// Tenants (in memory) whose rows a dedicated index holds: their entries are stale.
     stale: std::collections::HashSet<TenantOrd>,
+    /// Per ordinal (in memory): the tenant's nodes are packed with other shared tenants'.
+    packed: Vec<bool>,
 }
 
 impl BuildState {
@@ -110,6 +112,7 @@ impl BuildState {
         }
         let o = self.keys.len() as TenantOrd;
         self.keys.push(key.to_vec());
+        self.packed.push(super::packed_tenant(key));
         self.ordinals.insert(key.to_vec(), o);
         o
     }
@@ -155,7 +158,14 @@ impl BuildState {
                 let h = self.memory.take().expect("in memory");
                 let params = *h.params();
                 let layout = NodeLayout { dims, m };
-                write_graph(self.index, h.into_store(), layout, &self.keys, &self.stale);
+                write_graph(
+                    self.index,
+                    h.into_store(),
+                    layout,
+                    &self.keys,
+                    &self.stale,
+                    &self.packed,
+                );
                 let mut disk = Hnsw::new(PageStore::new(self.index, layout), params);
                 disk.reseed(params.seed ^ self.tuples as u64);
                 self.disk = Some(disk);
@@ -166,6 +176,7 @@ impl BuildState {
                 );
             }
         } else if let Some(h) = &mut self.disk {
+            h.store_mut().set_packed(super::packed_tenant(key));
             h.insert(vector, tenant, tid);
         }
         self.tuples += 1.0;
@@ -238,7 +249,11 @@ pub unsafe extern "C-unwind" fn ambuild(
                 metric: options::metric(index),
                 dedicated: super::dedicated::of(index),
                 stale: Default::default(),
+                packed: Vec::new(),
             };
+            if super::tenant_keyed(index) {
+                crate::tenancy::catalog::ensure_loaded(); // the tenants' levels
+            }
             progress(pg_sys::PROGRESS_CREATEIDX_SUBPHASE, PHASE_LOAD);
             progress(
                 pg_sys::PROGRESS_CREATEIDX_TUPLES_TOTAL,
@@ -260,7 +275,14 @@ pub unsafe extern "C-unwind" fn ambuild(
                     dims: h.store().dims(),
                     m: h.params().m,
                 };
-                write_graph(index, h.into_store(), layout, &state.keys, &state.stale);
+                write_graph(
+                    index,
+                    h.into_store(),
+                    layout,
+                    &state.keys,
+                    &state.stale,
+                    &state.packed,
+                );
             } else if state.disk.is_none() && !state.keys.is_empty() {
                 // Only tenants whose rows are in dedicated indexes: their stale entries.
                 let first = page::nblocks(index);
@@ -279,6 +301,7 @@ pub unsafe extern "C-unwind" fn ambuild(
 fn write_empty_meta(index: pg_sys::Relation, fork: pg_sys::ForkNumber::Type, dims: usize) {
     let (m, ef_construction) = options::of(index);
     let meta = Meta {
+        shared_page: 0,
         dims: dims as u32,
         m: m as u16,
         ef_construction: ef_construction as u16,
@@ -318,6 +341,7 @@ fn write_graph(
     layout: NodeLayout,
     keys: &[Vec<u8>],
     stale: &std::collections::HashSet<TenantOrd>,
+    packed: &[bool],
 ) {
     let n = store.len();
     let first = page::nblocks(index);
@@ -327,8 +351,21 @@ fn write_graph(
     let nodes: Vec<(TenantOrd, u8)> = (0..n as NodeId)
         .map(|id| (store.tenant(id), store.level(id)))
         .collect();
-    let (ids, chains) = layout.pack_by_tenant(&nodes, first);
+    let placed = layout.pack_by_tenant(
+        &nodes,
+        |t| packed.get(t as usize).copied().unwrap_or(false),
+        first,
+    );
+    let (ids, chains) = (&placed.ids, &placed.chains);
     let map = |id: NodeId| ids[id as usize];
+    // Each packed tenant's nodes linked newest to oldest, in the order they were placed.
+    let mut prev: Vec<Option<NodeId>> = vec![None; n];
+    let mut packed_head: std::collections::HashMap<TenantOrd, NodeId> = Default::default();
+    for (i, &(tenant, _)) in nodes.iter().enumerate() {
+        if packed.get(tenant as usize).copied().unwrap_or(false) {
+            prev[i] = packed_head.insert(tenant, ids[i]);
+        }
+    }
     // Node ids in page order, so pages are filled one after the other.
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_by_key(|&i| ids[i]);
@@ -365,6 +402,7 @@ fn write_graph(
             level,
             &vector,
         );
+        node.set_prev(prev[i]);
         for layer in 0..=level {
             let links: Vec<NodeId> = store.neighbors(id, layer).into_iter().map(map).collect();
             node.set_neighbors(layer, &links);
@@ -384,10 +422,14 @@ fn write_graph(
             first_block: blocks.first().copied().unwrap_or(0),
             last_block: blocks.last().copied().unwrap_or(0),
             nodes: store.tenant_len(ordinal) as u64,
+            packed_head: packed_head.get(&ordinal).copied(),
             ..entry
         }
     });
-    page::update_meta(index, |meta| meta.dims = layout.dims as u32);
+    page::update_meta(index, |meta| {
+        meta.dims = layout.dims as u32;
+        meta.shared_page = placed.shared.last().copied().unwrap_or(0);
+    });
 }
 
 /// Writes the tenant directory of a new index (one entry per key, completed by `fill`,

@@ -87,6 +87,8 @@ fn check(index: pg_sys::Relation) -> Findings {
     let (mut page_problems, mut node_problems, mut erasure_problems) =
         (Vec::new(), Vec::new(), Vec::new());
     let mut empty_pages = 0;
+    // Each packed node's link to its tenant's previous packed node.
+    let mut prevs: HashMap<NodeId, NodeId> = HashMap::new();
     for block in 1..nblocks {
         page::delay_point();
         let buf = Buf::read(index, block, Lock::Share);
@@ -123,6 +125,9 @@ fn check(index: pg_sys::Relation) -> Findings {
                 erasure_problems.push(format!(
                     "({block},{offset}): deleted node still holds vector bytes"
                 ));
+            }
+            if let Some(p) = node.prev() {
+                prevs.insert(node_id(block, offset), p);
             }
             graph.add(
                 node_id(block, offset),
@@ -179,6 +184,7 @@ fn check(index: pg_sys::Relation) -> Findings {
         ));
     }
     let mut chained: HashMap<u32, TenantOrd> = HashMap::new();
+    let mut packed: HashMap<NodeId, TenantOrd> = HashMap::new();
     for (ordinal, e) in &entries {
         graph.set_entry(*ordinal, e.entry);
         let who = format!("tenant {ordinal} ({:?})", String::from_utf8_lossy(&e.key));
@@ -200,6 +206,23 @@ fn check(index: pg_sys::Relation) -> Findings {
                 e.last_block
             ));
         }
+        let mut next = e.packed_head;
+        while let Some(id) = next {
+            let owner = graph.node(id).map(|n| n.tenant);
+            if owner != Some(*ordinal) || packed.insert(id, *ordinal).is_some() {
+                dir_problems.push(format!(
+                    "{who}: packed list reaches {} ({})",
+                    fmt_id(id),
+                    match owner {
+                        None => "no node".to_string(),
+                        Some(t) if t != *ordinal => format!("a node of tenant {t}"),
+                        Some(_) => "twice".to_string(),
+                    }
+                ));
+                break;
+            }
+            next = prevs.get(&id).copied();
+        }
         let (count, _) = graph.tenant_live(*ordinal);
         if count as u64 != e.nodes {
             dir_problems.push(format!(
@@ -210,14 +233,22 @@ fn check(index: pg_sys::Relation) -> Findings {
     }
     for (id, n) in graph.nodes() {
         let (block, _) = layout::node_position(id);
-        match chained.get(&block) {
-            Some(&t) if t == n.tenant => {}
-            Some(&t) => dir_problems.push(format!(
+        match (chained.get(&block), packed.get(&id)) {
+            (Some(&t), None) if t == n.tenant => {}
+            (Some(&t), _) if t != n.tenant => dir_problems.push(format!(
                 "{}: on a page of tenant {t}, not {}",
                 fmt_id(id),
                 n.tenant
             )),
-            None => dir_problems.push(format!("{}: on a page in no tenant's chain", fmt_id(id))),
+            (None, Some(&t)) if t == n.tenant => {}
+            (Some(_), Some(_)) => dir_problems.push(format!(
+                "{}: packed on a page of its tenant's own",
+                fmt_id(id)
+            )),
+            _ => dir_problems.push(format!(
+                "{}: on no tenant's chain of pages or list of packed nodes",
+                fmt_id(id)
+            )),
         }
         if n.tenant as usize >= entries.len() && meta_problems.is_empty() {
             dir_problems.push(format!("{}: tenant {} has no entry", fmt_id(id), n.tenant));
@@ -227,9 +258,10 @@ fn check(index: pg_sys::Relation) -> Findings {
         "directory",
         &dir_problems,
         format!(
-            "{} tenants, {} node pages in their chains",
+            "{} tenants, {} node pages in their chains, {} packed nodes",
             entries.len(),
-            chained.len()
+            chained.len(),
+            packed.len()
         ),
     );
     f.add_problems(

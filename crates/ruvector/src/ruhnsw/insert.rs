@@ -84,6 +84,7 @@ pub unsafe extern "C-unwind" fn aminsert(
             if !graph.params().metric.indexes(vector) {
                 return false; // a zero vector in a cosine index: not indexed
             }
+            graph.store_mut().set_packed(place.packed);
             graph.reseed(next_seed());
             graph.insert(vector, place.tenant, heap_tid(tid));
             crate::tenancy::metrics::count_index_insert();

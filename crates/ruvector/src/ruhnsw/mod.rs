@@ -86,6 +86,12 @@ pub unsafe fn tuple_tenant(
     }
 }
 
+/// Whether new nodes of the tenant with `key` are packed with other shared tenants' nodes:
+/// a registered tenant at the `shared` level (see `tenancy::shmem::own_pages`).
+pub fn packed_tenant(key: &[u8]) -> bool {
+    !crate::tenancy::shmem::own_pages(std::str::from_utf8(key).unwrap_or(""))
+}
+
 /// The bytes of a non-null `text` datum.
 ///
 /// # Safety

@@ -11,6 +11,10 @@
 //! gets no place (PostgreSQL inserts the row into the dedicated index itself). The shared
 //! graph of such a tenant is then marked stale: should the dedicated index disappear, a
 //! search refuses rather than answer from a graph that misses rows.
+//!
+//! An insert's place also says whether the node is packed onto the index's shared page with
+//! other shared tenants' nodes or goes on a page of the tenant's own (levels `partition`
+//! and `dedicated`, and an index without a tenant column).
 
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
@@ -31,6 +35,8 @@ pub struct Place {
     pub entry: Option<DirEntry>,
     /// `rel` is a dedicated index this lookup opened: [`Place::close`] closes it.
     opened: bool,
+    /// New nodes of the tenant are packed with other shared tenants' (an insert's answer).
+    pub packed: bool,
 }
 
 impl Place {
@@ -79,6 +85,7 @@ pub fn tenant(index: pg_sys::Relation, key: &[u8], want: Want) -> Option<Place> 
                 tenant,
                 entry: Some(entry),
                 opened: false,
+                packed: false,
             })
         }
         Want::Insert => {
@@ -94,6 +101,7 @@ pub fn tenant(index: pg_sys::Relation, key: &[u8], want: Want) -> Option<Place> 
                 tenant,
                 entry: None,
                 opened: false,
+                packed: super::packed_tenant(key),
             })
         }
     }
@@ -112,6 +120,7 @@ fn in_dedicated(rel: pg_sys::Relation, key: &[u8]) -> Option<Place> {
         tenant,
         entry: Some(entry),
         opened: true,
+        packed: false,
     })
 }
 
@@ -160,6 +169,7 @@ pub fn every_tenant(index: pg_sys::Relation) -> Vec<Place> {
                 tenant,
                 entry: Some(entry),
                 opened: false,
+                packed: false,
             });
         }
         true

@@ -24,6 +24,8 @@ pub struct PageStore {
     layout: NodeLayout,
     /// What a scan's tenant lookups read ([`PageStore::set_scan_entries`]).
     scan_entries: HashMap<TenantOrd, ScanTenant>,
+    /// Nodes added now are packed onto the shared page ([`PageStore::set_packed`]).
+    packed: bool,
 }
 
 /// The parts of a tenant's directory entry a scan reads once.
@@ -31,6 +33,7 @@ pub struct PageStore {
 struct ScanTenant {
     nodes: u64,
     first_block: u32,
+    packed_head: Option<NodeId>,
 }
 
 impl From<&DirEntry> for ScanTenant {
@@ -38,6 +41,7 @@ impl From<&DirEntry> for ScanTenant {
         ScanTenant {
             nodes: e.nodes,
             first_block: e.first_block,
+            packed_head: e.packed_head,
         }
     }
 }
@@ -48,7 +52,14 @@ impl PageStore {
             index,
             layout,
             scan_entries: HashMap::new(),
+            packed: false,
         }
+    }
+
+    /// Where the nodes added from now on go: packed with other shared tenants' nodes on the
+    /// index's shared page (`true`), or on pages of their tenant's own.
+    pub fn set_packed(&mut self, packed: bool) {
+        self.packed = packed;
     }
 
     /// A scan's tenants' directory entries as the scan found them when it started: their
@@ -168,11 +179,46 @@ impl PageStore {
         page::next_block(pg)
     }
 
-    /// Calls `f` for every node of `tenant`, following the tenant's chain of pages.
+    /// Calls `f` for every node of `tenant`: those on its own chain of pages, then its packed
+    /// nodes, newest first.
     pub fn for_each_tenant_node(&self, tenant: TenantOrd, mut f: impl FnMut(NodeId, NodeRef<'_>)) {
-        let mut block = self.scan_tenant(tenant).first_block;
+        let t = self.scan_tenant(tenant);
+        let mut block = t.first_block;
         while block != 0 {
             block = self.nodes_on_page(block, &mut f);
+        }
+        // Consecutive packed nodes are mostly on one page: its lock is kept across them.
+        let mut next = t.packed_head;
+        let mut buf: Option<Buf> = None;
+        let mut steps: u64 = 0;
+        let bound = u64::from(page::nblocks(self.index)) * layout::PAGE_SIZE as u64;
+        while let Some(id) = next {
+            steps += 1;
+            if steps > bound {
+                self.corrupted(format!("tenant {tenant}'s packed nodes loop"));
+            }
+            let (block, offset) = node_position(id);
+            if buf.as_ref().is_none_or(|b| b.block() != block) {
+                drop(buf.take()); // one page lock at a time
+                buf = Some(Buf::read(self.index, block, Lock::Share));
+            }
+            let pg = buf.as_ref().expect("read above").page();
+            // SAFETY: the page is share-locked while the node is used.
+            let bytes = unsafe { self.node_bytes(pg, block, offset) };
+            let node = NodeRef::new(bytes, self.layout)
+                .unwrap_or_else(|e| self.bad_node(block, offset, e));
+            if node.tenant() != tenant {
+                self.bad_node(
+                    block,
+                    offset,
+                    format!(
+                        "packed node of tenant {} on tenant {tenant}'s list",
+                        node.tenant()
+                    ),
+                );
+            }
+            next = node.prev();
+            f(id, node);
         }
     }
 
@@ -181,7 +227,10 @@ impl PageStore {
     /// meanwhile (its entry names the insert page and counts the nodes), so two inserts of
     /// one tenant never extend its chain at once; the lock order is directory page, then
     /// node pages.
-    fn add_node(&self, tenant: TenantOrd, bytes: &[u8]) -> NodeId {
+    fn add_node(&self, tenant: TenantOrd, bytes: &mut [u8]) -> NodeId {
+        if self.packed {
+            return self.add_packed(tenant, bytes);
+        }
         let (dir, slot) = directory::locate(self.index, tenant);
         let dir_buf = Buf::read(self.index, dir, Lock::Exclusive);
         let entry = directory::read_slot(self.index, dir_buf.page(), slot);
@@ -229,6 +278,63 @@ impl PageStore {
         directory::write_slot(d, slot, &updated);
         rec.finish();
         node_id(block, offset)
+    }
+
+    /// Adds a node tuple of `tenant` on the index's shared page, linked to the tenant's
+    /// previous packed node, in one WAL record with the tenant's directory entry (its newest
+    /// packed node and count). The shared page's number is read before the directory page
+    /// is locked (an addition of a tenant holds the metapage while it waits for a directory
+    /// page); when the page is full, a new one is made under the metapage lock alone, and
+    /// the addition starts over.
+    fn add_packed(&self, tenant: TenantOrd, bytes: &mut [u8]) -> NodeId {
+        loop {
+            let shared = page::read_meta(self.index).shared_page;
+            if shared != 0 {
+                let (dir, slot) = directory::locate(self.index, tenant);
+                let dir_buf = Buf::read(self.index, dir, Lock::Exclusive);
+                let entry = directory::read_slot(self.index, dir_buf.page(), slot);
+                let page_buf = Buf::read(self.index, shared, Lock::Exclusive);
+                if page::is_node_page(page_buf.page())
+                    && page::free_space(page_buf.page()) >= bytes.len().next_multiple_of(8)
+                {
+                    NodeMut::new(bytes, self.layout)
+                        .expect("a node made by push")
+                        .set_prev(entry.packed_head);
+                    let mut rec = WalRecord::start(self.index);
+                    let image = rec.register(&page_buf, false);
+                    if let Some(offset) = page::add_item(image, bytes) {
+                        let id = node_id(shared, offset);
+                        let d = rec.register(&dir_buf, false);
+                        let updated = DirEntry {
+                            packed_head: Some(id),
+                            nodes: entry.nodes + 1,
+                            ..entry
+                        };
+                        directory::write_slot(d, slot, &updated);
+                        rec.finish();
+                        return id;
+                    }
+                }
+            }
+            self.new_shared_page(shared);
+        }
+    }
+
+    /// Makes a new shared page unless another backend already replaced `full`.
+    fn new_shared_page(&self, full: u32) {
+        let meta_buf = Buf::read(self.index, 0, Lock::Exclusive);
+        let mut meta = page::meta_of(self.index, meta_buf.page());
+        if meta.shared_page != full {
+            return;
+        }
+        let new = Buf::extend(self.index);
+        let mut rec = WalRecord::start(self.index);
+        let image = rec.register(&new, true);
+        page::init_page(image, layout::KIND_NODES);
+        meta.shared_page = new.block();
+        let m = rec.register(&meta_buf, false);
+        page::write_meta(m, &meta);
+        rec.finish();
     }
 }
 
@@ -301,7 +407,7 @@ impl GraphStore for PageStore {
     fn push(&mut self, vector: &[f32], tenant: TenantOrd, level: u8, payload: u64) -> NodeId {
         let mut bytes = vec![0u8; self.layout.size(level)];
         NodeMut::init(&mut bytes, self.layout, payload, tenant, level, vector);
-        self.add_node(tenant, &bytes)
+        self.add_node(tenant, &mut bytes)
     }
 
     fn payload(&self, id: NodeId) -> u64 {

@@ -187,6 +187,8 @@ pub struct TenantRow {
     pub id: String,
     pub state: TenantState,
     pub limits: Limits,
+    /// Its index nodes go on pages of its own (not the shared level).
+    pub own_pages: bool,
 }
 
 pub fn state_from_name(name: &str) -> TenantState {
@@ -233,7 +235,8 @@ pub fn ensure_loaded() {
                 .select(
                     "SELECT id, CASE WHEN deleted_at IS NOT NULL THEN 'deleted' \
                      WHEN suspended_at IS NOT NULL THEN 'suspended' ELSE 'active' END, \
-                     max_vectors, max_storage_gb, max_qps, max_concurrent, weight FROM ruvector.tenants",
+                     max_vectors, max_storage_gb, max_qps, max_concurrent, weight, \
+                     isolation_level IS DISTINCT FROM 'shared' FROM ruvector.tenants",
                     None,
                     &[],
                 )
@@ -251,6 +254,7 @@ pub fn ensure_loaded() {
                         row.get(6).ok().flatten().unwrap_or(0),
                         row.get(7).ok().flatten().unwrap_or(1.0),
                     ),
+                    own_pages: row.get(8).ok().flatten().unwrap_or(true),
                 });
             }
             for (rel, col) in &tables {
@@ -286,6 +290,7 @@ pub fn ensure_loaded() {
                 slot.set_limits(row.limits);
                 slot.set_state(row.state);
             }
+            slot.set_own_pages(row.own_pages);
             // The rows counted now are the usage, also of a tenant whose slot a commit made
             // before the database was loaded (a restore inserting the catalog's rows).
             let (n, bytes) = usage.get(&row.id).copied().unwrap_or((0, 0));

@@ -19,6 +19,8 @@ struct PendingSync {
     limits: Limits,
     /// Created (again): start from zero usage.
     reset: bool,
+    /// Its index nodes go on pages of its own (not the shared level).
+    own_pages: bool,
 }
 
 thread_local! {
@@ -38,14 +40,14 @@ pg_fn! {
 
 pg_fn! {
     /// `ruvector._registry_sync(id, state, max_vectors, max_storage_gb, max_qps,
-    /// max_concurrent, weight, created)`
+    /// max_concurrent, weight, created, own_pages)`
     fn registry_sync(fcinfo) {
         if !crate::backend::is_admin() {
             crate::errors::not_admin("change the tenant registry");
         }
         // SAFETY: the SQL declaration: text, text, int8, float4, int4, int4, float4, bool,
-        // all non-null.
-        let (id, state, max_vectors, max_storage_gb, max_qps, max_concurrent, weight, created) = unsafe {
+        // bool, all non-null.
+        let (id, state, max_vectors, max_storage_gb, max_qps, max_concurrent, weight, created, own_pages) = unsafe {
             (
                 arg_text(fcinfo, 0),
                 arg_text(fcinfo, 1),
@@ -55,6 +57,7 @@ pg_fn! {
                 fmgr::arg_i32(fcinfo, 5),
                 f32::from_bits(fmgr::arg(fcinfo, 6).value() as u32),
                 fmgr::arg(fcinfo, 7).value() != 0,
+                fmgr::arg(fcinfo, 8).value() != 0,
             )
         };
         let state = catalog::state_from_name(&state);
@@ -71,7 +74,7 @@ pg_fn! {
             }
         }
         // A tenant row inserted now starts from zero usage; updates keep the counters.
-        PENDING.with(|p| p.borrow_mut().push(PendingSync { id, state, limits, reset: created }));
+        PENDING.with(|p| p.borrow_mut().push(PendingSync { id, state, limits, reset: created, own_pages }));
         pg_sys::Datum::from(0)
     }
 }
@@ -354,6 +357,7 @@ fn apply(pending: Vec<PendingSync>) {
                 }
                 slot.set_limits(p.limits);
                 slot.set_state(p.state);
+                slot.set_own_pages(p.own_pages);
             }
         }
     });

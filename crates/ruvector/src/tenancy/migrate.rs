@@ -152,9 +152,9 @@ fn run(m: &Migration) {
         .ok()
         .flatten()
     });
-    if from.is_none() {
+    let Some(from) = from else {
         return finish(m, None); // the tenant was purged meanwhile
-    }
+    };
     let shared = BackgroundWorker::transaction(|| shared_indexes(m));
     if m.to == "dedicated" {
         set_phase(m, "copying");
@@ -162,8 +162,18 @@ fn run(m: &Migration) {
             promote(s);
         }
     } else {
+        // The level first: the rebuilds below place the tenant's nodes by it.
+        set_level(m, &m.to);
         // Dedicated indexes made by hand count as much as those of a migration.
-        demote(&shared, m);
+        if !demote(&shared, m) && (from == "shared") != (m.to == "shared") {
+            // Between packed and own pages: the shared indexes are rebuilt with the tenant's
+            // nodes where its new level puts them.
+            set_phase(m, "catching_up");
+            for s in &shared {
+                drop_leftovers(s);
+                run_top_level(&format!("REINDEX INDEX CONCURRENTLY {}", s.name));
+            }
+        }
     }
     finish(m, Some(&m.to));
 }
@@ -228,13 +238,14 @@ fn depends_on(dedicated: pg_sys::Oid, shared: pg_sys::Oid) {
     }
 }
 
-/// Gives the tenant's rows back to the shared indexes and drops its dedicated indexes.
-fn demote(shared: &[Shared], m: &Migration) {
+/// Gives the tenant's rows back to the shared indexes and drops its dedicated indexes;
+/// whether it had any.
+fn demote(shared: &[Shared], m: &Migration) -> bool {
     let key = m.tenant.as_bytes();
     // By name: REINDEX CONCURRENTLY gives the shared index a new OID.
     let of = |s: &Shared| BackgroundWorker::transaction(|| dedicated_of(&s.name, key));
     if !shared.iter().any(|s| of(s).is_some()) {
-        return;
+        return false;
     }
     if m.phase != "switching" {
         set_phase(m, "copying");
@@ -257,6 +268,18 @@ fn demote(shared: &[Shared], m: &Migration) {
             run_top_level(&format!("DROP INDEX CONCURRENTLY IF EXISTS {d}"));
         }
     }
+    true
+}
+
+/// Records the tenant's level (the registry follows at commit).
+fn set_level(m: &Migration, level: &str) {
+    BackgroundWorker::transaction(|| {
+        Spi::run_with_args(
+            "UPDATE ruvector.tenants SET isolation_level = $2 WHERE id = $1",
+            &[m.tenant.as_str().into(), level.into()],
+        )
+        .expect("recording the tenant's level")
+    });
 }
 
 /// The qualified name of the tenant's dedicated index for the shared index named `shared`.
@@ -306,14 +329,10 @@ fn drop_leftovers(s: &Shared) {
 
 /// Records the migration as done (and the tenant's new level, when it still exists).
 fn finish(m: &Migration, level: Option<&str>) {
+    if let Some(level) = level {
+        set_level(m, level);
+    }
     BackgroundWorker::transaction(|| {
-        if let Some(level) = level {
-            Spi::run_with_args(
-                "UPDATE ruvector.tenants SET isolation_level = $2 WHERE id = $1",
-                &[m.tenant.as_str().into(), level.into()],
-            )
-            .expect("recording the tenant's level");
-        }
         Spi::run_with_args(
             "UPDATE ruvector.tenant_migrations SET phase = 'done', finished_at = now(), \
              rows_copied = coalesce(rows_total, rows_copied) WHERE id = $1",

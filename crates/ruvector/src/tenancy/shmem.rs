@@ -233,6 +233,14 @@ pub fn find(id: &str) -> Option<(usize, registry::TenantState)> {
     locked(false, |r| r.lookup(db, id).map(|(n, s)| (n, s.state())))
 }
 
+/// Whether tenant `id`'s `ruhnsw` nodes go on pages of its own: its isolation level is
+/// `partition` or `dedicated`, or it is no registered tenant of this database (an index
+/// without a tenant column, rows of an unknown tenant). Shared tenants' nodes are packed.
+pub fn own_pages(id: &str) -> bool {
+    let db = crate::backend::db();
+    locked(false, |r| r.lookup(db, id).map(|(_, s)| s.own_pages())).unwrap_or(true)
+}
+
 /// Runs `f` holding lock `n` of the ruvector tranche (0: registry, 1: scheduler).
 pub fn with_lock<R>(n: usize, exclusive: bool, f: impl FnOnce() -> R) -> R {
     let mode = if exclusive {

@@ -564,3 +564,63 @@ def test_dropped_databases_free_their_place_in_the_registry():
                 d.execute("INSERT INTO t DEFAULT VALUES")
                 assert d.execute("SELECT count(*) FROM t").fetchone()[0] == 1
             c.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+# --- weakening a tenant table's confinement ----------------------------------------------
+
+WEAKENING = [
+    "ALTER TABLE docs DISABLE ROW LEVEL SECURITY",
+    "ALTER TABLE docs NO FORCE ROW LEVEL SECURITY",
+    "ALTER POLICY tenant_isolation ON docs USING (true)",
+    "DROP POLICY tenant_isolation ON docs",
+    "DROP POLICY IF EXISTS admin_bypass ON public.docs",
+    "CREATE POLICY open ON docs USING (true)",
+    "CREATE POLICY open ON docs AS PERMISSIVE FOR SELECT TO rv_app USING (true)",
+    "DROP TRIGGER ruvector_quota ON docs",
+    "ALTER TABLE docs DISABLE TRIGGER ruvector_quota",
+    "ALTER TABLE docs DISABLE TRIGGER ALL",
+    "ALTER TABLE docs DISABLE TRIGGER USER",
+]
+
+
+@pytest.mark.parametrize("sql", WEAKENING)
+def test_the_owner_cannot_weaken_a_tenant_tables_confinement(sql):
+    with connect("rv_owner") as c:
+        e = refused(c, sql, "42501")
+        assert "is refused" in e.diag.message_primary
+    # Without a context, a superuser cannot either; nothing changed.
+    with su() as c:
+        refused(c, sql, "42501")
+        assert c.execute("SELECT relrowsecurity AND relforcerowsecurity FROM pg_class "
+                         "WHERE oid = 'docs'::regclass").fetchone()[0]
+        assert c.execute("SELECT count(*) FROM pg_policy WHERE polrelid = 'docs'::regclass").fetchone()[0] == 2
+        assert c.execute("SELECT tgenabled FROM pg_trigger WHERE tgname = 'ruvector_quota' "
+                         "AND tgrelid = 'docs'::regclass").fetchone()[0] == "O"
+
+
+def test_a_restrictive_policy_and_an_administrators_change_are_allowed():
+    with connect("rv_owner") as c:
+        c.execute("CREATE POLICY no_secrets ON docs AS RESTRICTIVE USING (content IS DISTINCT FROM 'secret')")
+        c.execute("DROP POLICY no_secrets ON docs")  # not one of ours: weakens nothing
+        c.execute("DROP TABLE IF EXISTS scratch")
+        c.execute("CREATE TABLE scratch (id int, tenant_id text NOT NULL)")
+        c.execute("SELECT ruvector_enable_tenant_rls('scratch')")
+        c.execute("GRANT ALL ON scratch TO rv_admin")
+    with connect("rv_admin", "*") as c:
+        refused(c, "ALTER TABLE scratch DISABLE ROW LEVEL SECURITY", "42501")  # not its owner
+    with su(tenant="*") as c:
+        notices = []
+        c.add_notice_handler(lambda d: notices.append(d.message_primary))
+        c.execute("ALTER TABLE scratch NO FORCE ROW LEVEL SECURITY")
+        assert any("no longer confined" in n for n in notices), notices
+        c.execute("DROP TABLE scratch")
+
+
+def test_administrators_update_limits_through_tenant_quotas():
+    with connect("rv_admin") as c:
+        c.execute("UPDATE ruvector.tenant_quotas SET max_vectors = 77, max_qps = 33 WHERE tenant_id = 't5'")
+        assert c.execute("SELECT max_vectors, max_qps FROM ruvector.tenants WHERE id = 't5'").fetchone() == (77, 33)
+        refused(c, "UPDATE ruvector.tenant_quotas SET current_vectors = 0 WHERE tenant_id = 't5'", "42501")
+        c.execute("UPDATE ruvector.tenant_quotas SET max_vectors = 1000000, max_qps = 100 WHERE tenant_id = 't5'")
+    with connect("rv_app", "t5") as c:
+        refused(c, "UPDATE ruvector.tenant_quotas SET max_vectors = 1", "42501")

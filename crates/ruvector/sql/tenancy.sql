@@ -352,6 +352,19 @@ FROM ruvector.tenants t
 LEFT JOIN ruvector._live_stats() s ON s.tenant_id = t.id
 WHERE t.deleted_at IS NULL;
 
+-- Administrators change limits through the view as in ruvector.tenants (the columns granted
+-- below; usage columns are read-only).
+CREATE FUNCTION ruvector._tenant_quotas_update() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    UPDATE ruvector.tenants SET max_vectors = NEW.max_vectors, max_storage_gb = NEW.max_storage_gb,
+        max_qps = NEW.max_qps, max_concurrent = NEW.max_concurrent
+    WHERE id = OLD.tenant_id;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER tenant_quotas_update INSTEAD OF UPDATE ON ruvector.tenant_quotas
+    FOR EACH ROW EXECUTE FUNCTION ruvector._tenant_quotas_update();
+
 CREATE VIEW ruvector.tenant_stats AS
 SELECT s.tenant_id, s.state,
        -- Sampled by the integrity monitor; NULL until a sample exists.
@@ -846,7 +859,7 @@ REVOKE EXECUTE ON FUNCTION
     ruvector._tenants_sync(), ruvector._collections_quota(), ruvector._on_sql_drop(),
     ruvector._integrity_sample(text), ruvector._integrity_override(text, text, float8),
     ruvector._wake_maintenance(), ruvector._apply_isolation_policy(),
-    ruvector._restore_builtin(), ruvector._tables_sync()
+    ruvector._restore_builtin(), ruvector._tables_sync(), ruvector._tenant_quotas_update()
     FROM PUBLIC;
 -- Lifecycle functions run as their (admin) caller and call these.
 GRANT EXECUTE ON FUNCTION

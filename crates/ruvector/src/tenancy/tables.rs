@@ -185,9 +185,12 @@ pg_fn! {
              USING (ruvector.current_tenant() OPERATOR(pg_catalog.=) '*') \
              WITH CHECK (ruvector.current_tenant() OPERATOR(pg_catalog.=) '*')"
         ));
-        for sql in ddl {
-            Spi::run(&sql).expect("row-level security of the tenant table");
-        }
+        // The extension's own statements: re-registering replaces the policies.
+        statement::internal(None, || {
+            for sql in ddl {
+                Spi::run(&sql).expect("row-level security of the tenant table");
+            }
+        });
         let had_trigger = existing(
             "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND tgname = 'ruvector_quota')",
         );

@@ -229,6 +229,11 @@ unsafe fn before_process_utility(pstmt: *mut pg_sys::PlannedStmt) -> Around {
                 let stmt = node as *mut pg_sys::AlterTableStmt;
                 for c in list_ptrs((*stmt).cmds) {
                     let cmd = c as *mut pg_sys::AlterTableCmd;
+                    let this = relation_of((*stmt).relation);
+                    let trigger = || {
+                        (*cmd).name.is_null()
+                            || std::ffi::CStr::from_ptr((*cmd).name).to_bytes() == b"ruvector_quota"
+                    };
                     let other = match (*cmd).subtype {
                         pg_sys::AlterTableType::AT_AddInherit => {
                             relation_of((*cmd).def as *mut pg_sys::RangeVar)
@@ -236,9 +241,24 @@ unsafe fn before_process_utility(pstmt: *mut pg_sys::PlannedStmt) -> Around {
                         pg_sys::AlterTableType::AT_AttachPartition => {
                             relation_of((*((*cmd).def as *mut pg_sys::PartitionCmd)).name)
                         }
+                        pg_sys::AlterTableType::AT_DisableRowSecurity => {
+                            keep_confined(this, "DISABLE ROW LEVEL SECURITY");
+                            continue;
+                        }
+                        pg_sys::AlterTableType::AT_NoForceRowSecurity => {
+                            keep_confined(this, "NO FORCE ROW LEVEL SECURITY");
+                            continue;
+                        }
+                        pg_sys::AlterTableType::AT_DisableTrig
+                        | pg_sys::AlterTableType::AT_DisableTrigAll
+                        | pg_sys::AlterTableType::AT_DisableTrigUser
+                            if trigger() =>
+                        {
+                            keep_confined(this, "DISABLE TRIGGER of the quota trigger");
+                            continue;
+                        }
                         _ => continue,
                     };
-                    let this = relation_of((*stmt).relation);
                     if catalog::is_tenant_table(this) || catalog::is_tenant_table(other) {
                         no_inheritance();
                     }
@@ -253,12 +273,52 @@ unsafe fn before_process_utility(pstmt: *mut pg_sys::PlannedStmt) -> Around {
             }
             pg_sys::NodeTag::T_DropStmt => {
                 let stmt = node as *mut pg_sys::DropStmt;
-                if (*stmt).removeType == pg_sys::ObjectType::OBJECT_INDEX {
-                    for name in list_ptrs((*stmt).objects) {
-                        let rv = pg_sys::makeRangeVarFromNameList(name as *mut pg_sys::List);
-                        keep_dedicated(relation_of(rv));
+                let kind = (*stmt).removeType;
+                for name in list_ptrs((*stmt).objects) {
+                    let name = name as *mut pg_sys::List;
+                    if kind == pg_sys::ObjectType::OBJECT_INDEX {
+                        keep_dedicated(relation_of(pg_sys::makeRangeVarFromNameList(name)));
+                    } else if kind == pg_sys::ObjectType::OBJECT_POLICY
+                        || kind == pg_sys::ObjectType::OBJECT_TRIGGER
+                    {
+                        // [schema,] table, policy or trigger
+                        let last = list_ptrs(name).last().map(|v| {
+                            std::ffi::CStr::from_ptr((*(*v as *mut pg_sys::String)).sval)
+                                .to_bytes()
+                                .to_vec()
+                        });
+                        // Ours only: dropping another policy removes a narrowing or a
+                        // widening, never more than tenant_isolation allows.
+                        let ours: &[&[u8]] = if kind == pg_sys::ObjectType::OBJECT_TRIGGER {
+                            &[b"ruvector_quota"]
+                        } else {
+                            &[b"tenant_isolation", b"admin_bypass"]
+                        };
+                        if !last.is_some_and(|l| ours.contains(&l.as_slice())) {
+                            continue;
+                        }
+                        let table =
+                            pg_sys::list_truncate(pg_sys::list_copy(name), (*name).length - 1);
+                        let what = if kind == pg_sys::ObjectType::OBJECT_POLICY {
+                            "DROP POLICY"
+                        } else {
+                            "DROP TRIGGER of the quota trigger"
+                        };
+                        keep_confined(relation_of(pg_sys::makeRangeVarFromNameList(table)), what);
                     }
                 }
+            }
+            pg_sys::NodeTag::T_CreatePolicyStmt => {
+                let stmt = node as *mut pg_sys::CreatePolicyStmt;
+                // A restrictive policy only narrows what a tenant sees; a permissive one is
+                // ORed with tenant_isolation and can open every row.
+                if (*stmt).permissive {
+                    keep_confined(relation_of((*stmt).table), "CREATE POLICY (permissive)");
+                }
+            }
+            pg_sys::NodeTag::T_AlterPolicyStmt => {
+                let stmt = node as *mut pg_sys::AlterPolicyStmt;
+                keep_confined(relation_of((*stmt).table), "ALTER POLICY");
             }
             pg_sys::NodeTag::T_DropdbStmt => {
                 let stmt = node as *mut pg_sys::DropdbStmt;
@@ -271,6 +331,37 @@ unsafe fn before_process_utility(pstmt: *mut pg_sys::PlannedStmt) -> Around {
         }
     }
     around
+}
+
+/// Refuses `what`, a change that would stop confining the tenants of tenant table `table`
+/// (row-level security switched off or widened, the quota trigger dropped or disabled),
+/// unless an administrator does it under `'*'`, who gets a warning.
+fn keep_confined(table: pg_sys::Oid, what: &str) {
+    if table == pg_sys::InvalidOid || !catalog::is_tenant_table(table) {
+        return;
+    }
+    // SAFETY: a plain catalog lookup of an existing relation's name.
+    let name = unsafe {
+        let n = pg_sys::get_rel_name(table);
+        if n.is_null() {
+            String::new()
+        } else {
+            std::ffi::CStr::from_ptr(n).to_string_lossy().into_owned()
+        }
+    };
+    if gucs::tenant_context() == TenantContext::All && crate::backend::is_admin() {
+        pgrx::warning!(
+            "{what} on tenant table {name}: its tenants are no longer confined as before"
+        );
+        return;
+    }
+    crate::errors::refuse(refusal(
+        PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+        "confinement_weakened",
+        format!("{what} on tenant table {name} is refused"),
+        "Row-level security with the policies tenant_isolation and admin_bypass, and the quota trigger, confine every tenant to its own rows and limits; this would let a tenant reach other tenants' rows or pass its quota.".into(),
+        "An administrator can do it under SET ruvector.tenant_id = '*'. A RESTRICTIVE policy, which only narrows what a tenant sees, can be added by the owner.",
+    ));
 }
 
 /// Refuses to drop a dedicated index that answers for its tenant: the shared index no

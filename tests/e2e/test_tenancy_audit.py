@@ -87,6 +87,28 @@ def test_refused_attempts_are_recorded_although_they_abort():
     assert rows and rows[0][3]["reason"] == "no_context"
 
 
+def test_quota_and_other_tenants_rows_are_refused_on_the_record():
+    with connect("rv_admin") as a:
+        a.execute("SELECT ruvector_tenant_create('tight', '{\"max_vectors\": 1, \"max_qps\": 0}')")
+    with connect("rv_app") as c:
+        c.execute("SET ruvector.tenant_id = 'tight'")
+        c.execute("SET ruvector.app_user = 'alice@tight.example'")
+        c.execute("INSERT INTO embeddings (content) VALUES ('first')")
+        with pytest.raises(psycopg.errors.ConfigurationLimitExceeded):
+            c.execute("INSERT INTO embeddings (content) VALUES ('over quota')")
+        # Another tenant's row: row-level security refuses it (PostgreSQL raises that error).
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            c.execute("INSERT INTO embeddings (tenant_id, content) VALUES ('acme', 'planted')")
+    rows = wait_for("tenant_id = 'tight' AND operation = 'refused:insert'")
+    assert rows and rows[0][3]["reason"] == "quota_exceeded" and rows[0][3]["sqlstate"] == "53400"
+    assert rows[0][2] == "alice@tight.example", "the application's user, when it names one"
+    rows = wait_for("tenant_id = 'tight' AND operation = 'refused:write'")
+    assert rows and rows[0][3]["reason"] == "other_tenants_row" and rows[0][3]["sqlstate"] == "42501"
+    assert rows[0][2] == "alice@tight.example"
+    # Operations that succeed name the application's user too.
+    assert audit_rows("tenant_id = 'tight' AND operation = 'insert' AND user_id = 'alice@tight.example'")
+
+
 def test_wildcard_use_and_lifecycle_calls_are_recorded():
     with connect("rv_admin") as a:
         a.execute("SELECT ruvector_tenant_create('audited-tenant')")

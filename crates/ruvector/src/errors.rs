@@ -261,7 +261,7 @@ pub fn unknown_tenant(id: &str) -> ! {
 }
 
 /// A reservation beyond the tenant's quota.
-pub fn quota_exceeded(id: &str, e: ruvector_tenancy::quota::QuotaExceeded) -> ! {
+pub fn quota_exceeded(id: &str, e: ruvector_tenancy::quota::QuotaExceeded) -> Refusal {
     use ruvector_tenancy::quota::Resource;
     let (what, current, max, hint) = match e.resource {
         Resource::Vectors => (
@@ -277,14 +277,12 @@ pub fn quota_exceeded(id: &str, e: ruvector_tenancy::quota::QuotaExceeded) -> ! 
             "Delete rows, or ask an administrator to raise max_storage_gb.",
         ),
     };
-    raise(
-        ErrorReport::new(
-            PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
-            format!("tenant \"{id}\" has exceeded its {what} quota"),
-            "ruvector",
-        )
-        .set_detail(format!("current: {current}, maximum: {max}"))
-        .set_hint(hint),
+    refusal(
+        PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
+        "quota_exceeded",
+        format!("tenant \"{id}\" has exceeded its {what} quota"),
+        format!("current: {current}, maximum: {max}"),
+        hint,
     )
 }
 
@@ -325,15 +323,13 @@ pub fn index_corrupted(index: &str, what: String) -> ! {
 
 /// A tenant table row of another tenant than the running statement's (a role that bypasses
 /// row-level security wrote it, or tried to).
-pub fn row_of_other_tenant(row: &str, context: &str) -> ! {
-    raise(
-        ErrorReport::new(
-            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            format!("row of tenant \"{row}\" outside the tenant context \"{context}\""),
-            "ruvector",
-        )
-        .set_detail("Under one tenant's context, a statement can only write that tenant's rows.")
-        .set_hint("Set ruvector.tenant_id to the row's tenant, or to '*' as an administrator."),
+pub fn row_of_other_tenant(row: &str, context: &str) -> Refusal {
+    refusal(
+        PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+        "other_tenants_row",
+        format!("row of tenant \"{row}\" outside the tenant context \"{context}\""),
+        "Under one tenant's context, a statement can only write that tenant's rows.".into(),
+        "Set ruvector.tenant_id to the row's tenant, or to '*' as an administrator.",
     )
 }
 

@@ -47,6 +47,10 @@ static EF_SEARCH: GucSetting<i32> = GucSetting::<i32>::new(40);
 static ITERATIVE_SCAN: GucSetting<bool> = GucSetting::<bool>::new(true);
 static MAX_SCAN_TUPLES: GucSetting<i32> = GucSetting::<i32>::new(20_000);
 
+/// `ruvector.app_user`: the application's user, recorded in the audit log when set.
+static APP_USER: GucSetting<Option<std::ffi::CString>> =
+    GucSetting::<Option<std::ffi::CString>>::new(None);
+
 /// `ruvector.metrics_address`: host:port of the Prometheus endpoint; empty = no endpoint.
 static METRICS_ADDRESS: GucSetting<Option<std::ffi::CString>> =
     GucSetting::<Option<std::ffi::CString>>::new(None);
@@ -170,6 +174,14 @@ pub fn init() {
         GucFlags::default(),
     );
     GucRegistry::define_string_guc(
+        c"ruvector.app_user",
+        c"The application's user on whose behalf the session runs, for the audit log.",
+        c"Set it per request (SET LOCAL) next to ruvector.tenant_id; the audit log records it as user_id instead of the database role. It grants nothing.",
+        &APP_USER,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
         c"ruvector.metrics_address",
         c"host:port of the Prometheus metrics endpoint (server start only); empty: no endpoint.",
         c"For example 127.0.0.1:9187. The endpoint serves GET /metrics without authentication: bind it to loopback or a monitoring network.",
@@ -199,6 +211,14 @@ pub fn init() {
     );
     // SAFETY: PostgreSQL 15+; reserves the prefix so typos such as ruvector.tenantid fail.
     unsafe { pg_sys::MarkGUCPrefixReserved(c"ruvector".as_ptr()) };
+}
+
+/// `ruvector.app_user`, `None` when empty.
+pub fn app_user() -> Option<String> {
+    APP_USER
+        .get()
+        .and_then(|s| s.into_string().ok())
+        .filter(|s| !s.is_empty())
 }
 
 /// `ruvector.metrics_address`, `None` when empty.

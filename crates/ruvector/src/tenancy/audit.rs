@@ -72,7 +72,12 @@ fn queue() -> Option<Queue<'static>> {
     }
 }
 
+/// The user an audit record names: `ruvector.app_user` when the application set it, else
+/// the database role.
 fn user_name() -> String {
+    if let Some(u) = crate::gucs::app_user() {
+        return u;
+    }
     // SAFETY: GetUserNameFromId returns a palloc'd copy (or NULL with noerr).
     unsafe {
         let n = pg_sys::GetUserNameFromId(pg_sys::GetUserId(), true);
@@ -84,11 +89,39 @@ fn user_name() -> String {
     }
 }
 
-fn client_addr() -> Option<String> {
-    // NULL for Unix-socket connections and background processes.
-    Spi::get_one::<String>("SELECT host(inet_client_addr())")
+thread_local! {
+    /// This connection's client address, once read.
+    static CLIENT: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+    /// A record is being made while an error is reported: nothing may be queried.
+    static REPORTING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The client's address, as `inet_client_addr()` gives it (empty for Unix-socket
+/// connections and background processes); read once per connection.
+fn client_addr() -> String {
+    if let Some(a) = CLIENT.with(|c| c.borrow().clone()) {
+        return a;
+    }
+    if REPORTING.get() {
+        return String::new();
+    }
+    // Cached before the query runs: the query is a statement too, and its start prepares
+    // audit records again.
+    CLIENT.with(|c| *c.borrow_mut() = Some(String::new()));
+    let a = Spi::get_one::<String>("SELECT host(inet_client_addr())")
         .ok()
         .flatten()
+        .unwrap_or_default();
+    CLIENT.with(|c| *c.borrow_mut() = Some(a.clone()));
+    a
+}
+
+/// Reads what a record needs ahead (the client address), when audit is on: a refusal that
+/// PostgreSQL raises is recorded while the error is reported, when nothing may be queried.
+pub fn prepare() {
+    if crate::gucs::audit_enabled() {
+        client_addr();
+    }
 }
 
 fn now_us() -> i64 {
@@ -105,25 +138,69 @@ fn context_name(ctx: TenantContext<'_>) -> String {
 
 /// Queues a refused attempt (called just before the error is raised).
 pub fn refused(ctx: TenantContext<'_>, op: Operation, r: &Refusal) {
+    queue_refusal(context_name(ctx), op.name(), r.reason, &sqlstate(r.code));
+}
+
+fn queue_refusal(tenant: String, operation: &str, reason: &str, sqlstate: &str) {
     if !crate::gucs::audit_enabled() {
         return;
     }
     let Some(q) = queue() else { return };
     let record = Record {
         at_us: now_us(),
-        tenant: context_name(ctx),
-        operation: op.name().into(),
+        tenant,
+        operation: operation.into(),
         user: user_name(),
-        address: client_addr().unwrap_or_default(),
+        address: client_addr(),
         detail: format!(
-            "{{\"refused\": true, \"reason\": \"{}\", \"sqlstate\": \"{}\"}}",
-            r.reason,
-            sqlstate(r.code)
+            "{{\"refused\": true, \"reason\": \"{reason}\", \"sqlstate\": \"{sqlstate}\"}}"
         ),
     };
     if q.push(crate::backend::db(), &record) {
         queued();
     }
+}
+
+static mut PREV_EMIT_LOG: pg_sys::emit_log_hook_type = None;
+
+/// Installs the log hook that audits refusals PostgreSQL raises itself; from `_PG_init`.
+pub fn install_log_hook() {
+    // SAFETY: hook chaining in _PG_init, single-threaded, once.
+    unsafe {
+        PREV_EMIT_LOG = pg_sys::emit_log_hook;
+        pg_sys::emit_log_hook = Some(emit_log);
+    }
+}
+
+/// Audits row-level security's refusal of a row of another tenant (the policies' WITH
+/// CHECK), which PostgreSQL raises, not the extension: an ERROR whose untranslated message
+/// is the policy violation, during a statement resolved for one tenant. Nothing here can
+/// raise an error (the server is reporting one).
+unsafe extern "C-unwind" fn emit_log(edata: *mut pg_sys::ErrorData) {
+    // SAFETY: PostgreSQL passes the error being reported; the hook chain is called first.
+    unsafe {
+        if let Some(prev) = PREV_EMIT_LOG {
+            prev(edata);
+        }
+        if (*edata).elevel < pg_sys::PGERROR as i32
+            || (*edata).message_id.is_null()
+            || !CStr::from_ptr((*edata).message_id)
+                .to_bytes()
+                .starts_with(b"new row violates row-level security policy")
+        {
+            return;
+        }
+    }
+    REPORTING.set(true);
+    let r = std::panic::catch_unwind(|| {
+        if let Some(Some(ruvector_tenancy::statement::Resolved::Tenant { key, .. })) =
+            super::statement::current()
+        {
+            queue_refusal(key.as_str().into(), "write", "other_tenants_row", "42501");
+        }
+    });
+    REPORTING.set(false);
+    drop(r);
 }
 
 fn sqlstate(code: pgrx::PgSqlErrorCode) -> String {
@@ -203,7 +280,7 @@ pub fn write(tenant: &str, operation: &str, detail: &str) {
 }
 
 fn write_now(tenant: &str, operation: &str, detail: &str) {
-    let (user, addr) = (user_name(), client_addr().unwrap_or_default());
+    let (user, addr) = (user_name(), client_addr());
     catalog::as_superuser(|| {
         Spi::run_with_args(
             "INSERT INTO ruvector.tenant_audit_log (tenant_id, operation, user_id, details, ip_address) \

@@ -568,6 +568,9 @@ fn start_running(
         searches: 0,
     };
     RUNNING.with(|r| r.borrow_mut().insert(query as usize, run));
+    // What an audit record of a refusal PostgreSQL raises during the statement needs, while
+    // the catalogs can still be read.
+    super::audit::prepare();
 }
 
 #[cfg(not(feature = "pg18"))]

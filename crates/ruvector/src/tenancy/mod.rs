@@ -27,6 +27,7 @@ pub fn init() {
     ]);
     context::install_hooks();
     utility::install_hook();
+    audit::install_log_hook();
     functions::register_callbacks();
     shmem::on_fresh_slot(metrics::reset);
     shmem::on_fresh_slot(integrity::reset);

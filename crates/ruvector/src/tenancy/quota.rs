@@ -32,7 +32,11 @@ fn level() -> i32 {
 fn slot_for_row(r: &Resolved, tenant: &str, adding: bool) -> usize {
     match r {
         Resolved::Tenant { slot, key } if key.as_str() == tenant => *slot,
-        Resolved::Tenant { key, .. } => crate::errors::row_of_other_tenant(tenant, key.as_str()),
+        Resolved::Tenant { key, .. } => context::refused(
+            TenantContext::Tenant(key.as_str()),
+            super::statement::Operation::Insert,
+            crate::errors::row_of_other_tenant(tenant, key.as_str()),
+        ),
         Resolved::None => context::refused(
             TenantContext::None,
             super::statement::Operation::Other,
@@ -53,7 +57,11 @@ fn reserve(slot: usize, tenant: &str, rows: i64, bytes: i64) {
     let result = shmem::unlocked(|r| rules::reserve(r.slot(slot), rows, bytes));
     match result {
         Ok(()) => LEDGER.with(|l| l.borrow_mut().reserved(slot, level(), rows, bytes)),
-        Err(e) => crate::errors::quota_exceeded(tenant, e),
+        Err(e) => context::refused(
+            TenantContext::Tenant(tenant),
+            super::statement::Operation::Insert,
+            crate::errors::quota_exceeded(tenant, e),
+        ),
     }
 }
 

@@ -490,3 +490,49 @@ def test_small_shared_tenants_take_no_more_room_than_a_plain_index(db):
         assert detail["directory"] == "2000 tenants, 1 node pages in their chains, 11994 packed nodes", detail
         with app("t7", PACK_DB) as a:
             assert [r[1] for r in a.execute(q)] == ["t7"] * 6
+
+
+def test_the_specifications_table_ddl_works_for_an_ordinary_owner(db):
+    """The specification's CREATE TABLE with `REFERENCES ruvector.tenants(id) ON DELETE
+    CASCADE`, made by a table owner who is no superuser; the cascade is the hard delete's:
+    the tenant's rows go with its catalog row."""
+    fk_db = "ruvector_levels_fk"
+    with fresh_database(fk_db) as su:
+        su.execute("""DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'rv_owner')
+                      THEN CREATE ROLE rv_owner LOGIN NOSUPERUSER NOBYPASSRLS; END IF; END $$""")
+        su.execute("GRANT ruvector_user TO rv_owner")
+        su.execute("GRANT CREATE ON SCHEMA public TO rv_owner")
+        for t in ("fa", "fb", "fc"):
+            su.execute("SELECT ruvector_tenant_create(%s, '{\"max_qps\": 0}')", (t,))
+    owner = psycopg.conninfo.make_conninfo(admin_dsn(fk_db), user="rv_owner")
+    with psycopg.connect(owner, autocommit=True) as o:
+        o.execute("""CREATE TABLE embeddings (
+                         id BIGSERIAL PRIMARY KEY,
+                         tenant_id TEXT NOT NULL DEFAULT current_setting('ruvector.tenant_id'),
+                         content TEXT,
+                         embedding vector(16),
+                         CONSTRAINT fk_tenant FOREIGN KEY (tenant_id)
+                             REFERENCES ruvector.tenants(id) ON DELETE CASCADE)""")
+        o.execute("SELECT ruvector_enable_tenant_rls('embeddings', 'tenant_id')")
+        o.execute("CREATE INDEX ON embeddings USING ruhnsw (embedding vector_cosine_ops)")
+        o.execute("GRANT SELECT, INSERT, DELETE ON embeddings TO rv_app")
+        o.execute("GRANT USAGE ON SEQUENCE embeddings_id_seq TO rv_app")
+    for i, t in enumerate(("fa", "fb", "fc")):
+        with app(t, fk_db) as a:
+            a.cursor().executemany("INSERT INTO embeddings (content, embedding) VALUES ('x', %s)",
+                                   [(v,) for v in clustered(3, seed=i)])
+    counts = ("SELECT tenant_id, count(*) FROM embeddings GROUP BY 1 ORDER BY 1")
+    with superuser(fk_db) as su:
+        assert su.execute(counts).fetchall() == [("fa", 3), ("fb", 3), ("fc", 3)]
+        # A hard delete removes the rows (with their erasure records), then the catalog row.
+        su.execute("RESET ruvector.tenant_id")
+        su.execute("SELECT ruvector_tenant_delete('fa', hard := true)")
+        # Deleting the catalog row directly cascades, as the constraint says.
+        su.execute("DELETE FROM ruvector.tenants WHERE id = 'fc'")
+        su.execute("SET ruvector.tenant_id = '*'")
+        assert su.execute(counts).fetchall() == [("fb", 3)]
+        # A row for a tenant that does not exist is refused by the key as well.
+        with pytest.raises(psycopg.Error):
+            su.execute("INSERT INTO embeddings (tenant_id, content) VALUES ('nobody', 'x')")
+    with app("fb", fk_db) as a:
+        assert a.execute("SELECT count(*) FROM embeddings").fetchone()[0] == 3

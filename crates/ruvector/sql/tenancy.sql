@@ -388,6 +388,9 @@ GRANT SELECT ON ALL TABLES IN SCHEMA ruvector TO ruvector_admin;
 GRANT INSERT, UPDATE, DELETE ON ruvector.tenants, ruvector.collections, ruvector.integrity_policies,
     ruvector.tenant_role_bindings TO ruvector_admin;
 GRANT INSERT ON ruvector.tenant_migrations TO ruvector_admin;
+-- The specification's tenant tables reference the catalog: FOREIGN KEY (tenant_id)
+-- REFERENCES ruvector.tenants(id) ON DELETE CASCADE, made by an ordinary table owner.
+GRANT REFERENCES (id) ON ruvector.tenants TO ruvector_user;
 GRANT UPDATE ON ruvector.isolation_policy TO ruvector_admin;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA ruvector TO ruvector_admin;
 GRANT UPDATE (max_vectors, max_storage_gb, max_qps, max_concurrent) ON ruvector.tenant_quotas TO ruvector_admin;

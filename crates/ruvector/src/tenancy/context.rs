@@ -480,6 +480,15 @@ unsafe fn before_executor_start(
     if !relids.iter().any(|r| catalog::is_tenant_table(*r)) {
         return None;
     }
+    // Referential integrity's own queries (a foreign key's check or cascade, such as the
+    // specification's `REFERENCES ruvector.tenants(id) ON DELETE CASCADE`): PostgreSQL runs
+    // them for the constraint, with row-level security off, and no user writes them. They
+    // may touch any tenant's rows, as under '*'.
+    // SAFETY: a plain read of the security context.
+    if unsafe { pg_sys::InNoForceRLSOperation() } {
+        start_running(query, Resolved::All, true, Operation::Other, Vec::new());
+        return Some(Resolved::All);
+    }
     let op = match operation {
         pg_sys::CmdType::CMD_SELECT => Operation::Search,
         pg_sys::CmdType::CMD_INSERT => Operation::Insert,

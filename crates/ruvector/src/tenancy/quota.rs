@@ -37,6 +37,10 @@ fn slot_for_row(r: &Resolved, tenant: &str, adding: bool) -> usize {
             super::statement::Operation::Insert,
             crate::errors::row_of_other_tenant(tenant, key.as_str()),
         ),
+        // Rows a foreign key's cascade removed: their triggers fire at the end of the
+        // statement that deleted the referenced row (a tenant's catalog row), under its
+        // context, which may be none; the deletion itself was checked as that statement.
+        Resolved::None if !adding => counted_in(tenant),
         Resolved::None => context::refused(
             TenantContext::None,
             super::statement::Operation::Other,
@@ -51,6 +55,14 @@ fn slot_for_row(r: &Resolved, tenant: &str, adding: bool) -> usize {
             }
         }
     }
+}
+
+/// The slot of tenant `tenant`, whatever its state, for rows leaving it.
+fn counted_in(tenant: &str) -> usize {
+    catalog::ensure_loaded();
+    shmem::find(tenant)
+        .map(|(n, _)| n)
+        .unwrap_or_else(|| crate::errors::unknown_tenant(tenant))
 }
 
 fn reserve(slot: usize, tenant: &str, rows: i64, bytes: i64) {

@@ -358,6 +358,47 @@ def test_a_migration_cut_off_by_kill_9_is_taken_up_at_restart(db):
         wait_done(s, "big")
 
 
+@pytest.mark.parametrize("phase", ["copying", "catching_up"])
+def test_a_demotion_cut_off_by_kill_9_is_taken_up_at_restart(db, phase):
+    """kill -9 while a dedicated tenant moves back to shared: while its dedicated index is
+    being marked retiring, or while the shared index is rebuilt concurrently."""
+    with superuser() as su:
+        su.execute("SELECT ruvector_tenant_isolate('big')")
+        wait_done(su, "big")
+        su.execute("SELECT ruvector_tenant_migrate('big', 'shared')")
+        deadline = time.monotonic() + 60
+        seen = "pending"
+        while seen in ("pending", "copying") and seen != phase:
+            assert time.monotonic() < deadline, f"the demotion reached {phase}"
+            seen = su.execute("SELECT phase FROM ruvector.tenant_migrations "
+                              "WHERE tenant_id = 'big' ORDER BY id DESC LIMIT 1").fetchone()[0]
+            time.sleep(0.005)
+    kill_9_server()
+    start_server()
+    queries = clustered(20, seed=78)
+    with app("big") as a:
+        assert recall(a, queries) >= 0.95
+    with superuser() as s:
+        wait_done(s, "big")
+        assert dedicated(s, "big") == []
+        indexes = s.execute("SELECT indexrelid::regclass::text, indisvalid FROM pg_index "
+                            "WHERE indrelid = 'docs'::regclass").fetchall()
+        assert all(valid for _, valid in indexes), indexes
+        assert sorted(name for name, _ in indexes) == ["docs_pkey", "docs_vec"], indexes
+        check_ok(s, "docs_vec")
+    with app("big") as a:
+        assert recall(a, queries) >= 0.95
+        a.execute("SET enable_seqscan = off")
+        a.execute("SET enable_bitmapscan = off")
+        a.execute("SET enable_sort = off")
+        plan = "\n".join(r[0] for r in a.execute("EXPLAIN SELECT id FROM docs ORDER BY vec <-> %s LIMIT 100000",
+                                                 (queries[0],)))
+        assert "docs_vec" in plan, plan
+        assert a.execute("SELECT count(*) FROM docs").fetchone()[0] == a.execute(
+            "SELECT count(*) FROM (SELECT id FROM docs ORDER BY vec <-> %s LIMIT 100000) s",
+            (queries[0],)).fetchone()[0], "the shared index holds every row of the tenant again"
+
+
 def test_the_policy_promotes_exactly_the_tenants_above_its_thresholds(db):
     with superuser() as su:
         # The operators' moves above pinned these tenants; hand them back to the policy.

@@ -399,6 +399,46 @@ def test_a_demotion_cut_off_by_kill_9_is_taken_up_at_restart(db, phase):
             (queries[0],)).fetchone()[0], "the shared index holds every row of the tenant again"
 
 
+def test_a_migration_counts_against_its_tenants_execution_slots(db):
+    """The migration's work takes one of the tenant's execution slots, as its statements do:
+    a tenant limited to one statement at a time waits (here: is refused after a short wait)
+    while its migration runs, and other tenants are not."""
+    with superuser() as su:
+        su.execute("UPDATE ruvector.tenants SET max_concurrent = 1 WHERE id = 'big'")
+        su.execute(f"ALTER ROLE rv_app IN DATABASE {DB} SET ruvector.admission_timeout = 200")
+        try:
+            observed = False
+            for attempt in range(6):
+                target = "dedicated" if attempt % 2 == 0 else "shared"
+                with app("big") as a, app("other") as o:
+                    su.execute("SELECT ruvector_tenant_migrate('big', %s)", (target,))
+                    deadline = time.monotonic() + 60
+                    while su.execute("SELECT phase FROM ruvector_tenant_migration_status('big')"
+                                     ).fetchone()[0] == "pending":
+                        assert time.monotonic() < deadline, "the migration started"
+                        time.sleep(0.005)
+                    try:
+                        a.execute("SELECT count(*) FROM docs").fetchone()
+                        refused = False
+                    except psycopg.errors.InsufficientResources:
+                        refused = True
+                    o.execute("SELECT count(*) FROM docs").fetchone()  # not counted against others
+                    phase = su.execute("SELECT phase FROM ruvector_tenant_migration_status('big')").fetchone()[0]
+                    wait_done(su, "big")
+                if refused:
+                    observed = True
+                    break
+                # Admitted: only because the migration had already finished.
+                assert phase == "done", f"admitted while the migration was {phase}"
+            assert observed, "the migration never held the tenant's slot when its statement came"
+            if target == "dedicated":
+                su.execute("SELECT ruvector_tenant_migrate('big', 'shared')")
+                wait_done(su, "big")
+        finally:
+            su.execute("UPDATE ruvector.tenants SET max_concurrent = 10 WHERE id = 'big'")
+            su.execute(f"ALTER ROLE rv_app IN DATABASE {DB} RESET ruvector.admission_timeout")
+
+
 def test_the_policy_promotes_exactly_the_tenants_above_its_thresholds(db):
     with superuser() as su:
         # The operators' moves above pinned these tenants; hand them back to the policy.

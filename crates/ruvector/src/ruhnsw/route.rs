@@ -78,6 +78,15 @@ pub fn tenant(index: pg_sys::Relation, key: &[u8], want: Want) -> Option<Place> 
             }
             let (tenant, entry) = directory::find_entry(index, key)?;
             if entry.stale {
+                // The switch to a dedicated index may have committed after this statement
+                // took its locks (and last read the catalogs): read them again first.
+                // SAFETY: processing invalidations is allowed wherever a lock could be taken.
+                unsafe { pg_sys::AcceptInvalidationMessages() };
+                if let Some(oid) = dedicated::of(index).searched(key) {
+                    if let Some(rel) = open_dedicated(oid) {
+                        return in_dedicated(rel, key);
+                    }
+                }
                 stale(index, key);
             }
             Some(Place {

@@ -26,6 +26,7 @@ use pgrx::spi::Spi;
 use pgrx::PgTryBuilder;
 
 use super::worker::{self, run_top_level};
+use super::{affinity, catalog, scheduler, shmem};
 
 /// A migration to carry out.
 struct Migration {
@@ -69,12 +70,17 @@ pub extern "C-unwind" fn ruvector_migration_main(arg: pg_sys::Datum) {
     };
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(pg_sys::Oid::from(db)), None);
     // The tenants' statements first: the copy uses what CPU they leave.
-    super::affinity::background();
+    affinity::background();
     while !BackgroundWorker::sigterm_received() {
         let Some(m) = BackgroundWorker::transaction(next) else {
             break;
         };
-        if let Err(message) = attempt(|| run(&m)) {
+        let slot = admit(&m);
+        let result = attempt(|| run(&m));
+        if let Some(slot) = slot {
+            scheduler::give_back(slot);
+        }
+        if let Err(message) = result {
             BackgroundWorker::transaction(|| {
                 Spi::run_with_args(
                     "UPDATE ruvector.tenant_migrations \
@@ -85,6 +91,24 @@ pub extern "C-unwind" fn ruvector_migration_main(arg: pg_sys::Datum) {
             });
         }
     }
+}
+
+/// Takes an execution slot of the migrating tenant for the migration's work, waiting in the
+/// fair queue like its statements (and trying again after a refusal, up to a minute);
+/// returns the tenant's registry slot to give it back, `None` when the work runs uncounted.
+fn admit(m: &Migration) -> Option<usize> {
+    let slot = BackgroundWorker::transaction(|| {
+        catalog::ensure_loaded();
+        shmem::find(&m.tenant).map(|(n, _)| n)
+    })?;
+    for _ in 0..60 {
+        if scheduler::keep(slot, &m.tenant).is_ok() {
+            affinity::background(); // admission may have restored the normal policy
+            return Some(slot);
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    None
 }
 
 /// Runs `f`; a PostgreSQL error (or panic) becomes its message, with the transaction it

@@ -94,6 +94,8 @@ fn capacity() -> u32 {
 thread_local! {
     /// Slots this backend holds: (tenant slot, transaction nest level).
     static HELD: RefCell<Vec<(usize, i32)>> = const { RefCell::new(Vec::new()) };
+    /// Slots kept across transactions ([`keep`]), by tenant.
+    static KEPT: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
     /// The wait slot this backend is queued in, since when (ms), for which tenant.
     static QUEUED: RefCell<Option<(usize, i64, usize)>> = const { RefCell::new(None) };
 }
@@ -301,6 +303,38 @@ pub fn abort(level: Option<i32>) {
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn on_exit(_code: i32, _arg: pg_sys::Datum) {
     abort(None);
+    for tenant in KEPT.with(|k| std::mem::take(&mut *k.borrow_mut())) {
+        release_one(tenant);
+    }
+}
+
+/// Takes an execution slot of tenant slot `tenant` (`id` for messages) for work done on the
+/// tenant's behalf across transactions, such as a migration's index builds: the work counts
+/// against the tenant's `max_concurrent` and the server's limit like one of its statements.
+/// The slot is kept until [`give_back`] or the process exits, not released at commit.
+pub fn keep(tenant: usize, id: &str) -> Result<(), Refusal> {
+    register_exit_cleanup();
+    if acquire(tenant, id)? {
+        HELD.with(|h| {
+            let mut h = h.borrow_mut();
+            if let Some(i) = h.iter().rposition(|(t, _)| *t == tenant) {
+                h.remove(i);
+            }
+        });
+        KEPT.with(|k| k.borrow_mut().push(tenant));
+    }
+    Ok(())
+}
+
+/// Gives back the slot [`keep`] took for `tenant`.
+pub fn give_back(tenant: usize) {
+    let kept = KEPT.with(|k| {
+        let mut k = k.borrow_mut();
+        k.iter().position(|&t| t == tenant).map(|i| k.remove(i))
+    });
+    if kept.is_some() {
+        release_one(tenant);
+    }
 }
 
 /// Registers backend-exit cleanup (once per backend, at first admission).

@@ -1,6 +1,8 @@
 """Control of the PostgreSQL 15 test cluster that scripts/test starts: pg_ctl and friends as
-the postgres user, and a kill -9 of the whole server (postmaster and every child)."""
+the postgres user, a kill -9 of the whole server (postmaster and every child), and a
+streaming standby of it."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -61,3 +63,37 @@ def start_server():
     """Starts the PostgreSQL 15 test cluster again (after kill_9_server) and waits for it."""
     data = os.environ["RUVECTOR_PG15_DATA"]
     pg15("pg_ctl", "-D", data, "-l", os.path.join(data, "server.log"), "-w", "-t", "120", "start")
+
+
+def stop_and_remove(data, *more):
+    """Stops the server of data directory `data` at once (if it runs) and removes it, and
+    the other paths given."""
+    subprocess.run(["runuser", "-u", "postgres", "--", f"{os.environ['RUVECTOR_PG15_BIN']}/pg_ctl",
+                    "-D", data, "-m", "immediate", "stop"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(["rm", "-rf", data, *more])
+
+
+@contextlib.contextmanager
+def standby(primary, name, port):
+    """A streaming hot standby of the server `primary` (a connection to the PostgreSQL 15 test
+    cluster) listening on `port`, from a fresh base backup; stopped and removed afterwards."""
+    data = os.environ["RUVECTOR_PG15_DATA"] + "-" + name
+    subprocess.run(["rm", "-rf", data], check=True)
+    subprocess.run(["install", "-d", "-o", "postgres", "-g", "postgres", "-m", "0700", data], check=True)
+    pg15("pg_basebackup", "-h", primary.info.host, "-p", str(primary.info.port), "-U", "postgres",
+         "-D", data, "-R", "-X", "stream", "-c", "fast")
+    with open(os.path.join(data, "postgresql.conf"), "a") as f:
+        f.write(f"\nport = {port}\nhot_standby = on\nruvector.metrics_address = ''\n")
+    try:
+        pg15("pg_ctl", "-D", data, "-l", os.path.join(data, "server.log"), "-w", "-t", "60", "start")
+        yield
+    finally:
+        stop_and_remove(data)
+
+
+def wait_for_replay(standby_conn, lsn, timeout=60):
+    """Waits until the standby `standby_conn` is connected to has replayed WAL up to `lsn`."""
+    deadline = time.monotonic() + timeout
+    while not standby_conn.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (lsn,)).fetchone()[0]:
+        assert time.monotonic() < deadline, "the standby did not catch up"
+        time.sleep(0.1)

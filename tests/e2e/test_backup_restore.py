@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from pgvector.psycopg import register_vector
 
-from cluster_control import pg15
+from cluster_control import pg15, stop_and_remove
 from tenancy_fixtures import admin_dsn, fresh_database
 
 DB = "ruvector_dump"
@@ -118,9 +118,7 @@ def restored(source):
             c.execute("ANALYZE")  # pg_restore brings no planner statistics
         yield psycopg.conninfo.make_conninfo(target, dbname=DB)
     finally:
-        subprocess.run(["runuser", "-u", "postgres", "--", f"{os.environ['RUVECTOR_PG15_BIN']}/pg_ctl",
-                        "-D", data, "-m", "immediate", "stop"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        subprocess.run(["rm", "-rf", data, work])
+        stop_and_remove(data, work)
 
 
 def test_the_restored_catalog_is_the_dumped_one(source, restored):

@@ -9,8 +9,6 @@ Everything runs at default settings, through the application role rv_app (no sup
 BYPASSRLS) for the tenants' statements.
 """
 
-import os
-import subprocess
 import threading
 import time
 
@@ -19,7 +17,7 @@ import psycopg
 import pytest
 from pgvector.psycopg import register_vector
 
-from cluster_control import kill_9_server, pg15, start_server
+from cluster_control import kill_9_server, standby, start_server, wait_for_replay
 from tenancy_fixtures import admin_dsn, fresh_database
 
 DB = "ruvector_levels"
@@ -294,20 +292,10 @@ def test_indexes_made_before_registration_are_keyed_by_tenant(db):
 
 
 def test_a_standby_follows_the_switch(db):
-    primary = os.environ["RUVECTOR_PG15_DATA"]
-    standby = primary + "-levels-standby"
-    port = 28821
     su = db
-    sock, primary_port = su.info.host, su.info.port
-    subprocess.run(["rm", "-rf", standby], check=True)
-    subprocess.run(["install", "-d", "-o", "postgres", "-g", "postgres", "-m", "0700", standby], check=True)
-    pg15("pg_basebackup", "-h", sock, "-p", str(primary_port), "-U", "postgres", "-D", standby,
-         "-R", "-X", "stream", "-c", "fast")
-    with open(os.path.join(standby, "postgresql.conf"), "a") as f:
-        f.write(f"\nport = {port}\nhot_standby = on\nruvector.metrics_address = ''\n")
-    pg15("pg_ctl", "-D", standby, "-l", os.path.join(standby, "server.log"), "-w", "-t", "60", "start")
+    port = 28821
     queries = clustered(20, seed=55)
-    try:
+    with standby(su, "levels-standby", port):
         sdsn = psycopg.conninfo.make_conninfo(admin_dsn(DB), port=port, user="rv_app")
         for target in ("dedicated", "shared"):
             su.execute("SELECT ruvector_tenant_migrate('big', %s)", (target,))
@@ -317,17 +305,10 @@ def test_a_standby_follows_the_switch(db):
                 expected = [[r[0] for r in a.execute(QUERY, (q, 10))] for q in queries]
             with psycopg.connect(sdsn, autocommit=True) as s:
                 register_vector(s)
-                deadline = time.monotonic() + 60
-                while not s.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (lsn,)).fetchone()[0]:
-                    assert time.monotonic() < deadline, "the standby did not catch up"
-                    time.sleep(0.1)
+                wait_for_replay(s, lsn)
                 s.execute("SET ruvector.tenant_id = 'big'")
                 got = [[r[0] for r in s.execute(QUERY, (q, 10))] for q in queries]
                 assert got == expected, f"the standby answers as the primary at {target}"
-    finally:
-        subprocess.run(["runuser", "-u", "postgres", "--", f"{os.environ['RUVECTOR_PG15_BIN']}/pg_ctl",
-                        "-D", standby, "-m", "immediate", "stop"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        subprocess.run(["rm", "-rf", standby])
 
 
 def test_a_migration_cut_off_by_kill_9_is_taken_up_at_restart(db):
@@ -617,3 +598,4 @@ def test_the_specifications_table_ddl_works_for_an_ordinary_owner(db):
             su.execute("INSERT INTO embeddings (tenant_id, content) VALUES ('nobody', 'x')")
     with app("fb", fk_db) as a:
         assert a.execute("SELECT count(*) FROM embeddings").fetchone()[0] == 3
+

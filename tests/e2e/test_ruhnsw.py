@@ -2,8 +2,6 @@
 larger than maintenance_work_mem, progress reporting, concurrent writers and readers, a
 kill -9 of the server during inserts, and a streaming standby replaying the index."""
 
-import os
-import subprocess
 import threading
 import time
 
@@ -12,7 +10,7 @@ import psycopg
 import pytest
 from pgvector.psycopg import register_vector
 
-from cluster_control import kill_9_server, pg15, start_server
+from cluster_control import kill_9_server, standby, start_server, wait_for_replay
 from tenancy_fixtures import admin_dsn, fresh_database
 
 DB = "ruvector_hnsw"
@@ -303,26 +301,15 @@ def test_kill_9_during_concurrent_inserts(db):
 
 
 def test_streaming_standby_replays_the_index(db):
-    primary = os.environ["RUVECTOR_PG15_DATA"]
-    standby = primary + "-standby"
     port = 28820
     dims = 32
     with connect() as c:
         c.execute("DROP TABLE IF EXISTS replicated")
         load(c, "replicated", embeddings(5_000, dims, seed=31))
         c.execute("CREATE INDEX replicated_idx ON replicated USING ruhnsw (v vector_cosine_ops)")
-        sock = c.info.host
-        primary_port = c.info.port
-    subprocess.run(["rm", "-rf", standby], check=True)
-    subprocess.run(["install", "-d", "-o", "postgres", "-g", "postgres", "-m", "0700", standby], check=True)
-    pg15("pg_basebackup", "-h", sock, "-p", str(primary_port), "-U", "postgres", "-D", standby, "-R", "-X", "stream", "-c", "fast")
-    with open(os.path.join(standby, "postgresql.conf"), "a") as f:
-        f.write(f"\nport = {port}\nhot_standby = on\n")
-    pg15("pg_ctl", "-D", standby, "-l", os.path.join(standby, "server.log"), "-w", "-t", "60", "start")
-    try:
-        # Changes after the base backup reach the standby only as WAL: inserts (GenericXLog
-        # records), deletes and the VACUUM that repairs links and zeroes vectors.
-        with connect() as c:
+        with standby(c, "standby", port):
+            # Changes after the base backup reach the standby only as WAL: inserts (GenericXLog
+            # records), deletes and the VACUUM that repairs links and zeroes vectors.
             load(c, "replicated", embeddings(3_000, dims, seed=32), first_id=5_000)
             c.execute("DELETE FROM replicated WHERE id % 4 = 0")
             c.execute("VACUUM replicated")
@@ -330,22 +317,15 @@ def test_streaming_standby_replays_the_index(db):
             queries = embeddings(30, dims, seed=33)
             expected = [[r[0] for r in c.execute("SELECT id FROM replicated ORDER BY v <=> %s LIMIT 10", (q,))]
                         for q in queries]
-        sdsn = psycopg.conninfo.make_conninfo(admin_dsn(DB), port=port)
-        with psycopg.connect(sdsn, autocommit=True) as s:
-            register_vector(s)
-            deadline = time.monotonic() + 60
-            while not s.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (lsn,)).fetchone()[0]:
-                assert time.monotonic() < deadline, "standby did not catch up"
-                time.sleep(0.1)
-            plan = "\n".join(r[0] for r in s.execute("EXPLAIN SELECT id FROM replicated ORDER BY v <=> %s LIMIT 10", (queries[0],)))
-            assert "Index Scan using replicated_idx" in plan, plan
-            got = [[r[0] for r in s.execute("SELECT id FROM replicated ORDER BY v <=> %s LIMIT 10", (q,))]
-                   for q in queries]
-            assert got == expected, "the standby answers exactly as the primary"
-            assert all(len(g) == 10 for g in got)
-            rows = s.execute("SELECT \"check\", ok FROM ruvector_index_check('replicated_idx')").fetchall()
-            assert all(ok for name, ok in rows if name != "reachability"), rows
-    finally:
-        subprocess.run(["runuser", "-u", "postgres", "--", f"{os.environ['RUVECTOR_PG15_BIN']}/pg_ctl",
-                        "-D", standby, "-m", "immediate", "stop"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        subprocess.run(["rm", "-rf", standby])
+            sdsn = psycopg.conninfo.make_conninfo(admin_dsn(DB), port=port)
+            with psycopg.connect(sdsn, autocommit=True) as s:
+                register_vector(s)
+                wait_for_replay(s, lsn)
+                plan = "\n".join(r[0] for r in s.execute("EXPLAIN SELECT id FROM replicated ORDER BY v <=> %s LIMIT 10", (queries[0],)))
+                assert "Index Scan using replicated_idx" in plan, plan
+                got = [[r[0] for r in s.execute("SELECT id FROM replicated ORDER BY v <=> %s LIMIT 10", (q,))]
+                       for q in queries]
+                assert got == expected, "the standby answers exactly as the primary"
+                assert all(len(g) == 10 for g in got)
+                rows = s.execute("SELECT \"check\", ok FROM ruvector_index_check('replicated_idx')").fetchall()
+                assert all(ok for name, ok in rows if name != "reachability"), rows

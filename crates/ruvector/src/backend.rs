@@ -42,6 +42,19 @@ pub fn role_name(oid: pg_sys::Oid) -> String {
     }
 }
 
+/// The name of relation `oid` (empty if it does not exist).
+pub fn relation_name(oid: pg_sys::Oid) -> String {
+    // SAFETY: get_rel_name returns a palloc'd copy or NULL.
+    unsafe {
+        let p = pg_sys::get_rel_name(oid);
+        if p.is_null() {
+            String::new()
+        } else {
+            std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
+        }
+    }
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

@@ -40,6 +40,22 @@ pub struct Place {
 }
 
 impl Place {
+    /// A place on the pages of `rel`, the index asked.
+    fn own(
+        rel: pg_sys::Relation,
+        tenant: TenantOrd,
+        entry: Option<DirEntry>,
+        packed: bool,
+    ) -> Place {
+        Place {
+            rel,
+            tenant,
+            entry,
+            opened: false,
+            packed,
+        }
+    }
+
     /// Whether the graph is in a dedicated index rather than the index asked.
     pub fn dedicated(&self) -> bool {
         self.opened
@@ -68,13 +84,10 @@ pub enum Want {
 /// Where the graph of the tenant with `key` in `index` lives (the empty key for an index
 /// without a tenant column).
 pub fn tenant(index: pg_sys::Relation, key: &[u8], want: Want) -> Option<Place> {
-    let own = dedicated::of(index);
     match want {
         Want::Search => {
-            if let Some(oid) = own.searched(key) {
-                if let Some(rel) = open_dedicated(oid) {
-                    return in_dedicated(rel, key);
-                }
+            if let Some(place) = in_dedicated_of(index, key) {
+                return place;
             }
             let (tenant, entry) = directory::find_entry(index, key)?;
             if entry.stale {
@@ -82,38 +95,31 @@ pub fn tenant(index: pg_sys::Relation, key: &[u8], want: Want) -> Option<Place> 
                 // took its locks (and last read the catalogs): read them again first.
                 // SAFETY: processing invalidations is allowed wherever a lock could be taken.
                 unsafe { pg_sys::AcceptInvalidationMessages() };
-                if let Some(oid) = dedicated::of(index).searched(key) {
-                    if let Some(rel) = open_dedicated(oid) {
-                        return in_dedicated(rel, key);
-                    }
+                if let Some(place) = in_dedicated_of(index, key) {
+                    return place;
                 }
                 stale(index, key);
             }
-            Some(Place {
-                rel: index,
-                tenant,
-                entry: Some(entry),
-                opened: false,
-                packed: false,
-            })
+            Some(Place::own(index, tenant, Some(entry), false))
         }
         Want::Insert => {
             let tenant = directory::find_or_add(index, key);
-            if own.keeps_rows(key) {
+            if dedicated::of(index).keeps_rows(key) {
                 if !directory::get(index, tenant).stale {
                     directory::update(index, tenant, |e| e.stale = true);
                 }
                 return None;
             }
-            Some(Place {
-                rel: index,
-                tenant,
-                entry: None,
-                opened: false,
-                packed: super::packed_tenant(key),
-            })
+            Some(Place::own(index, tenant, None, super::packed_tenant(key)))
         }
     }
+}
+
+/// The place of tenant `key` when a dedicated index of `index` answers for it: `Some(None)`
+/// when that index holds no graph of the tenant yet.
+fn in_dedicated_of(index: pg_sys::Relation, key: &[u8]) -> Option<Option<Place>> {
+    let rel = open_dedicated(dedicated::of(index).searched(key)?)?;
+    Some(in_dedicated(rel, key))
 }
 
 /// The place of tenant `key` in its dedicated index `rel` (opened); closes `rel` again
@@ -173,13 +179,7 @@ pub fn every_tenant(index: pg_sys::Relation) -> Vec<Place> {
     let mut places = Vec::new();
     directory::for_each(index, |tenant, entry| {
         if !entry.stale && own.searched(&entry.key).is_none() {
-            places.push(Place {
-                rel: index,
-                tenant,
-                entry: Some(entry),
-                opened: false,
-                packed: false,
-            });
+            places.push(Place::own(index, tenant, Some(entry), false));
         }
         true
     });

@@ -78,15 +78,8 @@ fn user_name() -> String {
     if let Some(u) = crate::gucs::app_user() {
         return u;
     }
-    // SAFETY: GetUserNameFromId returns a palloc'd copy (or NULL with noerr).
-    unsafe {
-        let n = pg_sys::GetUserNameFromId(pg_sys::GetUserId(), true);
-        if n.is_null() {
-            String::new()
-        } else {
-            CStr::from_ptr(n).to_string_lossy().into_owned()
-        }
-    }
+    // SAFETY: a plain read of the current user (callers are in a transaction).
+    crate::backend::role_name(unsafe { pg_sys::GetUserId() })
 }
 
 thread_local! {

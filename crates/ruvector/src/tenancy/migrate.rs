@@ -383,12 +383,14 @@ fn shared_indexes(m: &Migration) -> Vec<Shared> {
         client
             .select(
                 "WITH s AS ( \
-                   SELECT i.indexrelid, i.indrelid, ic.relname AS index_name, n.nspname, \
+                   SELECT i.indexrelid, i.indrelid, n.nspname, \
                           a.attname AS vec, tc.attname AS tenant_col, \
                           quote_ident(on_.nspname) || '.' || quote_ident(oc.opcname) AS opclass, \
                           coalesce(mo.options->>'m', (SELECT split_part(o, '=', 2) FROM unnest(ic.reloptions) o WHERE o LIKE 'm=%'), '16') AS m, \
                           coalesce(mo.options->>'ef_construction', (SELECT split_part(o, '=', 2) FROM unnest(ic.reloptions) o WHERE o LIKE 'ef_construction=%'), '64') AS ef, \
-                          mo.options->>'tablespace' AS ts \
+                          mo.options->>'tablespace' AS ts, \
+                          left(ic.relname, 40) || '_' || left(regexp_replace($2, '[^A-Za-z0-9_]', '_', 'g'), 16) \
+                            || '_' || substr(md5($2), 1, 4) AS dedicated_name \
                    FROM ruvector.tenant_tables t \
                    JOIN pg_index i ON i.indrelid = t.relid \
                    JOIN pg_class ic ON ic.oid = i.indexrelid \
@@ -401,13 +403,9 @@ fn shared_indexes(m: &Migration) -> Vec<Shared> {
                    CROSS JOIN (SELECT options FROM ruvector.tenant_migrations WHERE id = $1) mo \
                    WHERE i.indnkeyatts = 2 AND i.indpred IS NULL AND i.indisvalid \
                  ) \
-                 SELECT s.indexrelid, s.indexrelid::regclass::text, s.nspname::text, \
-                        left(s.index_name, 40) || '_' || left(regexp_replace($2, '[^A-Za-z0-9_]', '_', 'g'), 16) \
-                          || '_' || substr(md5($2), 1, 4), \
+                 SELECT s.indexrelid, s.indexrelid::regclass::text, s.nspname::text, s.dedicated_name, \
                         format('CREATE INDEX CONCURRENTLY %I ON %s USING ruhnsw (%I %s) WITH (m = %s, ef_construction = %s) %s WHERE %I = %L', \
-                               left(s.index_name, 40) || '_' || left(regexp_replace($2, '[^A-Za-z0-9_]', '_', 'g'), 16) \
-                                 || '_' || substr(md5($2), 1, 4), \
-                               s.indrelid::regclass, s.vec, s.opclass, s.m::int, s.ef::int, \
+                               s.dedicated_name, s.indrelid::regclass, s.vec, s.opclass, s.m::int, s.ef::int, \
                                CASE WHEN s.ts IS NOT NULL THEN format('TABLESPACE %I', s.ts) ELSE '' END, \
                                s.tenant_col, $2) \
                  FROM s ORDER BY s.indexrelid",

@@ -340,15 +340,7 @@ fn keep_confined(table: pg_sys::Oid, what: &str) {
     if table == pg_sys::InvalidOid || !catalog::is_tenant_table(table) {
         return;
     }
-    // SAFETY: a plain catalog lookup of an existing relation's name.
-    let name = unsafe {
-        let n = pg_sys::get_rel_name(table);
-        if n.is_null() {
-            String::new()
-        } else {
-            std::ffi::CStr::from_ptr(n).to_string_lossy().into_owned()
-        }
-    };
+    let name = crate::backend::relation_name(table);
     if gucs::tenant_context() == TenantContext::All && crate::backend::is_admin() {
         pgrx::warning!(
             "{what} on tenant table {name}: its tenants are no longer confined as before"
@@ -373,15 +365,7 @@ fn keep_dedicated(index: pg_sys::Oid) {
     let Some((shared, tenant)) = crate::ruhnsw::dedicated::serving(index) else {
         return;
     };
-    // SAFETY: plain catalog lookups of existing relations' names.
-    let name = |oid| unsafe {
-        let n = pg_sys::get_rel_name(oid);
-        if n.is_null() {
-            String::new()
-        } else {
-            std::ffi::CStr::from_ptr(n).to_string_lossy().into_owned()
-        }
-    };
+    let name = crate::backend::relation_name;
     crate::errors::index_error(
         PgSqlErrorCode::ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST,
         format!(

@@ -131,15 +131,11 @@ pub extern "C-unwind" fn ruvector_launcher_main(_arg: pg_sys::Datum) {
             if full {
                 l.last_run[i].store(now, Release);
             }
-            let started = BackgroundWorkerBuilder::new("ruvector maintenance")
-                .set_function("ruvector_maintenance_main")
-                .set_library("ruvector")
-                .set_argument(Some(pg_sys::Datum::from(i | if full { FULL } else { 0 })))
-                .enable_spi_access()
-                .set_start_time(BgWorkerStartTime::RecoveryFinished)
-                .set_restart_time(None)
-                .load_dynamic();
-            if started.is_err() {
+            if !start_worker(
+                "ruvector maintenance",
+                "ruvector_maintenance_main",
+                i | if full { FULL } else { 0 },
+            ) {
                 l.running[i].store(0, Release);
             }
         }
@@ -242,17 +238,23 @@ fn start_migration_worker(i: usize, db: u32) {
     {
         return;
     }
-    let started = BackgroundWorkerBuilder::new("ruvector migration")
-        .set_function("ruvector_migration_main")
+    if !start_worker("ruvector migration", "ruvector_migration_main", i) {
+        l.migrating[i].store(0, Release);
+    }
+}
+
+/// Starts a short-lived worker of a database running `function` with `arg`, connected
+/// through SPI, not restarted when it ends; whether it started.
+fn start_worker(name: &str, function: &str, arg: usize) -> bool {
+    BackgroundWorkerBuilder::new(name)
+        .set_function(function)
         .set_library("ruvector")
-        .set_argument(Some(pg_sys::Datum::from(i)))
+        .set_argument(Some(pg_sys::Datum::from(arg)))
         .enable_spi_access()
         .set_start_time(BgWorkerStartTime::RecoveryFinished)
         .set_restart_time(None)
-        .load_dynamic();
-    if started.is_err() {
-        l.migrating[i].store(0, Release);
-    }
+        .load_dynamic()
+        .is_ok()
 }
 
 /// The database of the migration worker at position `i`.

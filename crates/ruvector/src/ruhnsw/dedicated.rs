@@ -220,7 +220,7 @@ fn index_row(oid: pg_sys::Oid) -> Option<IndexRow> {
     }
 }
 
-/// The dedicated indexes of shared index `shared`, from the catalogs.
+/// The dedicated indexes of shared `ruhnsw` index `shared`, from the catalogs.
 fn find(shared: pg_sys::Oid) -> Dedicated {
     let Some(s) = index_row(shared) else {
         return Dedicated::default();
@@ -313,11 +313,7 @@ pub fn serving(oid: pg_sys::Oid) -> Option<(pg_sys::Oid, String)> {
     if row.predicate.is_none() || row.retiring || !row.usable {
         return None;
     }
-    indexes_of(row.heap).into_iter().find_map(|shared| {
-        let s = index_row(shared)?;
-        if s.predicate.is_some() || s.nkeys != 2 || s.am != row.am {
-            return None;
-        }
+    shared_indexes_of(row.heap).into_iter().find_map(|shared| {
         let d = find(shared);
         let tenant = d
             .all()
@@ -329,11 +325,34 @@ pub fn serving(oid: pg_sys::Oid) -> Option<(pg_sys::Oid, String)> {
 
 /// The tenants that have a dedicated index (one not retiring) on table `heap`.
 pub fn tenants_of_table(heap: pg_sys::Oid) -> Vec<String> {
-    let mut tenants: Vec<String> = indexes_of(heap)
+    let mut tenants: Vec<String> = shared_indexes_of(heap)
         .into_iter()
-        .filter_map(|oid| serving(oid).map(|(_, tenant)| tenant))
+        .flat_map(|shared| {
+            let d = find(shared);
+            d.all()
+                .filter(|&(k, _)| d.keeps_rows(k))
+                .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+                .collect::<Vec<_>>()
+        })
         .collect();
     tenants.sort();
     tenants.dedup();
     tenants
+}
+
+/// The shared `ruhnsw` indexes of table `heap`: keyed by tenant, without a predicate.
+fn shared_indexes_of(heap: pg_sys::Oid) -> Vec<pg_sys::Oid> {
+    indexes_of(heap)
+        .into_iter()
+        .filter(|&oid| {
+            index_row(oid)
+                .is_some_and(|r| r.am == ruhnsw_am() && r.predicate.is_none() && r.nkeys == 2)
+        })
+        .collect()
+}
+
+/// The OID of the `ruhnsw` access method.
+fn ruhnsw_am() -> pg_sys::Oid {
+    // SAFETY: a syscache lookup by name; missing_ok.
+    unsafe { pg_sys::get_am_oid(c"ruhnsw".as_ptr(), true) }
 }

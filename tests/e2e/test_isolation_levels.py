@@ -603,12 +603,12 @@ def test_the_specifications_table_ddl_works_for_an_ordinary_owner(db):
 def test_only_ruhnsw_indexes_are_dedicated_indexes(db):
     """A partial btree index keyed like the table's primary key and naming a tenant is no
     dedicated index: creating it changes no level, dropping it is not refused."""
-    su = db
-    su.execute("CREATE TABLE keyed (id bigint, tenant_id text NOT NULL, PRIMARY KEY (id, tenant_id))")
-    su.execute("SELECT ruvector_enable_tenant_rls('keyed')")
-    level = "SELECT isolation_level FROM ruvector.tenants WHERE id = 'other'"
-    before = su.execute(level).fetchone()[0]
-    su.execute("CREATE UNIQUE INDEX keyed_other ON keyed (id, tenant_id) WHERE tenant_id = 'other'")
-    assert su.execute(level).fetchone()[0] == before
-    su.execute("DROP INDEX keyed_other")
-    su.execute("DROP TABLE keyed")
+    with superuser() as su:  # the module's connection died with the server's kill -9 above
+        su.execute("CREATE TABLE keyed (id bigint, tenant_id text NOT NULL, PRIMARY KEY (id, tenant_id))")
+        su.execute("SELECT ruvector_enable_tenant_rls('keyed')")
+        level = "SELECT isolation_level FROM ruvector.tenants WHERE id = 'other'"
+        before = su.execute(level).fetchone()[0]
+        su.execute("CREATE UNIQUE INDEX keyed_other ON keyed (id, tenant_id) WHERE tenant_id = 'other'")
+        assert su.execute(level).fetchone()[0] == before
+        su.execute("DROP INDEX keyed_other")
+        su.execute("DROP TABLE keyed")

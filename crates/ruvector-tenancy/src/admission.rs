@@ -1,10 +1,18 @@
 //! Execution slots and the queue of statements waiting for one.
 //!
 //! At most `cap` statements run at once server-wide, and at most a tenant's
-//! `max_concurrent` of its own. A statement takes a slot with [`Queue::try_admit`] (two
-//! compare-and-swaps, no lock) or, when none is free, queues with [`Queue::enqueue`] and is
-//! admitted by [`Queue::dispatch`] in weighted fair order ([`crate::fair`]); whoever frees a
-//! slot ([`Queue::release`]) dispatches when statements wait.
+//! `max_concurrent` of its own. The last [`reserve`] slots go only to tenants that run
+//! nothing yet: however many sessions one tenant opens, another tenant's statement finds a
+//! slot at once instead of queueing behind the busy tenant's long statements, and the busy
+//! tenant alone still has `cap - reserve` slots, at least the CPUs (the default cap is twice
+//! the CPUs). A statement takes a slot with [`Queue::try_admit`] (two compare-and-swaps, no
+//! lock) or, when none is free to it, queues with [`Queue::enqueue`] and is admitted by
+//! [`Queue::dispatch`] in weighted fair order ([`crate::fair`]); whoever frees a slot
+//! ([`Queue::release`]) dispatches when statements wait.
+//!
+//! [`Queue::others_active`] tells whether more than one tenant was admitted within the last
+//! [`SHARED_WINDOW_MS`]: the extension then keeps a tenant held back by its limit off one CPU
+//! (see its `affinity` module), and lets it use every CPU again when it is alone.
 //!
 //! Everything is an atomic, so the queue can live in shared memory, one wait slot per
 //! process. The lock discipline is the caller's: [`Queue::enqueue`], [`Queue::dispatch`],
@@ -12,6 +20,13 @@
 //! ([`Queue::try_admit`], [`Queue::release`], [`Queue::is_admitted`]) runs without it. A
 //! waiter is told it was admitted through an opaque `wake` value it queued with (the
 //! extension stores the address of the backend's latch and sets it).
+//!
+//! A release never waits for the lock: it [requests](Queue::request_dispatch) a dispatch
+//! and tries the lock; when someone holds it, the holder dispatches before it lets go and
+//! looks for requests again after ([`Queue::take_dispatch_request`]). A quiet tenant's
+//! statement therefore never sleeps behind a busy tenant's backend that was preempted while
+//! holding the lock (that cost one scheduler tick, 4 ms, to about one statement in a
+//! hundred).
 
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering::*};
 
@@ -30,6 +45,26 @@ pub struct Header {
     waiting: AtomicU32,
     vclock_bits: AtomicU64,
     seq: AtomicU64,
+    /// The tenant slot admitted last, and until when (ms) more than one tenant counts as
+    /// active: set whenever an admission is of another tenant than the one before.
+    last_tenant: AtomicU32,
+    shared_until_ms: AtomicI64,
+    /// A release freed a slot while statements waited and left their dispatch to the
+    /// lock's holder.
+    dispatch_requested: AtomicU32,
+}
+
+/// How long (ms) after two tenants' admissions alternate the server counts as shared.
+pub const SHARED_WINDOW_MS: i64 = 1000;
+
+/// Execution slots out of `cap` kept for tenants that run nothing yet: a quarter, at least
+/// one (none with a cap of one, which serializes everything by choice).
+pub fn reserve(cap: u32) -> u32 {
+    if cap < 2 {
+        0
+    } else {
+        (cap / 4).max(1)
+    }
 }
 
 /// One process's place in the queue.
@@ -90,16 +125,50 @@ impl<'a> Queue<'a> {
         Queue { header, slots }
     }
 
-    /// Whether tenant slot `tenant` may start another statement.
-    pub fn tenant_may_run(reg: &Registry<'_>, tenant: usize) -> bool {
+    /// Whether tenant slot `tenant` is under its own `max_concurrent`.
+    fn under_own_limit(reg: &Registry<'_>, tenant: usize) -> bool {
         let s = reg.slot(tenant);
         let max = s.max_concurrent.load(Relaxed);
         max <= 0 || s.running.load(Relaxed) < max
     }
 
+    /// The server-wide slots `tenant` may fill: all of them while it runs nothing, all but
+    /// the [`reserve`] otherwise.
+    fn server_limit(reg: &Registry<'_>, tenant: usize, cap: u32) -> u32 {
+        if reg.slot(tenant).running.load(Relaxed) == 0 {
+            cap
+        } else {
+            cap - reserve(cap)
+        }
+    }
+
+    /// Whether a statement of `tenant` would be admitted now.
+    fn may_run(&self, reg: &Registry<'_>, tenant: usize, cap: u32) -> bool {
+        Self::under_own_limit(reg, tenant)
+            && self.header.running.load(Relaxed) < Self::server_limit(reg, tenant, cap)
+    }
+
+    /// The most statements `tenant` can run at once: its `max_concurrent` within the slots
+    /// left to a tenant that runs statements.
+    pub fn concurrency_of(reg: &Registry<'_>, tenant: usize, cap: u32) -> u32 {
+        let own = reg.slot(tenant).max_concurrent.load(Relaxed);
+        let server = (cap - reserve(cap)).max(1);
+        if own > 0 {
+            server.min(own as u32)
+        } else {
+            server
+        }
+    }
+
+    /// Whether `tenant` runs as many statements as it ever may ([`Queue::concurrency_of`]):
+    /// held back by its own limits rather than by other tenants' statements.
+    pub fn at_own_limit(reg: &Registry<'_>, tenant: usize, cap: u32) -> bool {
+        reg.slot(tenant).running.load(Relaxed) >= Self::concurrency_of(reg, tenant, cap) as i64
+    }
+
     /// Takes a server slot and one of `tenant`'s, both or neither.
     fn take(&self, reg: &Registry<'_>, tenant: usize, cap: u32) -> bool {
-        if !try_increment_u32(&self.header.running, cap) {
+        if !try_increment_u32(&self.header.running, Self::server_limit(reg, tenant, cap)) {
             return false;
         }
         let t = reg.slot(tenant);
@@ -114,12 +183,29 @@ impl<'a> Queue<'a> {
     ///
     /// Waiters never see room go unused: whoever frees a slot dispatches the queue under the
     /// lock, so room that exists while statements wait is room none of them may take (their
-    /// tenants are at their `max_concurrent`); taking it here skips no one. (A newcomer can
+    /// tenants are at their `max_concurrent`, or run statements and the room is the
+    /// reserve); taking it here skips no one. (A newcomer can
     /// win the moment between a release and its dispatch; under saturation newcomers arrive
     /// after that dispatch, so weights hold.) Keeping this path off the lock keeps a quiet
     /// tenant's statements off it while a noisy tenant's are queued.
     pub fn try_admit(&self, reg: &Registry<'_>, tenant: usize, cap: u32) -> bool {
         self.take(reg, tenant, cap)
+    }
+
+    /// Records that `tenant` was admitted at `now_ms` (see [`Queue::others_active`]). Writes
+    /// shared memory only when the admitted tenant changes.
+    pub fn note_admission(&self, tenant: usize, now_ms: i64) {
+        let h = self.header;
+        if h.last_tenant.load(Relaxed) != tenant as u32
+            && h.last_tenant.swap(tenant as u32, Relaxed) != tenant as u32
+        {
+            h.shared_until_ms.store(now_ms + SHARED_WINDOW_MS, Relaxed);
+        }
+    }
+
+    /// Whether more than one tenant was admitted within the last [`SHARED_WINDOW_MS`].
+    pub fn others_active(&self, now_ms: i64) -> bool {
+        now_ms < self.header.shared_until_ms.load(Relaxed)
     }
 
     /// Queues a statement of `tenant` (under the lock), tagged by the tenant's weight, and
@@ -184,7 +270,7 @@ impl<'a> Queue<'a> {
                 .collect();
             waiting.sort_by_key(|(seq, _)| *seq);
             let tags: Vec<Waiter> = waiting.into_iter().map(|(_, w)| w).collect();
-            let Some(pick) = fair::next(&tags, |t| Self::tenant_may_run(reg, t)) else {
+            let Some(pick) = fair::next(&tags, |t| self.may_run(reg, t, cap)) else {
                 return;
             };
             let chosen = tags[pick];
@@ -230,6 +316,21 @@ impl<'a> Queue<'a> {
         self.header.running.fetch_sub(1, AcqRel);
         reg.slot(tenant).running.fetch_sub(1, AcqRel);
         self.header.waiting.load(Acquire) > 0
+    }
+
+    /// Asks for a dispatch: whoever holds the lock, or takes it next, runs it.
+    pub fn request_dispatch(&self) {
+        self.header.dispatch_requested.store(1, SeqCst);
+    }
+
+    /// Whether a dispatch was requested (no lock needed).
+    pub fn dispatch_requested(&self) -> bool {
+        self.header.dispatch_requested.load(SeqCst) != 0
+    }
+
+    /// Takes the pending dispatch request, if any (under the lock).
+    pub fn take_dispatch_request(&self) -> bool {
+        self.header.dispatch_requested.swap(0, SeqCst) != 0
     }
 
     /// Statements holding execution slots, and statements waiting.
@@ -298,7 +399,77 @@ mod tests {
         assert!(!q.try_admit(&reg, 1, 3), "the server is at its cap of 3");
         assert_eq!(q.figures(), (3, 0));
         assert!(!q.release(&reg, 0));
-        assert!(q.try_admit(&reg, 1, 3));
+        assert!(!q.try_admit(&reg, 0, 3), "tenant 0 runs one: the last slot is the reserve");
+        assert!(!q.release(&reg, 1));
+        assert!(q.try_admit(&reg, 0, 3));
+    }
+
+    #[test]
+    fn the_reserve_goes_to_tenants_that_run_nothing() {
+        // Cap 8: two slots are kept for tenants that run nothing.
+        let m = mem(&[(0, 1.0), (0, 1.0), (0, 1.0), (0, 1.0)], 8);
+        let (reg, q) = (m.registry.registry(false), m.queue());
+        assert_eq!((reserve(1), reserve(2), reserve(4), reserve(8), reserve(64)), (0, 1, 1, 2, 16));
+        for _ in 0..6 {
+            assert!(q.try_admit(&reg, 0, 8));
+        }
+        assert!(!q.try_admit(&reg, 0, 8), "a busy tenant alone gets cap - reserve");
+        assert_eq!(Queue::concurrency_of(&reg, 0, 8), 6);
+        assert!(Queue::at_own_limit(&reg, 0, 8));
+        assert!(q.try_admit(&reg, 1, 8), "another tenant finds a slot at once");
+        assert!(!q.try_admit(&reg, 1, 8), "but only one while it runs one");
+        assert!(q.try_admit(&reg, 2, 8));
+        assert!(!q.try_admit(&reg, 3, 8), "the server is at its cap");
+        // A queued statement of the busy tenant does not take a freed reserve slot; one of a
+        // tenant that runs nothing does.
+        let mut woke = Vec::new();
+        let busy = q.enqueue(&reg, 0, 10, 8, |w| woke.push(w)).unwrap();
+        let quiet = q.enqueue(&reg, 3, 13, 8, |w| woke.push(w)).unwrap();
+        assert!(q.release(&reg, 2));
+        q.dispatch(&reg, 8, |w| woke.push(w));
+        assert_eq!(woke, vec![13]);
+        assert!(q.is_admitted(quiet) && !q.is_admitted(busy));
+        q.finish_wait(quiet);
+        // The busy tenant's waiter is admitted when the reserve is free again, whoever
+        // frees a slot.
+        for tenant in [0, 1] {
+            assert!(q.release(&reg, tenant));
+            q.dispatch(&reg, 8, |w| woke.push(w));
+            assert_eq!(woke, vec![13]);
+        }
+        assert!(q.release(&reg, 3));
+        q.dispatch(&reg, 8, |w| woke.push(w));
+        assert_eq!(woke, vec![13, 10]);
+        assert!(q.is_admitted(busy));
+        // A tenant's own max_concurrent below cap - reserve is its concurrency.
+        let m = mem(&[(2, 1.0)], 1);
+        assert_eq!(Queue::concurrency_of(&m.registry.registry(false), 0, 8), 2);
+    }
+
+    #[test]
+    fn the_server_counts_as_shared_while_admissions_alternate_between_tenants() {
+        let m = mem(&[(0, 1.0), (0, 1.0)], 1);
+        let q = m.queue();
+        q.note_admission(0, 1_000);
+        q.note_admission(0, 5_000);
+        assert!(!q.others_active(5_000), "one tenant alone");
+        q.note_admission(1, 5_100);
+        q.note_admission(0, 5_200);
+        assert!(q.others_active(5_200 + SHARED_WINDOW_MS - 1));
+        q.note_admission(0, 5_300 + SHARED_WINDOW_MS);
+        assert!(!q.others_active(5_200 + SHARED_WINDOW_MS), "the window passed");
+    }
+
+    #[test]
+    fn a_dispatch_request_is_taken_once() {
+        let m = mem(&[(0, 1.0)], 1);
+        let q = m.queue();
+        assert!(!q.dispatch_requested() && !q.take_dispatch_request());
+        q.request_dispatch();
+        q.request_dispatch();
+        assert!(q.dispatch_requested());
+        assert!(q.take_dispatch_request());
+        assert!(!q.dispatch_requested() && !q.take_dispatch_request());
     }
 
     #[test]

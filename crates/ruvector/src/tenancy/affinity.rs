@@ -10,7 +10,7 @@ thread_local! {
 }
 
 /// Whether this backend runs as SCHED_BATCH.
-pub fn is_batch() -> bool {
+fn is_batch() -> bool {
     BATCH.with(|b| *b.borrow())
 }
 
@@ -37,6 +37,9 @@ pub fn background() {
 /// bent a quiet tenant's p99 latency (2.2–3.5× on a 2-CPU machine). Switching between
 /// SCHED_OTHER and SCHED_BATCH needs no privilege.
 pub fn set_batch(batch: bool) {
+    if is_batch() == batch {
+        return;
+    }
     #[repr(C)]
     struct SchedParam {
         priority: i32,
@@ -65,7 +68,8 @@ unsafe extern "C" {
 thread_local! {
     /// The CPUs this backend may use when not confined (read once).
     static ALLOWED: std::cell::OnceCell<Vec<usize>> = const { std::cell::OnceCell::new() };
-    static CONFINED: RefCell<bool> = const { RefCell::new(false) };
+    /// The CPUs this backend is confined to, if it is.
+    static CONFINED: RefCell<Option<Vec<usize>>> = const { RefCell::new(None) };
 }
 
 fn allowed_cpus() -> Vec<usize> {
@@ -109,13 +113,41 @@ pub fn confine(tenant: usize, limit: usize) {
     }
     let n = limit.min(all.len() - 1).max(1);
     let cpus: Vec<usize> = (0..n).map(|i| all[(tenant + i) % all.len()]).collect();
-    set_affinity(&cpus);
-    CONFINED.with(|c| *c.borrow_mut() = true);
+    CONFINED.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.as_ref() != Some(&cpus) {
+            set_affinity(&cpus);
+            *c = Some(cpus);
+        }
+    });
+}
+
+/// Runs this process (a parallel worker) where process `leader` (its leader) runs: the same
+/// CPUs and, if it is SCHED_BATCH, as SCHED_BATCH. A statement's parallel workers are part
+/// of its run; left free, a confined tenant's statements would still spread over every CPU.
+/// Reading another process's affinity and policy needs no privilege.
+pub fn follow(leader: i32) {
+    unsafe extern "C" {
+        fn sched_getscheduler(pid: i32) -> i32;
+    }
+    const SCHED_BATCH: i32 = 3;
+    let mut set: CpuSet = [0; 16];
+    // SAFETY: reads the leader's affinity into a buffer of the size we pass, then sets this
+    // process's own; failure leaves it as it was.
+    unsafe {
+        if sched_getaffinity(leader, std::mem::size_of::<CpuSet>(), &mut set) == 0 {
+            sched_setaffinity(0, std::mem::size_of::<CpuSet>(), &set);
+        }
+    }
+    // SAFETY: reads the leader's policy.
+    if unsafe { sched_getscheduler(leader) } == SCHED_BATCH {
+        set_batch(true);
+    }
 }
 
 /// Lets this backend use all its CPUs again.
 pub fn unconfine() {
-    if CONFINED.with(|c| std::mem::take(&mut *c.borrow_mut())) {
+    if CONFINED.with(|c| c.borrow_mut().take()).is_some() {
         set_affinity(&allowed_cpus());
     }
 }

@@ -464,9 +464,17 @@ unsafe fn before_executor_start(
         }
         return forced;
     }
-    // Parallel workers run what their leader already checked, with its settings.
+    // Parallel workers run what their leader already checked, with its settings, and where
+    // admission control placed it.
     // SAFETY: plain read of a backend global.
     if unsafe { pg_sys::ParallelWorkerNumber } >= 0 {
+        // SAFETY: a parallel worker is a member of its leader's lock group before it runs
+        // any part of the plan; both PGPROCs live in shared memory.
+        let leader = unsafe { (*pg_sys::MyProc).lockGroupLeader };
+        if !leader.is_null() {
+            // SAFETY: as above.
+            super::affinity::follow(unsafe { (*leader).pid });
+        }
         return None;
     }
     // SAFETY: guaranteed by the caller.

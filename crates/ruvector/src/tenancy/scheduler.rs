@@ -70,9 +70,34 @@ fn queue() -> Queue<'static> {
     }
 }
 
-/// Runs `f` under the scheduler's lock (the second lock of the ruvector tranche).
+/// Runs `f` under the scheduler's lock (the second lock of the ruvector tranche), then runs
+/// the dispatches releases asked for meanwhile (see `ruvector_tenancy::admission`).
 fn locked<R>(f: impl FnOnce() -> R) -> R {
-    shmem::with_lock(1, true, f)
+    let r = shmem::with_lock(1, true, || {
+        let r = f();
+        dispatch_requested();
+        r
+    });
+    after_unlock();
+    r
+}
+
+/// Runs the requested dispatches. Caller holds the scheduler lock.
+fn dispatch_requested() {
+    while queue().take_dispatch_request() {
+        shmem::unlocked(|r| queue().dispatch(r, capacity(), wake));
+    }
+}
+
+/// A release that found the lock taken after its holder's last look left its dispatch to
+/// whoever holds it now, or to us.
+fn after_unlock() {
+    while queue().dispatch_requested() {
+        if shmem::try_with_lock(1, dispatch_requested).is_none() {
+            // The holder looks again after it lets go.
+            return;
+        }
+    }
 }
 
 fn capacity() -> u32 {
@@ -120,16 +145,12 @@ fn wake(latch: u64) {
     }
 }
 
-/// Admits waiters while there is room. Caller holds the scheduler lock.
-fn dispatch() {
-    shmem::unlocked(|r| queue().dispatch(r, capacity(), wake));
-}
-
 fn release_one(tenant: usize) {
-    // Only a queue needs the lock. A waiter that enqueues after this check dispatches
-    // itself under the lock, so no wake-up is lost.
+    // Only a queue needs a dispatch, and it never waits for the lock. A waiter that
+    // enqueues after this check dispatches itself under the lock, so no wake-up is lost.
     if shmem::unlocked(|r| queue().release(r, tenant)) {
-        locked(dispatch);
+        queue().request_dispatch();
+        after_unlock();
     }
 }
 
@@ -178,37 +199,23 @@ pub fn acquire(tenant: usize, id: &str) -> Result<bool, Refusal> {
     // SAFETY: MyProc is this backend's PGPROC in shared memory.
     let latch = unsafe { &raw mut (*pg_sys::MyProc).procLatch } as u64;
     if shmem::unlocked(|r| queue().try_admit(r, tenant, cap)) {
-        // Admitted without waiting: back to the normal policy if an earlier statement had
-        // to queue (a backend of a backlogged tenant stays SCHED_BATCH until then, so even
-        // its wake-ups for the client's next statement do not preempt other tenants).
-        if affinity::is_batch() {
-            affinity::set_batch(false);
-            affinity::unconfine();
-        }
+        place(tenant, cap, false);
         return Ok(admitted(tenant, 0));
     }
     let i = locked(|| shmem::unlocked(|r| queue().enqueue(r, tenant, latch, cap, wake)))
         .expect("one wait slot per backend");
     let started = now_ms();
     QUEUED.with(|q| *q.borrow_mut() = Some((i, started, tenant)));
-    // Sleep, wake and run as SCHED_BATCH: the wake-up must not preempt other tenants.
-    affinity::set_batch(true);
-    // A tenant queued by its own max_concurrent can never use more CPUs than that: keep its
-    // backends on that many CPUs, the same ones for all of them, and leave the rest to others.
-    let limit = shmem::unlocked(|r| r.slot(tenant).max_concurrent.load(Relaxed));
-    if limit > 0 && !shmem::unlocked(|r| Queue::tenant_may_run(r, tenant)) {
-        affinity::confine(tenant, limit as usize);
-    } else {
-        // Queued by the server-wide limit: everyone waits, nobody is confined (a pooled
-        // connection may have been confined for another tenant before).
-        affinity::unconfine();
-    }
+    // Sleep and wake where the statement will run, so that the wake-up does not preempt
+    // other tenants.
+    place(tenant, cap, true);
     shmem::unlocked(|r| r.slot(tenant).queued.fetch_add(1, Relaxed));
     let timeout = gucs::admission_timeout_ms() as i64;
     loop {
         if queue().is_admitted(i) {
             locked(|| queue().finish_wait(i));
             QUEUED.with(|q| *q.borrow_mut() = None);
+            place(tenant, cap, true);
             return Ok(admitted(tenant, (now_ms() - started) * 1000));
         }
         let waited = now_ms() - started;
@@ -248,8 +255,29 @@ pub fn acquire(tenant: usize, id: &str) -> Result<bool, Refusal> {
     }
 }
 
+/// Sets where this backend runs a statement of `tenant` (and waits for its slot, if
+/// `queued`). A tenant that runs as many statements as it may ([`Queue::at_own_limit`])
+/// while other tenants are active can never use more CPUs than that: its backends run as
+/// SCHED_BATCH on that many CPUs (all but one at most), the same ones for all of them, and
+/// leave the rest to the others. A statement that had to queue runs as SCHED_BATCH too: a
+/// backlogged tenant's statements are woken one after another as slots free up, and each
+/// wake-up must not preempt other tenants. Everything else runs normally on every CPU (a
+/// pooled connection may have been confined for another tenant before).
+fn place(tenant: usize, cap: u32, queued: bool) {
+    let crowded = queue().others_active(now_ms())
+        && shmem::unlocked(|r| Queue::at_own_limit(r, tenant, cap));
+    if crowded {
+        let n = shmem::unlocked(|r| Queue::concurrency_of(r, tenant, cap));
+        affinity::confine(tenant, n as usize);
+    } else {
+        affinity::unconfine();
+    }
+    affinity::set_batch(crowded || queued);
+}
+
 fn admitted(tenant: usize, waited_us: i64) -> bool {
     HELD.with(|h| h.borrow_mut().push((tenant, nest_level())));
+    queue().note_admission(tenant, now_ms());
     shmem::unlocked(|r| {
         let s = r.slot(tenant);
         s.admitted.fetch_add(1, Relaxed);

@@ -259,6 +259,20 @@ pub fn with_lock<R>(n: usize, exclusive: bool, f: impl FnOnce() -> R) -> R {
     }
 }
 
+/// Runs `f` holding lock `n` exclusively if it is free now; `None` without waiting if not.
+pub fn try_with_lock<R>(n: usize, f: impl FnOnce() -> R) -> Option<R> {
+    let lock = lock_n(n);
+    // SAFETY: as in with_lock.
+    unsafe {
+        if !pg_sys::LWLockConditionalAcquire(lock, pg_sys::LWLockMode::LW_EXCLUSIVE) {
+            return None;
+        }
+        let r = f();
+        pg_sys::LWLockRelease(lock);
+        Some(r)
+    }
+}
+
 fn loaded() -> &'static Loaded {
     let l = layout().loaded;
     // SAFETY: the Loaded block lies inside the registry memory; all atomics.

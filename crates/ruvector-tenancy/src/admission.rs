@@ -10,9 +10,10 @@
 //! [`Queue::dispatch`] in weighted fair order ([`crate::fair`]); whoever frees a slot
 //! ([`Queue::release`]) dispatches when statements wait.
 //!
-//! [`Queue::others_active`] tells whether more than one tenant was admitted within the last
-//! [`SHARED_WINDOW_MS`]: the extension then keeps a tenant held back by its limit off one CPU
-//! (see its `affinity` module), and lets it use every CPU again when it is alone.
+//! [`Queue::others_active`] tells whether tenants that are not backlogged ([`Queue::backlogged`])
+//! other than a given one were admitted within the last [`ACTIVE_WINDOW_MS`]: the extension
+//! then keeps a backlogged tenant off one CPU (see its `affinity` module). Alone, or among
+//! backlogged tenants only (whose shares the fair queue sets), it uses every CPU.
 //!
 //! Everything is an atomic, so the queue can live in shared memory, one wait slot per
 //! process. The lock discipline is the caller's: [`Queue::enqueue`], [`Queue::dispatch`],
@@ -45,17 +46,19 @@ pub struct Header {
     waiting: AtomicU32,
     vclock_bits: AtomicU64,
     seq: AtomicU64,
-    /// The tenant slot admitted last, and until when (ms) more than one tenant counts as
-    /// active: set whenever an admission is of another tenant than the one before.
+    /// The tenant slot that was not backlogged when admitted last and when (ms, to 10 ms),
+    /// and when another such tenant was admitted before it: whether tenants other than a
+    /// given one were admitted lately, without a write per admission.
     last_tenant: AtomicU32,
-    shared_until_ms: AtomicI64,
+    last_ms: AtomicI64,
+    others_ms: AtomicI64,
     /// A release freed a slot while statements waited and left their dispatch to the
     /// lock's holder.
     dispatch_requested: AtomicU32,
 }
 
-/// How long (ms) after two tenants' admissions alternate the server counts as shared.
-pub const SHARED_WINDOW_MS: i64 = 1000;
+/// How long (ms) after its last admission a tenant counts as active for others.
+pub const ACTIVE_WINDOW_MS: i64 = 1000;
 
 /// Execution slots out of `cap` kept for tenants that run nothing yet: a quarter, at least
 /// one (none with a cap of one, which serializes everything by choice).
@@ -192,20 +195,43 @@ impl<'a> Queue<'a> {
         self.take(reg, tenant, cap)
     }
 
-    /// Records that `tenant` was admitted at `now_ms` (see [`Queue::others_active`]). Writes
-    /// shared memory only when the admitted tenant changes.
-    pub fn note_admission(&self, tenant: usize, now_ms: i64) {
+    /// Whether `tenant` has statements waiting or runs as many as it may.
+    pub fn backlogged(reg: &Registry<'_>, tenant: usize, cap: u32) -> bool {
+        reg.slot(tenant).waiting.load(Relaxed) > 0 || Self::at_own_limit(reg, tenant, cap)
+    }
+
+    /// Records that `tenant` was admitted at `now_ms`, if it is not backlogged (see
+    /// [`Queue::others_active`]). Writes shared memory when that tenant is another than the
+    /// last one, and otherwise at most every 10 ms.
+    pub fn note_admission(&self, reg: &Registry<'_>, tenant: usize, cap: u32, now_ms: i64) {
+        if Self::backlogged(reg, tenant, cap) {
+            return;
+        }
         let h = self.header;
-        if h.last_tenant.load(Relaxed) != tenant as u32
-            && h.last_tenant.swap(tenant as u32, Relaxed) != tenant as u32
-        {
-            h.shared_until_ms.store(now_ms + SHARED_WINDOW_MS, Relaxed);
+        let last = h.last_ms.load(Relaxed);
+        if h.last_tenant.load(Relaxed) == tenant as u32 {
+            if now_ms - last >= 10 {
+                h.last_ms.store(now_ms, Relaxed);
+            }
+        } else {
+            // Racing admissions may mix the three fields for a moment; the answer is a
+            // placement hint, right again at the next admission.
+            h.others_ms.store(last, Relaxed);
+            h.last_tenant.store(tenant as u32, Relaxed);
+            h.last_ms.store(now_ms, Relaxed);
         }
     }
 
-    /// Whether more than one tenant was admitted within the last [`SHARED_WINDOW_MS`].
-    pub fn others_active(&self, now_ms: i64) -> bool {
-        now_ms < self.header.shared_until_ms.load(Relaxed)
+    /// Whether tenants other than `tenant` were admitted within the last
+    /// [`ACTIVE_WINDOW_MS`] before `now_ms` while not backlogged.
+    pub fn others_active(&self, tenant: usize, now_ms: i64) -> bool {
+        let h = self.header;
+        let at = if h.last_tenant.load(Relaxed) == tenant as u32 {
+            h.others_ms.load(Relaxed)
+        } else {
+            h.last_ms.load(Relaxed)
+        };
+        at > 0 && now_ms - at < ACTIVE_WINDOW_MS
     }
 
     /// Queues a statement of `tenant` (under the lock), tagged by the tenant's weight, and
@@ -243,6 +269,7 @@ impl<'a> Queue<'a> {
         slot.seq.store(h.seq.fetch_add(1, Relaxed), Relaxed);
         slot.state.store(WAITING, Release);
         h.waiting.fetch_add(1, Relaxed);
+        t.waiting.fetch_add(1, Relaxed);
         self.dispatch(reg, cap, on_admit);
         Some(i)
     }
@@ -282,6 +309,7 @@ impl<'a> Queue<'a> {
             let w = &self.slots[chosen.id];
             w.state.store(ADMITTED, Release);
             h.waiting.fetch_sub(1, Relaxed);
+            reg.slot(chosen.tenant).waiting.fetch_sub(1, Relaxed);
             h.vclock_bits.store(chosen.start.to_bits(), Relaxed);
             on_admit(w.wake.load(Relaxed));
         }
@@ -300,11 +328,14 @@ impl<'a> Queue<'a> {
     /// A waiter gives up (timeout, suspension, error; under the lock). Returns its tenant if
     /// it had been admitted meanwhile: the caller then holds an execution slot it must
     /// [`release`](Queue::release).
-    pub fn leave(&self, i: usize) -> Option<usize> {
+    pub fn leave(&self, reg: &Registry<'_>, i: usize) -> Option<usize> {
         let w = &self.slots[i];
         let state = w.state.load(Acquire);
         if state == WAITING {
             self.header.waiting.fetch_sub(1, Relaxed);
+            reg.slot(w.tenant.load(Relaxed) as usize)
+                .waiting
+                .fetch_sub(1, Relaxed);
         }
         w.state.store(FREE, Release);
         (state == ADMITTED).then(|| w.tenant.load(Relaxed) as usize)
@@ -399,7 +430,10 @@ mod tests {
         assert!(!q.try_admit(&reg, 1, 3), "the server is at its cap of 3");
         assert_eq!(q.figures(), (3, 0));
         assert!(!q.release(&reg, 0));
-        assert!(!q.try_admit(&reg, 0, 3), "tenant 0 runs one: the last slot is the reserve");
+        assert!(
+            !q.try_admit(&reg, 0, 3),
+            "tenant 0 runs one: the last slot is the reserve"
+        );
         assert!(!q.release(&reg, 1));
         assert!(q.try_admit(&reg, 0, 3));
     }
@@ -409,14 +443,23 @@ mod tests {
         // Cap 8: two slots are kept for tenants that run nothing.
         let m = mem(&[(0, 1.0), (0, 1.0), (0, 1.0), (0, 1.0)], 8);
         let (reg, q) = (m.registry.registry(false), m.queue());
-        assert_eq!((reserve(1), reserve(2), reserve(4), reserve(8), reserve(64)), (0, 1, 1, 2, 16));
+        assert_eq!(
+            (reserve(1), reserve(2), reserve(4), reserve(8), reserve(64)),
+            (0, 1, 1, 2, 16)
+        );
         for _ in 0..6 {
             assert!(q.try_admit(&reg, 0, 8));
         }
-        assert!(!q.try_admit(&reg, 0, 8), "a busy tenant alone gets cap - reserve");
+        assert!(
+            !q.try_admit(&reg, 0, 8),
+            "a busy tenant alone gets cap - reserve"
+        );
         assert_eq!(Queue::concurrency_of(&reg, 0, 8), 6);
         assert!(Queue::at_own_limit(&reg, 0, 8));
-        assert!(q.try_admit(&reg, 1, 8), "another tenant finds a slot at once");
+        assert!(
+            q.try_admit(&reg, 1, 8),
+            "another tenant finds a slot at once"
+        );
         assert!(!q.try_admit(&reg, 1, 8), "but only one while it runs one");
         assert!(q.try_admit(&reg, 2, 8));
         assert!(!q.try_admit(&reg, 3, 8), "the server is at its cap");
@@ -447,17 +490,55 @@ mod tests {
     }
 
     #[test]
-    fn the_server_counts_as_shared_while_admissions_alternate_between_tenants() {
-        let m = mem(&[(0, 1.0), (0, 1.0)], 1);
-        let q = m.queue();
-        q.note_admission(0, 1_000);
-        q.note_admission(0, 5_000);
-        assert!(!q.others_active(5_000), "one tenant alone");
-        q.note_admission(1, 5_100);
-        q.note_admission(0, 5_200);
-        assert!(q.others_active(5_200 + SHARED_WINDOW_MS - 1));
-        q.note_admission(0, 5_300 + SHARED_WINDOW_MS);
-        assert!(!q.others_active(5_200 + SHARED_WINDOW_MS), "the window passed");
+    fn others_are_active_while_another_tenant_was_admitted_within_the_window() {
+        let m = mem(&[(0, 1.0), (0, 1.0), (0, 1.0)], 2);
+        let (reg, q) = (m.registry.registry(false), m.queue());
+        let note = |t, now| q.note_admission(&reg, t, 8, now);
+        assert!(!q.others_active(0, 1_000), "nobody was admitted");
+        note(0, 1_000);
+        note(0, 1_500);
+        assert!(!q.others_active(0, 1_500), "tenant 0 alone");
+        assert!(q.others_active(1, 1_500), "tenant 0 is active for tenant 1");
+        assert!(
+            !q.others_active(1, 1_500 + ACTIVE_WINDOW_MS),
+            "until its window passed"
+        );
+        // Tenant 1 is admitted often, tenant 0 seldom (long statements): each sees the other.
+        note(1, 2_000);
+        note(1, 2_600);
+        assert!(
+            q.others_active(0, 2_700),
+            "tenant 1 was admitted 100 ms ago"
+        );
+        assert!(
+            !q.others_active(1, 2_700),
+            "tenant 0 was last admitted 1.2 s ago"
+        );
+        note(0, 2_800);
+        assert!(q.others_active(1, 2_900) && q.others_active(0, 2_900));
+        assert!(q.others_active(2, 2_900));
+        assert!(
+            !q.others_active(0, 2_600 + ACTIVE_WINDOW_MS),
+            "tenant 1's window passed"
+        );
+        // A backlogged tenant's admissions do not count: tenant 2 runs all it may, then waits.
+        for _ in 0..6 {
+            assert!(q.try_admit(&reg, 2, 8));
+        }
+        assert!(Queue::backlogged(&reg, 2, 8));
+        note(2, 5_000);
+        assert!(!q.others_active(0, 5_000) && !q.others_active(1, 5_000));
+        let i = q.enqueue(&reg, 2, 7, 8, |_| {}).unwrap();
+        assert!(!q.is_admitted(i), "it waits");
+        assert_eq!(reg.slot(2).waiting.load(Relaxed), 1);
+        note(2, 5_100);
+        assert!(!q.others_active(0, 5_100));
+        assert_eq!(q.leave(&reg, i), None);
+        assert!(Queue::backlogged(&reg, 2, 8), "still at its limit");
+        assert!(!q.release(&reg, 2));
+        assert!(!Queue::backlogged(&reg, 2, 8), "five running, none waiting");
+        note(2, 5_200);
+        assert!(q.others_active(0, 5_200));
     }
 
     #[test]
@@ -517,14 +598,18 @@ mod tests {
         let (reg, q) = (m.registry.registry(false), m.queue());
         assert!(q.try_admit(&reg, 0, 1));
         let i = q.enqueue(&reg, 0, 7, 1, |_| panic!("no room")).unwrap();
-        assert_eq!(q.leave(i), None, "still waiting: nothing to hand back");
+        assert_eq!(
+            q.leave(&reg, i),
+            None,
+            "still waiting: nothing to hand back"
+        );
         assert_eq!(q.figures(), (1, 0));
         let i = q.enqueue(&reg, 0, 7, 1, |_| panic!("no room")).unwrap();
         assert!(q.release(&reg, 0));
         let mut woke = None;
         q.dispatch(&reg, 1, |w| woke = Some(w));
         assert_eq!(woke, Some(7));
-        assert_eq!(q.leave(i), Some(0), "admitted, then gave up");
+        assert_eq!(q.leave(&reg, i), Some(0), "admitted, then gave up");
         assert!(!q.release(&reg, 0));
         assert_eq!(q.figures(), (0, 0));
     }

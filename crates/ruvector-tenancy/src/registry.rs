@@ -94,6 +94,8 @@ pub struct TenantSlot {
     /// 1 when the tenant's index nodes go on pages of its own (isolation level `partition`
     /// or `dedicated`), 0 when they are packed with other shared tenants' nodes.
     own_pages: AtomicU32,
+    /// Statements of this tenant waiting for an execution slot now.
+    pub waiting: AtomicU32,
 }
 
 /// Buckets of the searches-in-the-last-hour window (ten minutes each).
@@ -214,6 +216,7 @@ impl TenantSlot {
             c.store(0, Relaxed);
         }
         self.running.store(0, Relaxed);
+        self.waiting.store(0, Relaxed);
         self.own_pages.store(0, Relaxed);
         for counter in [
             &self.vectors,
@@ -448,6 +451,7 @@ pub(crate) mod tests {
             queued: AtomicU64::new(0),
             wait_micros: AtomicU64::new(0),
             own_pages: AtomicU32::new(0),
+            waiting: AtomicU32::new(0),
         };
         Owned {
             header: Header {

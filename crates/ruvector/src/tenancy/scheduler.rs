@@ -256,16 +256,17 @@ pub fn acquire(tenant: usize, id: &str) -> Result<bool, Refusal> {
 }
 
 /// Sets where this backend runs a statement of `tenant` (and waits for its slot, if
-/// `queued`). A tenant that runs as many statements as it may ([`Queue::at_own_limit`])
-/// while other tenants are active can never use more CPUs than that: its backends run as
-/// SCHED_BATCH on that many CPUs (all but one at most), the same ones for all of them, and
-/// leave the rest to the others. A statement that had to queue runs as SCHED_BATCH too: a
-/// backlogged tenant's statements are woken one after another as slots free up, and each
-/// wake-up must not preempt other tenants. Everything else runs normally on every CPU (a
-/// pooled connection may have been confined for another tenant before).
+/// `queued`). A backlogged tenant (its statement had to queue, or it runs as many as it may:
+/// [`Queue::at_own_limit`]) can never use more CPUs than it may run statements; while other
+/// tenants are active, its backends run as SCHED_BATCH on that many CPUs (all but one at
+/// most), the same ones for all of them, and leave the rest to the others. A statement that
+/// had to queue runs as SCHED_BATCH even alone: a backlogged tenant's statements are woken
+/// one after another as slots free up, and each wake-up must not preempt other tenants.
+/// Everything else runs normally on every CPU (a pooled connection may have been confined
+/// for another tenant before).
 fn place(tenant: usize, cap: u32, queued: bool) {
-    let crowded = queue().others_active(now_ms())
-        && shmem::unlocked(|r| Queue::at_own_limit(r, tenant, cap));
+    let crowded = queue().others_active(tenant, now_ms())
+        && (queued || shmem::unlocked(|r| Queue::backlogged(r, tenant, cap)));
     if crowded {
         let n = shmem::unlocked(|r| Queue::concurrency_of(r, tenant, cap));
         affinity::confine(tenant, n as usize);
@@ -277,7 +278,7 @@ fn place(tenant: usize, cap: u32, queued: bool) {
 
 fn admitted(tenant: usize, waited_us: i64) -> bool {
     HELD.with(|h| h.borrow_mut().push((tenant, nest_level())));
-    queue().note_admission(tenant, now_ms());
+    shmem::unlocked(|r| queue().note_admission(r, tenant, capacity(), now_ms()));
     shmem::unlocked(|r| {
         let s = r.slot(tenant);
         s.admitted.fetch_add(1, Relaxed);
@@ -294,7 +295,7 @@ fn leave_queue() {
     };
     let waited_us = ((now_ms() - started) * 1000).max(0) as u64;
     shmem::unlocked(|r| r.slot(tenant).wait_micros.fetch_add(waited_us, Relaxed));
-    if let Some(tenant) = locked(|| queue().leave(i)) {
+    if let Some(tenant) = locked(|| shmem::unlocked(|r| queue().leave(r, i))) {
         release_one(tenant);
     }
 }

@@ -180,6 +180,8 @@ pub extern "C-unwind" fn ruvector_maintenance_main(arg: pg_sys::Datum) {
             pg_sys::Datum::from((u64::from(db) << 32) | i as u64),
         )
     };
+    // Maintenance is background work: the tenants' own statements take the CPUs first.
+    super::affinity::background();
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(pg_sys::Oid::from(db)), None);
     let installed = BackgroundWorker::transaction(|| {
         Spi::get_one::<bool>(

@@ -43,7 +43,7 @@ def database():
         c.execute("GRANT SELECT, INSERT ON items TO ruvector_user")
         tenants = {
             "rl-a": '{"max_qps": 50}', "rl-b": '{"max_qps": 50}',
-            "noisy": '{"max_qps": 0, "max_concurrent": 1}', "quiet": '{"max_qps": 0}',
+            "noisy": '{"max_qps": 0}', "quiet": '{"max_qps": 0}',
             "w2": '{"max_qps": 0, "weight": 2}', "w1": '{"max_qps": 0, "weight": 1}',
             "hold": '{"max_qps": 0}', "wait": '{"max_qps": 0}',
         }
@@ -131,61 +131,103 @@ def pgbench(tenant, sql, *args, log_dir=None, popen=False):
     subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, cwd=log_dir)
 
 
-def quiet_latencies(n=1000):
-    """The quiet tenant's statement latencies in seconds, from pgbench's per-transaction log."""
+def quiet_latencies(n=1000, warm_up=50):
+    """The quiet tenant's statement latencies in seconds, from pgbench's per-transaction log,
+    after the first `warm_up` statements of its new session (cold caches)."""
     import glob
     import tempfile
 
     with tempfile.TemporaryDirectory() as d:
         pgbench("quiet", "SELECT sum(vec <-> array_fill(0.5::real, ARRAY[16])::vector) FROM items",
-                "-c", "1", "-t", str(n), "--log", "--log-prefix=quiet", log_dir=d)
+                "-c", "1", "-t", str(n + warm_up), "--log", "--log-prefix=quiet", log_dir=d)
         out = []
         for f in glob.glob(f"{d}/quiet*"):
             out += [int(line.split()[2]) / 1e6 for line in open(f)]
-    assert len(out) == n
-    return out
+    assert len(out) == n + warm_up
+    return out[warm_up:]
 
 
-def with_noise(fn):
-    """Runs `fn` while the noisy tenant loops heavy scans on 8 connections."""
+def with_noise(fn, sessions=8):
+    """Runs `fn` while the noisy tenant loops heavy scans on `sessions` connections."""
     noise = pgbench("noisy", "SELECT sum(vec <-> array_fill(0.3::real, ARRAY[16])::vector) FROM items",
-                    "-c", "8", "-j", "2", "-T", "120", popen=True)
-    time.sleep(1.0)
+                    "-c", str(sessions), "-j", "2", "-T", "120", popen=True)
+    # Measure once every noisy session is connected (backend start-up is not the load).
+    deadline = time.monotonic() + 60
+    with su() as c:
+        while time.monotonic() < deadline:
+            n = c.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgbench' "
+                          "AND backend_type = 'client backend'").fetchone()[0]
+            if n >= sessions:
+                break
+            time.sleep(0.1)
+    # And once their first statements ran (new backends' caches): the goal is about a
+    # noisy tenant's steady load, not its connection storm.
+    time.sleep(3.0)
     try:
         assert noise.poll() is None, "the noisy load must be running"
         return fn()
     finally:
         noise.terminate()
         noise.wait()
+        # Queued statements of the closed sessions still run until their backends notice:
+        # measure nothing until they are gone.
+        with su() as c:
+            while c.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgbench' "
+                            "AND backend_type = 'client backend'").fetchone()[0] and time.monotonic() < deadline + 60:
+                time.sleep(0.1)
         time.sleep(0.5)
 
 
-def test_noisy_neighbour_cannot_blow_up_a_quiet_tenants_p99():
-    server_setting("ruvector.max_active_statements", 2)
-    alone = p99(quiet_latencies())
-    on = p99(with_noise(quiet_latencies))
-    if on > 3 * alone:
-        # One hiccup of this shared machine (seen once in seven full runs: 3.4x) is measured
-        # again, alone and with noise; a scheduler that does not protect the quiet tenant
-        # fails both measurements (without it: 8-16x every time).
-        print(f"re-measuring: {on / alone:.2f}x")
-        alone = p99(quiet_latencies())
-        on = p99(with_noise(quiet_latencies))
+def test_noisy_neighbour_cannot_blow_up_a_quiet_tenants_latency_at_default_settings():
+    # Nothing configured: the server's default execution slots (twice the CPUs) and both
+    # tenants at the default max_concurrent (10); only max_qps is lifted so that rate limits
+    # stay out of the way. Before the reserve slots and the placement of backlogged tenants,
+    # these defaults made the quiet tenant wait for one of the noisy tenant's statements to
+    # end: p99 190-250x its p99 alone, 4-6x worse than with admission control off.
+    server_setting("ruvector.max_active_statements", None)
+
+    def quiet():
+        return quiet_latencies(2000)
+
+    def measure():
+        alone = quiet()
+        with8 = with_noise(quiet, 8)
+        with32 = with_noise(quiet, 32)
+        return alone, with8, with32
+
+    alone, with8, with32 = measure()
+    if max(p99(with8), p99(with32)) > 3 * p99(alone):
+        # One hiccup of this shared machine is measured again, alone and with noise; a
+        # scheduler that does not protect the quiet tenant fails both measurements.
+        print(f"re-measuring: {p99(with8) / p99(alone):.2f}x, {p99(with32) / p99(alone):.2f}x")
+        alone, with8, with32 = measure()
     server_setting("ruvector.admission_control", "off")
-    off = p99(with_noise(quiet_latencies))
+    off = with_noise(quiet, 8)
     server_setting("ruvector.admission_control", None)
-    print(f"quiet tenant p99: alone {alone * 1000:.2f} ms, noisy neighbour with scheduler "
-          f"{on * 1000:.2f} ms ({on / alone:.2f}x), without {off * 1000:.2f} ms ({off / alone:.2f}x)")
-    # The goal is on <= 2 x alone; on this project's 2-CPU machines most runs measure
-    # 0.9-1.6x and about one in six slightly above 2x (p99 of 1000 statements is the tenth
-    # slowest). The assertion keeps a margin so CI does not flake; the benchmark figures go in
-    # the report. Without the scheduler the same load gives 8-13x.
-    assert on <= 3 * alone
-    assert on <= 0.5 * off
+    med = statistics.median
+    print(f"quiet tenant p50 / p99 ms: alone {med(alone) * 1000:.2f} / {p99(alone) * 1000:.2f}; "
+          f"beside 8 noisy sessions {med(with8) * 1000:.2f} / {p99(with8) * 1000:.2f} "
+          f"({p99(with8) / p99(alone):.2f}x); beside 32 {med(with32) * 1000:.2f} / "
+          f"{p99(with32) * 1000:.2f} ({p99(with32) / p99(alone):.2f}x); beside 8 without "
+          f"admission control {med(off) * 1000:.2f} / {p99(off) * 1000:.2f} ({p99(off) / p99(alone):.2f}x)")
+    # The goal is p99 <= 2x and p50 <= 1.2x alone; the assertions keep a margin so that CI
+    # on a shared machine does not flake (the benchmark report has the tight figures).
+    for beside in (with8, with32):
+        assert p99(beside) <= 3 * p99(alone)
+        assert med(beside) <= 1.5 * med(alone)
+    assert p99(with8) <= 0.5 * p99(off), "admission control must protect, not hurt"
 
 
-def test_weights_two_to_one_give_throughput_two_to_one():
-    server_setting("ruvector.max_active_statements", 1)
+@pytest.mark.parametrize("slots", [1, "default"])
+def test_weights_two_to_one_give_throughput_two_to_one(slots):
+    if slots == "default":
+        # Twice the CPUs; as many sessions per tenant as there are slots keeps both tenants
+        # backlogged on any machine.
+        server_setting("ruvector.max_active_statements", None)
+        sessions = status_with_capacity()[2]
+    else:
+        server_setting("ruvector.max_active_statements", slots)
+        sessions = 4
     counts = {"w2": 0, "w1": 0}
     lock = threading.Lock()
     stop = threading.Event()
@@ -197,7 +239,7 @@ def test_weights_two_to_one_give_throughput_two_to_one():
                 with lock:
                     counts[tenant] += 1
 
-    threads = [threading.Thread(target=worker, args=(t,)) for t in ("w2", "w1") for _ in range(4)]
+    threads = [threading.Thread(target=worker, args=(t,)) for t in ("w2", "w1") for _ in range(sessions)]
     for t in threads:
         t.start()
     time.sleep(5)
@@ -205,9 +247,14 @@ def test_weights_two_to_one_give_throughput_two_to_one():
     for t in threads:
         t.join()
     ratio = counts["w2"] / counts["w1"]
-    print(f"weights 2:1 -> statements {counts}, ratio {ratio:.2f}")
+    print(f"weights 2:1, {slots} slot(s), {sessions} sessions each -> statements {counts}, ratio {ratio:.2f}")
     assert counts["w1"] > 50
     assert 1.8 <= ratio <= 2.2
+
+
+def status_with_capacity():
+    with su() as c:
+        return c.execute("SELECT running, waiting, capacity FROM ruvector_admission_status()").fetchone()
 
 
 def status():

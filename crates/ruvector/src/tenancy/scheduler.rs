@@ -6,9 +6,11 @@
 //!    and "retry after N ms".
 //! 2. Every run of a top-level statement takes an execution slot: at most
 //!    `ruvector.max_active_statements` tenant statements run at once server-wide, and at most
-//!    `max_concurrent` per tenant. When none is free the statement waits on its latch in a
-//!    queue ordered by weighted fair tags (`ruvector_tenancy::fair`); a releasing statement
-//!    admits the next waiter and sets its latch. A wait longer than
+//!    `max_concurrent` per tenant; the last quarter of the slots only goes to tenants that
+//!    run nothing (`ruvector_tenancy::admission::reserve`). When none is free the statement
+//!    waits on its latch in a queue ordered by weighted fair tags (`ruvector_tenancy::fair`);
+//!    a releasing statement admits the next waiter and sets its latch. Where a backlogged
+//!    tenant's statements run is set by `place` (see `affinity.rs`). A wait longer than
 //!    `ruvector.admission_timeout` fails with 53000; a tenant suspended while its statement
 //!    waits gets 55000.
 //!

@@ -179,7 +179,7 @@ def with_noise(fn, sessions=8):
 
 
 def test_noisy_neighbour_cannot_blow_up_a_quiet_tenants_latency_at_default_settings():
-    # Nothing configured: the server's default execution slots (twice the CPUs) and both
+    # Nothing configured: the server's default execution slots (four times the CPUs) and both
     # tenants at the default max_concurrent (10); only max_qps is lifted so that rate limits
     # stay out of the way. Before the reserve slots and the placement of backlogged tenants,
     # these defaults made the quiet tenant wait for one of the noisy tenant's statements to
@@ -221,7 +221,7 @@ def test_noisy_neighbour_cannot_blow_up_a_quiet_tenants_latency_at_default_setti
 @pytest.mark.parametrize("slots", [1, "default"])
 def test_weights_two_to_one_give_throughput_two_to_one(slots):
     if slots == "default":
-        # Twice the CPUs; as many sessions per tenant as there are slots keeps both tenants
+        # Four times the CPUs; as many sessions per tenant as there are slots keeps both tenants
         # backlogged on any machine.
         server_setting("ruvector.max_active_statements", None)
         sessions = status_with_capacity()[2]

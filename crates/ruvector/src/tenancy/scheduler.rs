@@ -108,7 +108,7 @@ fn capacity() -> u32 {
     static CPUS: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     match gucs::max_active_statements() {
         0 => {
-            2 * *CPUS.get_or_init(|| {
+            4 * *CPUS.get_or_init(|| {
                 std::thread::available_parallelism()
                     .map(|n| n.get() as u32)
                     .unwrap_or(2)

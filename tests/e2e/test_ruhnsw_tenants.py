@@ -103,8 +103,9 @@ def test_the_index_confines_searches_without_row_level_security(data):
             with app("t4") as c:
                 got = search(c, q)
                 assert len(got) == 10 and {r[1] for r in got} == {"t4"}
-                # A condition naming another tenant finds nothing, even without RLS.
-                assert search(c, q, extra="WHERE tenant_id = 't5'") == []
+                # A condition naming another tenant is refused, even without RLS.
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    search(c, q, extra="WHERE tenant_id = 't5'")
                 assert len(search(c, q, extra="WHERE tenant_id = 't4'")) == 10
         finally:
             su.execute("ALTER TABLE docs ENABLE ROW LEVEL SECURITY")

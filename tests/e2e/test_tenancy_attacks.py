@@ -108,9 +108,9 @@ RESET_MIDWAY = [
     "INSERT INTO docs (tenant_id, content) SELECT 't2', 'planted' "
     "FROM (SELECT set_config('ruvector.tenant_id', NULL, false)) s",
     "UPDATE docs SET content = 'changed' WHERE (SELECT set_config('ruvector.tenant_id', NULL, false)) "
-    "IS NOT NULL AND tenant_id = 't2'",
+    "IS NOT NULL AND content IS NOT NULL",
     "DELETE FROM docs WHERE (SELECT set_config('ruvector.tenant_id', NULL, false)) IS NOT NULL "
-    "AND tenant_id = 't2'",
+    "AND content IS NOT NULL",
 ]
 
 
@@ -432,6 +432,41 @@ def test_a_tenant_cannot_lock_every_tenant_out():
         with pytest.raises(psycopg.errors.InvalidAuthorizationSpecification):
             with c.transaction():
                 c.execute("LOCK TABLE docs IN ACCESS SHARE MODE")
+
+
+# --- conditions that name another tenant ---------------------------------------------------
+
+@pytest.mark.parametrize("sql", [
+    "SELECT id FROM docs WHERE tenant_id = 't2'",
+    "SELECT id FROM docs WHERE 't2' = tenant_id",
+    "SELECT id FROM docs WHERE tenant_id IN ('t1', 't2')",
+    "SELECT id FROM docs WHERE tenant_id = ANY (ARRAY['t2'])",
+    "SELECT id FROM docs WHERE id > 0 AND (content = 'x' OR tenant_id = 't2')",
+    "SELECT id FROM docs WHERE tenant_id = 't2'::varchar",
+    "SELECT count(*) FROM (SELECT id FROM docs WHERE tenant_id = 't2' LIMIT 5) s",
+    "WITH o AS MATERIALIZED (SELECT id FROM docs WHERE tenant_id = 't2') SELECT count(*) FROM o",
+    "SELECT id FROM docs d WHERE EXISTS (SELECT 1 FROM docs e WHERE e.tenant_id = 't2' AND e.id = d.id)",
+    "SELECT id FROM docs WHERE tenant_id = 't2' ORDER BY vec <-> ARRAY[1, 2, 3]::real[]::vector LIMIT 3",
+    "UPDATE docs SET content = content WHERE tenant_id = 't2'",
+    "DELETE FROM docs WHERE tenant_id = 't2' AND id < 0",
+])
+def test_a_statement_whose_conditions_name_another_tenant_is_refused(sql):
+    before = rows_of("t2")
+    with connect("rv_app", tenant="t1") as c:
+        e = refused(c, sql, "42501")
+        assert 'tenant "t2"' in e.diag.message_primary
+        # The same statement about the tenant itself runs.
+        c.execute(sql.replace("'t2'", "'t1'")).fetchall() if sql.startswith(("SELECT", "WITH")) \
+            else c.execute(sql.replace("'t2'", "'t1'"))
+    assert rows_of("t2") == before
+
+
+def test_conditions_on_the_own_tenant_or_under_the_wildcard_pass():
+    with connect("rv_app", tenant="t1") as c:
+        own = c.execute("SELECT count(*) FROM docs").fetchone()[0]
+        assert c.execute("SELECT count(*) FROM docs WHERE tenant_id = 't1'").fetchone()[0] == own
+    with su(tenant="*") as c:
+        assert c.execute("SELECT count(*) FROM docs WHERE tenant_id = 't2'").fetchone()[0] == len(rows_of("t2"))
 
 
 # --- resources ------------------------------------------------------------------------------

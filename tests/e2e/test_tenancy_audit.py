@@ -109,6 +109,19 @@ def test_quota_and_other_tenants_rows_are_refused_on_the_record():
     assert audit_rows("tenant_id = 'tight' AND operation = 'insert' AND user_id = 'alice@tight.example'")
 
 
+def test_a_statement_naming_another_tenant_is_refused_on_the_record():
+    with connect("rv_app") as c:
+        c.execute("SET ruvector.tenant_id = 'acme'")
+        c.execute("SET ruvector.app_user = 'mallory@acme.example'")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege) as e:
+            c.execute("SELECT content FROM embeddings WHERE tenant_id = 'globex'").fetchall()
+        assert 'names tenant "globex"' in e.value.diag.message_primary
+        # The tenant's own id, or none, is fine.
+        c.execute("SELECT content FROM embeddings WHERE tenant_id = 'acme'").fetchall()
+    rows = wait_for("tenant_id = 'acme' AND operation = 'refused:search' AND details->>'reason' = 'cross_tenant'")
+    assert rows and rows[0][3]["sqlstate"] == "42501" and rows[0][2] == "mallory@acme.example"
+
+
 def test_wildcard_use_and_lifecycle_calls_are_recorded():
     with connect("rv_admin") as a:
         a.execute("SELECT ruvector_tenant_create('audited-tenant')")

@@ -80,9 +80,18 @@ pub fn palloc_cstring(s: &str) -> pg_sys::Datum {
 /// # Safety
 /// As [`arg`]; the argument is non-null `text`.
 pub unsafe fn arg_text(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> String {
-    // SAFETY: guaranteed by the caller; text_to_cstring returns a palloc'd copy.
+    // SAFETY: guaranteed by the caller.
+    unsafe { text_to_string(arg(fcinfo, n)) }
+}
+
+/// A non-null `text` datum (possibly toasted) as a Rust string.
+///
+/// # Safety
+/// `d` is a valid `text` datum.
+pub unsafe fn text_to_string(d: pg_sys::Datum) -> String {
+    // SAFETY: guaranteed by the caller; text_to_cstring detoasts and returns a palloc'd copy.
     unsafe {
-        let t = arg_varlena(fcinfo, n);
+        let t = pg_sys::pg_detoast_datum_packed(d.cast_mut_ptr());
         let c = pg_sys::text_to_cstring(t as *const pg_sys::text);
         std::ffi::CStr::from_ptr(c).to_string_lossy().into_owned()
     }

@@ -448,6 +448,36 @@ unsafe fn confined_by_rls(r: &Resolved, stmt: *mut pg_sys::PlannedStmt, op: Oper
     }
 }
 
+/// Under one tenant's context, a statement whose conditions name another tenant (`WHERE
+/// tenant_id = 'globex'` under `acme`) is refused and audited as a cross-tenant attempt:
+/// row-level security would quietly make it return or change nothing.
+///
+/// # Safety
+/// `stmt` is a valid PlannedStmt.
+unsafe fn names_no_other_tenant(r: &Resolved, stmt: *mut pg_sys::PlannedStmt, op: Operation) {
+    let Resolved::Tenant { key, .. } = r else {
+        return;
+    };
+    // SAFETY: guaranteed by the caller.
+    let Some(other) = (unsafe { super::named::other_tenant(stmt, key.as_str()) }) else {
+        return;
+    };
+    refused(
+        context_of(r),
+        op,
+        refusal(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            "cross_tenant",
+            format!(
+                "the statement names tenant \"{other}\", not the current tenant \"{}\"",
+                key.as_str()
+            ),
+            "A condition compares a tenant table's tenant column with another tenant's id; row-level security would hide that tenant's rows.".into(),
+            "Leave the tenant column out of the conditions (the tenant context confines every statement), or act under that tenant's context.",
+        ),
+    );
+}
+
 /// Resolves the tenant of a statement that touches tenant tables, counts it and takes a
 /// token of its tenant's rate limit (nested statements included: a loop in a function
 /// cannot run more statements than the tenant's `max_qps` allows).
@@ -533,6 +563,8 @@ unsafe fn before_executor_start(
     if !referential_check {
         // SAFETY: guaranteed by the caller.
         unsafe { confined_by_rls(&r, (*query).plannedstmt, op) };
+        // SAFETY: guaranteed by the caller.
+        unsafe { names_no_other_tenant(&r, (*query).plannedstmt, op) };
     }
     count_statement(&r, op);
     if let (Resolved::Tenant { slot, key }, false) = (r, referential_check) {

@@ -8,6 +8,7 @@ pub mod functions;
 pub mod integrity;
 pub mod metrics;
 pub mod migrate;
+pub mod named;
 pub mod quota;
 pub mod scheduler;
 pub mod shmem;

@@ -128,13 +128,6 @@ impl<'a> Queue<'a> {
         Queue { header, slots }
     }
 
-    /// Whether tenant slot `tenant` is under its own `max_concurrent`.
-    fn under_own_limit(reg: &Registry<'_>, tenant: usize) -> bool {
-        let s = reg.slot(tenant);
-        let max = s.max_concurrent.load(Relaxed);
-        max <= 0 || s.running.load(Relaxed) < max
-    }
-
     /// The server-wide slots `tenant` may fill: all of them while it runs nothing, all but
     /// the [`reserve`] otherwise.
     fn server_limit(reg: &Registry<'_>, tenant: usize, cap: u32) -> u32 {
@@ -145,37 +138,42 @@ impl<'a> Queue<'a> {
         }
     }
 
+    /// The most statements `tenant` may run at once: its `max_concurrent` within the slots
+    /// left to a tenant that runs statements (`cap - reserve`), and within half of those
+    /// while tenants that are not backlogged are active ([`Queue::others_active`] at
+    /// `now_ms`): alone, a busy tenant keeps every CPU busy with statements that wait on
+    /// memory or I/O; beside quiet tenants, fewer of its statements share its CPUs.
+    pub fn concurrency_of(&self, reg: &Registry<'_>, tenant: usize, cap: u32, now_ms: i64) -> u32 {
+        let mut server = (cap - reserve(cap)).max(1);
+        if self.others_active(tenant, now_ms) {
+            server = (server / 2).max(1);
+        }
+        match reg.slot(tenant).max_concurrent.load(Relaxed) {
+            own if own > 0 => server.min(own as u32),
+            _ => server,
+        }
+    }
+
     /// Whether a statement of `tenant` would be admitted now.
-    fn may_run(&self, reg: &Registry<'_>, tenant: usize, cap: u32) -> bool {
-        Self::under_own_limit(reg, tenant)
+    fn may_run(&self, reg: &Registry<'_>, tenant: usize, cap: u32, now_ms: i64) -> bool {
+        !self.at_own_limit(reg, tenant, cap, now_ms)
             && self.header.running.load(Relaxed) < Self::server_limit(reg, tenant, cap)
     }
 
-    /// The most statements `tenant` can run at once: its `max_concurrent` within the slots
-    /// left to a tenant that runs statements.
-    pub fn concurrency_of(reg: &Registry<'_>, tenant: usize, cap: u32) -> u32 {
-        let own = reg.slot(tenant).max_concurrent.load(Relaxed);
-        let server = (cap - reserve(cap)).max(1);
-        if own > 0 {
-            server.min(own as u32)
-        } else {
-            server
-        }
-    }
-
-    /// Whether `tenant` runs as many statements as it ever may ([`Queue::concurrency_of`]):
-    /// held back by its own limits rather than by other tenants' statements.
-    pub fn at_own_limit(reg: &Registry<'_>, tenant: usize, cap: u32) -> bool {
-        reg.slot(tenant).running.load(Relaxed) >= Self::concurrency_of(reg, tenant, cap) as i64
+    /// Whether `tenant` runs as many statements as it may ([`Queue::concurrency_of`]): held
+    /// back by its own limits rather than by other tenants' statements.
+    pub fn at_own_limit(&self, reg: &Registry<'_>, tenant: usize, cap: u32, now_ms: i64) -> bool {
+        reg.slot(tenant).running.load(Relaxed)
+            >= i64::from(self.concurrency_of(reg, tenant, cap, now_ms))
     }
 
     /// Takes a server slot and one of `tenant`'s, both or neither.
-    fn take(&self, reg: &Registry<'_>, tenant: usize, cap: u32) -> bool {
+    fn take(&self, reg: &Registry<'_>, tenant: usize, cap: u32, now_ms: i64) -> bool {
         if !try_increment_u32(&self.header.running, Self::server_limit(reg, tenant, cap)) {
             return false;
         }
-        let t = reg.slot(tenant);
-        if try_increment(&t.running, t.max_concurrent.load(Relaxed)) {
+        let limit = i64::from(self.concurrency_of(reg, tenant, cap, now_ms));
+        if try_increment(&reg.slot(tenant).running, limit) {
             return true;
         }
         self.header.running.fetch_sub(1, AcqRel);
@@ -186,25 +184,25 @@ impl<'a> Queue<'a> {
     ///
     /// Waiters never see room go unused: whoever frees a slot dispatches the queue under the
     /// lock, so room that exists while statements wait is room none of them may take (their
-    /// tenants are at their `max_concurrent`, or run statements and the room is the
-    /// reserve); taking it here skips no one. (A newcomer can
-    /// win the moment between a release and its dispatch; under saturation newcomers arrive
-    /// after that dispatch, so weights hold.) Keeping this path off the lock keeps a quiet
-    /// tenant's statements off it while a noisy tenant's are queued.
-    pub fn try_admit(&self, reg: &Registry<'_>, tenant: usize, cap: u32) -> bool {
-        self.take(reg, tenant, cap)
+    /// tenants are at their limit, or run statements and the room is the reserve); taking it
+    /// here skips no one. (A newcomer can win the moment between a release and its
+    /// dispatch; under saturation newcomers arrive after that dispatch, so weights hold.)
+    /// Keeping this path off the lock keeps a quiet tenant's statements off it while a
+    /// noisy tenant's are queued.
+    pub fn try_admit(&self, reg: &Registry<'_>, tenant: usize, cap: u32, now_ms: i64) -> bool {
+        self.take(reg, tenant, cap, now_ms)
     }
 
     /// Whether `tenant` has statements waiting or runs as many as it may.
-    pub fn backlogged(reg: &Registry<'_>, tenant: usize, cap: u32) -> bool {
-        reg.slot(tenant).waiting.load(Relaxed) > 0 || Self::at_own_limit(reg, tenant, cap)
+    pub fn backlogged(&self, reg: &Registry<'_>, tenant: usize, cap: u32, now_ms: i64) -> bool {
+        reg.slot(tenant).waiting.load(Relaxed) > 0 || self.at_own_limit(reg, tenant, cap, now_ms)
     }
 
     /// Records that `tenant` was admitted at `now_ms`, if it is not backlogged (see
     /// [`Queue::others_active`]). Writes shared memory when that tenant is another than the
     /// last one, and otherwise at most every 10 ms.
     pub fn note_admission(&self, reg: &Registry<'_>, tenant: usize, cap: u32, now_ms: i64) {
-        if Self::backlogged(reg, tenant, cap) {
+        if self.backlogged(reg, tenant, cap, now_ms) {
             return;
         }
         let h = self.header;
@@ -243,6 +241,7 @@ impl<'a> Queue<'a> {
         tenant: usize,
         wake: u64,
         cap: u32,
+        now_ms: i64,
         on_admit: impl FnMut(u64),
     ) -> Option<usize> {
         let h = self.header;
@@ -270,13 +269,19 @@ impl<'a> Queue<'a> {
         slot.state.store(WAITING, Release);
         h.waiting.fetch_add(1, Relaxed);
         t.waiting.fetch_add(1, Relaxed);
-        self.dispatch(reg, cap, on_admit);
+        self.dispatch(reg, cap, now_ms, on_admit);
         Some(i)
     }
 
     /// Admits waiters in fair order while there is room (under the lock), calling `on_admit`
     /// with each admitted waiter's `wake` value.
-    pub fn dispatch(&self, reg: &Registry<'_>, cap: u32, mut on_admit: impl FnMut(u64)) {
+    pub fn dispatch(
+        &self,
+        reg: &Registry<'_>,
+        cap: u32,
+        now_ms: i64,
+        mut on_admit: impl FnMut(u64),
+    ) {
         let h = self.header;
         while h.running.load(Relaxed) < cap && h.waiting.load(Relaxed) > 0 {
             // The waiters in arrival order (fair::next breaks ties by position).
@@ -297,13 +302,13 @@ impl<'a> Queue<'a> {
                 .collect();
             waiting.sort_by_key(|(seq, _)| *seq);
             let tags: Vec<Waiter> = waiting.into_iter().map(|(_, w)| w).collect();
-            let Some(pick) = fair::next(&tags, |t| self.may_run(reg, t, cap)) else {
+            let Some(pick) = fair::next(&tags, |t| self.may_run(reg, t, cap, now_ms)) else {
                 return;
             };
             let chosen = tags[pick];
             // The same compare-and-swaps as the lock-free path, so neither limit is
             // overshot by a concurrent fast admission.
-            if !self.take(reg, chosen.tenant, cap) {
+            if !self.take(reg, chosen.tenant, cap, now_ms) {
                 return;
             }
             let w = &self.slots[chosen.id];
@@ -423,19 +428,22 @@ mod tests {
     fn fast_path_respects_both_limits() {
         let m = mem(&[(2, 1.0), (0, 1.0)], 4);
         let (reg, q) = (m.registry.registry(false), m.queue());
-        assert!(q.try_admit(&reg, 0, 3));
-        assert!(q.try_admit(&reg, 0, 3));
-        assert!(!q.try_admit(&reg, 0, 3), "tenant 0 is at max_concurrent 2");
-        assert!(q.try_admit(&reg, 1, 3));
-        assert!(!q.try_admit(&reg, 1, 3), "the server is at its cap of 3");
+        assert!(q.try_admit(&reg, 0, 3, 0));
+        assert!(q.try_admit(&reg, 0, 3, 0));
+        assert!(
+            !q.try_admit(&reg, 0, 3, 0),
+            "tenant 0 is at max_concurrent 2"
+        );
+        assert!(q.try_admit(&reg, 1, 3, 0));
+        assert!(!q.try_admit(&reg, 1, 3, 0), "the server is at its cap of 3");
         assert_eq!(q.figures(), (3, 0));
         assert!(!q.release(&reg, 0));
         assert!(
-            !q.try_admit(&reg, 0, 3),
+            !q.try_admit(&reg, 0, 3, 0),
             "tenant 0 runs one: the last slot is the reserve"
         );
         assert!(!q.release(&reg, 1));
-        assert!(q.try_admit(&reg, 0, 3));
+        assert!(q.try_admit(&reg, 0, 3, 0));
     }
 
     #[test]
@@ -448,28 +456,31 @@ mod tests {
             (0, 1, 1, 2, 16)
         );
         for _ in 0..6 {
-            assert!(q.try_admit(&reg, 0, 8));
+            assert!(q.try_admit(&reg, 0, 8, 0));
         }
         assert!(
-            !q.try_admit(&reg, 0, 8),
+            !q.try_admit(&reg, 0, 8, 0),
             "a busy tenant alone gets cap - reserve"
         );
-        assert_eq!(Queue::concurrency_of(&reg, 0, 8), 6);
-        assert!(Queue::at_own_limit(&reg, 0, 8));
+        assert_eq!(q.concurrency_of(&reg, 0, 8, 0), 6);
+        assert!(q.at_own_limit(&reg, 0, 8, 0));
         assert!(
-            q.try_admit(&reg, 1, 8),
+            q.try_admit(&reg, 1, 8, 0),
             "another tenant finds a slot at once"
         );
-        assert!(!q.try_admit(&reg, 1, 8), "but only one while it runs one");
-        assert!(q.try_admit(&reg, 2, 8));
-        assert!(!q.try_admit(&reg, 3, 8), "the server is at its cap");
+        assert!(
+            !q.try_admit(&reg, 1, 8, 0),
+            "but only one while it runs one"
+        );
+        assert!(q.try_admit(&reg, 2, 8, 0));
+        assert!(!q.try_admit(&reg, 3, 8, 0), "the server is at its cap");
         // A queued statement of the busy tenant does not take a freed reserve slot; one of a
         // tenant that runs nothing does.
         let mut woke = Vec::new();
-        let busy = q.enqueue(&reg, 0, 10, 8, |w| woke.push(w)).unwrap();
-        let quiet = q.enqueue(&reg, 3, 13, 8, |w| woke.push(w)).unwrap();
+        let busy = q.enqueue(&reg, 0, 10, 8, 0, |w| woke.push(w)).unwrap();
+        let quiet = q.enqueue(&reg, 3, 13, 8, 0, |w| woke.push(w)).unwrap();
         assert!(q.release(&reg, 2));
-        q.dispatch(&reg, 8, |w| woke.push(w));
+        q.dispatch(&reg, 8, 0, |w| woke.push(w));
         assert_eq!(woke, vec![13]);
         assert!(q.is_admitted(quiet) && !q.is_admitted(busy));
         q.finish_wait(quiet);
@@ -477,16 +488,20 @@ mod tests {
         // frees a slot.
         for tenant in [0, 1] {
             assert!(q.release(&reg, tenant));
-            q.dispatch(&reg, 8, |w| woke.push(w));
+            q.dispatch(&reg, 8, 0, |w| woke.push(w));
             assert_eq!(woke, vec![13]);
         }
         assert!(q.release(&reg, 3));
-        q.dispatch(&reg, 8, |w| woke.push(w));
+        q.dispatch(&reg, 8, 0, |w| woke.push(w));
         assert_eq!(woke, vec![13, 10]);
         assert!(q.is_admitted(busy));
         // A tenant's own max_concurrent below cap - reserve is its concurrency.
         let m = mem(&[(2, 1.0)], 1);
-        assert_eq!(Queue::concurrency_of(&m.registry.registry(false), 0, 8), 2);
+        assert_eq!(
+            m.queue()
+                .concurrency_of(&m.registry.registry(false), 0, 8, 0),
+            2
+        );
     }
 
     #[test]
@@ -523,22 +538,63 @@ mod tests {
         );
         // A backlogged tenant's admissions do not count: tenant 2 runs all it may, then waits.
         for _ in 0..6 {
-            assert!(q.try_admit(&reg, 2, 8));
+            assert!(q.try_admit(&reg, 2, 8, 5_000));
         }
-        assert!(Queue::backlogged(&reg, 2, 8));
+        assert!(q.backlogged(&reg, 2, 8, 5_000));
         note(2, 5_000);
         assert!(!q.others_active(0, 5_000) && !q.others_active(1, 5_000));
-        let i = q.enqueue(&reg, 2, 7, 8, |_| {}).unwrap();
+        let i = q.enqueue(&reg, 2, 7, 8, 5_000, |_| {}).unwrap();
         assert!(!q.is_admitted(i), "it waits");
         assert_eq!(reg.slot(2).waiting.load(Relaxed), 1);
         note(2, 5_100);
         assert!(!q.others_active(0, 5_100));
         assert_eq!(q.leave(&reg, i), None);
-        assert!(Queue::backlogged(&reg, 2, 8), "still at its limit");
+        assert!(q.backlogged(&reg, 2, 8, 5_100), "still at its limit");
         assert!(!q.release(&reg, 2));
-        assert!(!Queue::backlogged(&reg, 2, 8), "five running, none waiting");
+        assert!(
+            !q.backlogged(&reg, 2, 8, 5_100),
+            "five running, none waiting"
+        );
         note(2, 5_200);
         assert!(q.others_active(0, 5_200));
+    }
+
+    #[test]
+    fn a_busy_tenant_runs_half_as_many_while_quiet_tenants_are_active() {
+        let m = mem(&[(0, 1.0), (0, 1.0), (3, 1.0)], 4);
+        let (reg, q) = (m.registry.registry(false), m.queue());
+        assert_eq!(
+            q.concurrency_of(&reg, 0, 8, 1_000),
+            6,
+            "alone: cap - reserve"
+        );
+        for _ in 0..6 {
+            assert!(q.try_admit(&reg, 0, 8, 1_000));
+        }
+        // Tenant 1 runs one statement: not backlogged, so it counts as active for tenant 0.
+        assert!(q.try_admit(&reg, 1, 8, 1_000));
+        q.note_admission(&reg, 1, 8, 1_000);
+        assert_eq!(
+            q.concurrency_of(&reg, 0, 8, 1_100),
+            3,
+            "half while others are active"
+        );
+        assert!(q.at_own_limit(&reg, 0, 8, 1_100));
+        for _ in 0..4 {
+            assert!(!q.release(&reg, 0));
+        }
+        assert!(
+            q.try_admit(&reg, 0, 8, 1_100),
+            "two running: a third may start"
+        );
+        assert!(!q.try_admit(&reg, 0, 8, 1_100), "but no fourth");
+        assert!(
+            q.try_admit(&reg, 0, 8, 1_000 + ACTIVE_WINDOW_MS),
+            "alone again"
+        );
+        // A tenant's own max_concurrent below the halved share still holds.
+        assert_eq!(q.concurrency_of(&reg, 2, 8, 1_100), 3);
+        assert_eq!(q.concurrency_of(&reg, 2, 4, 1_100), 1);
     }
 
     #[test]
@@ -558,7 +614,7 @@ mod tests {
         // One server slot; tenant 0 weighs 2, tenant 1 weighs 1; both always backlogged.
         let m = mem(&[(0, 2.0), (0, 1.0)], 8);
         let (reg, q) = (m.registry.registry(false), m.queue());
-        assert!(q.try_admit(&reg, 0, 1));
+        assert!(q.try_admit(&reg, 0, 1, 0));
         let mut admitted = Vec::new();
         let mut queued: Vec<usize> = Vec::new();
         // Tenant 1's statements queue first: arrival order alone would admit them first.
@@ -566,7 +622,7 @@ mod tests {
         for wake in 0..6u64 {
             let tenant = tenant_of(wake);
             let i = q
-                .enqueue(&reg, tenant, wake, 1, |w| admitted.push(w))
+                .enqueue(&reg, tenant, wake, 1, 0, |w| admitted.push(w))
                 .unwrap();
             queued.push(i);
         }
@@ -575,7 +631,7 @@ mod tests {
         let mut order = Vec::new();
         for _ in 0..6 {
             assert!(q.release(&reg, holder));
-            q.dispatch(&reg, 1, |w| admitted.push(w));
+            q.dispatch(&reg, 1, 0, |w| admitted.push(w));
             let wake = *admitted.last().unwrap();
             let i = queued[wake as usize];
             assert!(q.is_admitted(i));
@@ -596,18 +652,18 @@ mod tests {
     fn a_waiter_that_leaves_after_being_admitted_hands_the_slot_back() {
         let m = mem(&[(0, 1.0)], 2);
         let (reg, q) = (m.registry.registry(false), m.queue());
-        assert!(q.try_admit(&reg, 0, 1));
-        let i = q.enqueue(&reg, 0, 7, 1, |_| panic!("no room")).unwrap();
+        assert!(q.try_admit(&reg, 0, 1, 0));
+        let i = q.enqueue(&reg, 0, 7, 1, 0, |_| panic!("no room")).unwrap();
         assert_eq!(
             q.leave(&reg, i),
             None,
             "still waiting: nothing to hand back"
         );
         assert_eq!(q.figures(), (1, 0));
-        let i = q.enqueue(&reg, 0, 7, 1, |_| panic!("no room")).unwrap();
+        let i = q.enqueue(&reg, 0, 7, 1, 0, |_| panic!("no room")).unwrap();
         assert!(q.release(&reg, 0));
         let mut woke = None;
-        q.dispatch(&reg, 1, |w| woke = Some(w));
+        q.dispatch(&reg, 1, 0, |w| woke = Some(w));
         assert_eq!(woke, Some(7));
         assert_eq!(q.leave(&reg, i), Some(0), "admitted, then gave up");
         assert!(!q.release(&reg, 0));
@@ -630,10 +686,10 @@ mod tests {
                     let reg = m.registry.registry(false);
                     let q = m.queue();
                     for _ in 0..300 {
-                        if !q.try_admit(&reg, tenant, CAP) {
+                        if !q.try_admit(&reg, tenant, CAP, 0) {
                             let i = {
                                 let _g = m.lock.lock().unwrap();
-                                q.enqueue(&reg, tenant, n as u64, CAP, |_| {}).unwrap()
+                                q.enqueue(&reg, tenant, n as u64, CAP, 0, |_| {}).unwrap()
                             };
                             while !q.is_admitted(i) {
                                 std::thread::yield_now();
@@ -647,7 +703,7 @@ mod tests {
                         std::thread::yield_now();
                         if q.release(&reg, tenant) {
                             let _g = m.lock.lock().unwrap();
-                            q.dispatch(&reg, CAP, |_| {});
+                            q.dispatch(&reg, CAP, 0, |_| {});
                         }
                     }
                 })

@@ -36,8 +36,8 @@ static ADMISSION_CONTROL: GucSetting<bool> = GucSetting::<bool>::new(true);
 /// `ruvector.max_active_statements`: tenant statements executing at once, server-wide;
 /// 0 = four times the CPUs: a busy tenant alone keeps three quarters (three statements per
 /// CPU, enough for every core while some wait on memory or I/O: scans of one tenant ran at
-/// 0.85x their speed without admission control with two per CPU, 1.0x with three), the last
-/// quarter is kept for tenants that run nothing.
+/// 0.85x their speed without admission control with two per CPU), half of that while quiet
+/// tenants are active, and the last quarter is kept for tenants that run nothing.
 static MAX_ACTIVE: GucSetting<i32> = GucSetting::<i32>::new(0);
 
 /// `ruvector.admission_timeout`: the longest a statement waits for admission (ms).

@@ -254,7 +254,8 @@ unsafe fn text_array_const(e: *mut pg_sys::Node) -> Vec<String> {
         if (*c).constisnull || (*c).consttype != pg_sys::TEXTARRAYOID {
             return Vec::new();
         }
-        let array = pg_sys::pg_detoast_datum((*c).constvalue.cast_mut_ptr()) as *mut pg_sys::ArrayType;
+        let array =
+            pg_sys::pg_detoast_datum((*c).constvalue.cast_mut_ptr()) as *mut pg_sys::ArrayType;
         let mut elems: *mut pg_sys::Datum = std::ptr::null_mut();
         let mut nulls: *mut bool = std::ptr::null_mut();
         let mut n = 0;

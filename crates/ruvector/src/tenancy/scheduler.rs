@@ -87,7 +87,7 @@ fn locked<R>(f: impl FnOnce() -> R) -> R {
 /// Runs the requested dispatches. Caller holds the scheduler lock.
 fn dispatch_requested() {
     while queue().take_dispatch_request() {
-        shmem::unlocked(|r| queue().dispatch(r, capacity(), wake));
+        shmem::unlocked(|r| queue().dispatch(r, capacity(), now_ms(), wake));
     }
 }
 
@@ -200,11 +200,11 @@ pub fn acquire(tenant: usize, id: &str) -> Result<bool, Refusal> {
     let cap = capacity();
     // SAFETY: MyProc is this backend's PGPROC in shared memory.
     let latch = unsafe { &raw mut (*pg_sys::MyProc).procLatch } as u64;
-    if shmem::unlocked(|r| queue().try_admit(r, tenant, cap)) {
+    if shmem::unlocked(|r| queue().try_admit(r, tenant, cap, now_ms())) {
         place(tenant, cap, false);
         return Ok(admitted(tenant, 0));
     }
-    let i = locked(|| shmem::unlocked(|r| queue().enqueue(r, tenant, latch, cap, wake)))
+    let i = locked(|| shmem::unlocked(|r| queue().enqueue(r, tenant, latch, cap, now_ms(), wake)))
         .expect("one wait slot per backend");
     let started = now_ms();
     QUEUED.with(|q| *q.borrow_mut() = Some((i, started, tenant)));
@@ -259,7 +259,7 @@ pub fn acquire(tenant: usize, id: &str) -> Result<bool, Refusal> {
 
 /// Sets where this backend runs a statement of `tenant` (and waits for its slot, if
 /// `queued`). A backlogged tenant (its statement had to queue, or it runs as many as it may:
-/// [`Queue::at_own_limit`]) can never use more CPUs than it may run statements; while other
+/// `Queue::at_own_limit`) can never use more CPUs than it may run statements; while other
 /// tenants are active, its backends run as SCHED_BATCH on that many CPUs (all but one at
 /// most), the same ones for all of them, and leave the rest to the others. A statement that
 /// had to queue runs as SCHED_BATCH even alone: a backlogged tenant's statements are woken
@@ -267,10 +267,11 @@ pub fn acquire(tenant: usize, id: &str) -> Result<bool, Refusal> {
 /// Everything else runs normally on every CPU (a pooled connection may have been confined
 /// for another tenant before).
 fn place(tenant: usize, cap: u32, queued: bool) {
-    let crowded = queue().others_active(tenant, now_ms())
-        && (queued || shmem::unlocked(|r| Queue::backlogged(r, tenant, cap)));
+    let now = now_ms();
+    let crowded = queue().others_active(tenant, now)
+        && (queued || shmem::unlocked(|r| queue().backlogged(r, tenant, cap, now)));
     if crowded {
-        let n = shmem::unlocked(|r| Queue::concurrency_of(r, tenant, cap));
+        let n = shmem::unlocked(|r| queue().concurrency_of(r, tenant, cap, now));
         affinity::confine(tenant, n as usize);
     } else {
         affinity::unconfine();

@@ -10,10 +10,11 @@
 //! [`Queue::dispatch`] in weighted fair order ([`crate::fair`]); whoever frees a slot
 //! ([`Queue::release`]) dispatches when statements wait.
 //!
-//! [`Queue::others_active`] tells whether tenants that are not backlogged ([`Queue::backlogged`])
-//! other than a given one were admitted within the last [`ACTIVE_WINDOW_MS`]: the extension
-//! then keeps a backlogged tenant off one CPU (see its `affinity` module). Alone, or among
-//! backlogged tenants only (whose shares the fair queue sets), it uses every CPU.
+//! [`Queue::others_active`] tells whether quiet tenants (admitted while they ran nothing and
+//! had nothing waiting) other than a given one were admitted within the last
+//! [`ACTIVE_WINDOW_MS`]: a backlogged tenant ([`Queue::backlogged`]) then runs half as many
+//! statements, and the extension keeps it off one CPU (see its `affinity` module). Alone, or
+//! among busy tenants only (whose shares the fair queue sets), it uses every slot and CPU.
 //!
 //! Everything is an atomic, so the queue can live in shared memory, one wait slot per
 //! process. The lock discipline is the caller's: [`Queue::enqueue`], [`Queue::dispatch`],
@@ -46,9 +47,9 @@ pub struct Header {
     waiting: AtomicU32,
     vclock_bits: AtomicU64,
     seq: AtomicU64,
-    /// The tenant slot that was not backlogged when admitted last and when (ms, to 10 ms),
-    /// and when another such tenant was admitted before it: whether tenants other than a
-    /// given one were admitted lately, without a write per admission.
+    /// The quiet tenant admitted last and when (ms, to 10 ms), and when another quiet tenant
+    /// was admitted before it: whether tenants other than a given one were admitted lately,
+    /// without a write per admission.
     last_tenant: AtomicU32,
     last_ms: AtomicI64,
     others_ms: AtomicI64,
@@ -128,10 +129,13 @@ impl<'a> Queue<'a> {
         Queue { header, slots }
     }
 
-    /// The server-wide slots `tenant` may fill: all of them while it runs nothing, all but
-    /// the [`reserve`] otherwise.
-    fn server_limit(reg: &Registry<'_>, tenant: usize, cap: u32) -> u32 {
-        if reg.slot(tenant).running.load(Relaxed) == 0 {
+    /// The server-wide slots a statement of `tenant` may fill: all of them while the tenant
+    /// runs nothing and has no other statement waiting (`queued`: this one waits), all but
+    /// the [`reserve`] otherwise. A backlogged tenant whose statements all ended for a
+    /// moment does not take the reserve: its waiters are admitted in fair order.
+    fn server_limit(reg: &Registry<'_>, tenant: usize, cap: u32, queued: bool) -> u32 {
+        let t = reg.slot(tenant);
+        if t.running.load(Relaxed) == 0 && t.waiting.load(Relaxed) <= u32::from(queued) {
             cap
         } else {
             cap - reserve(cap)
@@ -140,7 +144,7 @@ impl<'a> Queue<'a> {
 
     /// The most statements `tenant` may run at once: its `max_concurrent` within the slots
     /// left to a tenant that runs statements (`cap - reserve`), and within half of those
-    /// while tenants that are not backlogged are active ([`Queue::others_active`] at
+    /// while quiet tenants are active ([`Queue::others_active`] at
     /// `now_ms`): alone, a busy tenant keeps every CPU busy with statements that wait on
     /// memory or I/O; beside quiet tenants, fewer of its statements share its CPUs.
     pub fn concurrency_of(&self, reg: &Registry<'_>, tenant: usize, cap: u32, now_ms: i64) -> u32 {
@@ -157,7 +161,7 @@ impl<'a> Queue<'a> {
     /// Whether a statement of `tenant` would be admitted now.
     fn may_run(&self, reg: &Registry<'_>, tenant: usize, cap: u32, now_ms: i64) -> bool {
         !self.at_own_limit(reg, tenant, cap, now_ms)
-            && self.header.running.load(Relaxed) < Self::server_limit(reg, tenant, cap)
+            && self.header.running.load(Relaxed) < Self::server_limit(reg, tenant, cap, true)
     }
 
     /// Whether `tenant` runs as many statements as it may ([`Queue::concurrency_of`]): held
@@ -167,9 +171,11 @@ impl<'a> Queue<'a> {
             >= i64::from(self.concurrency_of(reg, tenant, cap, now_ms))
     }
 
-    /// Takes a server slot and one of `tenant`'s, both or neither.
-    fn take(&self, reg: &Registry<'_>, tenant: usize, cap: u32, now_ms: i64) -> bool {
-        if !try_increment_u32(&self.header.running, Self::server_limit(reg, tenant, cap)) {
+    /// Takes a server slot and one of `tenant`'s, both or neither (`queued`: for a
+    /// statement that waits).
+    fn take(&self, reg: &Registry<'_>, tenant: usize, cap: u32, now_ms: i64, queued: bool) -> bool {
+        let limit = Self::server_limit(reg, tenant, cap, queued);
+        if !try_increment_u32(&self.header.running, limit) {
             return false;
         }
         let limit = i64::from(self.concurrency_of(reg, tenant, cap, now_ms));
@@ -190,7 +196,7 @@ impl<'a> Queue<'a> {
     /// Keeping this path off the lock keeps a quiet tenant's statements off it while a
     /// noisy tenant's are queued.
     pub fn try_admit(&self, reg: &Registry<'_>, tenant: usize, cap: u32, now_ms: i64) -> bool {
-        self.take(reg, tenant, cap, now_ms)
+        self.take(reg, tenant, cap, now_ms, false)
     }
 
     /// Whether `tenant` has statements waiting or runs as many as it may.
@@ -198,11 +204,15 @@ impl<'a> Queue<'a> {
         reg.slot(tenant).waiting.load(Relaxed) > 0 || self.at_own_limit(reg, tenant, cap, now_ms)
     }
 
-    /// Records that `tenant` was admitted at `now_ms`, if it is not backlogged (see
-    /// [`Queue::others_active`]). Writes shared memory when that tenant is another than the
-    /// last one, and otherwise at most every 10 ms.
-    pub fn note_admission(&self, reg: &Registry<'_>, tenant: usize, cap: u32, now_ms: i64) {
-        if self.backlogged(reg, tenant, cap, now_ms) {
+    /// Records that `tenant` was admitted at `now_ms` if it ran nothing before and has
+    /// nothing waiting: a quiet tenant (see [`Queue::others_active`]). A busy tenant's
+    /// statements do not count even when its queue runs empty for a moment; counting them
+    /// would halve the share of the busy tenants beside it ([`Queue::concurrency_of`]).
+    /// Writes shared memory when that tenant is another than the last one, and otherwise
+    /// at most every 10 ms.
+    pub fn note_admission(&self, reg: &Registry<'_>, tenant: usize, now_ms: i64) {
+        let t = reg.slot(tenant);
+        if t.running.load(Relaxed) != 1 || t.waiting.load(Relaxed) != 0 {
             return;
         }
         let h = self.header;
@@ -220,8 +230,8 @@ impl<'a> Queue<'a> {
         }
     }
 
-    /// Whether tenants other than `tenant` were admitted within the last
-    /// [`ACTIVE_WINDOW_MS`] before `now_ms` while not backlogged.
+    /// Whether quiet tenants other than `tenant` were admitted within the last
+    /// [`ACTIVE_WINDOW_MS`] before `now_ms`.
     pub fn others_active(&self, tenant: usize, now_ms: i64) -> bool {
         let h = self.header;
         let at = if h.last_tenant.load(Relaxed) == tenant as u32 {
@@ -308,7 +318,7 @@ impl<'a> Queue<'a> {
             let chosen = tags[pick];
             // The same compare-and-swaps as the lock-free path, so neither limit is
             // overshot by a concurrent fast admission.
-            if !self.take(reg, chosen.tenant, cap, now_ms) {
+            if !self.take(reg, chosen.tenant, cap, now_ms, true) {
                 return;
             }
             let w = &self.slots[chosen.id];
@@ -508,7 +518,12 @@ mod tests {
     fn others_are_active_while_another_tenant_was_admitted_within_the_window() {
         let m = mem(&[(0, 1.0), (0, 1.0), (0, 1.0)], 2);
         let (reg, q) = (m.registry.registry(false), m.queue());
-        let note = |t, now| q.note_admission(&reg, t, 8, now);
+        let note = |t: usize, now| {
+            // A quiet admission: one statement that runs, then ends.
+            assert!(q.try_admit(&reg, t, 8, now));
+            q.note_admission(&reg, t, now);
+            q.release(&reg, t);
+        };
         assert!(!q.others_active(0, 1_000), "nobody was admitted");
         note(0, 1_000);
         note(0, 1_500);
@@ -536,27 +551,36 @@ mod tests {
             !q.others_active(0, 2_600 + ACTIVE_WINDOW_MS),
             "tenant 1's window passed"
         );
-        // A backlogged tenant's admissions do not count: tenant 2 runs all it may, then waits.
+        // A busy tenant's admissions do not count: tenant 2 runs all it may, then waits (its
+        // first statement, admitted while it ran nothing, would look like a quiet one's).
         for _ in 0..6 {
             assert!(q.try_admit(&reg, 2, 8, 5_000));
+            if reg.slot(2).running.load(Relaxed) > 1 {
+                q.note_admission(&reg, 2, 5_000);
+            }
         }
         assert!(q.backlogged(&reg, 2, 8, 5_000));
-        note(2, 5_000);
         assert!(!q.others_active(0, 5_000) && !q.others_active(1, 5_000));
         let i = q.enqueue(&reg, 2, 7, 8, 5_000, |_| {}).unwrap();
         assert!(!q.is_admitted(i), "it waits");
         assert_eq!(reg.slot(2).waiting.load(Relaxed), 1);
-        note(2, 5_100);
-        assert!(!q.others_active(0, 5_100));
         assert_eq!(q.leave(&reg, i), None);
         assert!(q.backlogged(&reg, 2, 8, 5_100), "still at its limit");
-        assert!(!q.release(&reg, 2));
+        for _ in 0..5 {
+            assert!(!q.release(&reg, 2));
+        }
         assert!(
             !q.backlogged(&reg, 2, 8, 5_100),
-            "five running, none waiting"
+            "one running, none waiting"
         );
-        note(2, 5_200);
-        assert!(q.others_active(0, 5_200));
+        // Even with its queue empty, a tenant that runs statements is not a quiet one.
+        assert!(q.try_admit(&reg, 2, 8, 5_200));
+        q.note_admission(&reg, 2, 5_200);
+        assert!(!q.others_active(0, 5_200));
+        assert!(!q.release(&reg, 2));
+        assert!(!q.release(&reg, 2));
+        note(2, 5_300);
+        assert!(q.others_active(0, 5_300));
     }
 
     #[test]
@@ -571,9 +595,9 @@ mod tests {
         for _ in 0..6 {
             assert!(q.try_admit(&reg, 0, 8, 1_000));
         }
-        // Tenant 1 runs one statement: not backlogged, so it counts as active for tenant 0.
+        // Tenant 1 runs one statement, admitted while it ran nothing: a quiet tenant.
         assert!(q.try_admit(&reg, 1, 8, 1_000));
-        q.note_admission(&reg, 1, 8, 1_000);
+        q.note_admission(&reg, 1, 1_000);
         assert_eq!(
             q.concurrency_of(&reg, 0, 8, 1_100),
             3,
@@ -595,6 +619,28 @@ mod tests {
         // A tenant's own max_concurrent below the halved share still holds.
         assert_eq!(q.concurrency_of(&reg, 2, 8, 1_100), 3);
         assert_eq!(q.concurrency_of(&reg, 2, 4, 1_100), 1);
+    }
+
+    #[test]
+    fn a_backlogged_tenant_between_statements_does_not_take_the_reserve() {
+        let m = mem(&[(0, 1.0), (0, 1.0)], 4);
+        let (reg, q) = (m.registry.registry(false), m.queue());
+        for _ in 0..3 {
+            assert!(q.try_admit(&reg, 0, 4, 0));
+        }
+        assert!(
+            q.try_admit(&reg, 1, 4, 0),
+            "the reserve, for tenant 1 running nothing"
+        );
+        let waiter = q.enqueue(&reg, 1, 5, 4, 0, |_| panic!("no room")).unwrap();
+        assert!(q.release(&reg, 1));
+        // Tenant 1 runs nothing now but has a statement waiting: a newcomer of tenant 1 may
+        // not jump the queue into the reserve; its waiter is admitted by the dispatch.
+        assert!(!q.try_admit(&reg, 1, 4, 0));
+        let mut woke = Vec::new();
+        q.dispatch(&reg, 4, 0, |w| woke.push(w));
+        assert_eq!(woke, vec![5]);
+        assert!(q.is_admitted(waiter));
     }
 
     #[test]

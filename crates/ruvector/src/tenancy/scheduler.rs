@@ -201,6 +201,8 @@ pub fn acquire(tenant: usize, id: &str) -> Result<bool, Refusal> {
     // SAFETY: MyProc is this backend's PGPROC in shared memory.
     let latch = unsafe { &raw mut (*pg_sys::MyProc).procLatch } as u64;
     if shmem::unlocked(|r| queue().try_admit(r, tenant, cap, now_ms())) {
+        // Only a statement admitted without waiting can mark its tenant as a quiet one.
+        shmem::unlocked(|r| queue().note_admission(r, tenant, now_ms()));
         place(tenant, cap, false);
         return Ok(admitted(tenant, 0));
     }
@@ -281,7 +283,6 @@ fn place(tenant: usize, cap: u32, queued: bool) {
 
 fn admitted(tenant: usize, waited_us: i64) -> bool {
     HELD.with(|h| h.borrow_mut().push((tenant, nest_level())));
-    shmem::unlocked(|r| queue().note_admission(r, tenant, capacity(), now_ms()));
     shmem::unlocked(|r| {
         let s = r.slot(tenant);
         s.admitted.fetch_add(1, Relaxed);

@@ -140,14 +140,7 @@ impl Walk<'_> {
                     .find_map(|a| self.expr(a as *mut pg_sys::Node, rti, col)),
                 pg_sys::NodeTag::T_OpExpr => {
                     let op = e as *mut pg_sys::OpExpr;
-                    if u32::from((*op).opfuncid) != F_TEXTEQ {
-                        return None;
-                    }
-                    let args = list_ptrs((*op).args);
-                    let [a, b] = args[..] else {
-                        return None;
-                    };
-                    let (a, b) = (a as *mut pg_sys::Node, b as *mut pg_sys::Node);
+                    let (a, b) = text_equality((*op).opfuncid, (*op).args)?;
                     let value = if is_column(a, rti, col) {
                         text_const(b)
                     } else if is_column(b, rti, col) {
@@ -159,23 +152,33 @@ impl Walk<'_> {
                 }
                 pg_sys::NodeTag::T_ScalarArrayOpExpr => {
                     let op = e as *mut pg_sys::ScalarArrayOpExpr;
-                    if u32::from((*op).opfuncid) != F_TEXTEQ {
+                    let (a, b) = text_equality((*op).opfuncid, (*op).args)?;
+                    if !is_column(a, rti, col) {
                         return None;
                     }
-                    let args = list_ptrs((*op).args);
-                    let [a, b] = args[..] else {
-                        return None;
-                    };
-                    if !is_column(a as *mut pg_sys::Node, rti, col) {
-                        return None;
-                    }
-                    text_array_const(b as *mut pg_sys::Node)
-                        .into_iter()
-                        .find(|v| v != self.tenant)
+                    text_array_const(b).into_iter().find(|v| v != self.tenant)
                 }
                 _ => None,
             }
         }
+    }
+}
+
+/// The two operands of a `text = text` comparison (function `opfuncid`, arguments `args`).
+///
+/// # Safety
+/// `args` is the argument List of an operator expression.
+unsafe fn text_equality(
+    opfuncid: pg_sys::Oid,
+    args: *mut pg_sys::List,
+) -> Option<(*mut pg_sys::Node, *mut pg_sys::Node)> {
+    if u32::from(opfuncid) != F_TEXTEQ {
+        return None;
+    }
+    // SAFETY: guaranteed by the caller.
+    match unsafe { list_ptrs(args) }[..] {
+        [a, b] => Some((a as *mut pg_sys::Node, b as *mut pg_sys::Node)),
+        _ => None,
     }
 }
 

@@ -147,6 +147,12 @@ def quiet_latencies(n=1000, warm_up=50):
     return out[warm_up:]
 
 
+def noisy_backends(c):
+    """The noisy load's sessions connected to the server (pgbench's client backends)."""
+    return c.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgbench' "
+                     "AND backend_type = 'client backend'").fetchone()[0]
+
+
 def with_noise(fn, sessions=8):
     """Runs `fn` while the noisy tenant loops heavy scans on `sessions` connections."""
     noise = pgbench("noisy", "SELECT sum(vec <-> array_fill(0.3::real, ARRAY[16])::vector) FROM items",
@@ -155,9 +161,7 @@ def with_noise(fn, sessions=8):
     deadline = time.monotonic() + 60
     with su() as c:
         while time.monotonic() < deadline:
-            n = c.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgbench' "
-                          "AND backend_type = 'client backend'").fetchone()[0]
-            if n >= sessions:
+            if noisy_backends(c) >= sessions:
                 break
             time.sleep(0.1)
     # And once their first statements ran (new backends' caches): the goal is about a
@@ -172,8 +176,7 @@ def with_noise(fn, sessions=8):
         # Queued statements of the closed sessions still run until their backends notice:
         # measure nothing until they are gone.
         with su() as c:
-            while c.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgbench' "
-                            "AND backend_type = 'client backend'").fetchone()[0] and time.monotonic() < deadline + 60:
+            while noisy_backends(c) and time.monotonic() < deadline + 60:
                 time.sleep(0.1)
         time.sleep(0.5)
 

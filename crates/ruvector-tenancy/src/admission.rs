@@ -4,8 +4,8 @@
 //! `max_concurrent` of its own. The last [`reserve`] slots go only to tenants that run
 //! nothing yet: however many sessions one tenant opens, another tenant's statement finds a
 //! slot at once instead of queueing behind the busy tenant's long statements, and the busy
-//! tenant alone still has `cap - reserve` slots, at least the CPUs (the default cap is twice
-//! the CPUs). A statement takes a slot with [`Queue::try_admit`] (two compare-and-swaps, no
+//! tenant alone still has `cap - reserve` slots, three per CPU at the extension's default
+//! cap (four times the CPUs). A statement takes a slot with [`Queue::try_admit`] (two compare-and-swaps, no
 //! lock) or, when none is free to it, queues with [`Queue::enqueue`] and is admitted by
 //! [`Queue::dispatch`] in weighted fair order ([`crate::fair`]); whoever frees a slot
 //! ([`Queue::release`]) dispatches when statements wait.

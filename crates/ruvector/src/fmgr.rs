@@ -91,8 +91,7 @@ pub unsafe fn arg_text(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> String {
 pub unsafe fn text_to_string(d: pg_sys::Datum) -> String {
     // SAFETY: guaranteed by the caller; text_to_cstring detoasts and returns a palloc'd copy.
     unsafe {
-        let t = pg_sys::pg_detoast_datum_packed(d.cast_mut_ptr());
-        let c = pg_sys::text_to_cstring(t as *const pg_sys::text);
+        let c = pg_sys::text_to_cstring(d.cast_mut_ptr());
         std::ffi::CStr::from_ptr(c).to_string_lossy().into_owned()
     }
 }

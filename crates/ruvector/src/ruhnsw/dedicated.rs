@@ -173,10 +173,7 @@ fn index_row(oid: pg_sys::Oid) -> Option<IndexRow> {
             pg_sys::Anum_pg_index_indpred as pg_sys::AttrNumber,
             &mut isnull,
         );
-        let predicate = (!isnull).then(|| {
-            let c = pg_sys::text_to_cstring(pred.cast_mut_ptr());
-            std::ffi::CStr::from_ptr(c).to_string_lossy().into_owned()
-        });
+        let predicate = (!isnull).then(|| crate::fmgr::text_to_string(pred));
         let row = IndexRow {
             heap: (*form).indrelid,
             am: pg_sys::InvalidOid,

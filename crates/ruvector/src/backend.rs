@@ -55,6 +55,13 @@ pub fn relation_name(oid: pg_sys::Oid) -> String {
     }
 }
 
+/// Whether the server is a standby (or still recovering after a crash): nothing may be
+/// written.
+pub fn in_recovery() -> bool {
+    // SAFETY: reads the shared recovery state; valid in any process attached to shared memory.
+    unsafe { pg_sys::RecoveryInProgress() }
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

@@ -149,9 +149,21 @@ fn queue_refusal(tenant: String, operation: &str, reason: &str, sqlstate: &str) 
             "{{\"refused\": true, \"reason\": \"{reason}\", \"sqlstate\": \"{sqlstate}\"}}"
         ),
     };
+    if crate::backend::in_recovery() && !REPORTING.get() {
+        to_server_log(&record.tenant, &format!("refused:{operation}"), &record.user, &record.address, &record.detail);
+        return;
+    }
     if q.push(crate::backend::db(), &record) {
         queued();
     }
+}
+
+/// A standby cannot write the audit log: its records go to the server log instead, one LOG
+/// line each, with the fields of the audit log's columns.
+fn to_server_log(tenant: &str, operation: &str, user: &str, address: &str, detail: &str) {
+    pgrx::log!(
+        "ruvector audit on a standby: tenant_id={tenant:?} operation={operation:?} user_id={user:?} ip_address={address:?} details={detail}"
+    );
 }
 
 static mut PREV_EMIT_LOG: pg_sys::emit_log_hook_type = None;
@@ -274,6 +286,10 @@ pub fn write(tenant: &str, operation: &str, detail: &str) {
 
 fn write_now(tenant: &str, operation: &str, detail: &str) {
     let (user, addr) = (user_name(), client_addr());
+    if crate::backend::in_recovery() {
+        to_server_log(tenant, operation, &user, &addr, detail);
+        return;
+    }
     catalog::as_superuser(|| {
         Spi::run_with_args(
             "INSERT INTO ruvector.tenant_audit_log (tenant_id, operation, user_id, details, ip_address) \

@@ -8,13 +8,23 @@
 //! - The registry: the first backend of a database that needs it after server start loads
 //!   every tenant of the database with its usage counted from the tenant tables, so nothing
 //!   in shared memory is the only copy of anything.
+//! - On a hot standby no trigger or commit callback runs: every change of the catalog reaches
+//!   the standby as WAL. A change of `ruvector.tenants`, `tenant_tables` or
+//!   `tenant_role_bindings` on the primary also invalidates that table's relation cache
+//!   entry; the invalidation is part of the commit record, so every standby backend hears of
+//!   it when it replays the commit, and re-reads the tenants (state and limits) into the
+//!   registry at its next statement. A backend also re-reads them once when it starts, since
+//!   the invalidations sent before it connected never reach it. After a promotion, the first
+//!   statement counts the tenants' usage again (the standby never counted the rows replayed).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::*;
 
+use std::ffi::CStr;
+
 use pgrx::pg_sys;
-use pgrx::spi::Spi;
+use pgrx::spi::{Spi, SpiClient};
 use ruvector_tenancy::registry::{Limits, TenantState};
 
 use super::shmem;
@@ -26,6 +36,9 @@ struct Cache {
     /// Oid of ruvector.tenant_tables, to notice its invalidation; InvalidOid when the
     /// extension is not installed in this database.
     catalog_rel: pg_sys::Oid,
+    /// Oids of ruvector.tenant_role_bindings and ruvector.tenants, likewise.
+    bindings_rel: pg_sys::Oid,
+    tenants_rel: pg_sys::Oid,
     /// relid -> (qualified relation name, tenant column)
     tables: HashMap<pg_sys::Oid, (String, String)>,
     bindings: HashMap<String, String>,
@@ -33,6 +46,10 @@ struct Cache {
 
 thread_local! {
     static CACHE: RefCell<Cache> = RefCell::new(Cache::default());
+    /// The registry may be behind the catalog: set when this backend starts and when it
+    /// hears that `ruvector.tenants` changed; acted upon only during recovery (a primary's
+    /// registry follows its commits).
+    static REGISTRY_STALE: Cell<bool> = const { Cell::new(true) };
 }
 
 static mut CALLBACK_REGISTERED: bool = false;
@@ -41,8 +58,12 @@ static mut CALLBACK_REGISTERED: bool = false;
 unsafe extern "C-unwind" fn relcache_callback(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
-        if relid == pg_sys::InvalidOid || relid == c.catalog_rel {
+        // InvalidOid: everything (the invalidation queue overflowed, or a reset).
+        if relid == pg_sys::InvalidOid || relid == c.catalog_rel || relid == c.bindings_rel {
             c.valid = false;
+        }
+        if relid == pg_sys::InvalidOid || relid == c.tenants_rel {
+            REGISTRY_STALE.set(true);
         }
     });
 }
@@ -66,14 +87,29 @@ pub fn as_superuser<R>(f: impl FnOnce() -> R) -> R {
     r
 }
 
-fn catalog_relid() -> pg_sys::Oid {
+/// The oid of the catalog table `ruvector.<name>`; InvalidOid without the extension.
+fn relid(name: &CStr) -> pg_sys::Oid {
     // SAFETY: syscache lookups in a transaction.
     unsafe {
         let nsp = pg_sys::get_namespace_oid(c"ruvector".as_ptr(), true);
         if nsp == pg_sys::InvalidOid {
             return pg_sys::InvalidOid;
         }
-        pg_sys::get_relname_relid(c"tenant_tables".as_ptr(), nsp)
+        pg_sys::get_relname_relid(name.as_ptr(), nsp)
+    }
+}
+
+fn catalog_relid() -> pg_sys::Oid {
+    relid(c"tenant_tables")
+}
+
+/// Invalidates, at commit, every backend's cached view of the catalog table
+/// `ruvector.<name>`, on this server and, through the commit record, on its standbys.
+pub fn invalidate(name: &CStr) {
+    let rel = relid(name);
+    if rel != pg_sys::InvalidOid {
+        // SAFETY: registers a relcache invalidation of an existing relation in a transaction.
+        unsafe { pg_sys::CacheInvalidateRelcacheByRelid(rel) };
     }
 }
 
@@ -152,6 +188,8 @@ fn ensure_cache() {
             valid: true,
             generation: current,
             catalog_rel: rel,
+            bindings_rel: relid(c"tenant_role_bindings"),
+            tenants_rel: relid(c"tenants"),
             tables,
             bindings,
         }
@@ -215,69 +253,81 @@ pub fn limits(
     }
 }
 
-/// Loads this database's tenants into the registry unless already loaded.
+fn read_tenants(client: &SpiClient<'_>) -> Vec<TenantRow> {
+    let result = client
+        .select(
+            "SELECT id, CASE WHEN deleted_at IS NOT NULL THEN 'deleted' \
+             WHEN suspended_at IS NOT NULL THEN 'suspended' ELSE 'active' END, \
+             max_vectors, max_storage_gb, max_qps, max_concurrent, weight, \
+             isolation_level IS DISTINCT FROM 'shared' FROM ruvector.tenants",
+            None,
+            &[],
+        )
+        .expect("reading ruvector.tenants");
+    result
+        .map(|row| {
+            let state: String = row.get(2).ok().flatten().expect("state");
+            TenantRow {
+                id: row.get(1).ok().flatten().expect("id"),
+                state: state_from_name(&state),
+                limits: limits(
+                    row.get(3).ok().flatten().unwrap_or(0),
+                    row.get(4).ok().flatten().unwrap_or(0.0),
+                    row.get(5).ok().flatten().unwrap_or(0),
+                    row.get(6).ok().flatten().unwrap_or(0),
+                    row.get(7).ok().flatten().unwrap_or(1.0),
+                ),
+                own_pages: row.get(8).ok().flatten().unwrap_or(true),
+            }
+        })
+        .collect()
+}
+
+/// Each tenant's rows and bytes in the registered tenant tables.
+fn count_usage(client: &SpiClient<'_>) -> HashMap<String, (i64, i64)> {
+    let tables: Vec<(String, String)> =
+        CACHE.with(|c| c.borrow().tables.values().cloned().collect());
+    let mut usage: HashMap<String, (i64, i64)> = HashMap::new();
+    for (rel, col) in &tables {
+        let sql = format!(
+            "SELECT {col}::text, count(*)::bigint, coalesce(sum(pg_column_size(t.*)), 0)::bigint \
+             FROM {rel} t GROUP BY 1",
+            col = pgrx::spi::quote_identifier(col),
+        );
+        for row in client
+            .select(&sql, None, &[])
+            .expect("counting tenant rows")
+        {
+            let tenant: Option<String> = row.get(1).ok().flatten();
+            let n: i64 = row.get(2).ok().flatten().unwrap_or(0);
+            let bytes: i64 = row.get(3).ok().flatten().unwrap_or(0);
+            if let Some(t) = tenant {
+                let e = usage.entry(t).or_default();
+                e.0 += n;
+                e.1 += bytes;
+            }
+        }
+    }
+    usage
+}
+
+/// Loads this database's tenants into the registry unless already loaded; on a standby,
+/// and after a promotion, brings the registry up to date with the catalog (see the module
+/// documentation).
 pub fn ensure_loaded() {
     let db = crate::backend::db();
     if shmem::is_loaded(db) {
+        follow_recovery(db);
         return;
     }
     if catalog_relid() == pg_sys::InvalidOid {
         return;
     }
-    let mut rows: Vec<TenantRow> = Vec::new();
-    let mut usage: HashMap<String, (i64, i64)> = HashMap::new();
     ensure_cache();
-    let tables: Vec<(String, String)> =
-        CACHE.with(|c| c.borrow().tables.values().cloned().collect());
-    as_superuser(|| {
-        Spi::connect(|client| {
-            let result = client
-                .select(
-                    "SELECT id, CASE WHEN deleted_at IS NOT NULL THEN 'deleted' \
-                     WHEN suspended_at IS NOT NULL THEN 'suspended' ELSE 'active' END, \
-                     max_vectors, max_storage_gb, max_qps, max_concurrent, weight, \
-                     isolation_level IS DISTINCT FROM 'shared' FROM ruvector.tenants",
-                    None,
-                    &[],
-                )
-                .expect("reading ruvector.tenants");
-            for row in result {
-                let id: String = row.get(1).ok().flatten().expect("id");
-                let state: String = row.get(2).ok().flatten().expect("state");
-                rows.push(TenantRow {
-                    id,
-                    state: state_from_name(&state),
-                    limits: limits(
-                        row.get(3).ok().flatten().unwrap_or(0),
-                        row.get(4).ok().flatten().unwrap_or(0.0),
-                        row.get(5).ok().flatten().unwrap_or(0),
-                        row.get(6).ok().flatten().unwrap_or(0),
-                        row.get(7).ok().flatten().unwrap_or(1.0),
-                    ),
-                    own_pages: row.get(8).ok().flatten().unwrap_or(true),
-                });
-            }
-            for (rel, col) in &tables {
-                let sql = format!(
-                    "SELECT {col}::text, count(*)::bigint, coalesce(sum(pg_column_size(t.*)), 0)::bigint \
-                     FROM {rel} t GROUP BY 1",
-                    col = pgrx::spi::quote_identifier(col),
-                );
-                for row in client
-                    .select(&sql, None, &[])
-                    .expect("counting tenant rows")
-                {
-                    let tenant: Option<String> = row.get(1).ok().flatten();
-                    let n: i64 = row.get(2).ok().flatten().unwrap_or(0);
-                    let bytes: i64 = row.get(3).ok().flatten().unwrap_or(0);
-                    if let Some(t) = tenant {
-                        let e = usage.entry(t).or_default();
-                        e.0 += n;
-                        e.1 += bytes;
-                    }
-                }
-            }
-        })
+    REGISTRY_STALE.set(false);
+    let recovering = crate::backend::in_recovery();
+    let (rows, usage) = as_superuser(|| {
+        Spi::connect(|client| (read_tenants(&client), count_usage(&client)))
     });
     let full = shmem::locked(true, |reg| {
         if shmem::is_loaded(db) {
@@ -297,16 +347,75 @@ pub fn ensure_loaded() {
             slot.vectors.store(n, Relaxed);
             slot.storage_bytes.store(bytes, Relaxed);
         }
-        if !shmem::mark_loaded(db) {
+        if !shmem::mark_loaded(db, recovering) {
             return Err(0);
         }
         Ok(())
     });
-    match full {
+    report(full);
+}
+
+fn report(result: Result<(), u32>) {
+    match result {
         Ok(()) => {}
         Err(0) => pgrx::error!("ruvector: more than 64 databases use ruvector on this server"),
         Err(capacity) => crate::errors::registry_full(capacity),
     }
+}
+
+/// A loaded registry during and after recovery: on a standby, the tenants' states and limits
+/// re-read when the catalog changed; after a promotion, their usage counted again. On a
+/// primary that never was a standby, two flag reads.
+fn follow_recovery(db: u32) {
+    let stale = REGISTRY_STALE.get();
+    let counted_in_recovery = shmem::loaded_in_recovery(db);
+    if !stale && !counted_in_recovery {
+        return;
+    }
+    let recovering = crate::backend::in_recovery();
+    if recovering && !stale {
+        return;
+    }
+    // Cleared before reading: an invalidation arriving meanwhile makes it stale again.
+    REGISTRY_STALE.set(false);
+    if !recovering && !counted_in_recovery {
+        return;
+    }
+    ensure_cache();
+    let promoted = !recovering;
+    let (rows, usage) = as_superuser(|| {
+        Spi::connect(|client| {
+            let usage = promoted.then(|| count_usage(&client));
+            (read_tenants(&client), usage)
+        })
+    });
+    let done = shmem::locked(true, |reg| {
+        let listed: std::collections::HashSet<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+        for (_, slot) in reg.iter_db(db) {
+            if !listed.contains(slot.id().as_str()) {
+                slot.set_state(TenantState::Deleted);
+            }
+        }
+        for row in &rows {
+            let (n, slot, fresh) = reg.upsert(db, &row.id, false).map_err(|e| e.capacity)?;
+            if fresh {
+                shmem::fresh_slot(n);
+            }
+            slot.set_limits(row.limits);
+            slot.set_state(row.state);
+            slot.set_own_pages(row.own_pages);
+            if let Some(usage) = &usage {
+                let (n, bytes) = usage.get(&row.id).copied().unwrap_or((0, 0));
+                slot.vectors.store(n, Relaxed);
+                slot.storage_bytes.store(bytes, Relaxed);
+            }
+        }
+        if promoted {
+            shmem::counted(db);
+        }
+        Ok(())
+    });
+    report(done);
 }
 
 /// Counts a finished search in the tenant's last-hour window.

@@ -73,6 +73,8 @@ pg_fn! {
                 crate::errors::registry_full(capacity);
             }
         }
+        // Standbys hear of the change through the commit record.
+        catalog::invalidate(c"tenants");
         // A tenant row inserted now starts from zero usage; updates keep the counters.
         PENDING.with(|p| p.borrow_mut().push(PendingSync { id, state, limits, reset: created, own_pages }));
         pg_sys::Datum::from(0)
@@ -83,6 +85,9 @@ pg_fn! {
     /// `ruvector._tables_changed()`: every backend reloads its tenant-table cache after commit.
     fn tables_changed(_fcinfo) {
         TABLES_CHANGED.with(|t| *t.borrow_mut() = true);
+        // Standbys hear of the change through the commit record.
+        catalog::invalidate(c"tenant_tables");
+        catalog::invalidate(c"tenant_role_bindings");
         pg_sys::Datum::from(0)
     }
 }

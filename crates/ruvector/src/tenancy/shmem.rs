@@ -4,7 +4,7 @@
 //! One named LWLock: shared for lookups, exclusive for allocating slots and loading a
 //! database's tenants. Counters inside slots are atomics and need no lock.
 
-use std::sync::atomic::{AtomicU32, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::*};
 
 use pgrx::pg_sys;
 use ruvector_tenancy::registry::{self, Header, Registry, TenantSlot};
@@ -21,6 +21,9 @@ const MAX_DATABASES: usize = 64;
 #[repr(C)]
 struct Loaded {
     dbs: [AtomicU32; MAX_DATABASES],
+    /// Loaded during recovery: the usage counted then misses every row replayed since, so it
+    /// is counted again once the server is promoted.
+    in_recovery: [AtomicBool; MAX_DATABASES],
 }
 
 static mut REGISTRY_BASE: *mut u8 = std::ptr::null_mut();
@@ -284,18 +287,37 @@ pub fn is_loaded(db: u32) -> bool {
     loaded().dbs.iter().any(|d| d.load(Acquire) == db)
 }
 
-/// Marks `db` loaded. Caller holds the exclusive lock. False when 64 databases already are.
-pub fn mark_loaded(db: u32) -> bool {
+/// Marks `db` loaded, during recovery or not. Caller holds the exclusive lock. False when 64
+/// databases already are.
+pub fn mark_loaded(db: u32, recovering: bool) -> bool {
     let l = loaded();
     if l.dbs.iter().any(|d| d.load(Acquire) == db) {
         return true;
     }
-    match l.dbs.iter().find(|d| d.load(Acquire) == 0) {
+    match l.dbs.iter().position(|d| d.load(Acquire) == 0) {
         Some(free) => {
-            free.store(db, Release);
+            l.in_recovery[free].store(recovering, Release);
+            l.dbs[free].store(db, Release);
             true
         }
         None => false,
+    }
+}
+
+/// Whether `db`'s tenants were loaded during recovery and their usage not counted since.
+pub fn loaded_in_recovery(db: u32) -> bool {
+    let l = loaded();
+    l.dbs
+        .iter()
+        .position(|d| d.load(Acquire) == db)
+        .is_some_and(|p| l.in_recovery[p].load(Acquire))
+}
+
+/// `db`'s usage is counted again after recovery.
+pub fn counted(db: u32) {
+    let l = loaded();
+    if let Some(p) = l.dbs.iter().position(|d| d.load(Acquire) == db) {
+        l.in_recovery[p].store(false, Release);
     }
 }
 

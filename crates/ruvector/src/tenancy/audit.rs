@@ -101,10 +101,16 @@ fn client_addr() -> String {
     // Cached before the query runs: the query is a statement too, and its start prepares
     // audit records again.
     CLIENT.with(|c| *c.borrow_mut() = Some(String::new()));
-    let a = Spi::get_one::<String>("SELECT host(inet_client_addr())")
-        .ok()
-        .flatten()
-        .unwrap_or_default();
+    // A read-only query: `Spi::get_one` would assign the transaction an id (on every audited
+    // read-only statement), which a standby refuses.
+    let a = Spi::connect(|c| {
+        c.select("SELECT host(inet_client_addr())", Some(1), &[])?
+            .first()
+            .get_one::<String>()
+    })
+    .ok()
+    .flatten()
+    .unwrap_or_default();
     CLIENT.with(|c| *c.borrow_mut() = Some(a.clone()));
     a
 }
@@ -150,7 +156,13 @@ fn queue_refusal(tenant: String, operation: &str, reason: &str, sqlstate: &str) 
         ),
     };
     if crate::backend::in_recovery() && !REPORTING.get() {
-        to_server_log(&record.tenant, &format!("refused:{operation}"), &record.user, &record.address, &record.detail);
+        to_server_log(
+            &record.tenant,
+            &format!("refused:{operation}"),
+            &record.user,
+            &record.address,
+            &record.detail,
+        );
         return;
     }
     if q.push(crate::backend::db(), &record) {

@@ -326,9 +326,8 @@ pub fn ensure_loaded() {
     ensure_cache();
     REGISTRY_STALE.set(false);
     let recovering = crate::backend::in_recovery();
-    let (rows, usage) = as_superuser(|| {
-        Spi::connect(|client| (read_tenants(&client), count_usage(&client)))
-    });
+    let (rows, usage) =
+        as_superuser(|| Spi::connect(|client| (read_tenants(client), count_usage(client))));
     let full = shmem::locked(true, |reg| {
         if shmem::is_loaded(db) {
             return Ok(());
@@ -385,8 +384,8 @@ fn follow_recovery(db: u32) {
     let promoted = !recovering;
     let (rows, usage) = as_superuser(|| {
         Spi::connect(|client| {
-            let usage = promoted.then(|| count_usage(&client));
-            (read_tenants(&client), usage)
+            let usage = promoted.then(|| count_usage(client));
+            (read_tenants(client), usage)
         })
     });
     let done = shmem::locked(true, |reg| {

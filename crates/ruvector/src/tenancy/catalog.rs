@@ -332,26 +332,44 @@ pub fn ensure_loaded() {
         if shmem::is_loaded(db) {
             return Ok(());
         }
-        for row in &rows {
-            let (n, slot, fresh) = reg.upsert(db, &row.id, false).map_err(|e| e.capacity)?;
-            if fresh {
-                shmem::fresh_slot(n);
-                slot.set_limits(row.limits);
-                slot.set_state(row.state);
-            }
-            slot.set_own_pages(row.own_pages);
-            // The rows counted now are the usage, also of a tenant whose slot a commit made
-            // before the database was loaded (a restore inserting the catalog's rows).
-            let (n, bytes) = usage.get(&row.id).copied().unwrap_or((0, 0));
-            slot.vectors.store(n, Relaxed);
-            slot.storage_bytes.store(bytes, Relaxed);
-        }
+        // A slot a commit made before the database was loaded keeps that commit's state and
+        // limits; the rows counted now are its usage (a restore inserting the catalog's rows).
+        apply_rows(reg, db, &rows, false, Some(&usage))?;
         if !shmem::mark_loaded(db, recovering) {
             return Err(0);
         }
         Ok(())
     });
     report(full);
+}
+
+/// Puts the catalog's `rows` into the registry (caller holds the exclusive lock): every
+/// tenant gets a slot; states and limits are set on fresh slots, or on all with `overwrite`;
+/// usage is set from `usage` when given. `Err(capacity)` when the registry is full.
+fn apply_rows(
+    reg: &ruvector_tenancy::registry::Registry<'_>,
+    db: u32,
+    rows: &[TenantRow],
+    overwrite: bool,
+    usage: Option<&HashMap<String, (i64, i64)>>,
+) -> Result<(), u32> {
+    for row in rows {
+        let (n, slot, fresh) = reg.upsert(db, &row.id, false).map_err(|e| e.capacity)?;
+        if fresh {
+            shmem::fresh_slot(n);
+        }
+        if fresh || overwrite {
+            slot.set_limits(row.limits);
+            slot.set_state(row.state);
+        }
+        slot.set_own_pages(row.own_pages);
+        if let Some(usage) = usage {
+            let (n, bytes) = usage.get(&row.id).copied().unwrap_or((0, 0));
+            slot.vectors.store(n, Relaxed);
+            slot.storage_bytes.store(bytes, Relaxed);
+        }
+    }
+    Ok(())
 }
 
 fn report(result: Result<(), u32>) {
@@ -395,20 +413,7 @@ fn follow_recovery(db: u32) {
                 slot.set_state(TenantState::Deleted);
             }
         }
-        for row in &rows {
-            let (n, slot, fresh) = reg.upsert(db, &row.id, false).map_err(|e| e.capacity)?;
-            if fresh {
-                shmem::fresh_slot(n);
-            }
-            slot.set_limits(row.limits);
-            slot.set_state(row.state);
-            slot.set_own_pages(row.own_pages);
-            if let Some(usage) = &usage {
-                let (n, bytes) = usage.get(&row.id).copied().unwrap_or((0, 0));
-                slot.vectors.store(n, Relaxed);
-                slot.storage_bytes.store(bytes, Relaxed);
-            }
-        }
+        apply_rows(reg, db, &rows, true, usage.as_ref())?;
         if promoted {
             shmem::counted(db);
         }

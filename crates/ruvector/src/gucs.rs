@@ -47,7 +47,29 @@ static ADMISSION_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(ADMISSION_TIM
 /// `ruvector.rate_burst_seconds`: a tenant's bucket holds this many seconds of `max_qps`.
 static RATE_BURST: GucSetting<f64> = GucSetting::<f64>::new(1.0);
 static EF_SEARCH: GucSetting<i32> = GucSetting::<i32>::new(40);
-static ITERATIVE_SCAN: GucSetting<bool> = GucSetting::<bool>::new(true);
+/// `ruvector.iterative_scan`: pgvector's values and meanings (`hnsw.iterative_scan`), with
+/// relaxed order as the default where pgvector's is off.
+#[derive(pgrx::PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum IterativeScan {
+    /// The first round (`ruvector.ef_search` candidates) only.
+    #[name = c"off"]
+    Off,
+    /// Further rounds while rows are filtered out; a later round can yield a row slightly
+    /// closer than the last one of the round before.
+    #[name = c"relaxed_order"]
+    RelaxedOrder,
+    /// Further rounds, and rows strictly in distance order: a row closer than one already
+    /// returned is skipped.
+    #[name = c"strict_order"]
+    StrictOrder,
+    /// `on`, the boolean setting of version 0.1.0: relaxed order.
+    #[name = c"on"]
+    #[hidden = true]
+    On,
+}
+
+static ITERATIVE_SCAN: GucSetting<IterativeScan> =
+    GucSetting::<IterativeScan>::new(IterativeScan::RelaxedOrder);
 static MAX_SCAN_TUPLES: GucSetting<i32> = GucSetting::<i32>::new(20_000);
 
 /// `ruvector.app_user`: the application's user, recorded in the audit log when set.
@@ -158,10 +180,10 @@ pub fn init() {
         GucContext::Userset,
         GucFlags::default(),
     );
-    GucRegistry::define_bool_guc(
+    GucRegistry::define_enum_guc(
         c"ruvector.iterative_scan",
-        c"Let a ruhnsw scan continue past ef_search when rows are filtered out.",
-        c"On: ORDER BY ... LIMIT k with further conditions returns k rows whenever k qualify, up to ruvector.max_scan_tuples candidates.",
+        c"Let a ruhnsw scan continue past ef_search when rows are filtered out: off, relaxed_order or strict_order.",
+        c"relaxed_order and strict_order: ORDER BY ... LIMIT k with further conditions returns k rows whenever k qualify, up to ruvector.max_scan_tuples candidates; strict_order skips rows closer than one already returned.",
         &ITERATIVE_SCAN,
         GucContext::Userset,
         GucFlags::default(),
@@ -299,11 +321,16 @@ pub fn ef_search() -> usize {
 /// Candidates an index scan may consider in all: `ef_search` alone when iterative scans are
 /// off.
 pub fn max_scan_tuples() -> usize {
-    if ITERATIVE_SCAN.get() {
+    if ITERATIVE_SCAN.get() != IterativeScan::Off {
         (MAX_SCAN_TUPLES.get() as usize).max(ef_search())
     } else {
         ef_search()
     }
+}
+
+/// Whether index scans return rows strictly in distance order (`strict_order`).
+pub fn strict_order() -> bool {
+    ITERATIVE_SCAN.get() == IterativeScan::StrictOrder
 }
 
 pub fn max_tenants() -> u32 {

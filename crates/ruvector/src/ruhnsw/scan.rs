@@ -30,6 +30,8 @@ struct ScanState {
     opened: Vec<Place>,
     /// The index was empty (no dimensions yet): nothing to return.
     empty: bool,
+    /// The distance of the row returned last, under `strict_order`.
+    last: Option<f32>,
 }
 
 impl ScanState {
@@ -37,6 +39,7 @@ impl ScanState {
     /// the transaction releases them).
     fn close(&mut self) {
         self.merge = None;
+        self.last = None;
         for place in self.opened.drain(..) {
             place.close();
         }
@@ -303,8 +306,20 @@ pub unsafe extern "C-unwind" fn amgettuple(
             let Some(merge) = &mut s.merge else {
                 return false;
             };
-            let Some((graph, found)) = merge.next_hit() else {
-                return false;
+            let strict = gucs::strict_order();
+            let (graph, found) = loop {
+                let Some((graph, found)) = merge.next_hit() else {
+                    return false;
+                };
+                // strict_order: a row closer than one already returned came from a later
+                // round, and is skipped (as pgvector does).
+                if strict {
+                    if s.last.is_some_and(|last| found.dist < last) {
+                        continue;
+                    }
+                    s.last = Some(found.dist);
+                }
+                break (graph, found);
             };
             // An exact scan had the payload at hand; a graph search's is read now.
             set_heap_tid(

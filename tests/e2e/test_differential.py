@@ -211,6 +211,8 @@ def test_refused_literals_match(ruv_any, pgv, lit):
         "subvector('[1,2,3]'::vector, -3, 2)", "subvector('[1,2,3]'::vector, -2147483648, 1)",
         "subvector('[1,2,3]'::vector, 2, -1)", "array_fill(1, ARRAY[16000])::vector || '[1]'",
         "vector_avg('{1}')", "vector_avg(array_fill(1::float8, ARRAY[16002]))",
+        "B'101' <~> B'1010'", "B'101' <%> B'10'", "hamming_distance(B'1', B'')",
+        "jaccard_distance(binary_quantize('[1,-1]'), binary_quantize('[1,-1,1]'))",
     ],
 )
 def test_refused_expressions_match(ruv_any, pgv, expr):
@@ -224,3 +226,30 @@ def test_refused_expressions_match(ruv_any, pgv, expr):
     want = outcome(pgv)
     assert want is not None
     assert outcome(ruv_any) == want
+
+
+def test_bit_distances_are_identical(ruv_any, pgv):
+    """hamming_distance / jaccard_distance and `<~>` / `<%>` on bit strings of every length
+    around the byte and word boundaries, sparse, dense, empty and full, and on
+    binary_quantize of vectors: the same values in both."""
+    rng = np.random.default_rng(12)
+    a, b = [], []
+    for n in (1, 7, 8, 9, 31, 63, 64, 65, 127, 1000, 16000):
+        for density in (0.0, 0.05, 0.5, 1.0):
+            a.append("".join("1" if x < density else "0" for x in rng.random(n)))
+            b.append("".join("1" if x < density else "0" for x in rng.random(n)))
+        a.append("1" * n)
+        b.append("0" * n)
+    sql = ("SELECT x::varbit <~> y::varbit, x::varbit <%> y::varbit, "
+           "hamming_distance(x::varbit, y::varbit), jaccard_distance(x::varbit, y::varbit) "
+           "FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY t(x, y, i) ORDER BY i")
+    want = rows(pgv, sql, (a, b))
+    assert rows(ruv_any, sql, (a, b)) == want
+    assert any(0 < r[0] for r in want) and any(0 < r[1] < 1 for r in want)
+    vs = [f32_literal(v) for v in vectors(13)]
+    sql = ("SELECT binary_quantize(x::vector) <~> binary_quantize(y::vector), "
+           "binary_quantize(x::vector) <%> binary_quantize(y::vector) "
+           "FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY t(x, y, i) "
+           "WHERE vector_dims(x::vector) = vector_dims(y::vector) ORDER BY i")
+    pairs = (vs, vs[1:] + vs[:1])
+    assert rows(ruv_any, sql, pairs) == rows(pgv, sql, pairs)

@@ -25,6 +25,8 @@ pub enum VectorError {
     DimensionMismatch { expected: usize, actual: usize },
     /// The two operands of a binary operation differ in dimensions.
     DifferentDimensions { left: usize, right: usize },
+    /// The two bit strings of a bit distance differ in length.
+    DifferentBitLengths { left: u32, right: u32 },
     /// An arithmetic result overflowed a 4-byte float.
     Overflow,
     /// A product of non-zero elements underflowed to zero.
@@ -52,6 +54,9 @@ impl fmt::Display for VectorError {
             }
             VectorError::DifferentDimensions { left, right } => {
                 write!(f, "different vector dimensions {left} and {right}")
+            }
+            VectorError::DifferentBitLengths { left, right } => {
+                write!(f, "different bit lengths {left} and {right}")
             }
             VectorError::Overflow => write!(f, "value out of range: overflow"),
             VectorError::Underflow => write!(f, "value out of range: underflow"),

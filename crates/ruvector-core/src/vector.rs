@@ -232,9 +232,73 @@ pub fn binary_quantize(x: &[f32]) -> Vec<u8> {
     bits
 }
 
+/// Bit distances need bit strings of one length.
+pub fn check_same_bits(left: u32, right: u32) -> Result<(), VectorError> {
+    if left == right {
+        Ok(())
+    } else {
+        Err(VectorError::DifferentBitLengths { left, right })
+    }
+}
+
+/// Counts of set bits over two bit strings' data, eight bytes at a time: `f` maps a pair of
+/// words to the number it adds.
+fn count_bits(a: &[u8], b: &[u8], f: impl Fn(u64, u64) -> u64) -> u64 {
+    let (wa, wb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: u64 = wa
+        .remainder()
+        .iter()
+        .zip(wb.remainder())
+        .map(|(&x, &y)| f(u64::from(x), u64::from(y)))
+        .sum();
+    wa.zip(wb)
+        .map(|(x, y)| {
+            let word = |c: &[u8]| u64::from_ne_bytes(c.try_into().expect("8 bytes"));
+            f(word(x), word(y))
+        })
+        .sum::<u64>()
+        + tail
+}
+
+/// `hamming_distance(a, b)`: the positions where two bit strings of one length differ. The
+/// padding bits of a `bit` value's last byte are zero in both.
+pub fn hamming(a: &[u8], b: &[u8]) -> u64 {
+    count_bits(a, b, |x, y| u64::from((x ^ y).count_ones()))
+}
+
+/// `jaccard_distance(a, b)`: 1 - |a AND b| / |a OR b| over the set bits; 1 when no bit is set
+/// in both (including two strings without any set bit).
+pub fn jaccard(a: &[u8], b: &[u8]) -> f64 {
+    let both = count_bits(a, b, |x, y| u64::from((x & y).count_ones()));
+    if both == 0 {
+        return 1.0;
+    }
+    let either = count_bits(a, b, |x, y| u64::from((x | y).count_ones()));
+    1.0 - both as f64 / either as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bit_distances_count_set_bits() {
+        let a = [0b1010_0000u8, 0xff, 0, 0, 0, 0, 0, 0, 0b1000_0000];
+        let b = [0b0110_0000u8, 0xff, 0, 0, 0, 0, 0, 0, 0b1000_0000];
+        // Differ in two bits; 9 set in both, 11 in either.
+        assert_eq!(hamming(&a, &b), 2);
+        assert!((jaccard(&a, &b) - (1.0 - 9.0 / 11.0)).abs() < 1e-12);
+        assert_eq!(hamming(&a, &a), 0);
+        assert_eq!(jaccard(&a, &a), 0.0);
+        assert_eq!(jaccard(&[0u8; 3], &[0u8; 3]), 1.0, "no bit set in both");
+        assert_eq!(jaccard(&[0xf0], &[0x0f]), 1.0);
+        assert_eq!(hamming(&[], &[]), 0);
+        assert_eq!(check_same_bits(3, 4), Err(VectorError::DifferentBitLengths { left: 3, right: 4 }));
+        assert_eq!(
+            VectorError::DifferentBitLengths { left: 3, right: 4 }.to_string(),
+            "different bit lengths 3 and 4"
+        );
+    }
 
     #[test]
     fn concat_joins_and_checks_the_limit() {

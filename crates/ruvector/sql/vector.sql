@@ -59,6 +59,14 @@ COMMENT ON FUNCTION subvector(vector, integer, integer) IS 'the elements from a 
 CREATE FUNCTION binary_quantize(vector) RETURNS bit
     AS 'MODULE_PATHNAME', 'rv_binary_quantize' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 COMMENT ON FUNCTION binary_quantize(vector) IS 'a bit per element, set when the element is positive';
+CREATE FUNCTION hamming_distance(bit, bit) RETURNS float8
+    AS 'MODULE_PATHNAME', 'rv_hamming_distance' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION hamming_distance(bit, bit) IS 'the number of positions where two bit strings differ';
+CREATE FUNCTION jaccard_distance(bit, bit) RETURNS float8
+    AS 'MODULE_PATHNAME', 'rv_jaccard_distance' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION jaccard_distance(bit, bit) IS '1 - |a AND b| / |a OR b| over the set bits (1 when no bit is set in both)';
+CREATE OPERATOR <~> (LEFTARG = bit, RIGHTARG = bit, FUNCTION = hamming_distance, COMMUTATOR = '<~>');
+CREATE OPERATOR <%> (LEFTARG = bit, RIGHTARG = bit, FUNCTION = jaccard_distance, COMMUTATOR = '<%>');
 
 CREATE FUNCTION vector_add(vector, vector) RETURNS vector
     AS 'MODULE_PATHNAME', 'rv_vector_add' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;

@@ -24,7 +24,8 @@ pub fn sqlstate(err: &VectorError) -> PgSqlErrorCode {
         | VectorError::NotANumber
         | VectorError::Infinite
         | VectorError::DimensionMismatch { .. }
-        | VectorError::DifferentDimensions { .. } => ERRCODE_DATA_EXCEPTION,
+        | VectorError::DifferentDimensions { .. }
+        | VectorError::DifferentBitLengths { .. } => ERRCODE_DATA_EXCEPTION,
     }
 }
 
@@ -53,6 +54,9 @@ pub fn vector_error(err: VectorError, literal: Option<&str>) -> ! {
         ),
         VectorError::DifferentDimensions { .. } => {
             (None, Some("Both operands must have the same number of dimensions."))
+        }
+        VectorError::DifferentBitLengths { .. } => {
+            (None, Some("Both bit strings must have the same length."))
         }
         VectorError::NotANumber | VectorError::Infinite => {
             (None, Some("Vector elements must be finite numbers."))

@@ -134,6 +134,41 @@ pg_fn! {
     }
 }
 
+/// The length in bits and the data of `bit` argument `n` (a VarBit: varlena header, bit
+/// count, then the bits, most significant first).
+///
+/// # Safety
+/// Argument `n` of `fcinfo` is a non-null `bit` or `bit varying`.
+unsafe fn bit_arg<'a>(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> (u32, &'a [u8]) {
+    // SAFETY: detoasted to a 4-byte header; the bit count follows it and the data holds
+    // ceil(bits / 8) bytes.
+    unsafe {
+        let p = crate::fmgr::arg_varlena(fcinfo, n) as *const u8;
+        let bits = (p.add(4) as *const i32).read_unaligned() as u32;
+        (bits, std::slice::from_raw_parts(p.add(8), bits.div_ceil(8) as usize))
+    }
+}
+
+/// Defines `name(bit, bit) -> float8` from a core bit distance, checking the lengths first.
+macro_rules! bit_distance_fn {
+    ($($name:ident => $f:expr),* $(,)?) => {$(
+        pg_fn! {
+            fn $name(fcinfo) {
+                // SAFETY: the SQL declaration takes two bit strings.
+                let ((la, a), (lb, b)) = unsafe { (bit_arg(fcinfo, 0), bit_arg(fcinfo, 1)) };
+                check(rules::check_same_bits(la, lb));
+                let d: f64 = $f(a, b);
+                pg_sys::Datum::from(d.to_bits())
+            }
+        }
+    )*};
+}
+
+bit_distance_fn! {
+    hamming_distance => |a, b| rules::hamming(a, b) as f64,
+    jaccard_distance => rules::jaccard,
+}
+
 pg_fn! {
     /// `vector_dims(vector) -> int4`.
     fn vector_dims(fcinfo) {

@@ -212,7 +212,7 @@ def test_refused_literals_match(ruv_any, pgv, lit):
         "subvector('[1,2,3]'::vector, 2, -1)", "array_fill(1, ARRAY[16000])::vector || '[1]'",
         "vector_avg('{1}')", "vector_avg(array_fill(1::float8, ARRAY[16002]))",
         "B'101' <~> B'1010'", "B'101' <%> B'10'", "hamming_distance(B'1', B'')",
-        "jaccard_distance(binary_quantize('[1,-1]'), binary_quantize('[1,-1,1]'))",
+        "jaccard_distance(binary_quantize('[1,-1]'::vector), binary_quantize('[1,-1,1]'::vector))",
     ],
 )
 def test_refused_expressions_match(ruv_any, pgv, expr):
@@ -240,7 +240,7 @@ def test_bit_distances_are_identical(ruv_any, pgv):
             b.append("".join("1" if x < density else "0" for x in rng.random(n)))
         a.append("1" * n)
         b.append("0" * n)
-    sql = ("SELECT x::varbit <~> y::varbit, x::varbit <%> y::varbit, "
+    sql = ("SELECT x::varbit <~> y::varbit, x::varbit <%%> y::varbit, "
            "hamming_distance(x::varbit, y::varbit), jaccard_distance(x::varbit, y::varbit) "
            "FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY t(x, y, i) ORDER BY i")
     want = rows(pgv, sql, (a, b))
@@ -248,7 +248,7 @@ def test_bit_distances_are_identical(ruv_any, pgv):
     assert any(0 < r[0] for r in want) and any(0 < r[1] < 1 for r in want)
     vs = [f32_literal(v) for v in vectors(13)]
     sql = ("SELECT binary_quantize(x::vector) <~> binary_quantize(y::vector), "
-           "binary_quantize(x::vector) <%> binary_quantize(y::vector) "
+           "binary_quantize(x::vector) <%%> binary_quantize(y::vector) "
            "FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY t(x, y, i) "
            "WHERE vector_dims(x::vector) = vector_dims(y::vector) ORDER BY i")
     pairs = (vs, vs[1:] + vs[:1])

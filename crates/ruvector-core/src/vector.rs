@@ -285,15 +285,18 @@ mod tests {
     fn bit_distances_count_set_bits() {
         let a = [0b1010_0000u8, 0xff, 0, 0, 0, 0, 0, 0, 0b1000_0000];
         let b = [0b0110_0000u8, 0xff, 0, 0, 0, 0, 0, 0, 0b1000_0000];
-        // Differ in two bits; 9 set in both, 11 in either.
+        // Differ in two bits; 10 set in both, 12 in either.
         assert_eq!(hamming(&a, &b), 2);
-        assert!((jaccard(&a, &b) - (1.0 - 9.0 / 11.0)).abs() < 1e-12);
+        assert!((jaccard(&a, &b) - (1.0 - 10.0 / 12.0)).abs() < 1e-12);
         assert_eq!(hamming(&a, &a), 0);
         assert_eq!(jaccard(&a, &a), 0.0);
         assert_eq!(jaccard(&[0u8; 3], &[0u8; 3]), 1.0, "no bit set in both");
         assert_eq!(jaccard(&[0xf0], &[0x0f]), 1.0);
         assert_eq!(hamming(&[], &[]), 0);
-        assert_eq!(check_same_bits(3, 4), Err(VectorError::DifferentBitLengths { left: 3, right: 4 }));
+        assert_eq!(
+            check_same_bits(3, 4),
+            Err(VectorError::DifferentBitLengths { left: 3, right: 4 })
+        );
         assert_eq!(
             VectorError::DifferentBitLengths { left: 3, right: 4 }.to_string(),
             "different bit lengths 3 and 4"

@@ -145,7 +145,10 @@ unsafe fn bit_arg<'a>(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> (u32, &'a [
     unsafe {
         let p = crate::fmgr::arg_varlena(fcinfo, n) as *const u8;
         let bits = (p.add(4) as *const i32).read_unaligned() as u32;
-        (bits, std::slice::from_raw_parts(p.add(8), bits.div_ceil(8) as usize))
+        (
+            bits,
+            std::slice::from_raw_parts(p.add(8), bits.div_ceil(8) as usize),
+        )
     }
 }
 

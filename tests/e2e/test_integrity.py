@@ -168,3 +168,32 @@ def test_only_administrators_sample_and_override(db):
                 a.execute(sql)
     with pytest.raises(psycopg.errors.InvalidParameterValue):
         db.execute("SELECT ruvector_tenant_integrity_override('ib', 'panic', '1 hour')")
+
+
+def test_two_samples_of_one_tenant_at_once_both_succeed(db):
+    """A sample asked for while another one of the same tenant is writing its contracted graph
+    (as the maintenance worker's may be) waits for it, then replaces its rows: no 23505."""
+    import threading
+
+    first = psycopg.connect(admin_dsn(DB))
+    first.execute("SELECT ruvector_tenant_integrity_sample('ib')").fetchone()  # open, not committed
+    errors = []
+
+    def second():
+        try:
+            with psycopg.connect(admin_dsn(DB), autocommit=True) as c:
+                sample(c, "ib")
+        except psycopg.Error as e:
+            errors.append(e)
+
+    t = threading.Thread(target=second)
+    t.start()
+    t.join(timeout=1)
+    assert t.is_alive(), "the second sample waits for the first one's transaction"
+    first.commit()
+    first.close()
+    t.join(timeout=60)
+    assert not t.is_alive() and not errors, errors
+    regions = db.execute("SELECT count(*), count(DISTINCT node_id) FROM ruvector.tenant_contracted_graph "
+                         "WHERE tenant_id = 'ib'").fetchone()
+    assert regions[0] == regions[1] > 0

@@ -417,6 +417,14 @@ fn write_contracted(id: &str, c: &ruvector_core::hnsw::contract::Contraction) {
             edges.join(",")
         ));
     }
+    // One writer per tenant at a time (a sample asked for while the maintenance worker
+    // samples the same tenant): the second waits for the first to commit, then its DELETE
+    // sees the first's rows and replaces them instead of colliding with them (23505).
+    Spi::run_with_args(
+        "SELECT pg_advisory_xact_lock(hashtext('ruvector.tenant_contracted_graph'), hashtext($1))",
+        &[id.into()],
+    )
+    .expect("locking the tenant's contracted graph");
     Spi::run_with_args(
         "DELETE FROM ruvector.tenant_contracted_graph WHERE tenant_id = $1",
         &[id.into()],

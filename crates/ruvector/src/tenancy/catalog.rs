@@ -316,8 +316,8 @@ fn count_usage(client: &SpiClient<'_>) -> HashMap<String, (i64, i64)> {
 /// documentation).
 pub fn ensure_loaded() {
     let db = crate::backend::db();
-    if shmem::is_loaded(db) {
-        follow_recovery(db);
+    if let Some(counted_in_recovery) = shmem::loaded_state(db) {
+        follow_recovery(db, counted_in_recovery);
         return;
     }
     if catalog_relid() == pg_sys::InvalidOid {
@@ -383,9 +383,8 @@ fn report(result: Result<(), u32>) {
 /// A loaded registry during and after recovery: on a standby, the tenants' states and limits
 /// re-read when the catalog changed; after a promotion, their usage counted again. On a
 /// primary that never was a standby, two flag reads.
-fn follow_recovery(db: u32) {
+fn follow_recovery(db: u32, counted_in_recovery: bool) {
     let stale = REGISTRY_STALE.get();
-    let counted_in_recovery = shmem::loaded_in_recovery(db);
     if !stale && !counted_in_recovery {
         return;
     }

@@ -282,19 +282,32 @@ fn loaded() -> &'static Loaded {
     unsafe { &*(base().add(l) as *const Loaded) }
 }
 
+/// Database `db`'s position in the loaded list.
+fn position(db: u32) -> Option<usize> {
+    loaded().dbs.iter().position(|d| d.load(Acquire) == db)
+}
+
 /// Whether database `db`'s tenants are in the registry.
 pub fn is_loaded(db: u32) -> bool {
-    loaded().dbs.iter().any(|d| d.load(Acquire) == db)
+    position(db).is_some()
+}
+
+/// `None` when database `db`'s tenants are not in the registry; else whether they were
+/// loaded during recovery and their usage not counted since (one look at the loaded list,
+/// for the start of every statement).
+pub fn loaded_state(db: u32) -> Option<bool> {
+    position(db).map(|p| loaded().in_recovery[p].load(Acquire))
 }
 
 /// Marks `db` loaded, during recovery or not. Caller holds the exclusive lock. False when 64
 /// databases already are.
 pub fn mark_loaded(db: u32, recovering: bool) -> bool {
-    let l = loaded();
-    if l.dbs.iter().any(|d| d.load(Acquire) == db) {
+    if is_loaded(db) {
         return true;
     }
-    match l.dbs.iter().position(|d| d.load(Acquire) == 0) {
+    let l = loaded();
+    // A free position holds database 0.
+    match position(0) {
         Some(free) => {
             l.in_recovery[free].store(recovering, Release);
             l.dbs[free].store(db, Release);
@@ -304,20 +317,10 @@ pub fn mark_loaded(db: u32, recovering: bool) -> bool {
     }
 }
 
-/// Whether `db`'s tenants were loaded during recovery and their usage not counted since.
-pub fn loaded_in_recovery(db: u32) -> bool {
-    let l = loaded();
-    l.dbs
-        .iter()
-        .position(|d| d.load(Acquire) == db)
-        .is_some_and(|p| l.in_recovery[p].load(Acquire))
-}
-
 /// `db`'s usage is counted again after recovery.
 pub fn counted(db: u32) {
-    let l = loaded();
-    if let Some(p) = l.dbs.iter().position(|d| d.load(Acquire) == db) {
-        l.in_recovery[p].store(false, Release);
+    if let Some(p) = position(db) {
+        loaded().in_recovery[p].store(false, Release);
     }
 }
 
@@ -335,8 +338,8 @@ pub fn forget_database(db: u32) -> Option<usize> {
         for (_, slot) in r.iter_db(db) {
             slot.set_state(registry::TenantState::Deleted);
         }
-        let position = loaded().dbs.iter().position(|d| d.load(Acquire) == db)?;
-        loaded().dbs[position].store(0, Release);
-        Some(position)
+        let p = position(db)?;
+        loaded().dbs[p].store(0, Release);
+        Some(p)
     })
 }

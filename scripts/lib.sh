@@ -106,6 +106,19 @@ install_pgvector() {
     touch "$stamp"
 }
 
+# pgvector's extension name for ruvector (crates/ruvector/pgvector-compat: CREATE EXTENSION
+# vector on a server without pgvector), into the PostgreSQL of pg_config $1; left out where a
+# vector extension of another origin (pgvector itself) is installed.
+install_vector_compat() { # PG_CONFIG
+    local dir; dir="$("$1" --sharedir)/extension"
+    if [ -f "$dir/vector.control" ] && ! grep -q "^requires = 'ruvector'" "$dir/vector.control"; then
+        log "$dir has pgvector's own vector extension: ruvector's compatibility name is not installed"
+        return 0
+    fi
+    install -m 0644 "$ROOT"/crates/ruvector/pgvector-compat/vector.control \
+        "$ROOT"/crates/ruvector/pgvector-compat/vector--*.sql "$dir/"
+}
+
 pgrx_init() {
     local cfg="$PGRX_HOME/config.toml"
     if [ -f "$cfg" ] && grep -q "pg15 = \"$PG15_CONFIG\"" "$cfg" && grep -q "pg18 = \"$PG18_CONFIG\"" "$cfg"; then

@@ -166,20 +166,6 @@ def test_a_cosine_index_leaves_zero_vectors_out_like_pgvectors(ruv_any, pgv):
     assert index_order(ruv_any, "ruhnsw") == index_order(pgv, "hnsw") == [4, 6, 1, 2]
 
 
-def test_pgvector_settings_without_pgvector_warn(ruv):
-    notices = []
-    ruv.add_notice_handler(lambda d: notices.append((d.severity_nonlocalized, d.message_primary, d.message_hint)))
-    ruv.execute("SET hnsw.ef_search = 100")
-    ruv.execute("SET ivfflat.probes = 4")
-    ruv.execute("SET ruvector.ef_search = 100")
-    assert notices == [
-        ("WARNING", "hnsw.ef_search has no effect: pgvector is not loaded",
-         "ruvector's ruhnsw index reads ruvector.ef_search."),
-        ("WARNING", "ivfflat.probes has no effect: pgvector is not loaded",
-         "ruvector's ruhnsw index has no such setting; see the ruvector.* settings."),
-    ]
-
-
 BAD = [
     "[1,2", "[1,,2]", "[a]", "1,2", "[]", "[ ]", "[1,2] x", "[1,]", "", "[1e]", "[.]",
     "[NaN]", "[1,inf]", "[-Infinity]", "[1e39]", "[1,-3.5e38]", "[" + ",".join(["1"] * 16001) + "]",

@@ -6,6 +6,8 @@ use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::pg_sys;
 use ruvector_tenancy::tenant_id::{parse_context, TenantContext};
 
+use crate::vector::compat;
+
 /// `ruvector.tenant_id`: the tenant of this session or transaction (`SET` / `SET LOCAL`).
 /// Defined directly (not through pgrx's setting type) so the per-statement read is a pointer
 /// read, not an allocation.
@@ -314,15 +316,27 @@ pub fn rate_burst_seconds() -> f64 {
     RATE_BURST.get()
 }
 
+/// `ruvector.ef_search`, or pgvector's `hnsw.ef_search` where an application set it on a
+/// server without pgvector (see `vector::compat`; the same for the two below).
 pub fn ef_search() -> usize {
-    EF_SEARCH.get() as usize
+    compat::int(c"hnsw.ef_search").unwrap_or_else(|| EF_SEARCH.get()) as usize
+}
+
+fn iterative_scan() -> IterativeScan {
+    match compat::iterative_scan() {
+        Some(0) => IterativeScan::Off,
+        Some(1) => IterativeScan::RelaxedOrder,
+        Some(_) => IterativeScan::StrictOrder,
+        None => ITERATIVE_SCAN.get(),
+    }
 }
 
 /// Candidates an index scan may consider in all: `ef_search` alone when iterative scans are
 /// off.
 pub fn max_scan_tuples() -> usize {
-    if ITERATIVE_SCAN.get() != IterativeScan::Off {
-        (MAX_SCAN_TUPLES.get() as usize).max(ef_search())
+    if iterative_scan() != IterativeScan::Off {
+        let max = compat::int(c"hnsw.max_scan_tuples").unwrap_or_else(|| MAX_SCAN_TUPLES.get());
+        (max as usize).max(ef_search())
     } else {
         ef_search()
     }
@@ -330,7 +344,7 @@ pub fn max_scan_tuples() -> usize {
 
 /// Whether index scans return rows strictly in distance order (`strict_order`).
 pub fn strict_order() -> bool {
-    ITERATIVE_SCAN.get() == IterativeScan::StrictOrder
+    iterative_scan() == IterativeScan::StrictOrder
 }
 
 pub fn max_tenants() -> u32 {

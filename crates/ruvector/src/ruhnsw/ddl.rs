@@ -1,11 +1,56 @@
-//! DDL of `ruhnsw` indexes on tenant tables: the specification's one-column
-//! `CREATE INDEX ... USING ruhnsw (vec opclass)` gets the table's tenant column as its second
-//! key (called from the utility hook of the tenancy layer).
+//! DDL of `ruhnsw` indexes (called from the utility hook of the tenancy layer): pgvector's
+//! `USING hnsw` and `USING ivfflat` build one, and on a tenant table the specification's
+//! one-column `CREATE INDEX ... USING ruhnsw (vec opclass)` gets the table's tenant column as
+//! its second key.
 
 use pgrx::pg_sys;
 
 use crate::fmgr::list_ptrs;
 use crate::tenancy::catalog;
+use crate::vector::compat;
+
+/// `CREATE INDEX ... USING hnsw` or `USING ivfflat` of a pgvector application, in a database
+/// with ruvector and without pgvector, becomes `USING ruhnsw` with the same operator class
+/// and options (`ivfflat`'s `lists` is dropped, with a notice). Returns `pstmt` itself or a
+/// changed copy.
+///
+/// # Safety
+/// `pstmt` is a valid utility PlannedStmt.
+pub unsafe fn pgvector_method(
+    pstmt: *mut pg_sys::PlannedStmt,
+    internal: bool,
+) -> *mut pg_sys::PlannedStmt {
+    // SAFETY: guaranteed by the caller; the copy is a new tree in the current memory context
+    // and the option list is rebuilt from its elements.
+    unsafe {
+        let node = (*pstmt).utilityStmt;
+        if node.is_null() || (*node).type_ != pg_sys::NodeTag::T_IndexStmt || internal {
+            return pstmt;
+        }
+        let stmt = node as *mut pg_sys::IndexStmt;
+        if (*stmt).accessMethod.is_null() || !catalog::extension_present() {
+            return pstmt;
+        }
+        let method = std::ffi::CStr::from_ptr((*stmt).accessMethod);
+        let Some(ours) = compat::index_method(method) else {
+            return pstmt;
+        };
+        let method = method.to_owned();
+        let copy =
+            pg_sys::copyObjectImpl(pstmt as *const std::ffi::c_void) as *mut pg_sys::PlannedStmt;
+        let stmt = (*copy).utilityStmt as *mut pg_sys::IndexStmt;
+        (*stmt).accessMethod = pg_sys::pstrdup(ours.as_ptr());
+        let mut options = std::ptr::null_mut();
+        for d in list_ptrs((*stmt).options) {
+            let def = d as *mut pg_sys::DefElem;
+            if !compat::ignored_option(&method, std::ffi::CStr::from_ptr((*def).defname)) {
+                options = pg_sys::lappend(options, d);
+            }
+        }
+        (*stmt).options = options;
+        copy
+    }
+}
 
 /// `CREATE INDEX ... USING ruhnsw (vec opclass)` on a tenant table, as the specification
 /// writes it, becomes `(vec opclass, tenant_column)`: the index is keyed by tenant, so each

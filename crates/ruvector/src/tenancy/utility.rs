@@ -57,7 +57,7 @@ struct Around {
     dropped_database: Option<u32>,
     /// A partial index of this tenant table: it may be a tenant's dedicated index.
     partial_index_on: Option<pg_sys::Oid>,
-    /// `SET` of this setting: a pgvector setting without pgvector gets a warning.
+    /// `SET` of this setting: a pgvector setting without pgvector is checked, or warned about.
     set_name: Option<String>,
 }
 
@@ -75,7 +75,10 @@ unsafe extern "C-unwind" fn process_utility(
     // SAFETY: PostgreSQL passes a valid utility statement.
     let around = guarded(|| unsafe { before_process_utility(pstmt) });
     // SAFETY: as above; a statement that changes is a copy.
-    let pstmt = guarded(|| unsafe { crate::ruhnsw::ddl::with_tenant_key(pstmt, in_internal()) });
+    let pstmt = guarded(|| unsafe {
+        let pstmt = crate::ruhnsw::ddl::pgvector_method(pstmt, in_internal());
+        crate::ruhnsw::ddl::with_tenant_key(pstmt, in_internal())
+    });
     if around.explain_analyze {
         super::context::set_explain_analyze(true);
     }
@@ -102,7 +105,7 @@ unsafe extern "C-unwind" fn process_utility(
         super::context::set_explain_analyze(false);
     }
     if let Some(name) = &around.set_name {
-        guarded(|| crate::vector::compat::warn_if_placeholder(name));
+        guarded(|| crate::vector::compat::after_set(name));
     }
     if let Some(table) = around.partial_index_on {
         guarded(|| super::tables::record_dedicated(table));

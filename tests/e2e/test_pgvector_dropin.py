@@ -1,0 +1,232 @@
+"""A pgvector application, unchanged, on a server with ruvector and without pgvector:
+`CREATE EXTENSION vector`, `USING hnsw` / `USING ivfflat`, and pgvector's settings, run side
+by side with pgvector 0.8.2 where pgvector has the same behaviour."""
+
+import random
+
+import psycopg
+import pytest
+
+from tenancy_fixtures import admin_dsn, fresh_database
+
+ROWS = 2000  # above ruhnsw's exact_threshold: searches go through the graph
+
+
+def notices_of(conn):
+    got = []
+    conn.add_notice_handler(lambda d: got.append((d.severity_nonlocalized, d.message_primary, d.message_hint)))
+    return got
+
+
+def sqlstate(conn, sql, params=None):
+    try:
+        conn.execute(sql, params)
+    except psycopg.Error as e:
+        return e.sqlstate, e.diag.message_primary, e.diag.message_hint
+    return None
+
+
+def test_create_extension_vector_needs_ruvector_and_names_it():
+    name = "rv_dropin_ext"
+    with psycopg.connect(admin_dsn(), autocommit=True) as c:
+        c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        c.execute(f"CREATE DATABASE {name}")
+    try:
+        with psycopg.connect(admin_dsn(name), autocommit=True) as c:
+            state, message, _ = sqlstate(c, "CREATE EXTENSION IF NOT EXISTS vector")
+            assert (state, message) == ("42704", 'required extension "ruvector" is not installed')
+            c.execute("CREATE EXTENSION vector CASCADE")
+            c.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            rows = c.execute("SELECT extname, extversion FROM pg_extension WHERE extname IN ('vector', 'ruvector') "
+                             "ORDER BY extname").fetchall()
+            assert rows == [("ruvector", "0.2.0"), ("vector", "0.8.2")]
+            assert c.execute("SELECT '[1,2]'::vector <-> '[4,6]'").fetchone()[0] == 5.0
+            # Dropping ruvector takes the name with it only when asked to.
+            assert sqlstate(c, "DROP EXTENSION ruvector")[0] == "2BP01"
+            c.execute("DROP EXTENSION vector")
+            c.execute("CREATE EXTENSION vector")
+    finally:
+        with psycopg.connect(admin_dsn(), autocommit=True) as c:
+            c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def fill(conn, table):
+    rng = random.Random(7)
+    conn.execute(f"DROP TABLE IF EXISTS {table}")
+    conn.execute(f"CREATE TABLE {table} (id bigserial PRIMARY KEY, embedding vector(3))")
+    with conn.cursor().copy(f"COPY {table} (embedding) FROM STDIN") as copy:
+        for _ in range(ROWS):
+            copy.write_row(["[%f,%f,%f]" % (rng.random(), rng.random(), rng.random())])
+
+
+def index_method(conn, index):
+    return conn.execute("SELECT am.amname FROM pg_class c JOIN pg_am am ON am.oid = c.relam "
+                        "WHERE c.relname = %s", (index,)).fetchone()[0]
+
+
+def top(conn, table, op, limit=5, where=""):
+    with conn.transaction():
+        conn.execute("SET LOCAL enable_seqscan = off")
+        sql = f"SELECT id FROM {table} {where} ORDER BY embedding {op} '[0.5,0.2,0.9]' LIMIT {limit}"
+        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + sql).fetchall())
+        assert "Index Scan" in plan, plan
+        return [r[0] for r in conn.execute(sql).fetchall()]
+
+
+def exact(conn, table, op, limit=5):
+    with conn.transaction():
+        conn.execute("SET LOCAL enable_indexscan = off")
+        return [r[0] for r in conn.execute(
+            f"SELECT id FROM {table} ORDER BY embedding {op} '[0.5,0.2,0.9]' LIMIT {limit}").fetchall()]
+
+
+def test_using_hnsw_builds_a_ruhnsw_index_with_pgvectors_options(ruv_any, pgv):
+    for conn in (ruv_any, pgv):
+        fill(conn, "dropin_items")
+        notices = notices_of(conn)
+        conn.execute("CREATE INDEX dropin_hnsw ON dropin_items USING hnsw (embedding vector_l2_ops) "
+                     "WITH (m = 16, ef_construction = 64)")
+        assert notices == []
+    assert index_method(ruv_any, "dropin_hnsw") == "ruhnsw"
+    assert index_method(pgv, "dropin_hnsw") == "hnsw"
+    want = exact(pgv, "dropin_items", "<->")
+    assert exact(ruv_any, "dropin_items", "<->") == want
+    assert top(ruv_any, "dropin_items", "<->") == top(pgv, "dropin_items", "<->") == want
+    # pgvector's options are checked as pgvector checks them.
+    for conn in (ruv_any, pgv):
+        state, message, _ = sqlstate(conn, "CREATE INDEX ON dropin_items USING hnsw (embedding) WITH (m = 1)")
+        assert state == "22023" and 'value 1 out of bounds for option "m"' in message
+        assert sqlstate(conn, "CREATE INDEX ON dropin_items USING hnsw (embedding) WITH (lists = 1)")[0] == "22023"
+        conn.execute("DROP TABLE dropin_items")
+
+
+def test_using_ivfflat_builds_a_ruhnsw_index_and_says_so(ruv_any, pgv):
+    fill(ruv_any, "dropin_ivf")
+    fill(pgv, "dropin_ivf")
+    notices = notices_of(ruv_any)
+    ruv_any.execute("CREATE INDEX dropin_ivf_idx ON dropin_ivf USING ivfflat (embedding vector_cosine_ops) "
+                    "WITH (lists = 20)")
+    pgv.execute("CREATE INDEX dropin_ivf_idx ON dropin_ivf USING ivfflat (embedding vector_cosine_ops) "
+                "WITH (lists = 20)")
+    assert [(s, m) for s, m, _ in notices] == [("NOTICE", "ivfflat index built as a ruhnsw index; lists is ignored")]
+    assert index_method(ruv_any, "dropin_ivf_idx") == "ruhnsw"
+    want = exact(ruv_any, "dropin_ivf", "<=>")
+    assert want == exact(pgv, "dropin_ivf", "<=>")
+    assert top(ruv_any, "dropin_ivf", "<=>") == want
+    # ivfflat's own checks still hold: lists out of range is pgvector's error there, ours here
+    # never sees lists at all (no IVF lists to size).
+    ruv_any.execute("DROP TABLE dropin_ivf")
+    pgv.execute("DROP TABLE dropin_ivf")
+
+
+def test_hnsw_settings_steer_ruhnsw_like_pgvectors_index(ruv_any, pgv):
+    """hnsw.ef_search and hnsw.iterative_scan, as a pgvector application sets them, have
+    pgvector's meaning: with iterative scans off a search returns at most ef_search rows."""
+    for conn in (ruv_any, pgv):
+        fill(conn, "dropin_set")
+        conn.execute("CREATE INDEX ON dropin_set USING hnsw (embedding vector_l2_ops)")
+    counts = {}
+    for name, conn in (("ruvector", ruv_any), ("pgvector", pgv)):
+        notices = notices_of(conn)
+        conn.execute("SET hnsw.iterative_scan = off")
+        conn.execute("SET hnsw.ef_search = 3")
+        limited = len(top(conn, "dropin_set", "<->", limit=10))
+        conn.execute("SET hnsw.ef_search = 100")
+        full = len(top(conn, "dropin_set", "<->", limit=10))
+        with conn.transaction():
+            conn.execute("SET LOCAL hnsw.ef_search = 2")
+            local = len(top(conn, "dropin_set", "<->", limit=10))
+        after_local = len(top(conn, "dropin_set", "<->", limit=10))
+        conn.execute("RESET hnsw.ef_search")
+        conn.execute("RESET hnsw.iterative_scan")
+        counts[name] = (limited, full, local, after_local)
+        assert notices == [], name
+    assert counts["ruvector"] == counts["pgvector"] == (3, 10, 2, 10)
+    for conn in (ruv_any, pgv):
+        conn.execute("DROP TABLE dropin_set")
+
+
+def test_hnsw_max_scan_tuples_bounds_a_filtered_scan(ruv_any):
+    fill(ruv_any, "dropin_filter")
+    ruv_any.execute("CREATE INDEX ON dropin_filter USING hnsw (embedding vector_l2_ops)")
+    where = "WHERE id % 50 = 0"
+    ruv_any.execute("SET hnsw.iterative_scan = relaxed_order")
+    assert len(top(ruv_any, "dropin_filter", "<->", limit=10, where=where)) == 10
+    ruv_any.execute("SET hnsw.max_scan_tuples = 1")  # the first round (ef_search) only
+    ruv_any.execute("SET hnsw.ef_search = 40")
+    bounded = len(top(ruv_any, "dropin_filter", "<->", limit=10, where=where))
+    assert bounded < 10
+    ruv_any.execute("SET hnsw.iterative_scan = off")
+    assert len(top(ruv_any, "dropin_filter", "<->", limit=10, where=where)) == bounded
+    ruv_any.execute("RESET ALL")
+    assert len(top(ruv_any, "dropin_filter", "<->", limit=10, where=where)) == 10
+    ruv_any.execute("DROP TABLE dropin_filter")
+
+
+@pytest.mark.parametrize("setting,value,hint", [
+    ("hnsw.ef_search", "0", "hnsw.ef_search takes an integer from 1 to 1000."),
+    ("hnsw.ef_search", "1001", "hnsw.ef_search takes an integer from 1 to 1000."),
+    ("hnsw.ef_search", "'many'", "hnsw.ef_search takes an integer from 1 to 1000."),
+    ("hnsw.iterative_scan", "sideways", "Available values: off, relaxed_order, strict_order."),
+    ("hnsw.max_scan_tuples", "0", "hnsw.max_scan_tuples takes an integer from 1 to 2147483647."),
+    ("hnsw.scan_mem_multiplier", "0.5", "hnsw.scan_mem_multiplier takes a number from 1 to 1000."),
+    ("ivfflat.probes", "0", "ivfflat.probes takes an integer from 1 to 32768."),
+    ("ivfflat.iterative_scan", "strict_order", "Available values: off, relaxed_order."),
+])
+def test_pgvector_settings_refuse_what_pgvector_refuses(ruv_any, pgv, setting, value, hint):
+    pgv.execute("SELECT '[1]'::vector")  # loads pgvector's library, which defines its settings
+    want = sqlstate(pgv, f"SET {setting} = {value}")
+    assert want is not None and want[0] == "22023"
+    got = sqlstate(ruv_any, f"SET {setting} = {value}")
+    assert got == ("22023", f'invalid value for parameter "{setting}": "{value.strip(chr(39))}"', hint)
+    # The refused SET left the setting as it was.
+    ruv_any.execute(f"SET {setting} = DEFAULT")
+
+
+def test_a_bad_value_from_set_config_is_refused_at_the_search(ruv):
+    fill(ruv, "dropin_bad")
+    ruv.execute("CREATE INDEX ON dropin_bad USING hnsw (embedding)")
+    ruv.execute("SELECT set_config('hnsw.ef_search', '5000', false)")
+    with ruv.transaction():
+        ruv.execute("SET LOCAL enable_seqscan = off")
+        state, message, _ = sqlstate(
+            ruv, "SELECT id FROM dropin_bad ORDER BY embedding <-> '[1,1,1]' LIMIT 1")
+    assert (state, message) == ("22023", 'invalid value for parameter "hnsw.ef_search": "5000"')
+    ruv.execute("RESET hnsw.ef_search")
+    ruv.execute("DROP TABLE dropin_bad")
+
+
+def test_settings_without_a_meaning_here_warn(ruv):
+    notices = notices_of(ruv)
+    ruv.execute("SET hnsw.ef_search = 100")
+    ruv.execute("SET hnsw.scan_mem_multiplier = 2")
+    ruv.execute("SET ivfflat.probes = 4")
+    ruv.execute("SET hnsw.bogus = 1")
+    ruv.execute("SET ruvector.ef_search = 100")
+    assert notices == [
+        ("WARNING", "ivfflat.probes has no effect: pgvector is not loaded",
+         "An index created USING ivfflat is a ruhnsw index here; ruvector.ef_search sets its search width."),
+        ("WARNING", "hnsw.bogus has no effect: pgvector is not loaded",
+         "ruvector's ruhnsw index has no such setting; see the ruvector.* settings."),
+    ]
+
+
+def test_using_hnsw_on_a_tenant_table_is_keyed_by_tenant():
+    with fresh_database("rv_dropin_tenants") as c:
+        c.execute("SELECT ruvector_tenant_create('a')")
+        c.execute("SELECT ruvector_tenant_create('b')")
+        c.execute("CREATE TABLE docs (id bigserial, tenant_id text NOT NULL "
+                  "DEFAULT current_setting('ruvector.tenant_id'), embedding vector(2), PRIMARY KEY (tenant_id, id))")
+        c.execute("SELECT ruvector_enable_tenant_rls('docs')")
+        c.execute("CREATE INDEX docs_hnsw ON docs USING hnsw (embedding vector_l2_ops)")
+        keys = c.execute("SELECT i.indnkeyatts, am.amname FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid "
+                         "JOIN pg_am am ON am.oid = x.relam WHERE x.relname = 'docs_hnsw'").fetchone()
+        assert keys == (2, "ruhnsw")
+        c.execute("SET ruvector.tenant_id = 'a'")
+        c.execute("INSERT INTO docs (embedding) VALUES ('[1,0]'), ('[0,1]')")
+        c.execute("SET ruvector.tenant_id = 'b'")
+        c.execute("INSERT INTO docs (embedding) VALUES ('[1,1]')")
+        rows = c.execute("SELECT embedding::text FROM docs ORDER BY embedding <-> '[1,0]' LIMIT 5").fetchall()
+        assert rows == [("[1,1]",)]
+    with psycopg.connect(admin_dsn(), autocommit=True) as c:
+        c.execute("DROP DATABASE IF EXISTS rv_dropin_tenants WITH (FORCE)")

@@ -139,6 +139,30 @@ install_venv() {
     echo "$want" > "$stamp"
 }
 
+# pgvector-python's published tests (its source release on PyPI, SHA-256 pinned) and a venv
+# with every client they use; the tests are read from the release, never kept here.
+PGVECTOR_PYTHON_VERSION="0.4.2"
+PGVECTOR_PYTHON_SHA256="322cac0c1dc5d41c9ecf782bd9991b7966685dee3a00bc873631391ed949513a"
+PGVECTOR_PYTHON_VENV="$TOOLS/venv-pgvector-python"
+install_pgvector_python() {
+    local req="$ROOT/tests/pgvector-python/requirements.txt" stamp="$PGVECTOR_PYTHON_VENV/.requirements.sha256"
+    local sdist="$TOOLS/pip/pgvector-$PGVECTOR_PYTHON_VERSION.tar.gz"
+    local want; want="$(sha256sum "$req" | cut -d' ' -f1)"
+    if ! [ -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+        log "python venv for pgvector-python's test suite"
+        python3 -m venv "$PGVECTOR_PYTHON_VENV"
+        "$PGVECTOR_PYTHON_VENV/bin/pip" install -q --disable-pip-version-check -r "$req"
+        echo "$want" > "$stamp"
+    fi
+    if ! [ -f "$sdist" ]; then
+        mkdir -p "$TOOLS/pip"
+        "$PGVECTOR_PYTHON_VENV/bin/pip" download -q --disable-pip-version-check --no-deps \
+            --no-binary :all: -d "$TOOLS/pip" "pgvector==$PGVECTOR_PYTHON_VERSION"
+    fi
+    echo "$PGVECTOR_PYTHON_SHA256  $sdist" | sha256sum -c --quiet - ||
+        { rm -f "$sdist"; die "pgvector-python $PGVECTOR_PYTHON_VERSION from PyPI does not have the expected SHA-256"; }
+}
+
 install_all() {
     require_root
     install_apt
@@ -146,6 +170,7 @@ install_all() {
     install_pg18
     pgrx_init
     install_venv
+    install_pgvector_python
 }
 
 # --- local clusters -------------------------------------------------------------------------

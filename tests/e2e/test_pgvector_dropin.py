@@ -119,6 +119,56 @@ def test_using_ivfflat_builds_a_ruhnsw_index_and_says_so(ruv_any, pgv):
     pgv.execute("DROP TABLE dropin_ivf")
 
 
+@pytest.mark.parametrize("opclass,op", [("bit_hamming_ops", "<~>"), ("bit_jaccard_ops", "<%>")])
+def test_bit_string_indexes_search_like_pgvectors(ruv_any, pgv, opclass, op):
+    """pgvector's binary quantization: an index on binary_quantize(embedding)::bit(n), searched
+    with the bit distance operators."""
+    rng = random.Random(11)
+    rows = ["[" + ",".join("%.3f" % rng.gauss(0, 1) for _ in range(64)) + "]" for _ in range(ROWS)]
+    query = "[" + ",".join("%.3f" % rng.gauss(0, 1) for _ in range(64)) + "]"
+    key = "(binary_quantize(embedding)::bit(64))"
+    order = f"ORDER BY {key} {op} binary_quantize('{query}'::vector) LIMIT 10"
+    got = {}
+    for name, conn in (("ruvector", ruv_any), ("pgvector", pgv)):
+        conn.execute("DROP TABLE IF EXISTS dropin_bits")
+        conn.execute("CREATE TABLE dropin_bits (id bigserial PRIMARY KEY, embedding vector(64))")
+        with conn.cursor().copy("COPY dropin_bits (embedding) FROM STDIN") as copy:
+            for r in rows:
+                copy.write_row([r])
+        conn.execute(f"CREATE INDEX dropin_bits_idx ON dropin_bits USING hnsw ({key} {opclass})")
+        with conn.transaction():
+            conn.execute("SET LOCAL enable_indexscan = off")
+            exact = [r[0] for r in conn.execute(f"SELECT {key} {op} binary_quantize('{query}'::vector) "
+                                                f"FROM dropin_bits {order}").fetchall()]
+        with conn.transaction():
+            conn.execute("SET LOCAL enable_seqscan = off")
+            plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN SELECT id FROM dropin_bits {order}").fetchall())
+            assert "Index Scan using dropin_bits_idx" in plan, plan
+            found = [r[0] for r in conn.execute(f"SELECT {key} {op} binary_quantize('{query}'::vector) "
+                                                f"FROM dropin_bits {order}").fetchall()]
+        got[name] = (exact, found)
+        conn.execute("DROP TABLE dropin_bits")
+    exact, found = got["ruvector"]
+    assert exact == got["pgvector"][0]
+    # Ten rows in distance order, each as close as the tenth exact one (distances tie often).
+    assert len(found) == 10 and found == sorted(found) and all(d <= exact[-1] for d in found)
+
+
+def test_a_bit_index_is_a_ruhnsw_index_of_the_bits(ruv):
+    ruv.execute("DROP TABLE IF EXISTS dropin_bitcol")
+    ruv.execute("CREATE TABLE dropin_bitcol (id int PRIMARY KEY, b bit(4))")
+    ruv.execute("INSERT INTO dropin_bitcol VALUES (1, B'1100'), (2, B'0011'), (3, B'1110'), (4, NULL)")
+    ruv.execute("CREATE INDEX dropin_bitcol_idx ON dropin_bitcol USING ruhnsw (b bit_hamming_ops)")
+    assert index_method(ruv, "dropin_bitcol_idx") == "ruhnsw"
+    with ruv.transaction():
+        ruv.execute("SET LOCAL enable_seqscan = off")
+        rows = ruv.execute("SELECT id, b <~> B'1000' FROM dropin_bitcol ORDER BY b <~> B'1000' LIMIT 5").fetchall()
+        assert rows == [(1, 1.0), (3, 2.0), (2, 3.0)]
+        state, message, _ = sqlstate(ruv, "SELECT id FROM dropin_bitcol ORDER BY b <~> B'10' LIMIT 5")
+        assert state == "22000", message
+    ruv.execute("DROP TABLE dropin_bitcol")
+
+
 def test_hnsw_settings_steer_ruhnsw_like_pgvectors_index(ruv_any, pgv):
     """hnsw.ef_search and hnsw.iterative_scan, as a pgvector application sets them, have
     pgvector's meaning: with iterative scans off a search returns at most ef_search rows."""

@@ -260,6 +260,14 @@ fn count_bits(a: &[u8], b: &[u8], f: impl Fn(u64, u64) -> u64) -> u64 {
         + tail
 }
 
+/// The first `bits` bits of `data` (most significant first, as a `bit` value holds them) as
+/// elements 0.0 and 1.0: how an index on bit strings stores and compares them.
+pub fn bits_as_elements(data: &[u8], bits: usize) -> Vec<f32> {
+    (0..bits)
+        .map(|i| f32::from((data[i / 8] >> (7 - i % 8)) & 1))
+        .collect()
+}
+
 /// `hamming_distance(a, b)`: the positions where two bit strings of one length differ. The
 /// padding bits of a `bit` value's last byte are zero in both.
 pub fn hamming(a: &[u8], b: &[u8]) -> u64 {
@@ -280,6 +288,36 @@ pub fn jaccard(a: &[u8], b: &[u8]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bits_as_elements_give_the_bit_distances_exactly() {
+        use crate::hnsw::Metric;
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut byte = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng as u8
+        };
+        for bits in [1usize, 7, 8, 9, 64, 100, 1000] {
+            for _ in 0..20 {
+                let len = bits.div_ceil(8);
+                let mut a: Vec<u8> = (0..len).map(|_| byte()).collect();
+                let mut b: Vec<u8> = (0..len).map(|_| byte()).collect();
+                // A `bit` value's padding bits are zero.
+                let pad = (8 - bits % 8) % 8;
+                a[len - 1] &= 0xffu8 << pad;
+                b[len - 1] &= 0xffu8 << pad;
+                let (x, y) = (bits_as_elements(&a, bits), bits_as_elements(&b, bits));
+                assert_eq!(Metric::Hamming.distance(&x, &y), hamming(&a, &b) as f32);
+                let j = Metric::Jaccard.distance(&x, &y);
+                assert!((f64::from(j) - jaccard(&a, &b)).abs() < 1e-6, "{bits}: {j}");
+            }
+        }
+        let zero = bits_as_elements(&[0], 3);
+        assert_eq!(Metric::Jaccard.distance(&zero, &zero), 1.0);
+        assert_eq!(bits_as_elements(&[0b1010_0000], 3), [1.0, 0.0, 1.0]);
+    }
 
     #[test]
     fn bit_distances_count_set_bits() {

@@ -12,6 +12,16 @@ COMMENT ON FUNCTION jaccard_distance(bit, bit) IS '1 - |a AND b| / |a OR b| over
 CREATE OPERATOR <~> (LEFTARG = bit, RIGHTARG = bit, FUNCTION = hamming_distance, COMMUTATOR = '<~>');
 CREATE OPERATOR <%> (LEFTARG = bit, RIGHTARG = bit, FUNCTION = jaccard_distance, COMMUTATOR = '<%>');
 
+-- ruhnsw indexes on bit strings (binary_quantize(embedding)::bit(n)): stored one bit per element, at most
+-- about 1,900 bits per node with m = 16.
+CREATE OPERATOR CLASS bit_hamming_ops FOR TYPE bit USING ruhnsw AS
+    OPERATOR 1 <~> (bit, bit) FOR ORDER BY float_ops,
+    FUNCTION 1 hamming_distance(bit, bit);
+CREATE OPERATOR CLASS bit_jaccard_ops FOR TYPE bit USING ruhnsw AS
+    OPERATOR 1 <%> (bit, bit) FOR ORDER BY float_ops,
+    FUNCTION 1 jaccard_distance(bit, bit);
+-- Metric codes 5 (Hamming) and 6 (Jaccard) are new in the metapage; earlier indexes keep theirs.
+
 -- The library also changed:
 -- - a hot standby's tenant registry follows the primary's catalog (tenants created,
 --   suspended, resumed and deleted there), and its usage is counted again on promotion;

@@ -724,6 +724,38 @@ mod tests {
         }
     }
 
+    /// Bit strings (binary-quantized clustered vectors, one bit per element): Hamming and
+    /// Jaccard distances tie often, so a result counts when it is as close as the k-th
+    /// exact one.
+    #[test]
+    fn recall_at_10_on_bit_strings() {
+        let bits = |d: Vec<(Vec<f32>, TenantOrd)>| -> Vec<(Vec<f32>, TenantOrd)> {
+            d.into_iter()
+                .map(|(v, t)| (v.iter().map(|&x| f32::from(x > 0.0)).collect(), t))
+                .collect()
+        };
+        let data = bits(dataset(3000, 64, 3, 7));
+        let queries = bits(dataset(60, 64, 3, 99));
+        for metric in [Metric::Hamming, Metric::Jaccard] {
+            let h = build(
+                &data,
+                Params {
+                    metric,
+                    ..Params::default()
+                },
+            );
+            let (mut hit, k) = (0, 10);
+            for (q, t) in &queries {
+                let kth = h.exact(q, *t, k).last().expect("k results").dist;
+                let got = h.search(q, *t, k, 40);
+                assert_eq!(got.len(), k);
+                hit += got.iter().filter(|s| s.dist <= kth).count();
+            }
+            let r = hit as f64 / (queries.len() * k) as f64;
+            assert!(r >= 0.95, "{metric:?}: recall@10 {r}");
+        }
+    }
+
     #[test]
     fn graph_invariants_hold() {
         let data = dataset(2000, 16, 4, 3);

@@ -24,11 +24,17 @@ pub enum Metric {
     Cosine,
     InnerProduct,
     L1,
+    /// Hamming distance of bit strings, stored one bit per element as 0.0 or 1.0 (see
+    /// [`crate::vector::bits_as_elements`]): the L1 distance of such vectors, exactly.
+    Hamming,
+    /// Jaccard distance of bit strings, stored as for [`Metric::Hamming`].
+    Jaccard,
 }
 
 impl Metric {
     /// The distance as the index compares it: squared L2 (same order as L2, no square
-    /// root), cosine distance, negative inner product, L1.
+    /// root), cosine distance, negative inner product, L1; for bit strings the Hamming and
+    /// Jaccard distances, with `jaccard_distance`'s value (1 when no bit is set in both).
     pub fn distance(self, a: &[f32], b: &[f32]) -> f32 {
         let k = crate::distance::Kernels::best();
         match self {
@@ -43,8 +49,23 @@ impl Metric {
                 }
             }
             Metric::InnerProduct => -(k.dot)(a, b),
-            Metric::L1 => (k.l1)(a, b),
+            Metric::L1 | Metric::Hamming => (k.l1)(a, b),
+            Metric::Jaccard => {
+                // Elements are 0 or 1: the dot product counts the bits set in both, a
+                // vector's own dot product its set bits; sums of integers below 2^24 are
+                // exact in f32.
+                let both = (k.dot)(a, b);
+                if both == 0.0 {
+                    return 1.0;
+                }
+                1.0 - both / ((k.dot)(a, a) + (k.dot)(b, b) - both)
+            }
         }
+    }
+
+    /// Whether the index's key is a bit string (stored one bit per element).
+    pub fn on_bits(self) -> bool {
+        matches!(self, Metric::Hamming | Metric::Jaccard)
     }
 }
 
@@ -89,8 +110,15 @@ impl Metric {
     }
 
     pub fn from_code(code: u8) -> Option<Metric> {
-        [Metric::L2, Metric::Cosine, Metric::InnerProduct, Metric::L1]
-            .into_iter()
-            .find(|m| m.code() == code)
+        [
+            Metric::L2,
+            Metric::Cosine,
+            Metric::InnerProduct,
+            Metric::L1,
+            Metric::Hamming,
+            Metric::Jaccard,
+        ]
+        .into_iter()
+        .find(|m| m.code() == code)
     }
 }

@@ -15,7 +15,7 @@ use ruvector_core::hnsw::{GraphStore, Hnsw, MemoryStore, NodeId, Params, TenantO
 use super::directory;
 use super::page::{self, Buf};
 use super::store::PageStore;
-use super::{heap_tid, options, vector_arg};
+use super::{heap_tid, key_elements, options};
 use crate::errors;
 
 /// Build subphases reported in `pg_stat_progress_create_index.phase`.
@@ -203,8 +203,8 @@ unsafe extern "C-unwind" fn build_callback(
             let Some(tenant) = super::tuple_tenant(state.index, values, isnull) else {
                 return;
             };
-            let vector = vector_arg(*values);
-            state.add(vector, &tenant, heap_tid(tid));
+            let vector = key_elements(state.index, *values);
+            state.add(&vector, &tenant, heap_tid(tid));
         })
     }
 }

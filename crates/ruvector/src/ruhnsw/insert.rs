@@ -7,7 +7,7 @@ use pgrx::PgSqlErrorCode;
 use ruvector_core::VectorError;
 
 use super::route::{self, Want};
-use super::{heap_tid, page, vector_arg};
+use super::{heap_tid, key_elements, page};
 use crate::errors;
 
 /// This backend's level-generator state; every insert draws from it.
@@ -50,7 +50,8 @@ pub unsafe extern "C-unwind" fn aminsert(
             let Some(tenant_key) = super::tuple_tenant(index, values, isnull) else {
                 return false; // a NULL tenant: no tenant can see the row
             };
-            let vector = vector_arg(*values);
+            let vector = key_elements(index, *values);
+            let vector = &vector[..];
             let mut graph = match route::open(index) {
                 Some(g) => g,
                 None => {

@@ -48,13 +48,28 @@ pub fn set_heap_tid(tid: &mut pg_sys::ItemPointerData, payload: NodeId) {
     tid.ip_posid = offset;
 }
 
-/// The elements of a `vector` datum (detoasted in the current memory context).
+/// The elements of an index key or search argument of `index` (detoasted in the current
+/// memory context): a `vector`'s, or for the bit operator classes the bits of a `bit`
+/// string as 0.0 and 1.0 (see `Metric::Hamming`).
 ///
 /// # Safety
-/// `datum` is a non-null `vector`.
-pub unsafe fn vector_arg<'a>(datum: pg_sys::Datum) -> &'a [f32] {
-    // SAFETY: guaranteed by the caller.
-    unsafe { crate::vector::from_datum(datum) }
+/// `index` is open; `datum` is a non-null value of its first key column's operator class
+/// input type.
+pub unsafe fn key_elements<'a>(
+    index: pg_sys::Relation,
+    datum: pg_sys::Datum,
+) -> std::borrow::Cow<'a, [f32]> {
+    // SAFETY: guaranteed by the caller; a detoasted bit string has a 4-byte header, its
+    // length in bits, then ceil(bits / 8) bytes.
+    unsafe {
+        if *(*index).rd_opcintype != pg_sys::BITOID {
+            return std::borrow::Cow::Borrowed(crate::vector::from_datum(datum));
+        }
+        let p = pg_sys::pg_detoast_datum(datum.cast_mut_ptr()) as *const u8;
+        let bits = (p.add(4) as *const i32).read_unaligned() as usize;
+        let data = std::slice::from_raw_parts(p.add(8), bits.div_ceil(8));
+        std::borrow::Cow::Owned(ruvector_core::vector::bits_as_elements(data, bits))
+    }
 }
 
 /// Whether the index is keyed by tenant: its second key column holds the tenant id.

@@ -187,10 +187,12 @@ pub fn metric(index: pg_sys::Relation) -> Metric {
         "cosine_distance" => Metric::Cosine,
         "vector_negative_inner_product" | "inner_product" => Metric::InnerProduct,
         "l1_distance" => Metric::L1,
+        "hamming_distance" => Metric::Hamming,
+        "jaccard_distance" => Metric::Jaccard,
         other => errors::index_error(
             PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
             format!("ruhnsw does not support the distance function \"{other}\""),
-            Some("Use one of the operator classes vector_l2_ops, vector_cosine_ops, vector_ip_ops, vector_l1_ops."),
+            Some("Use one of the operator classes vector_l2_ops, vector_cosine_ops, vector_ip_ops, vector_l1_ops, bit_hamming_ops, bit_jaccard_ops."),
         ),
     }
 }

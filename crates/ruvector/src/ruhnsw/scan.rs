@@ -19,7 +19,7 @@ use ruvector_tenancy::decide::{self, Search};
 
 use super::route::{self, Place, Want};
 use super::store::PageStore;
-use super::{set_heap_tid, vector_arg};
+use super::{key_elements, set_heap_tid};
 use crate::{errors, gucs};
 
 #[derive(Default)]
@@ -160,7 +160,7 @@ fn start(scan: pg_sys::IndexScanDesc) {
         if key.sk_flags & pg_sys::SK_ISNULL as i32 != 0 {
             vec![0.0; dims] // like a sequential scan, all rows, in no useful order
         } else {
-            vector_arg(key.sk_argument).to_vec()
+            key_elements(index, key.sk_argument).into_owned()
         }
     };
     if query.len() != dims {

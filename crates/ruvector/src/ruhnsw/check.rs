@@ -4,7 +4,8 @@
 //! check: `(check, ok, detail)`. Structural checks (`metapage`, `pages`, `nodes`, `links`,
 //! `entry point`, `erasure`) fail only on corruption. `reachability` reports live nodes that
 //! no search can reach from the entry point; HNSW's neighbour pruning can leave a few such
-//! nodes, so it is reported, not counted as corruption.
+//! nodes, so it fails only when fewer than 99.9% are reachable (a graph that hides rows from
+//! searches, not a damaged one).
 
 use std::collections::HashMap;
 
@@ -283,7 +284,7 @@ fn check(index: pg_sys::Relation) -> Findings {
     let reached = graph.reachable().len().min(live);
     f.rows.push((
         "reachability",
-        reached == live,
+        reached * 1000 >= live * 999,
         format!("{reached} of {live} live nodes reachable from their tenant's entry point"),
     ));
     f

@@ -6,8 +6,6 @@ use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::pg_sys;
 use ruvector_tenancy::tenant_id::{parse_context, TenantContext};
 
-use crate::vector::compat;
-
 /// `ruvector.tenant_id`: the tenant of this session or transaction (`SET` / `SET LOCAL`).
 /// Defined directly (not through pgrx's setting type) so the per-statement read is a pointer
 /// read, not an allocation.
@@ -48,31 +46,68 @@ static ADMISSION_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(ADMISSION_TIM
 
 /// `ruvector.rate_burst_seconds`: a tenant's bucket holds this many seconds of `max_qps`.
 static RATE_BURST: GucSetting<f64> = GucSetting::<f64>::new(1.0);
-static EF_SEARCH: GucSetting<i32> = GucSetting::<i32>::new(40);
+/// The search settings: `ruvector.ef_search`, `ruvector.iterative_scan` and
+/// `ruvector.max_scan_tuples`, and in a database with ruvector and without pgvector also
+/// pgvector's names for them (`hnsw.ef_search`, ...), defined on the same variables (see
+/// [`define_pgvector_names`]). Defined directly so that two names can share one variable.
+static mut EF_SEARCH: c_int = 40;
+static mut ITERATIVE_SCAN: c_int = ITERATIVE_RELAXED;
+static mut MAX_SCAN_TUPLES: c_int = 20_000;
+/// pgvector's settings without a ruvector meaning: accepted and shown as pgvector does.
+static mut SCAN_MEM_MULTIPLIER: f64 = 1.0;
+static mut IVFFLAT_PROBES: c_int = 1;
+static mut IVFFLAT_ITERATIVE_SCAN: c_int = ITERATIVE_OFF;
+static mut IVFFLAT_MAX_PROBES: c_int = 32_768;
+
 /// `ruvector.iterative_scan`: pgvector's values and meanings (`hnsw.iterative_scan`), with
 /// relaxed order as the default where pgvector's is off.
-#[derive(pgrx::PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
-pub enum IterativeScan {
-    /// The first round (`ruvector.ef_search` candidates) only.
-    #[name = c"off"]
-    Off,
-    /// Further rounds while rows are filtered out; a later round can yield a row slightly
-    /// closer than the last one of the round before.
-    #[name = c"relaxed_order"]
-    RelaxedOrder,
-    /// Further rounds, and rows strictly in distance order: a row closer than one already
-    /// returned is skipped.
-    #[name = c"strict_order"]
-    StrictOrder,
-    /// `on`, the boolean setting of version 0.1.0: relaxed order.
-    #[name = c"on"]
-    #[hidden = true]
-    On,
+/// - off: the first round (`ruvector.ef_search` candidates) only;
+/// - relaxed_order: further rounds while rows are filtered out; a later round can yield a
+///   row slightly closer than the last one of the round before;
+/// - strict_order: further rounds, and rows strictly in distance order (a row closer than
+///   one already returned is skipped).
+const ITERATIVE_OFF: c_int = 0;
+const ITERATIVE_RELAXED: c_int = 1;
+const ITERATIVE_STRICT: c_int = 2;
+
+const fn entry(name: &'static CStr, val: c_int, hidden: bool) -> pg_sys::config_enum_entry {
+    pg_sys::config_enum_entry {
+        name: name.as_ptr(),
+        val,
+        hidden,
+    }
 }
 
-static ITERATIVE_SCAN: GucSetting<IterativeScan> =
-    GucSetting::<IterativeScan>::new(IterativeScan::RelaxedOrder);
-static MAX_SCAN_TUPLES: GucSetting<i32> = GucSetting::<i32>::new(20_000);
+const ENUM_END: pg_sys::config_enum_entry = pg_sys::config_enum_entry {
+    name: std::ptr::null(),
+    val: 0,
+    hidden: false,
+};
+
+/// The tables PostgreSQL reads the enum values from (static, NUL-terminated strings).
+struct EnumTable<const N: usize>([pg_sys::config_enum_entry; N]);
+// SAFETY: immutable tables of pointers to static strings.
+unsafe impl<const N: usize> Sync for EnumTable<N> {}
+
+/// `on`, the boolean setting of version 0.1.0, still means relaxed_order (hidden).
+static ITERATIVE_SCAN_VALUES: EnumTable<5> = EnumTable([
+    entry(c"off", ITERATIVE_OFF, false),
+    entry(c"relaxed_order", ITERATIVE_RELAXED, false),
+    entry(c"strict_order", ITERATIVE_STRICT, false),
+    entry(c"on", ITERATIVE_RELAXED, true),
+    ENUM_END,
+]);
+static HNSW_ITERATIVE_SCAN_VALUES: EnumTable<4> = EnumTable([
+    entry(c"off", ITERATIVE_OFF, false),
+    entry(c"relaxed_order", ITERATIVE_RELAXED, false),
+    entry(c"strict_order", ITERATIVE_STRICT, false),
+    ENUM_END,
+]);
+static IVFFLAT_ITERATIVE_SCAN_VALUES: EnumTable<3> = EnumTable([
+    entry(c"off", ITERATIVE_OFF, false),
+    entry(c"relaxed_order", ITERATIVE_RELAXED, false),
+    ENUM_END,
+]);
 
 /// `ruvector.app_user`: the application's user, recorded in the audit log when set.
 static APP_USER: GucSetting<Option<std::ffi::CString>> =
@@ -172,34 +207,36 @@ pub fn init() {
         GucContext::Sighup,
         GucFlags::default(),
     );
-    GucRegistry::define_int_guc(
-        c"ruvector.ef_search",
-        c"Candidate list size of a ruhnsw index search (higher: better recall, slower).",
-        c"The first round of every ruhnsw scan considers this many candidates.",
-        &EF_SEARCH,
-        1,
-        1000,
-        GucContext::Userset,
-        GucFlags::default(),
-    );
-    GucRegistry::define_enum_guc(
-        c"ruvector.iterative_scan",
-        c"Let a ruhnsw scan continue past ef_search when rows are filtered out: off, relaxed_order or strict_order.",
-        c"relaxed_order and strict_order: ORDER BY ... LIMIT k with further conditions returns k rows whenever k qualify, up to ruvector.max_scan_tuples candidates; strict_order skips rows closer than one already returned.",
-        &ITERATIVE_SCAN,
-        GucContext::Userset,
-        GucFlags::default(),
-    );
-    GucRegistry::define_int_guc(
-        c"ruvector.max_scan_tuples",
-        c"Most candidates an iterative ruhnsw scan considers before it stops.",
-        c"Bounds the work of a filtered vector search; each round doubles its candidate list up to this size.",
-        &MAX_SCAN_TUPLES,
-        1,
-        i32::MAX,
-        GucContext::Userset,
-        GucFlags::default(),
-    );
+    // SAFETY: as for ruvector.tenant_id above: static storage and static strings.
+    unsafe {
+        define_int(
+            c"ruvector.ef_search",
+            c"Candidate list size of a ruhnsw index search (higher: better recall, slower).",
+            c"The first round of every ruhnsw scan considers this many candidates.",
+            &raw mut EF_SEARCH,
+            (1, 1000),
+        );
+        pg_sys::DefineCustomEnumVariable(
+            c"ruvector.iterative_scan".as_ptr(),
+            c"Let a ruhnsw scan continue past ef_search when rows are filtered out: off, relaxed_order or strict_order.".as_ptr(),
+            c"relaxed_order and strict_order: ORDER BY ... LIMIT k with further conditions returns k rows whenever k qualify, up to ruvector.max_scan_tuples candidates; strict_order skips rows closer than one already returned.".as_ptr(),
+            &raw mut ITERATIVE_SCAN,
+            ITERATIVE_RELAXED,
+            ITERATIVE_SCAN_VALUES.0.as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            0,
+            None,
+            None,
+            None,
+        );
+        define_int(
+            c"ruvector.max_scan_tuples",
+            c"Most candidates an iterative ruhnsw scan considers before it stops.",
+            c"Bounds the work of a filtered vector search; each round doubles its candidate list up to this size.",
+            &raw mut MAX_SCAN_TUPLES,
+            (1, i32::MAX),
+        );
+    }
     GucRegistry::define_string_guc(
         c"ruvector.app_user",
         c"The application's user on whose behalf the session runs, for the audit log.",
@@ -316,27 +353,159 @@ pub fn rate_burst_seconds() -> f64 {
     RATE_BURST.get()
 }
 
-/// `ruvector.ef_search`, or pgvector's `hnsw.ef_search` where an application set it on a
-/// server without pgvector (see `vector::compat`; the same for the two below).
-pub fn ef_search() -> usize {
-    compat::int(c"hnsw.ef_search").unwrap_or_else(|| EF_SEARCH.get()) as usize
+/// An integer setting on static storage, changeable by any user at any time.
+///
+/// # Safety
+/// `var` is static storage that only PostgreSQL's GUC machinery writes.
+unsafe fn define_int(
+    name: &'static CStr,
+    short: &'static CStr,
+    long: &'static CStr,
+    var: *mut c_int,
+    (min, max): (c_int, c_int),
+) {
+    // SAFETY: guaranteed by the caller; the strings are static.
+    unsafe {
+        pg_sys::DefineCustomIntVariable(
+            name.as_ptr(),
+            short.as_ptr(),
+            long.as_ptr(),
+            var,
+            *var,
+            min,
+            max,
+            pg_sys::GucContext::PGC_USERSET,
+            0,
+            None,
+            None,
+            None,
+        )
+    };
 }
 
-fn iterative_scan() -> IterativeScan {
-    match compat::iterative_scan() {
-        Some(0) => IterativeScan::Off,
-        Some(1) => IterativeScan::RelaxedOrder,
-        Some(_) => IterativeScan::StrictOrder,
-        None => ITERATIVE_SCAN.get(),
+/// Defines pgvector's settings in this backend, for a database with ruvector and without
+/// pgvector: `hnsw.ef_search`, `hnsw.iterative_scan` and `hnsw.max_scan_tuples` on the
+/// variables of their `ruvector.*` counterparts (two names for one setting: the last `SET`
+/// of either wins), and `hnsw.scan_mem_multiplier`, `ivfflat.probes`,
+/// `ivfflat.iterative_scan` and `ivfflat.max_probes` with pgvector's values and no effect.
+/// Both prefixes are then reserved, as pgvector reserves them. Never in the postmaster:
+/// pgvector's library, loaded in a database that has pgvector, defines these names itself.
+pub fn define_pgvector_names() {
+    // SAFETY: static storage and static strings, in a backend (not the postmaster). A value
+    // given before (a placeholder from SET, ALTER ROLE ... SET or the configuration file) is
+    // adopted by the new setting; otherwise the shared variables keep the value their
+    // ruvector.* setting has, which defining the second name would reset to the default.
+    unsafe {
+        let kept = (EF_SEARCH, ITERATIVE_SCAN, MAX_SCAN_TUPLES);
+        let placeholder = |name: &CStr| {
+            pg_sys::GetConfigOptionFlags(name.as_ptr(), true)
+                & pg_sys::GUC_CUSTOM_PLACEHOLDER as c_int
+                != 0
+        };
+        let given = (
+            placeholder(c"hnsw.ef_search"),
+            placeholder(c"hnsw.iterative_scan"),
+            placeholder(c"hnsw.max_scan_tuples"),
+        );
+        define_int(
+            c"hnsw.ef_search",
+            c"pgvector's name for ruvector.ef_search.",
+            c"",
+            &raw mut EF_SEARCH,
+            (1, 1000),
+        );
+        pg_sys::DefineCustomEnumVariable(
+            c"hnsw.iterative_scan".as_ptr(),
+            c"pgvector's name for ruvector.iterative_scan.".as_ptr(),
+            c"".as_ptr(),
+            &raw mut ITERATIVE_SCAN,
+            ITERATIVE_RELAXED,
+            HNSW_ITERATIVE_SCAN_VALUES.0.as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            0,
+            None,
+            None,
+            None,
+        );
+        define_int(
+            c"hnsw.max_scan_tuples",
+            c"pgvector's name for ruvector.max_scan_tuples.",
+            c"",
+            &raw mut MAX_SCAN_TUPLES,
+            (1, i32::MAX),
+        );
+        if !given.0 {
+            EF_SEARCH = kept.0;
+        }
+        if !given.1 {
+            ITERATIVE_SCAN = kept.1;
+        }
+        if !given.2 {
+            MAX_SCAN_TUPLES = kept.2;
+        }
+        pg_sys::DefineCustomRealVariable(
+            c"hnsw.scan_mem_multiplier".as_ptr(),
+            c"pgvector's iterative-scan memory, as a multiple of work_mem: no effect on ruhnsw."
+                .as_ptr(),
+            c"A ruhnsw iterative scan's memory is bounded by ruvector.max_scan_tuples.".as_ptr(),
+            &raw mut SCAN_MEM_MULTIPLIER,
+            1.0,
+            1.0,
+            1000.0,
+            pg_sys::GucContext::PGC_USERSET,
+            0,
+            None,
+            None,
+            None,
+        );
+        define_int(
+            c"ivfflat.probes",
+            c"pgvector's IVFFlat probes: no effect (an ivfflat index is a ruhnsw index here).",
+            c"ruvector.ef_search sets the search width.",
+            &raw mut IVFFLAT_PROBES,
+            (1, 32_768),
+        );
+        pg_sys::DefineCustomEnumVariable(
+            c"ivfflat.iterative_scan".as_ptr(),
+            c"pgvector's IVFFlat iterative scans: no effect (an ivfflat index is a ruhnsw index here).".as_ptr(),
+            c"ruvector.iterative_scan applies.".as_ptr(),
+            &raw mut IVFFLAT_ITERATIVE_SCAN,
+            ITERATIVE_OFF,
+            IVFFLAT_ITERATIVE_SCAN_VALUES.0.as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            0,
+            None,
+            None,
+            None,
+        );
+        define_int(
+            c"ivfflat.max_probes",
+            c"pgvector's IVFFlat iterative-scan probes: no effect (an ivfflat index is a ruhnsw index here).",
+            c"",
+            &raw mut IVFFLAT_MAX_PROBES,
+            (1, 32_768),
+        );
+        pg_sys::MarkGUCPrefixReserved(c"hnsw".as_ptr());
+        pg_sys::MarkGUCPrefixReserved(c"ivfflat".as_ptr());
     }
+}
+
+pub fn ef_search() -> usize {
+    // SAFETY: a plain read of a setting's variable in the backend's only thread.
+    unsafe { EF_SEARCH as usize }
+}
+
+fn iterative_scan() -> c_int {
+    // SAFETY: as above.
+    unsafe { ITERATIVE_SCAN }
 }
 
 /// Candidates an index scan may consider in all: `ef_search` alone when iterative scans are
 /// off.
 pub fn max_scan_tuples() -> usize {
-    if iterative_scan() != IterativeScan::Off {
-        let max = compat::int(c"hnsw.max_scan_tuples").unwrap_or_else(|| MAX_SCAN_TUPLES.get());
-        (max as usize).max(ef_search())
+    if iterative_scan() != ITERATIVE_OFF {
+        // SAFETY: as above.
+        (unsafe { MAX_SCAN_TUPLES } as usize).max(ef_search())
     } else {
         ef_search()
     }
@@ -344,7 +513,7 @@ pub fn max_scan_tuples() -> usize {
 
 /// Whether index scans return rows strictly in distance order (`strict_order`).
 pub fn strict_order() -> bool {
-    iterative_scan() == IterativeScan::StrictOrder
+    iterative_scan() == ITERATIVE_STRICT
 }
 
 pub fn max_tenants() -> u32 {

@@ -820,16 +820,54 @@ mod tests {
                     ..Params::default()
                 },
             );
-            let (mut hit, k) = (0, 10);
-            for (q, t) in &queries {
-                let kth = h.exact(q, *t, k).last().expect("k results").dist;
-                let got = h.search(q, *t, k, 40);
-                assert_eq!(got.len(), k);
-                hit += got.iter().filter(|s| s.dist <= kth).count();
-            }
+            let k = 10;
+            let hit: usize = queries
+                .iter()
+                .map(|(q, t)| hits_within_kth(&h, q, *t, k, 40))
+                .sum();
             let r = hit as f64 / (queries.len() * k) as f64;
             assert!(r >= 0.95, "{metric:?}: recall@10 {r}");
         }
+    }
+
+    /// The results of a search for `q` at `ef` that are as close as the k-th exact one
+    /// (recall where distances may tie).
+    fn hits_within_kth(
+        h: &Hnsw<MemoryStore>,
+        q: &[f32],
+        t: TenantOrd,
+        k: usize,
+        ef: usize,
+    ) -> usize {
+        let kth = h.exact(q, t, k).last().expect("k nodes").dist;
+        let got = h.search(q, t, k, ef);
+        assert_eq!(got.len(), k);
+        got.iter().filter(|s| s.dist <= kth).count()
+    }
+
+    /// Recall@20 of tenant 0's searches at ef_search 40, by [`hits_within_kth`].
+    fn recall_at_20(h: &Hnsw<MemoryStore>, queries: &[Vec<f32>]) -> f64 {
+        let hit: usize = queries
+            .iter()
+            .map(|q| hits_within_kth(h, q, 0, 20, 40))
+            .sum();
+        hit as f64 / (queries.len() * 20) as f64
+    }
+
+    /// One tenant's graph of `data` by `metric`, searched through the graph at any size.
+    fn graph_of(data: &[Vec<f32>], metric: Metric) -> Hnsw<MemoryStore> {
+        let mut h = Hnsw::new(
+            MemoryStore::new(data[0].len()),
+            Params {
+                metric,
+                exact_threshold: 0,
+                ..Params::default()
+            },
+        );
+        for v in data {
+            h.insert(v, 0, 0);
+        }
+        h
     }
 
     /// The vectors of `d`, each scaled by a factor from 0.1 to 10 (log-uniform).
@@ -881,31 +919,12 @@ mod tests {
     fn every_metric_reaches_every_node_with_recall_on_every_shape() {
         for (name, data, queries) in shapes() {
             for metric in [Metric::L2, Metric::Cosine, Metric::InnerProduct, Metric::L1] {
-                let mut h = Hnsw::new(
-                    MemoryStore::new(data[0].len()),
-                    Params {
-                        metric,
-                        exact_threshold: 0,
-                        ..Params::default()
-                    },
-                );
-                for v in &data {
-                    h.insert(v, 0, 0);
-                }
+                let h = graph_of(&data, metric);
                 let reached = super::super::inspect::Snapshot::of_tenant(h.store(), 0)
                     .reachable()
                     .len();
                 assert_eq!(reached, data.len(), "{name}, {metric:?}: nodes reachable");
-                let (mut hit, k) = (0, 20);
-                for q in &queries {
-                    let kth = h.exact(q, 0, k).last().expect("k nodes").dist;
-                    hit += h
-                        .search(q, 0, k, 100)
-                        .iter()
-                        .filter(|s| s.dist <= kth)
-                        .count();
-                }
-                let recall = hit as f64 / (queries.len() * k) as f64;
+                let recall = recall_at_20(&h, &queries);
                 assert!(recall >= 0.95, "{name}, {metric:?}: recall@20 {recall}");
             }
         }
@@ -919,27 +938,7 @@ mod tests {
     fn inner_product_recall_with_queries_unlike_the_data() {
         let data = spread_norms(dataset(5_000, 32, 1, 23));
         let queries = spread_norms(dataset(100, 32, 1, 24));
-        let mut h = Hnsw::new(
-            MemoryStore::new(32),
-            Params {
-                metric: Metric::InnerProduct,
-                exact_threshold: 0,
-                ..Params::default()
-            },
-        );
-        for v in &data {
-            h.insert(v, 0, 0);
-        }
-        let (mut hit, k) = (0, 20);
-        for q in &queries {
-            let kth = h.exact(q, 0, k).last().expect("k nodes").dist;
-            hit += h
-                .search(q, 0, k, 40)
-                .iter()
-                .filter(|s| s.dist <= kth)
-                .count();
-        }
-        let recall = hit as f64 / (queries.len() * k) as f64;
+        let recall = recall_at_20(&graph_of(&data, Metric::InnerProduct), &queries);
         assert!(recall >= 0.95, "recall@20 {recall}");
     }
 

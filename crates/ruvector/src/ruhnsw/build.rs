@@ -69,12 +69,29 @@ pub fn graph_params(
     (params, layout)
 }
 
-/// The dimensions of the indexed column's `vector(n)` type, if it has a modifier.
+/// The dimensions of the indexed column's `vector(n)` (or `bit(n)`) type, if it has a
+/// modifier. A bit string key must have one length: `bit varying` is refused, and so are
+/// more than 64,000 bits (pgvector's limits and messages).
 fn declared_dims(index: pg_sys::Relation) -> Option<usize> {
     let (mut typid, mut typmod, mut coll) = (pg_sys::Oid::INVALID, -1, pg_sys::Oid::INVALID);
     // SAFETY: the index is open; attribute 1 exists.
     unsafe { pg_sys::get_atttypetypmodcoll((*index).rd_id, 1, &mut typid, &mut typmod, &mut coll) };
-    crate::fmgr::typmod_dims(typmod)
+    let dims = crate::fmgr::typmod_dims(typmod);
+    if typid == pg_sys::VARBITOID {
+        errors::index_error(
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            "type not supported for hnsw index".into(),
+            Some("Index bit strings of one length: cast the column, as in ((val::bit(n)) bit_hamming_ops)."),
+        );
+    }
+    if typid == pg_sys::BITOID && dims.is_some_and(|d| d > 64_000) {
+        errors::index_error(
+            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            "column cannot have more than 64000 dimensions for hnsw index".into(),
+            Some("ruhnsw stores a bit per element: about 1,900 bits fit a page with m = 16."),
+        );
+    }
+    dims
 }
 
 struct BuildState {

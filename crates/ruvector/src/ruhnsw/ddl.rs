@@ -9,6 +9,24 @@ use crate::fmgr::list_ptrs;
 use crate::tenancy::catalog;
 use crate::vector::compat;
 
+/// The CREATE INDEX statement of utility statement `pstmt`, unless the extension itself runs
+/// it (`internal`: it is left as it is).
+///
+/// # Safety
+/// `pstmt` is a valid utility PlannedStmt.
+unsafe fn index_stmt(
+    pstmt: *mut pg_sys::PlannedStmt,
+    internal: bool,
+) -> Option<*mut pg_sys::IndexStmt> {
+    // SAFETY: guaranteed by the caller.
+    let node = unsafe { (*pstmt).utilityStmt };
+    // SAFETY: a non-null node has a tag.
+    if internal || node.is_null() || unsafe { (*node).type_ } != pg_sys::NodeTag::T_IndexStmt {
+        return None;
+    }
+    Some(node as *mut pg_sys::IndexStmt)
+}
+
 /// `CREATE INDEX ... USING hnsw` or `USING ivfflat` of a pgvector application, in a database
 /// with ruvector and without pgvector, becomes `USING ruhnsw` with the same operator class
 /// and options (`ivfflat`'s `lists` is dropped, with a notice). Returns `pstmt` itself or a
@@ -23,11 +41,9 @@ pub unsafe fn pgvector_method(
     // SAFETY: guaranteed by the caller; the copy is a new tree in the current memory context
     // and the option list is rebuilt from its elements.
     unsafe {
-        let node = (*pstmt).utilityStmt;
-        if node.is_null() || (*node).type_ != pg_sys::NodeTag::T_IndexStmt || internal {
+        let Some(stmt) = index_stmt(pstmt, internal) else {
             return pstmt;
-        }
-        let stmt = node as *mut pg_sys::IndexStmt;
+        };
         if (*stmt).accessMethod.is_null() || !catalog::extension_present() {
             return pstmt;
         }
@@ -70,11 +86,9 @@ pub unsafe fn with_tenant_key(
     // is resolved without a lock (DefineIndex locks it next), and the copy is a new tree in
     // the current memory context.
     unsafe {
-        let node = (*pstmt).utilityStmt;
-        if node.is_null() || (*node).type_ != pg_sys::NodeTag::T_IndexStmt || internal {
+        let Some(stmt) = index_stmt(pstmt, internal) else {
             return pstmt;
-        }
-        let stmt = node as *mut pg_sys::IndexStmt;
+        };
         if (*stmt).accessMethod.is_null()
             || std::ffi::CStr::from_ptr((*stmt).accessMethod).to_bytes() != b"ruhnsw"
             || list_ptrs((*stmt).indexParams).len() != 1

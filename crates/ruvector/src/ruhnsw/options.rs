@@ -143,10 +143,14 @@ pub fn of(index: pg_sys::Relation) -> (usize, usize) {
         }
     };
     if ef < 2 * m {
+        // pgvector's message, for applications that match it; the figures in the hint.
         errors::index_error(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            format!("ef_construction ({ef}) must be at least 2 * m ({})", 2 * m),
-            Some("Raise ef_construction or lower m."),
+            "ef_construction must be greater than or equal to 2 * m".into(),
+            Some(&format!(
+                "ef_construction is {ef} and m is {m}: raise ef_construction to at least {} or lower m.",
+                2 * m
+            )),
         );
     }
     (m as usize, ef as usize)

@@ -303,6 +303,26 @@ pub fn install_hooks() {
         pg_sys::ExecutorFinish_hook = Some(executor_finish);
         PREV_EXECUTOR_END = pg_sys::ExecutorEnd_hook;
         pg_sys::ExecutorEnd_hook = Some(executor_end);
+        PREV_POST_PARSE_ANALYZE = pg_sys::post_parse_analyze_hook;
+        pg_sys::post_parse_analyze_hook = Some(post_parse_analyze);
+    }
+}
+
+static mut PREV_POST_PARSE_ANALYZE: pg_sys::post_parse_analyze_hook_type = None;
+
+/// After the parse analysis of every statement: pgvector's setting names in a database with
+/// ruvector (`vector::compat`).
+unsafe extern "C-unwind" fn post_parse_analyze(
+    pstate: *mut pg_sys::ParseState,
+    query: *mut pg_sys::Query,
+    jstate: *mut pg_sys::JumbleState,
+) {
+    guarded(|| crate::vector::compat::define_names(super::catalog::extension_present));
+    // SAFETY: chaining to the previous hook with PostgreSQL's arguments.
+    unsafe {
+        if let Some(prev) = PREV_POST_PARSE_ANALYZE {
+            prev(pstate, query, jstate);
+        }
     }
 }
 

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import time
 
+import psycopg
 import pytest
 
 
@@ -97,3 +98,23 @@ def wait_for_replay(standby_conn, lsn, timeout=60):
     while not standby_conn.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (lsn,)).fetchone()[0]:
         assert time.monotonic() < deadline, "the standby did not catch up"
         time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def fresh_cluster(name, port, conf=""):
+    """A new PostgreSQL 15 cluster with ruvector preloaded, listening on `port` (loopback and
+    the test socket directory), with `conf` added to its configuration; yields a libpq
+    connection string to its `postgres` database; stopped and removed afterwards."""
+    data = os.environ["RUVECTOR_PG15_DATA"] + "-" + name
+    sock = psycopg.conninfo.conninfo_to_dict(os.environ["RUVECTOR_PG15_DSN"])["host"]
+    subprocess.run(["rm", "-rf", data], check=True)
+    subprocess.run(["install", "-d", "-o", "postgres", "-g", "postgres", "-m", "0700", data], check=True)
+    pg15("initdb", "-D", data, "--auth=trust", "--locale=C.UTF-8", "-E", "UTF8")
+    with open(os.path.join(data, "postgresql.conf"), "a") as f:
+        f.write(f"\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{sock}'\n"
+                f"shared_preload_libraries = 'ruvector'\nfsync = off\n{conf}\n")
+    try:
+        pg15("pg_ctl", "-D", data, "-l", os.path.join(data, "server.log"), "-w", "-t", "60", "start")
+        yield f"host={sock} port={port} user=postgres dbname=postgres"
+    finally:
+        stop_and_remove(data)

@@ -311,6 +311,44 @@ fn count_usage(client: &SpiClient<'_>) -> HashMap<String, (i64, i64)> {
     usage
 }
 
+/// Counts tenant `id`'s rows and bytes in the registered tenant tables and makes them its
+/// usage in the registry: for rows that arrived without the quota trigger (logical
+/// replication applies rows with triggers off). Returns (rows, bytes).
+pub fn recount(id: &str) -> (i64, i64) {
+    ensure_loaded();
+    ensure_cache();
+    let tables: Vec<(String, String)> =
+        CACHE.with(|c| c.borrow().tables.values().cloned().collect());
+    let counted = as_superuser(|| {
+        Spi::connect(|client| {
+            let mut total = (0i64, 0i64);
+            for (rel, col) in &tables {
+                let sql = format!(
+                    "SELECT count(*)::bigint, coalesce(sum(pg_column_size(t.*)), 0)::bigint \
+                     FROM {rel} t WHERE {col}::text = $1",
+                    col = pgrx::spi::quote_identifier(col),
+                );
+                let rows = client
+                    .select(&sql, Some(1), &[id.into()])
+                    .expect("counting a tenant's rows");
+                if let Some(row) = rows.into_iter().next() {
+                    total.0 += row.get::<i64>(1).ok().flatten().unwrap_or(0);
+                    total.1 += row.get::<i64>(2).ok().flatten().unwrap_or(0);
+                }
+            }
+            total
+        })
+    });
+    let db = crate::backend::db();
+    shmem::locked(false, |reg| {
+        if let Some((_, slot)) = reg.lookup(db, id) {
+            slot.vectors.store(counted.0, Relaxed);
+            slot.storage_bytes.store(counted.1, Relaxed);
+        }
+    });
+    counted
+}
+
 /// Loads this database's tenants into the registry unless already loaded; on a standby,
 /// and after a promotion, brings the registry up to date with the catalog (see the module
 /// documentation).

@@ -375,3 +375,22 @@ pub fn register_callbacks() {
         pg_sys::RegisterSubXactCallback(Some(subxact_callback), std::ptr::null_mut());
     }
 }
+
+pg_fn! {
+    /// `ruvector._recount(tenant_id)`: the tenant's rows and bytes counted again and made its
+    /// usage (`ruvector_tenant_recount` checks the caller first).
+    fn recount(fcinfo) {
+        // SAFETY: argument 0 is non-null text (STRICT).
+        let id = unsafe { crate::fmgr::arg_text(fcinfo, 0) };
+        let (rows, bytes) = super::catalog::recount(&id);
+        // SAFETY: materialize-mode SRF with the two declared OUT bigints.
+        unsafe {
+            pg_sys::InitMaterializedSRF(fcinfo, 0);
+            let rsinfo = (*fcinfo).resultinfo as *mut pg_sys::ReturnSetInfo;
+            let mut values = [pg_sys::Datum::from(rows), pg_sys::Datum::from(bytes)];
+            let mut nulls = [false; 2];
+            pg_sys::tuplestore_putvalues((*rsinfo).setResult, (*rsinfo).setDesc, values.as_mut_ptr(), nulls.as_mut_ptr());
+        }
+        pg_sys::Datum::from(0)
+    }
+}

@@ -477,6 +477,17 @@ def test_only_administrators_migrate_tenants(db):
             su.execute("SELECT ruvector_tenant_set_policy('{\"auto_promote\": 5}')")
 
 
+def test_a_tenant_created_at_another_level_gets_there(db):
+    """ruvector_tenant_create's isolation_level option starts the migration at once."""
+    with superuser() as su:
+        su.execute("SELECT ruvector_tenant_create('born_partition', '{\"isolation_level\": \"partition\", \"max_qps\": 0}')")
+        deadline = time.monotonic() + 60
+        while su.execute("SELECT isolation_level FROM ruvector.tenants WHERE id = 'born_partition'").fetchone()[0] != "partition":
+            assert time.monotonic() < deadline, "the tenant did not reach its level"
+            time.sleep(0.1)
+        su.execute("SELECT ruvector_tenant_delete('born_partition', hard := true)")
+
+
 SCALE_DB = "ruvector_levels_scale"
 SCALE_TENANTS = [f"t{i:03d}" for i in range(100)]
 

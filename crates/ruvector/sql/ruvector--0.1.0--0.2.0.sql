@@ -22,6 +22,58 @@ CREATE OPERATOR CLASS bit_jaccard_ops FOR TYPE bit USING ruhnsw AS
     FUNCTION 1 jaccard_distance(bit, bit);
 -- Metric codes 5 (Hamming) and 6 (Jaccard) are new in the metapage; earlier indexes keep theirs.
 
+-- ruvector_tenant_create with an isolation_level other than shared called
+-- ruvector_tenant_migrate without its schema, which its search_path does not hold.
+CREATE OR REPLACE FUNCTION ruvector_tenant_create(p_tenant_id text, p_options jsonb DEFAULT '{}'::jsonb)
+RETURNS ruvector.tenants
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    known constant text[] := ARRAY['display_name', 'max_vectors', 'max_collections', 'max_qps',
+        'max_storage_gb', 'max_concurrent', 'weight', 'isolation_level', 'integrity_enabled', 'metadata'];
+    k text;
+    result ruvector.tenants;
+BEGIN
+    PERFORM ruvector._require_admin('create a tenant');
+    PERFORM ruvector._check_tenant_id(p_tenant_id);
+    IF jsonb_typeof(p_options) <> 'object' THEN
+        RAISE EXCEPTION 'tenant options must be a JSON object' USING ERRCODE = '22023',
+            HINT = 'For example ''{"max_vectors": 5000000, "max_qps": 200}''.';
+    END IF;
+    FOR k IN SELECT jsonb_object_keys(p_options) LOOP
+        IF NOT k = ANY (known) THEN
+            RAISE EXCEPTION 'unknown tenant option "%"', k USING ERRCODE = '22023',
+                HINT = 'Known options: ' || array_to_string(known, ', ') || '.';
+        END IF;
+    END LOOP;
+    IF EXISTS (SELECT 1 FROM ruvector.tenants WHERE id = p_tenant_id AND deleted_at IS NULL) THEN
+        RAISE EXCEPTION 'tenant "%" already exists', p_tenant_id USING ERRCODE = '42710';
+    ELSIF EXISTS (SELECT 1 FROM ruvector.tenants WHERE id = p_tenant_id) THEN
+        RAISE EXCEPTION 'tenant "%" is deleted and not yet purged', p_tenant_id USING ERRCODE = '55000',
+            HINT = 'Wait for the purge, or delete it with hard := true first.';
+    END IF;
+    INSERT INTO ruvector.tenants (id, display_name, max_vectors, max_collections, max_qps,
+                                  max_storage_gb, max_concurrent, weight, isolation_level,
+                                  integrity_enabled, metadata)
+    VALUES (p_tenant_id,
+            p_options->>'display_name',
+            coalesce((p_options->>'max_vectors')::bigint, 1000000),
+            coalesce((p_options->>'max_collections')::integer, 10),
+            coalesce((p_options->>'max_qps')::integer, 100),
+            coalesce((p_options->>'max_storage_gb')::real, 10.0),
+            coalesce((p_options->>'max_concurrent')::integer, 10),
+            coalesce((p_options->>'weight')::real, 1.0),
+            'shared',
+            coalesce((p_options->>'integrity_enabled')::boolean, true),
+            coalesce(p_options->'metadata', '{}'::jsonb))
+    RETURNING * INTO result;
+    PERFORM ruvector._audit(p_tenant_id, 'create', p_options::text);
+    -- Another level than shared is reached by a migration, like any later move.
+    IF coalesce(p_options->>'isolation_level', 'shared') <> 'shared' THEN
+        PERFORM @extschema@.ruvector_tenant_migrate(p_tenant_id, p_options->>'isolation_level');
+    END IF;
+    RETURN result;
+END $$;
+
 -- Moving a tenant to another server --------------------------------------------------------
 -- The tenant's catalog rows travel as one JSON document (ruvector_tenant_export on the
 -- source, ruvector_tenant_import on the target); its rows travel by logical replication (a
@@ -84,13 +136,13 @@ BEGIN
         RAISE EXCEPTION 'not a tenant export of format 1' USING ERRCODE = '22023',
             HINT = 'Pass the document ruvector_tenant_export returned.';
     END IF;
-    PERFORM ruvector_tenant_create(v_id, jsonb_strip_nulls(jsonb_build_object(
+    PERFORM @extschema@.ruvector_tenant_create(v_id, jsonb_strip_nulls(jsonb_build_object(
         'display_name', t->'display_name', 'max_vectors', t->'max_vectors',
         'max_collections', t->'max_collections', 'max_qps', t->'max_qps',
         'max_storage_gb', t->'max_storage_gb', 'max_concurrent', t->'max_concurrent',
         'weight', t->'weight', 'integrity_enabled', t->'integrity_enabled',
         'metadata', t->'metadata')));
-    PERFORM ruvector_tenant_suspend(v_id);
+    PERFORM @extschema@.ruvector_tenant_suspend(v_id);
     FOR c IN SELECT * FROM jsonb_array_elements(coalesce(p_export->'collections', '[]')) LOOP
         INSERT INTO ruvector.collections (name, tenant_id, dimensions, metric, metadata)
         VALUES (c->>'name', v_id, (c->>'dimensions')::integer, c->>'metric',
@@ -111,14 +163,14 @@ BEGIN
     WHERE ruvector.tenants.id = v_id;
     FOR r IN SELECT * FROM jsonb_array_elements_text(coalesce(p_export->'role_bindings', '[]')) LOOP
         IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
-            PERFORM ruvector_tenant_bind_role(r::name, v_id);
+            PERFORM @extschema@.ruvector_tenant_bind_role(r::name, v_id);
         ELSE
             RAISE NOTICE 'role "%" does not exist here: not bound to tenant "%"', r, v_id
                 USING HINT = 'Create the role, then SELECT ruvector_tenant_bind_role(role, tenant).';
         END IF;
     END LOOP;
     IF coalesce(t->>'isolation_level', 'shared') <> 'shared' THEN
-        PERFORM ruvector_tenant_migrate(v_id, t->>'isolation_level');
+        PERFORM @extschema@.ruvector_tenant_migrate(v_id, t->>'isolation_level');
     END IF;
     PERFORM ruvector._audit(v_id, 'import', '{}');
     SELECT * INTO result FROM ruvector.tenants x WHERE x.id = v_id;

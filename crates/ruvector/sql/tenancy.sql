@@ -445,7 +445,7 @@ BEGIN
     PERFORM ruvector._audit(p_tenant_id, 'create', p_options::text);
     -- Another level than shared is reached by a migration, like any later move.
     IF coalesce(p_options->>'isolation_level', 'shared') <> 'shared' THEN
-        PERFORM ruvector_tenant_migrate(p_tenant_id, p_options->>'isolation_level');
+        PERFORM @extschema@.ruvector_tenant_migrate(p_tenant_id, p_options->>'isolation_level');
     END IF;
     RETURN result;
 END $$;
@@ -634,13 +634,13 @@ BEGIN
         RAISE EXCEPTION 'not a tenant export of format 1' USING ERRCODE = '22023',
             HINT = 'Pass the document ruvector_tenant_export returned.';
     END IF;
-    PERFORM ruvector_tenant_create(v_id, jsonb_strip_nulls(jsonb_build_object(
+    PERFORM @extschema@.ruvector_tenant_create(v_id, jsonb_strip_nulls(jsonb_build_object(
         'display_name', t->'display_name', 'max_vectors', t->'max_vectors',
         'max_collections', t->'max_collections', 'max_qps', t->'max_qps',
         'max_storage_gb', t->'max_storage_gb', 'max_concurrent', t->'max_concurrent',
         'weight', t->'weight', 'integrity_enabled', t->'integrity_enabled',
         'metadata', t->'metadata')));
-    PERFORM ruvector_tenant_suspend(v_id);
+    PERFORM @extschema@.ruvector_tenant_suspend(v_id);
     FOR c IN SELECT * FROM jsonb_array_elements(coalesce(p_export->'collections', '[]')) LOOP
         INSERT INTO ruvector.collections (name, tenant_id, dimensions, metric, metadata)
         VALUES (c->>'name', v_id, (c->>'dimensions')::integer, c->>'metric',
@@ -661,14 +661,14 @@ BEGIN
     WHERE ruvector.tenants.id = v_id;
     FOR r IN SELECT * FROM jsonb_array_elements_text(coalesce(p_export->'role_bindings', '[]')) LOOP
         IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
-            PERFORM ruvector_tenant_bind_role(r::name, v_id);
+            PERFORM @extschema@.ruvector_tenant_bind_role(r::name, v_id);
         ELSE
             RAISE NOTICE 'role "%" does not exist here: not bound to tenant "%"', r, v_id
                 USING HINT = 'Create the role, then SELECT ruvector_tenant_bind_role(role, tenant).';
         END IF;
     END LOOP;
     IF coalesce(t->>'isolation_level', 'shared') <> 'shared' THEN
-        PERFORM ruvector_tenant_migrate(v_id, t->>'isolation_level');
+        PERFORM @extschema@.ruvector_tenant_migrate(v_id, t->>'isolation_level');
     END IF;
     PERFORM ruvector._audit(v_id, 'import', '{}');
     SELECT * INTO result FROM ruvector.tenants x WHERE x.id = v_id;

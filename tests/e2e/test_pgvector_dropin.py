@@ -166,6 +166,12 @@ def test_a_bit_index_is_a_ruhnsw_index_of_the_bits(ruv):
         assert rows == [(1, 1.0), (3, 2.0), (2, 3.0)]
         state, message, _ = sqlstate(ruv, "SELECT id FROM dropin_bitcol ORDER BY b <~> B'10' LIMIT 5")
         assert state == "22000", message
+    with ruv.transaction():
+        # A huge search argument is refused before its elements are allocated.
+        ruv.execute("SET LOCAL enable_seqscan = off")
+        state, message, _ = sqlstate(
+            ruv, "SELECT id FROM dropin_bitcol ORDER BY b <~> repeat('1', 10000000)::varbit::bit(10000000) LIMIT 5")
+        assert (state, message) == ("54000", "bit strings of 10000000 bits cannot be indexed (at most 64000)")
     ruv.execute("DROP TABLE dropin_bitcol")
 
 

@@ -84,7 +84,7 @@ fn declared_dims(index: pg_sys::Relation) -> Option<usize> {
             Some("Index bit strings of one length: cast the column, as in ((val::bit(n)) bit_hamming_ops)."),
         );
     }
-    if typid == pg_sys::BITOID && dims.is_some_and(|d| d > 64_000) {
+    if typid == pg_sys::BITOID && dims.is_some_and(|d| d > super::MAX_BITS) {
         errors::index_error(
             PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
             "column cannot have more than 64000 dimensions for hnsw index".into(),

@@ -48,6 +48,9 @@ pub fn set_heap_tid(tid: &mut pg_sys::ItemPointerData, payload: NodeId) {
     tid.ip_posid = offset;
 }
 
+/// The longest bit string a `ruhnsw` index takes as a key or a search argument.
+pub const MAX_BITS: usize = 64_000;
+
 /// The elements of an index key or search argument of `index` (detoasted in the current
 /// memory context): a `vector`'s, or for the bit operator classes the bits of a `bit`
 /// string as 0.0 and 1.0 (see `Metric::Hamming`).
@@ -67,6 +70,15 @@ pub unsafe fn key_elements<'a>(
         }
         let p = pg_sys::pg_detoast_datum(datum.cast_mut_ptr()) as *const u8;
         let bits = (p.add(4) as *const i32).read_unaligned() as usize;
+        // Four bytes per bit here: a longer string (pgvector's limit for its index) is refused
+        // before its elements are allocated.
+        if bits > MAX_BITS {
+            crate::errors::index_error(
+                pgrx::PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+                format!("bit strings of {bits} bits cannot be indexed (at most {MAX_BITS})"),
+                None,
+            );
+        }
         let data = std::slice::from_raw_parts(p.add(8), bits.div_ceil(8));
         std::borrow::Cow::Owned(ruvector_core::vector::bits_as_elements(data, bits))
     }

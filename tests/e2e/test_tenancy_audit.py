@@ -72,6 +72,20 @@ def test_operations_are_recorded_with_row_counts():
     assert ("delete", 2) in ops
 
 
+def test_searches_in_read_only_transactions_are_recorded():
+    """A read-only transaction (default_transaction_read_only, or one begun on a standby just
+    before its promotion) cannot insert the audit row: it is written from the queue."""
+    with connect("rv_app") as c:
+        c.execute("SET default_transaction_read_only = on")
+        c.execute("SET ruvector.tenant_id = 'gamma'")
+        c.execute("SET ruvector.app_user = 'read-only-reader'")
+        assert len(c.execute("SELECT * FROM embeddings WHERE id > 0").fetchall()) == 50
+    with su() as s:
+        s.execute("SELECT ruvector_audit_flush()")
+    rows = wait_for("tenant_id = 'gamma' AND user_id = 'read-only-reader' AND operation = 'search'")
+    assert rows and rows[0][3]["rows"] == 50, rows
+
+
 def test_refused_attempts_are_recorded_although_they_abort():
     with connect("rv_app") as c:
         c.execute("SET ruvector.tenant_id = 'acme'")

@@ -148,7 +148,7 @@ fn queue_refusal(tenant: String, operation: &str, reason: &str, sqlstate: &str) 
     let record = Record {
         at_us: now_us(),
         tenant,
-        operation: operation.into(),
+        operation: format!("refused:{operation}"),
         user: user_name(),
         address: client_addr(),
         detail: format!(
@@ -158,7 +158,7 @@ fn queue_refusal(tenant: String, operation: &str, reason: &str, sqlstate: &str) 
     if crate::backend::in_recovery() && !REPORTING.get() {
         to_server_log(
             &record.tenant,
-            &format!("refused:{operation}"),
+            &record.operation,
             &record.user,
             &record.address,
             &record.detail,
@@ -246,7 +246,7 @@ pub fn drain() -> i64 {
         for r in rows {
             Spi::run_with_args(
                 "INSERT INTO ruvector.tenant_audit_log (tenant_id, operation, user_id, details, ip_address, created_at) \
-                 VALUES ($1, 'refused:' || $2, $3, $4::jsonb, nullif($5, '')::inet, to_timestamp($6::float8 / 1e6))",
+                 VALUES ($1, $2, $3, $4::jsonb, nullif($5, '')::inet, to_timestamp($6::float8 / 1e6))",
                 &[r.tenant.into(), r.operation.into(), r.user.into(), r.detail.into(), r.address.into(), r.at_us.into()],
             )
             .expect("writing queued audit records");
@@ -300,6 +300,31 @@ fn write_now(tenant: &str, operation: &str, detail: &str) {
     let (user, addr) = (user_name(), client_addr());
     if crate::backend::in_recovery() {
         to_server_log(tenant, operation, &user, &addr, detail);
+        return;
+    }
+    // SAFETY: a plain read of the transaction's read-only flag.
+    if unsafe { pg_sys::XactReadOnly } {
+        // A read-only transaction cannot insert (one begun on a standby before its promotion,
+        // or SET TRANSACTION READ ONLY): the record goes through the queue, which the
+        // maintenance worker writes in transactions of its own; to the server log when full.
+        let record = Record {
+            at_us: now_us(),
+            tenant: tenant.into(),
+            operation: operation.into(),
+            user,
+            address: addr,
+            detail: detail.into(),
+        };
+        match queue() {
+            Some(q) if q.push(crate::backend::db(), &record) => queued(),
+            _ => to_server_log(
+                &record.tenant,
+                operation,
+                &record.user,
+                &record.address,
+                detail,
+            ),
+        }
         return;
     }
     catalog::as_superuser(|| {

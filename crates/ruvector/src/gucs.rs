@@ -216,18 +216,12 @@ pub fn init() {
             &raw mut EF_SEARCH,
             (1, 1000),
         );
-        pg_sys::DefineCustomEnumVariable(
-            c"ruvector.iterative_scan".as_ptr(),
-            c"Let a ruhnsw scan continue past ef_search when rows are filtered out: off, relaxed_order or strict_order.".as_ptr(),
-            c"relaxed_order and strict_order: ORDER BY ... LIMIT k with further conditions returns k rows whenever k qualify, up to ruvector.max_scan_tuples candidates; strict_order skips rows closer than one already returned.".as_ptr(),
+        define_enum(
+            c"ruvector.iterative_scan",
+            c"Let a ruhnsw scan continue past ef_search when rows are filtered out: off, relaxed_order or strict_order.",
+            c"relaxed_order and strict_order: ORDER BY ... LIMIT k with further conditions returns k rows whenever k qualify, up to ruvector.max_scan_tuples candidates; strict_order skips rows closer than one already returned.",
             &raw mut ITERATIVE_SCAN,
-            ITERATIVE_RELAXED,
-            ITERATIVE_SCAN_VALUES.0.as_ptr(),
-            pg_sys::GucContext::PGC_USERSET,
-            0,
-            None,
-            None,
-            None,
+            &ITERATIVE_SCAN_VALUES,
         );
         define_int(
             c"ruvector.max_scan_tuples",
@@ -383,6 +377,36 @@ unsafe fn define_int(
     };
 }
 
+/// An enum setting on static storage, changeable by any user at any time; `values` ends with
+/// [`ENUM_END`].
+///
+/// # Safety
+/// As [`define_int`].
+unsafe fn define_enum<const N: usize>(
+    name: &'static CStr,
+    short: &'static CStr,
+    long: &'static CStr,
+    var: *mut c_int,
+    values: &'static EnumTable<N>,
+) {
+    // SAFETY: guaranteed by the caller; the strings and the table are static.
+    unsafe {
+        pg_sys::DefineCustomEnumVariable(
+            name.as_ptr(),
+            short.as_ptr(),
+            long.as_ptr(),
+            var,
+            *var,
+            values.0.as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            0,
+            None,
+            None,
+            None,
+        )
+    };
+}
+
 /// Defines pgvector's settings in this backend, for a database with ruvector and without
 /// pgvector: `hnsw.ef_search`, `hnsw.iterative_scan` and `hnsw.max_scan_tuples` on the
 /// variables of their `ruvector.*` counterparts (two names for one setting: the last `SET`
@@ -396,17 +420,19 @@ pub fn define_pgvector_names() {
     // adopted by the new setting; otherwise the shared variables keep the value their
     // ruvector.* setting has, which defining the second name would reset to the default.
     unsafe {
-        let kept = (EF_SEARCH, ITERATIVE_SCAN, MAX_SCAN_TUPLES);
-        let placeholder = |name: &CStr| {
-            pg_sys::GetConfigOptionFlags(name.as_ptr(), true)
+        // The shared variables, with the value to put back after the definition (the one
+        // the ruvector.* setting has) unless a placeholder gave the new name a value.
+        let shared = [
+            (c"hnsw.ef_search", &raw mut EF_SEARCH),
+            (c"hnsw.iterative_scan", &raw mut ITERATIVE_SCAN),
+            (c"hnsw.max_scan_tuples", &raw mut MAX_SCAN_TUPLES),
+        ];
+        let restore = shared.map(|(name, var)| {
+            let placeholder = pg_sys::GetConfigOptionFlags(name.as_ptr(), true)
                 & pg_sys::GUC_CUSTOM_PLACEHOLDER as c_int
-                != 0
-        };
-        let given = (
-            placeholder(c"hnsw.ef_search"),
-            placeholder(c"hnsw.iterative_scan"),
-            placeholder(c"hnsw.max_scan_tuples"),
-        );
+                != 0;
+            (!placeholder).then(|| (var, *var))
+        });
         define_int(
             c"hnsw.ef_search",
             c"pgvector's name for ruvector.ef_search.",
@@ -414,18 +440,12 @@ pub fn define_pgvector_names() {
             &raw mut EF_SEARCH,
             (1, 1000),
         );
-        pg_sys::DefineCustomEnumVariable(
-            c"hnsw.iterative_scan".as_ptr(),
-            c"pgvector's name for ruvector.iterative_scan.".as_ptr(),
-            c"".as_ptr(),
+        define_enum(
+            c"hnsw.iterative_scan",
+            c"pgvector's name for ruvector.iterative_scan.",
+            c"",
             &raw mut ITERATIVE_SCAN,
-            ITERATIVE_RELAXED,
-            HNSW_ITERATIVE_SCAN_VALUES.0.as_ptr(),
-            pg_sys::GucContext::PGC_USERSET,
-            0,
-            None,
-            None,
-            None,
+            &HNSW_ITERATIVE_SCAN_VALUES,
         );
         define_int(
             c"hnsw.max_scan_tuples",
@@ -434,14 +454,8 @@ pub fn define_pgvector_names() {
             &raw mut MAX_SCAN_TUPLES,
             (1, i32::MAX),
         );
-        if !given.0 {
-            EF_SEARCH = kept.0;
-        }
-        if !given.1 {
-            ITERATIVE_SCAN = kept.1;
-        }
-        if !given.2 {
-            MAX_SCAN_TUPLES = kept.2;
+        for (var, value) in restore.into_iter().flatten() {
+            *var = value;
         }
         pg_sys::DefineCustomRealVariable(
             c"hnsw.scan_mem_multiplier".as_ptr(),
@@ -465,18 +479,12 @@ pub fn define_pgvector_names() {
             &raw mut IVFFLAT_PROBES,
             (1, 32_768),
         );
-        pg_sys::DefineCustomEnumVariable(
-            c"ivfflat.iterative_scan".as_ptr(),
-            c"pgvector's IVFFlat iterative scans: no effect (an ivfflat index is a ruhnsw index here).".as_ptr(),
-            c"ruvector.iterative_scan applies.".as_ptr(),
+        define_enum(
+            c"ivfflat.iterative_scan",
+            c"pgvector's IVFFlat iterative scans: no effect (an ivfflat index is a ruhnsw index here).",
+            c"ruvector.iterative_scan applies.",
             &raw mut IVFFLAT_ITERATIVE_SCAN,
-            ITERATIVE_OFF,
-            IVFFLAT_ITERATIVE_SCAN_VALUES.0.as_ptr(),
-            pg_sys::GucContext::PGC_USERSET,
-            0,
-            None,
-            None,
-            None,
+            &IVFFLAT_ITERATIVE_SCAN_VALUES,
         );
         define_int(
             c"ivfflat.max_probes",

@@ -422,10 +422,6 @@ impl<S: GraphStore> Hnsw<S> {
                 }
             }
         };
-        // The node's own lists first, on every layer; only then the links to it. Until the
-        // first link to it exists nobody can reach it, so a concurrent search never arrives
-        // at a node whose lower layers are still empty (and a crash in between leaves an
-        // unreachable node, not a dead end).
         // Inner product: a second search, by inner product itself, finds the nodes that
         // searches want to reach from this one (large norms in its direction); links to the
         // best of them take the last m/2 places of the node's lists. On small non-negative
@@ -440,6 +436,10 @@ impl<S: GraphStore> Hnsw<S> {
         } else {
             Vec::new()
         };
+        // The node's own lists first, on every layer; only then the links to it. Until the
+        // first link to it exists nobody can reach it, so a concurrent search never arrives
+        // at a node whose lower layers are still empty (and a crash in between leaves an
+        // unreachable node, not a dead end).
         let mut chosen = Vec::new();
         for layer in (0..=level.min(ep_level)).rev() {
             let max = self.max_links(layer);

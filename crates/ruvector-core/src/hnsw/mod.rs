@@ -76,11 +76,6 @@ impl Metric {
             m => m,
         }
     }
-
-    /// Whether the index's key is a bit string (stored one bit per element).
-    pub fn on_bits(self) -> bool {
-        matches!(self, Metric::Hamming | Metric::Jaccard)
-    }
 }
 
 impl Metric {

@@ -62,14 +62,14 @@ pub unsafe fn key_elements<'a>(
     index: pg_sys::Relation,
     datum: pg_sys::Datum,
 ) -> std::borrow::Cow<'a, [f32]> {
-    // SAFETY: guaranteed by the caller; a detoasted bit string has a 4-byte header, its
-    // length in bits, then ceil(bits / 8) bytes.
+    // SAFETY: guaranteed by the caller; pg_detoast_datum returns a 4-byte header.
     unsafe {
         if *(*index).rd_opcintype != pg_sys::BITOID {
             return std::borrow::Cow::Borrowed(crate::vector::from_datum(datum));
         }
-        let p = pg_sys::pg_detoast_datum(datum.cast_mut_ptr()) as *const u8;
-        let bits = (p.add(4) as *const i32).read_unaligned() as usize;
+        let (bits, data) =
+            crate::vector::bits_of(pg_sys::pg_detoast_datum(datum.cast_mut_ptr()) as *const u8);
+        let bits = bits as usize;
         // Four bytes per bit here: a longer string (pgvector's limit for its index) is refused
         // before its elements are allocated.
         if bits > MAX_BITS {
@@ -79,7 +79,6 @@ pub unsafe fn key_elements<'a>(
                 None,
             );
         }
-        let data = std::slice::from_raw_parts(p.add(8), bits.div_ceil(8));
         std::borrow::Cow::Owned(ruvector_core::vector::bits_as_elements(data, bits))
     }
 }

@@ -144,7 +144,9 @@ fn queue_refusal(tenant: String, operation: &str, reason: &str, sqlstate: &str) 
     if !crate::gucs::audit_enabled() {
         return;
     }
-    let Some(q) = queue() else { return };
+    if queue().is_none() {
+        return;
+    }
     let record = Record {
         at_us: now_us(),
         tenant,
@@ -165,8 +167,18 @@ fn queue_refusal(tenant: String, operation: &str, reason: &str, sqlstate: &str) 
         );
         return;
     }
-    if q.push(crate::backend::db(), &record) {
-        queued();
+    enqueue(&record);
+}
+
+/// Puts `record` on the shared queue the maintenance worker writes; false when there is no
+/// queue or it is full.
+fn enqueue(record: &Record) -> bool {
+    match queue() {
+        Some(q) if q.push(crate::backend::db(), record) => {
+            queued();
+            true
+        }
+        _ => false,
     }
 }
 
@@ -315,15 +327,8 @@ fn write_now(tenant: &str, operation: &str, detail: &str) {
             address: addr,
             detail: detail.into(),
         };
-        match queue() {
-            Some(q) if q.push(crate::backend::db(), &record) => queued(),
-            _ => to_server_log(
-                &record.tenant,
-                operation,
-                &record.user,
-                &record.address,
-                detail,
-            ),
+        if !enqueue(&record) {
+            to_server_log(tenant, operation, &record.user, &record.address, detail);
         }
         return;
     }

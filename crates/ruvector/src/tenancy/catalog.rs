@@ -283,19 +283,26 @@ fn read_tenants(client: &SpiClient<'_>) -> Vec<TenantRow> {
         .collect()
 }
 
-/// Each tenant's rows and bytes in the registered tenant tables.
-fn count_usage(client: &SpiClient<'_>) -> HashMap<String, (i64, i64)> {
+/// Each tenant's rows and bytes in the registered tenant tables; only tenant `only`'s when
+/// given.
+fn count_usage(client: &SpiClient<'_>, only: Option<&str>) -> HashMap<String, (i64, i64)> {
     let tables: Vec<(String, String)> =
         CACHE.with(|c| c.borrow().tables.values().cloned().collect());
     let mut usage: HashMap<String, (i64, i64)> = HashMap::new();
     for (rel, col) in &tables {
+        let col = pgrx::spi::quote_identifier(col);
+        let filter = if only.is_some() {
+            format!("WHERE {col}::text = $1")
+        } else {
+            String::new()
+        };
         let sql = format!(
             "SELECT {col}::text, count(*)::bigint, coalesce(sum(pg_column_size(t.*)), 0)::bigint \
-             FROM {rel} t GROUP BY 1",
-            col = pgrx::spi::quote_identifier(col),
+             FROM {rel} t {filter} GROUP BY 1"
         );
+        let args: Vec<pgrx::datum::DatumWithOid> = only.into_iter().map(Into::into).collect();
         for row in client
-            .select(&sql, None, &[])
+            .select(&sql, None, &args)
             .expect("counting tenant rows")
         {
             let tenant: Option<String> = row.get(1).ok().flatten();
@@ -317,28 +324,10 @@ fn count_usage(client: &SpiClient<'_>) -> HashMap<String, (i64, i64)> {
 pub fn recount(id: &str) -> (i64, i64) {
     ensure_loaded();
     ensure_cache();
-    let tables: Vec<(String, String)> =
-        CACHE.with(|c| c.borrow().tables.values().cloned().collect());
-    let counted = as_superuser(|| {
-        Spi::connect(|client| {
-            let mut total = (0i64, 0i64);
-            for (rel, col) in &tables {
-                let sql = format!(
-                    "SELECT count(*)::bigint, coalesce(sum(pg_column_size(t.*)), 0)::bigint \
-                     FROM {rel} t WHERE {col}::text = $1",
-                    col = pgrx::spi::quote_identifier(col),
-                );
-                let rows = client
-                    .select(&sql, Some(1), &[id.into()])
-                    .expect("counting a tenant's rows");
-                if let Some(row) = rows.into_iter().next() {
-                    total.0 += row.get::<i64>(1).ok().flatten().unwrap_or(0);
-                    total.1 += row.get::<i64>(2).ok().flatten().unwrap_or(0);
-                }
-            }
-            total
-        })
-    });
+    let counted = as_superuser(|| Spi::connect(|client| count_usage(client, Some(id))))
+        .get(id)
+        .copied()
+        .unwrap_or((0, 0));
     let db = crate::backend::db();
     shmem::locked(false, |reg| {
         if let Some((_, slot)) = reg.lookup(db, id) {
@@ -365,7 +354,7 @@ pub fn ensure_loaded() {
     REGISTRY_STALE.set(false);
     let recovering = crate::backend::in_recovery();
     let (rows, usage) =
-        as_superuser(|| Spi::connect(|client| (read_tenants(client), count_usage(client))));
+        as_superuser(|| Spi::connect(|client| (read_tenants(client), count_usage(client, None))));
     let full = shmem::locked(true, |reg| {
         if shmem::is_loaded(db) {
             return Ok(());
@@ -439,7 +428,7 @@ fn follow_recovery(db: u32, counted_in_recovery: bool) {
     let promoted = !recovering;
     let (rows, usage) = as_superuser(|| {
         Spi::connect(|client| {
-            let usage = promoted.then(|| count_usage(client));
+            let usage = promoted.then(|| count_usage(client, None));
             (read_tenants(client), usage)
         })
     });

@@ -39,6 +39,23 @@ pub unsafe fn from_datum<'a>(datum: pg_sys::Datum) -> &'a [f32] {
     }
 }
 
+/// The length in bits and the data of a detoasted `bit` or `bit varying` value (a VarBit:
+/// varlena header, bit count, then the bits, most significant first).
+///
+/// # Safety
+/// `p` points to a detoasted VarBit with a 4-byte header.
+pub unsafe fn bits_of<'a>(p: *const u8) -> (u32, &'a [u8]) {
+    // SAFETY: guaranteed by the caller: the bit count follows the header and the data holds
+    // ceil(bits / 8) bytes.
+    unsafe {
+        let bits = (p.add(4) as *const i32).read_unaligned() as u32;
+        (
+            bits,
+            std::slice::from_raw_parts(p.add(8), bits.div_ceil(8) as usize),
+        )
+    }
+}
+
 /// A new, zeroed vector of `dim` elements in the current memory context, and its elements.
 pub fn alloc<'a>(dim: usize) -> (pg_sys::Datum, &'a mut [f32]) {
     debug_assert!((1..=ruvector_core::VECTOR_MAX_DIM).contains(&dim));

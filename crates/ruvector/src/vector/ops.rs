@@ -134,22 +134,13 @@ pg_fn! {
     }
 }
 
-/// The length in bits and the data of `bit` argument `n` (a VarBit: varlena header, bit
-/// count, then the bits, most significant first).
+/// The length in bits and the data of `bit` argument `n`.
 ///
 /// # Safety
 /// Argument `n` of `fcinfo` is a non-null `bit` or `bit varying`.
 unsafe fn bit_arg<'a>(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> (u32, &'a [u8]) {
-    // SAFETY: detoasted to a 4-byte header; the bit count follows it and the data holds
-    // ceil(bits / 8) bytes.
-    unsafe {
-        let p = crate::fmgr::arg_varlena(fcinfo, n) as *const u8;
-        let bits = (p.add(4) as *const i32).read_unaligned() as u32;
-        (
-            bits,
-            std::slice::from_raw_parts(p.add(8), bits.div_ceil(8) as usize),
-        )
-    }
+    // SAFETY: guaranteed by the caller; arg_varlena detoasts to a 4-byte header.
+    unsafe { super::bits_of(crate::fmgr::arg_varlena(fcinfo, n) as *const u8) }
 }
 
 /// Defines `name(bit, bit) -> float8` from a core bit distance, checking the lengths first.

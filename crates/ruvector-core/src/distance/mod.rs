@@ -148,6 +148,22 @@ pub fn l1_distance(a: &[f32], b: &[f32]) -> f64 {
     f64::from((Kernels::best().l1)(a, b))
 }
 
+/// A bound on the rounding error of a sum of `n` products (or squared differences) whose
+/// absolute values add up to `magnitude`, as the kernels [`Kernels::best`] picks compute it.
+/// Each term is rounded once and each addition once; an addition chain of the scalar loop is
+/// `n` long, and every SIMD kernel keeps at least 16 partial sums in its main loop, then adds
+/// at most 3 register steps, its register reductions and a scalar tail: fewer than
+/// `n / 16 + 64` additions on any chain. (The bound `ruhnsw` uses to keep the distances it
+/// reports for rounded vectors below the exact ones, see `hnsw::rounding`.)
+pub fn rounding(n: usize, magnitude: f64) -> f64 {
+    let depth = if Kernels::best().name == "scalar" {
+        n
+    } else {
+        n / 16 + 64
+    };
+    (depth + 2) as f64 * f64::from(f32::EPSILON) * magnitude + f64::from(f32::MIN_POSITIVE)
+}
+
 /// The bound used by the tests for |SIMD − scalar| of a sum of `n` terms whose absolute
 /// values add up to `magnitude`: each order of summation is off the exact sum by at most
 /// (depth · ε) · magnitude, where depth ≤ n for the sequential loop; the two together stay

@@ -11,6 +11,7 @@ pub mod contract;
 mod graph;
 pub mod inspect;
 pub mod page;
+pub mod rounding;
 mod store;
 
 pub use graph::{Hit, Hnsw, IdHasher, IdSet, Merge, Params, Scan, Scored, MAX_LEVEL};

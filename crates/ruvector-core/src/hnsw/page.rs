@@ -16,12 +16,13 @@
 //! | 8..12 | tenant ordinal |
 //! | 12..18 | the tenant's previous packed node (its node id; 0: none) |
 //! | 20.. | link count per layer (`u8`), padded to 4 bytes |
-//! | then | the vector, `dims` × `f32` |
+//! | then | the vector: `dims` × `f32`, or in an index with half-precision storage its [`Rounding`] (12 bytes) and `dims` × binary16 |
 //! | then | links: layer 0 has room for `2m`, each upper layer for `m`; a link is a node id in 6 bytes |
 //!
 //! All integers are little-endian. Node tuples have a fixed size for a given level, so link
 //! changes are made in place.
 
+use super::rounding::{self, Rounding, ROUNDING_BYTES};
 use super::{Metric, NodeId, TenantOrd, MAX_LEVEL};
 
 /// PostgreSQL's page size (`BLCKSZ`).
@@ -62,14 +63,70 @@ fn align8(n: usize) -> usize {
     (n + 7) & !7
 }
 
+/// An index's `storage` setting: how its node tuples hold vector elements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Storage {
+    /// Full precision while a node fits a page, half precision beyond.
+    Auto,
+    /// `f32` elements.
+    Full,
+    /// Half-precision elements (see [`rounding`]).
+    Half,
+}
+
 /// Sizes and offsets of node tuples of one index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NodeLayout {
     pub dims: usize,
     pub m: usize,
+    /// Elements are stored in half precision (2 bytes; see [`rounding`]), not as `f32`.
+    pub half: bool,
 }
 
 impl NodeLayout {
+    /// The layout an index with storage setting `storage` uses for `dims` and `m`: under
+    /// [`Storage::Auto`], full precision while a node of layer 0 fits a page, half precision
+    /// beyond. `None` when no node fits.
+    pub fn choose(dims: usize, m: usize, storage: Storage) -> Option<NodeLayout> {
+        let full = NodeLayout {
+            dims,
+            m,
+            half: false,
+        };
+        let half = NodeLayout { half: true, ..full };
+        let layout = match storage {
+            Storage::Full => full,
+            Storage::Half => half,
+            Storage::Auto if full.max_level().is_some() => full,
+            Storage::Auto => half,
+        };
+        layout.max_level().map(|_| layout)
+    }
+
+    /// The most dimensions a node fits a page with, for `m` and `half`.
+    pub fn max_dims(m: usize, half: bool) -> usize {
+        let fits = |dims| NodeLayout { dims, m, half }.max_level().is_some();
+        let (mut lo, mut hi) = (0, PAGE_SIZE);
+        while lo < hi {
+            let mid = (lo + hi).div_ceil(2);
+            if fits(mid) {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        lo
+    }
+
+    /// Bytes of a node's vector.
+    fn vector_size(&self) -> usize {
+        if self.half {
+            ROUNDING_BYTES + 2 * self.dims
+        } else {
+            4 * self.dims
+        }
+    }
+
     pub fn capacity(&self, layer: u8) -> usize {
         if layer == 0 {
             2 * self.m
@@ -88,7 +145,7 @@ impl NodeLayout {
         } else {
             2 * self.m + (layer as usize - 1) * self.m
         };
-        self.vector_offset(level) + 4 * self.dims + LINK_BYTES * before
+        self.vector_offset(level) + self.vector_size() + LINK_BYTES * before
     }
 
     /// Bytes of a node tuple of `level`.
@@ -109,10 +166,11 @@ impl NodeLayout {
             .find(|&l| self.space(l) <= PAGE_ITEM_SPACE)
     }
 
-    /// Byte range of the vector in a tuple of `level` (4-byte aligned when the tuple is).
+    /// Byte range of the vector in a tuple of `level` (4-byte aligned when the tuple is),
+    /// with its [`Rounding`] under half precision.
     pub fn vector_range(&self, level: u8) -> std::ops::Range<usize> {
         let v = self.vector_offset(level);
-        v..v + 4 * self.dims
+        v..v + self.vector_size()
     }
 
     /// Assigns node ids to nodes of the given levels, in order, packing them onto pages from
@@ -260,9 +318,32 @@ impl<'a> NodeRef<'a> {
         self.bytes[NODE_HEADER + layer as usize] as usize
     }
 
-    /// The vector's bytes (see [`vector_slice`] for a float view).
+    /// The vector's bytes, as stored (see [`NodeRef::vector`]).
     pub fn vector_bytes(&self) -> &'a [u8] {
         &self.bytes[self.layout.vector_range(self.level())]
+    }
+
+    /// The vector as floats: read in place when stored in full precision, decoded into
+    /// `scratch` when stored in half precision.
+    pub fn vector<'s>(&self, scratch: &'s mut Vec<f32>) -> &'s [f32]
+    where
+        'a: 's,
+    {
+        let bytes = self.vector_bytes();
+        if !self.layout.half {
+            return vector_slice(bytes).expect("tuples are MAXALIGNed");
+        }
+        scratch.resize(self.layout.dims, 0.0);
+        rounding::decode(&bytes[ROUNDING_BYTES..], scratch);
+        scratch
+    }
+
+    /// How far the stored vector is from the one inserted (zero in full precision).
+    pub fn rounding(&self) -> Rounding {
+        if !self.layout.half {
+            return Rounding::default();
+        }
+        Rounding::from_bytes(&self.vector_bytes()[..ROUNDING_BYTES])
     }
 
     /// The links on `layer`.
@@ -324,9 +405,14 @@ impl<'a> NodeMut<'a> {
         write_id(&mut bytes[0..6], heap_tid);
         bytes[6] = level;
         bytes[8..12].copy_from_slice(&tenant.to_le_bytes());
-        let range = layout.vector_range(level);
-        for (chunk, x) in bytes[range].chunks_exact_mut(4).zip(vector) {
-            chunk.copy_from_slice(&x.to_le_bytes());
+        let area = &mut bytes[layout.vector_range(level)];
+        if layout.half {
+            let (head, halves) = area.split_at_mut(ROUNDING_BYTES);
+            head.copy_from_slice(&rounding::encode(vector, halves).to_bytes());
+        } else {
+            for (chunk, x) in area.chunks_exact_mut(4).zip(vector) {
+                chunk.copy_from_slice(&x.to_le_bytes());
+            }
         }
         NodeMut { bytes, layout }
     }
@@ -385,6 +471,7 @@ impl<'a> NodeMut<'a> {
 /// | 14..16 | ef_construction |
 /// | 16 | metric |
 /// | 17 | 1 when the index's second key column is the tenant column |
+/// | 18 | 1 when vectors are stored in half precision (0 in indexes of earlier releases) |
 /// | 20..24 | first directory page (0: none yet) |
 /// | 24..28 | directory entries (tenants) |
 /// | 28..32 | the page shared tenants' nodes are packed onto (0: none yet) |
@@ -397,6 +484,8 @@ pub struct Meta {
     /// The index is keyed by tenant (its second column is the table's tenant column);
     /// otherwise all nodes belong to tenant ordinal 0 with an empty key.
     pub tenant_key: bool,
+    /// Vectors are stored in half precision ([`NodeLayout::half`]).
+    pub half: bool,
     /// The first page of the tenant directory (0: none yet).
     pub directory: u32,
     /// Entries in the directory (the next ordinal).
@@ -418,6 +507,7 @@ impl Meta {
         NodeLayout {
             dims: self.dims as usize,
             m: self.m as usize,
+            half: self.half,
         }
     }
 
@@ -430,6 +520,7 @@ impl Meta {
         b[14..16].copy_from_slice(&self.ef_construction.to_le_bytes());
         b[16] = self.metric.code();
         b[17] = self.tenant_key as u8;
+        b[18] = self.half as u8;
         b[20..24].copy_from_slice(&self.directory.to_le_bytes());
         b[24..28].copy_from_slice(&self.tenants.to_le_bytes());
         b[28..32].copy_from_slice(&self.shared_page.to_le_bytes());
@@ -458,6 +549,7 @@ impl Meta {
             ef_construction: u16_at(14),
             metric,
             tenant_key: b[17] != 0,
+            half: b[18] != 0,
             directory: u32_at(20),
             tenants: u32_at(24),
             shared_page: u32_at(28),
@@ -624,7 +716,11 @@ pub fn page_kind(special: &[u8]) -> Option<u8> {
 mod tests {
     use super::*;
 
-    const L: NodeLayout = NodeLayout { dims: 5, m: 4 };
+    const L: NodeLayout = NodeLayout {
+        dims: 5,
+        m: 4,
+        half: false,
+    };
 
     #[test]
     fn node_round_trip() {
@@ -680,7 +776,11 @@ mod tests {
 
     #[test]
     fn packing_fills_pages_without_overflow() {
-        let layout = NodeLayout { dims: 384, m: 16 };
+        let layout = NodeLayout {
+            dims: 384,
+            m: 16,
+            half: false,
+        };
         let levels: Vec<u8> = (0..1000).map(|i| (i % 7 == 0) as u8).collect();
         let ids = layout.pack(levels.iter().copied(), 1);
         let mut used = std::collections::BTreeMap::<u32, usize>::new();
@@ -700,7 +800,11 @@ mod tests {
 
     #[test]
     fn packing_by_tenant_never_shares_a_page() {
-        let layout = NodeLayout { dims: 128, m: 16 };
+        let layout = NodeLayout {
+            dims: 128,
+            m: 16,
+            half: false,
+        };
         // Tenants interleaved in input order, of very different sizes.
         let nodes: Vec<(TenantOrd, u8)> = (0..3000u32)
             .map(|i| {
@@ -755,7 +859,11 @@ mod tests {
 
     #[test]
     fn shared_tenants_are_packed_together_after_the_others() {
-        let layout = NodeLayout { dims: 64, m: 16 };
+        let layout = NodeLayout {
+            dims: 64,
+            m: 16,
+            half: false,
+        };
         // 500 tenants of 3 nodes (packed) and one of 100 (its own pages), interleaved.
         let mut nodes: Vec<(TenantOrd, u8)> = (0..1500u32).map(|i| (1 + i % 500, 0)).collect();
         nodes.extend((0..100).map(|_| (0, 0)));
@@ -790,9 +898,88 @@ mod tests {
 
     #[test]
     fn large_vectors_limit_levels() {
-        assert_eq!(NodeLayout { dims: 128, m: 16 }.max_level(), Some(MAX_LEVEL));
-        assert!(NodeLayout { dims: 1536, m: 16 }.max_level().unwrap() >= 8);
-        assert_eq!(NodeLayout { dims: 2000, m: 16 }.max_level(), None);
+        assert_eq!(
+            NodeLayout {
+                dims: 128,
+                m: 16,
+                half: false
+            }
+            .max_level(),
+            Some(MAX_LEVEL)
+        );
+        assert!(
+            NodeLayout {
+                dims: 1536,
+                m: 16,
+                half: false
+            }
+            .max_level()
+            .unwrap()
+                >= 8
+        );
+        assert_eq!(
+            NodeLayout {
+                dims: 2000,
+                m: 16,
+                half: false
+            }
+            .max_level(),
+            None
+        );
+    }
+
+    #[test]
+    fn half_precision_doubles_the_dimensions_a_page_holds() {
+        assert_eq!(NodeLayout::max_dims(16, false), 1984);
+        assert_eq!(NodeLayout::max_dims(16, true), 3962);
+        for half in [false, true] {
+            let most = NodeLayout::max_dims(16, half);
+            let fits = |dims| NodeLayout { dims, m: 16, half }.max_level().is_some();
+            assert!(fits(most) && !fits(most + 1));
+        }
+        let auto = |dims| NodeLayout::choose(dims, 16, Storage::Auto).map(|l| l.half);
+        assert_eq!(auto(1984), Some(false));
+        assert_eq!(auto(1985), Some(true));
+        assert_eq!(auto(3072), Some(true));
+        assert!(auto(3962).is_some());
+        assert_eq!(auto(3963), None);
+        assert_eq!(
+            NodeLayout::choose(16, 16, Storage::Half).map(|l| l.half),
+            Some(true)
+        );
+        assert_eq!(NodeLayout::choose(2000, 16, Storage::Full), None);
+        assert_eq!(
+            NodeLayout::choose(2000, 8, Storage::Full).map(|l| l.half),
+            Some(false)
+        );
+    }
+
+    #[test]
+    fn half_precision_nodes_round_trip() {
+        let layout = NodeLayout {
+            dims: 3,
+            m: 4,
+            half: true,
+        };
+        assert_eq!(layout.size(0), 20 + 4 + 12 + 6 + 8 * 6);
+        let mut buf = vec![0u8; layout.size(1)];
+        let v = [1.0, -2.5, 0.1];
+        let mut n = NodeMut::init(&mut buf, layout, node_id(7, 3), 42, 1, &v);
+        n.set_neighbors(1, &[node_id(1, 1)]);
+        let r = NodeRef::new(&buf, layout).unwrap();
+        let mut scratch = Vec::new();
+        let back = r.vector(&mut scratch).to_vec();
+        assert_eq!(&back[..2], &v[..2]);
+        assert!((back[2] - 0.1).abs() < 1e-4 && back[2] != 0.1);
+        let rounding = r.rounding();
+        assert!(rounding.l2 >= (back[2] - 0.1).abs() && rounding.l2 < 1e-4);
+        assert_eq!(r.neighbors(1).collect::<Vec<_>>(), vec![node_id(1, 1)]);
+        // Full precision reads in place and has no rounding.
+        let mut full = vec![0u8; L.size(0)];
+        NodeMut::init(&mut full, L, 1, 1, 0, &[1.0, 2.0, 3.0, 4.0, 0.1]);
+        let r = NodeRef::new(&full, L).unwrap();
+        assert_eq!(r.vector(&mut scratch), &[1.0, 2.0, 3.0, 4.0, 0.1]);
+        assert_eq!(r.rounding(), Rounding::default());
     }
 
     #[test]
@@ -846,6 +1033,7 @@ mod tests {
             ef_construction: 64,
             metric: Metric::Cosine,
             tenant_key: true,
+            half: true,
             directory: 77,
             tenants: 1000,
         };
@@ -853,6 +1041,7 @@ mod tests {
         let plain = Meta {
             shared_page: 0,
             tenant_key: false,
+            half: false,
             directory: 0,
             ..m
         };

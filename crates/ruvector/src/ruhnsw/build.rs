@@ -9,7 +9,8 @@
 
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
-use ruvector_core::hnsw::page::{self as layout, DirEntry, Meta, NodeLayout, NodeMut};
+use ruvector_core::hnsw::page::{self as layout, DirEntry, Meta, NodeLayout, NodeMut, Storage};
+use ruvector_core::hnsw::rounding;
 use ruvector_core::hnsw::{GraphStore, Hnsw, MemoryStore, NodeId, Params, TenantOrd};
 
 use super::directory;
@@ -41,32 +42,79 @@ fn progress(param: u32, value: i64) {
 /// reloptions and operator class (at build time; afterwards they are in the metapage).
 pub fn params_for(index: pg_sys::Relation, dims: usize) -> (Params, NodeLayout) {
     let (m, ef_construction) = options::of(index);
-    graph_params(dims, m, ef_construction, options::metric(index))
+    let layout = layout_for(dims, m, options::storage(index));
+    (
+        graph_params(layout, ef_construction, options::metric(index)),
+        layout,
+    )
 }
 
-/// Parameters and node layout of a graph; raises 54000 when a node does not fit a page.
+/// The node layout for `dims` and `m` under the `storage` option; raises 54000 when no node
+/// fits a page.
+pub fn layout_for(dims: usize, m: usize, storage: Storage) -> NodeLayout {
+    NodeLayout::choose(dims, m, storage).unwrap_or_else(|| {
+        no_room(NodeLayout {
+            dims,
+            m,
+            half: true,
+        })
+    })
+}
+
+/// Parameters of a graph with node layout `layout`.
 pub fn graph_params(
-    dims: usize,
-    m: usize,
+    layout: NodeLayout,
     ef_construction: usize,
     metric: ruvector_core::hnsw::Metric,
-) -> (Params, NodeLayout) {
-    let layout = NodeLayout { dims, m };
-    let Some(max_level) = layout.max_level() else {
-        errors::index_error(
-            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
-            format!("vectors of {dims} dimensions do not fit in a ruhnsw index page with m = {m}"),
-            Some("Lower m, or reduce the dimensions (about 1,900 fit with the default m = 16)."),
-        );
-    };
-    let params = Params {
-        m,
+) -> Params {
+    let max_level = layout.max_level().unwrap_or_else(|| no_room(layout));
+    Params {
+        m: layout.m,
         ef_construction,
         metric,
         max_level,
         ..Params::default()
-    };
-    (params, layout)
+    }
+}
+
+/// Raises 54000: a node of `layout` does not fit a page.
+fn no_room(layout: NodeLayout) -> ! {
+    let NodeLayout { dims, m, .. } = layout;
+    errors::index_error(
+        PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+        format!("vectors of {dims} dimensions do not fit in a ruhnsw index page with m = {m}"),
+        Some(&format!(
+            "With m = {m} a page holds {} dimensions in full precision and {} in half precision \
+             (storage = 'auto', the default, switches by itself). Lower m, or reduce the dimensions.",
+            NodeLayout::max_dims(m, false),
+            NodeLayout::max_dims(m, true)
+        )),
+    )
+}
+
+/// Refuses (22003) a vector whose elements half-precision storage cannot hold. Vectors of a
+/// cosine index are stored scaled to unit length, and always fit.
+pub fn check_storable(layout: NodeLayout, metric: ruvector_core::hnsw::Metric, vector: &[f32]) {
+    if !layout.half || metric == ruvector_core::hnsw::Metric::Cosine {
+        return;
+    }
+    if let Some((i, x)) = rounding::first_unstorable(vector) {
+        errors::index_error(
+            PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
+            format!(
+                "element {} of the vector is {x}, out of range for a ruhnsw index that stores \
+                 half-precision elements",
+                i + 1
+            ),
+            Some(&format!(
+                "Half precision holds values up to ±{}. Scale the vectors, or build the index \
+                 WITH (storage = 'full') (up to {} dimensions with m = {}).",
+                rounding::HALF_MAX,
+                NodeLayout::max_dims(layout.m, false),
+                layout.m
+            )),
+        );
+    }
 }
 
 /// The dimensions of the indexed column's `vector(n)` (or `bit(n)`) type, if it has a
@@ -88,7 +136,7 @@ fn declared_dims(index: pg_sys::Relation) -> Option<usize> {
         errors::index_error(
             PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
             "column cannot have more than 64000 dimensions for hnsw index".into(),
-            Some("ruhnsw stores a bit per element: about 1,900 bits fit a page with m = 16."),
+            Some("ruhnsw stores each bit as an element: up to 3,962 bits fit a page with m = 16."),
         );
     }
     dims
@@ -97,6 +145,8 @@ fn declared_dims(index: pg_sys::Relation) -> Option<usize> {
 struct BuildState {
     index: pg_sys::Relation,
     dims: Option<usize>,
+    /// The node layout, once the dimensions are known.
+    layout: Option<NodeLayout>,
     memory: Option<Hnsw<MemoryStore>>,
     disk: Option<Hnsw<PageStore>>,
     budget: usize,
@@ -163,9 +213,12 @@ impl BuildState {
             );
         }
         if self.memory.is_none() && self.disk.is_none() {
-            let (params, _) = params_for(self.index, dims);
+            let (params, layout) = params_for(self.index, dims);
+            self.layout = Some(layout);
             self.memory = Some(Hnsw::new(MemoryStore::new(dims), params));
         }
+        let layout = self.layout.expect("set with the graph");
+        check_storable(layout, self.metric, vector);
         let tenant = self.ordinal(key);
         if let Some(h) = &mut self.memory {
             let id = h.insert(vector, tenant, tid);
@@ -174,7 +227,6 @@ impl BuildState {
             if self.used > self.budget {
                 let h = self.memory.take().expect("in memory");
                 let params = *h.params();
-                let layout = NodeLayout { dims, m };
                 write_graph(
                     self.index,
                     h.into_store(),
@@ -256,6 +308,7 @@ pub unsafe extern "C-unwind" fn ambuild(
             let mut state = BuildState {
                 index,
                 dims,
+                layout: None,
                 memory: None,
                 disk: None,
                 budget: pg_sys::maintenance_work_mem as usize * 1024,
@@ -288,14 +341,10 @@ pub unsafe extern "C-unwind" fn ambuild(
             );
             if let Some(h) = state.memory.take() {
                 progress(pg_sys::PROGRESS_CREATEIDX_SUBPHASE, PHASE_WRITE);
-                let layout = NodeLayout {
-                    dims: h.store().dims(),
-                    m: h.params().m,
-                };
                 write_graph(
                     index,
                     h.into_store(),
-                    layout,
+                    state.layout.expect("set with the graph"),
                     &state.keys,
                     &state.stale,
                     &state.packed,
@@ -324,6 +373,7 @@ fn write_empty_meta(index: pg_sys::Relation, fork: pg_sys::ForkNumber::Type, dim
         ef_construction: ef_construction as u16,
         metric: options::metric(index),
         tenant_key: super::tenant_keyed(index),
+        half: dims > 0 && params_for(index, dims).1.half,
         directory: 0,
         tenants: 0,
     };
@@ -445,6 +495,7 @@ fn write_graph(
     });
     page::update_meta(index, |meta| {
         meta.dims = layout.dims as u32;
+        meta.half = layout.half;
         meta.shared_page = placed.shared.last().copied().unwrap_or(0);
     });
 }

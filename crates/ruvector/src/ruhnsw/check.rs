@@ -73,9 +73,10 @@ fn check(index: pg_sys::Relation) -> Findings {
         "metapage",
         &meta_problems,
         format!(
-            "format {}, {} dimensions, m {}, ef_construction {}, {:?}",
+            "format {}, {} dimensions ({} precision), m {}, ef_construction {}, {:?}",
             layout::META_VERSION,
             meta.dims,
+            if meta.half { "half" } else { "full" },
             meta.m,
             meta.ef_construction,
             meta.metric

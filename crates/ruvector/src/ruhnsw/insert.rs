@@ -56,9 +56,11 @@ pub unsafe extern "C-unwind" fn aminsert(
                 Some(g) => g,
                 None => {
                     // The first vector of an index without declared dimensions sets them.
+                    let half = super::build::params_for(index, vector.len()).1.half;
                     page::update_meta(index, |meta| {
                         if meta.dims == 0 {
                             meta.dims = vector.len() as u32;
+                            meta.half = half;
                         }
                     });
                     route::open(index).expect("dimensions are set")
@@ -85,6 +87,7 @@ pub unsafe extern "C-unwind" fn aminsert(
             if !graph.params().metric.indexes(vector) {
                 return false; // a zero vector in a cosine index: not indexed
             }
+            super::build::check_storable(graph.store().layout(), graph.params().metric, vector);
             graph.store_mut().set_packed(place.packed);
             graph.reseed(next_seed());
             graph.insert(vector, place.tenant, heap_tid(tid));

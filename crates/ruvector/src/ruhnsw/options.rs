@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
+use ruvector_core::hnsw::page::Storage;
 use ruvector_core::hnsw::Metric;
 
 use crate::errors;
@@ -26,7 +27,15 @@ struct RelOptions {
     ef_construction: i32,
     exact_threshold: i32,
     retiring: bool,
+    storage: i32,
 }
+
+/// The values of the `storage` option, in the order of their numbers.
+const STORAGE: [(&std::ffi::CStr, Storage); 3] = [
+    (c"auto", Storage::Auto),
+    (c"full", Storage::Full),
+    (c"half", Storage::Half),
+];
 
 static KIND: AtomicU32 = AtomicU32::new(0);
 
@@ -73,6 +82,32 @@ pub fn init() {
             false,
             pg_sys::ShareUpdateExclusiveLock as pg_sys::LOCKMODE,
         );
+        // The reloption machinery keeps the pointer: the array lives as long as the process.
+        let members: &'static mut [pg_sys::relopt_enum_elt_def] = Box::leak(
+            STORAGE
+                .iter()
+                .enumerate()
+                .map(|(i, (name, _))| pg_sys::relopt_enum_elt_def {
+                    string_val: name.as_ptr(),
+                    symbol_val: i as i32,
+                })
+                .chain([pg_sys::relopt_enum_elt_def {
+                    string_val: std::ptr::null(),
+                    symbol_val: 0,
+                }])
+                .collect(),
+        );
+        // Read when the index is built (the metapage records the choice): a change takes
+        // effect at the next REINDEX.
+        pg_sys::add_enum_reloption(
+            kind,
+            c"storage".as_ptr(),
+            c"How index pages hold vector elements: auto, full (4 bytes) or half (2 bytes, rows re-ranked by the table's vectors)".as_ptr(),
+            members.as_mut_ptr(),
+            0,
+            c"Valid values are \"auto\", \"full\" and \"half\".".as_ptr(),
+            pg_sys::AccessExclusiveLock as pg_sys::LOCKMODE,
+        );
     }
 }
 
@@ -113,6 +148,11 @@ pub unsafe extern "C-unwind" fn amoptions(
             c"retiring",
             pg_sys::relopt_type::RELOPT_TYPE_BOOL,
             std::mem::offset_of!(RelOptions, retiring),
+        ),
+        option(
+            c"storage",
+            pg_sys::relopt_type::RELOPT_TYPE_ENUM,
+            std::mem::offset_of!(RelOptions, storage),
         ),
     ];
     // SAFETY: the table describes RelOptions; build_reloptions pallocs and fills it, or
@@ -169,6 +209,20 @@ pub fn exact_threshold(index: pg_sys::Relation) -> usize {
         }
     };
     t.max(0) as usize
+}
+
+/// The `storage` option of an index.
+pub fn storage(index: pg_sys::Relation) -> Storage {
+    // SAFETY: rd_options is NULL or the RelOptions amoptions returned.
+    let n = unsafe {
+        let opts = (*index).rd_options as *const RelOptions;
+        if opts.is_null() {
+            0
+        } else {
+            (*opts).storage
+        }
+    };
+    STORAGE.get(n as usize).map_or(Storage::Auto, |&(_, s)| s)
 }
 
 /// The metric of the index's operator class, from its distance support function.

@@ -205,12 +205,8 @@ pub fn open(rel: pg_sys::Relation) -> Option<Hnsw<PageStore>> {
     }
     // From the metapage, not the reloptions: no catalog lookups per scan or insert, and the
     // layout stays the one the pages were written with even after ALTER INDEX ... SET (m).
-    let (params, layout) = build::graph_params(
-        meta.dims as usize,
-        meta.m as usize,
-        meta.ef_construction as usize,
-        meta.metric,
-    );
+    let layout = meta.layout();
+    let params = build::graph_params(layout, meta.ef_construction as usize, meta.metric);
     let params = Params {
         exact_threshold: options::exact_threshold(rel),
         ..params

@@ -7,13 +7,18 @@
 //! a later round may yield a row slightly closer than the last one of the round before
 //! (what an exact search would have found first).
 //!
+//! An index that stores vectors in half precision reports each row with a lower bound of its
+//! exact distance and asks the executor to re-rank (`xs_recheckorderby`): PostgreSQL
+//! computes the ORDER BY distance from the table's full-precision vector and returns rows in
+//! exact order (see `ruvector_core::hnsw::rounding`).
+//!
 //! Only MVCC snapshots are supported: the scan keeps heap TIDs of rows it has not yet
 //! returned without holding a page pin, which is safe only when a TID recycled by VACUUM
 //! can never be visible to the scan's snapshot.
 
 use pgrx::pg_sys;
-use pgrx::PgSqlErrorCode;
-use ruvector_core::hnsw::{GraphStore, Merge, Scan};
+use pgrx::{IntoDatum, PgSqlErrorCode};
+use ruvector_core::hnsw::{Merge, Scan};
 use ruvector_core::VectorError;
 use ruvector_tenancy::decide::{self, Search};
 
@@ -32,6 +37,8 @@ struct ScanState {
     empty: bool,
     /// The distance of the row returned last, under `strict_order`.
     last: Option<f32>,
+    /// The query's Euclidean norm; `None` for a NULL query (no order to re-rank by).
+    query_norm: Option<f64>,
 }
 
 impl ScanState {
@@ -70,6 +77,15 @@ pub unsafe extern "C-unwind" fn ambeginscan(
     unsafe {
         pgrx::pg_sys::submodules::panic::pgrx_extern_c_guard(|| {
             let scan = pg_sys::RelationGetIndexScan(index, nkeys, norderbys);
+            if norderbys > 0 {
+                // Where rows of a half-precision index report their distance bounds.
+                let n = norderbys as usize;
+                (*scan).xs_orderbyvals =
+                    pg_sys::palloc0(n * std::mem::size_of::<pg_sys::Datum>()) as *mut pg_sys::Datum;
+                (*scan).xs_orderbynulls =
+                    pg_sys::palloc(n * std::mem::size_of::<bool>()) as *mut bool;
+                std::ptr::write_bytes((*scan).xs_orderbynulls, 1, n);
+            }
             (*scan).opaque = Box::into_raw(Box::<ScanState>::default()) as *mut std::ffi::c_void;
             let cb = pg_sys::palloc0(std::mem::size_of::<pg_sys::MemoryContextCallback>())
                 as *mut pg_sys::MemoryContextCallback;
@@ -155,14 +171,15 @@ fn start(scan: pg_sys::IndexScanDesc) {
     let dims = graph.store().layout().dims;
     // SAFETY: norderbys ≥ 1, so orderByData[0] is the search key; its argument is a vector
     // unless the NULL flag is set.
-    let query = unsafe {
+    let (query, null) = unsafe {
         let key = &*(*scan).orderByData;
         if key.sk_flags & pg_sys::SK_ISNULL as i32 != 0 {
-            vec![0.0; dims] // like a sequential scan, all rows, in no useful order
+            (vec![0.0; dims], true) // like a sequential scan, all rows, in no useful order
         } else {
-            key_elements(index, key.sk_argument).into_owned()
+            (key_elements(index, key.sk_argument).into_owned(), false)
         }
     };
+    s.query_norm = (!null).then(|| ruvector_core::distance::inner_product(&query, &query).sqrt());
     if query.len() != dims {
         errors::vector_error(
             VectorError::DifferentDimensions {
@@ -321,15 +338,24 @@ pub unsafe extern "C-unwind" fn amgettuple(
                 }
                 break (graph, found);
             };
-            // An exact scan had the payload at hand; a graph search's is read now.
-            set_heap_tid(
-                &mut (*scan).xs_heaptid,
-                found
-                    .payload
-                    .unwrap_or_else(|| graph.store().payload(found.id)),
-            );
+            // An exact scan had the payload at hand; a graph search's is read now, with the
+            // node's rounding when the executor is to re-rank.
+            let (layout, metric) = (graph.store().layout(), graph.params().metric);
+            let rerank = s
+                .query_norm
+                .filter(|_| layout.half && metric.rounds_halves());
+            let (tid, rounding) = match (found.payload, rerank) {
+                (Some(tid), None) => (tid, Default::default()),
+                _ => graph.store().returned(found.id),
+            };
+            set_heap_tid(&mut (*scan).xs_heaptid, tid);
             (*scan).xs_recheck = false;
-            (*scan).xs_recheckorderby = false;
+            (*scan).xs_recheckorderby = rerank.is_some();
+            if let Some(query_norm) = rerank {
+                let bound = metric.order_bound(found.dist, rounding, layout.dims, query_norm);
+                *(*scan).xs_orderbyvals = bound.into_datum().expect("a float8 datum");
+                *(*scan).xs_orderbynulls = false;
+            }
             true
         })
     }

@@ -13,6 +13,7 @@ use pgrx::pg_sys;
 use ruvector_core::hnsw::page::{
     self as layout, node_id, node_position, DirEntry, NodeLayout, NodeMut, NodeRef,
 };
+use ruvector_core::hnsw::rounding::Rounding;
 use ruvector_core::hnsw::{GraphStore, NodeId, TenantOrd};
 
 use super::directory;
@@ -26,6 +27,8 @@ pub struct PageStore {
     scan_entries: HashMap<TenantOrd, ScanTenant>,
     /// Nodes added now are packed onto the shared page ([`PageStore::set_packed`]).
     packed: bool,
+    /// Where half-precision vectors are decoded for a distance.
+    scratch: std::cell::RefCell<Vec<f32>>,
 }
 
 /// The parts of a tenant's directory entry a scan reads once.
@@ -53,6 +56,7 @@ impl PageStore {
             layout,
             scan_entries: HashMap::new(),
             packed: false,
+            scratch: Default::default(),
         }
     }
 
@@ -338,17 +342,29 @@ impl PageStore {
     }
 }
 
-/// The vector of a node that is not deleted.
-fn live_vector<'a>(node: &NodeRef<'a>) -> Option<&'a [f32]> {
-    if node.deleted() {
-        return None;
+impl PageStore {
+    /// Runs `f` on the vector of `node` unless it is deleted; a half-precision vector is
+    /// decoded into the store's scratch buffer (or a new one, if `f` reads another node).
+    fn live_vector<R>(&self, node: &NodeRef<'_>, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
+        if node.deleted() {
+            return None;
+        }
+        Some(match self.scratch.try_borrow_mut() {
+            Ok(mut scratch) => f(node.vector(&mut scratch)),
+            Err(_) => f(node.vector(&mut Vec::new())),
+        })
     }
-    Some(layout::vector_slice(node.vector_bytes()).expect("tuples are MAXALIGNed"))
+
+    /// The heap TID of node `id` and how far its stored vector is from the row's (what a
+    /// scan reports a row with).
+    pub fn returned(&self, id: NodeId) -> (u64, Rounding) {
+        self.with_node(id, |node| (node.heap_tid(), node.rounding()))
+    }
 }
 
 impl GraphStore for PageStore {
     fn with_vector<R>(&self, id: NodeId, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
-        self.with_node(id, |node| live_vector(&node).map(f))
+        self.with_node(id, |node| self.live_vector(&node, f))
     }
 
     fn with_vector_links<R>(
@@ -359,7 +375,7 @@ impl GraphStore for PageStore {
         f: impl FnOnce(&[f32]) -> (R, bool),
     ) -> Option<R> {
         self.with_node(id, |node| {
-            let (r, want) = f(live_vector(&node)?);
+            let (r, want) = self.live_vector(&node, f)?;
             if want && layer <= node.level() {
                 links.extend(node.neighbors(layer));
             }
@@ -439,9 +455,7 @@ impl GraphStore for PageStore {
 
     fn for_each_tenant_vector(&self, tenant: TenantOrd, mut f: impl FnMut(NodeId, &[f32], u64)) {
         self.for_each_tenant_node(tenant, |id, node| {
-            if let Some(v) = live_vector(&node) {
-                f(id, v, node.heap_tid());
-            }
+            self.live_vector(&node, |v| f(id, v, node.heap_tid()));
         });
     }
 

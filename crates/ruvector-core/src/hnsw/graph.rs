@@ -62,12 +62,15 @@ impl PartialOrd for Scored {
 /// A search result: a node, its distance to the query, and its payload when the search had
 /// it at hand (an exact scan reads every node whole; a graph search reads only vectors and
 /// links, so its results' payloads are read on demand with [`GraphStore::payload`]).
-/// Ordered like [`Scored`]; the payload does not take part.
+/// Ordered like [`Scored`]; the payload and the bound do not take part.
 #[derive(Debug, Clone, Copy)]
 pub struct Hit {
     pub dist: f32,
     pub id: NodeId,
     pub payload: Option<u64>,
+    /// For a node stored rounded, a lower bound of the exact distance of the original
+    /// vectors, which a scan reports and orders by (see [`super::rounding`]).
+    pub bound: Option<f64>,
 }
 
 impl Hit {
@@ -76,6 +79,41 @@ impl Hit {
             dist: self.dist,
             id: self.id,
         }
+    }
+
+    /// What a scan orders its rows by: the bound when there is one, else the distance.
+    pub fn order_key(&self) -> f64 {
+        self.bound.unwrap_or(f64::from(self.dist))
+    }
+
+    /// Compares by [`Hit::order_key`], then by id.
+    fn by_order(&self, other: &Hit) -> Ordering {
+        self.order_key()
+            .total_cmp(&other.order_key())
+            .then(self.id.cmp(&other.id))
+    }
+}
+
+/// A [`Hit`] ordered by [`Hit::order_key`] (the exact scan's heap).
+struct ByOrder(Hit);
+
+impl PartialEq for ByOrder {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for ByOrder {}
+
+impl Ord for ByOrder {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.by_order(&other.0)
+    }
+}
+
+impl PartialOrd for ByOrder {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
     }
 }
 
@@ -481,11 +519,25 @@ impl<S: GraphStore> Hnsw<S> {
 
     /// [`Hnsw::search`] with the payloads an exact scan read along the way.
     pub fn search_hits(&self, q: &[f32], tenant: TenantOrd, k: usize, ef: usize) -> Vec<Hit> {
+        self.search_bounded(q, tenant, k, ef, None)
+    }
+
+    /// [`Hnsw::search_hits`]; with the query's Euclidean norm, every hit also gets the bound
+    /// a scan of a store with rounded vectors reports ([`Hit::bound`]), and an exact scan
+    /// keeps the `k` nodes of lowest bound.
+    fn search_bounded(
+        &self,
+        q: &[f32],
+        tenant: TenantOrd,
+        k: usize,
+        ef: usize,
+        query_norm: Option<f64>,
+    ) -> Vec<Hit> {
         let q = &*self.params.metric.prepare(q);
         if self.params.exact_threshold > 0
             && self.store.tenant_len(tenant) <= self.params.exact_threshold
         {
-            return self.exact_prepared(q, tenant, k);
+            return self.exact_prepared(q, tenant, k, query_norm);
         }
         let metric = self.params.metric;
         let Some((cur, _)) = self.descend(metric, q, tenant, 0) else {
@@ -499,6 +551,8 @@ impl<S: GraphStore> Hnsw<S> {
                 dist: s.dist,
                 id: s.id,
                 payload: None,
+                bound: query_norm
+                    .map(|n| metric.order_bound(s.dist, self.store.rounding(s.id), q.len(), n)),
             })
             .collect()
     }
@@ -506,31 +560,41 @@ impl<S: GraphStore> Hnsw<S> {
     /// The exact `k` nearest live nodes of `tenant`, nearest first.
     pub fn exact(&self, q: &[f32], tenant: TenantOrd, k: usize) -> Vec<Scored> {
         let q = &*self.params.metric.prepare(q);
-        self.exact_prepared(q, tenant, k)
+        self.exact_prepared(q, tenant, k, None)
             .iter()
             .map(Hit::scored)
             .collect()
     }
 
-    /// [`Hnsw::exact`] for a prepared query, with payloads.
-    fn exact_prepared(&self, q: &[f32], tenant: TenantOrd, k: usize) -> Vec<Hit> {
+    /// [`Hnsw::exact`] for a prepared query, with payloads; with the query's norm, the `k`
+    /// of lowest bound, with their bounds ([`Hnsw::search_bounded`]).
+    fn exact_prepared(
+        &self,
+        q: &[f32],
+        tenant: TenantOrd,
+        k: usize,
+        query_norm: Option<f64>,
+    ) -> Vec<Hit> {
         let metric = self.params.metric;
         // The k best so far, worst on top.
-        let mut best: BinaryHeap<Hit> = BinaryHeap::with_capacity(k + 1);
-        self.store.for_each_tenant_vector(tenant, |id, v, payload| {
-            let h = Hit {
-                dist: metric.prepared_distance(q, v),
-                id,
-                payload: Some(payload),
-            };
-            if best.len() < k || best.peek().is_some_and(|w| h < *w) {
-                best.push(h);
-                if best.len() > k {
-                    best.pop();
+        let mut best: BinaryHeap<ByOrder> = BinaryHeap::with_capacity(k + 1);
+        self.store
+            .for_each_tenant_vector(tenant, |id, v, payload, rounding| {
+                let dist = metric.prepared_distance(q, v);
+                let h = ByOrder(Hit {
+                    dist,
+                    id,
+                    payload: Some(payload),
+                    bound: query_norm.map(|n| metric.order_bound(dist, rounding, q.len(), n)),
+                });
+                if best.len() < k || best.peek().is_some_and(|w| h < *w) {
+                    best.push(h);
+                    if best.len() > k {
+                        best.pop();
+                    }
                 }
-            }
-        });
-        best.into_sorted_vec()
+            });
+        best.into_sorted_vec().into_iter().map(|h| h.0).collect()
     }
 
     /// Repairs node `id`'s lists before the nodes for which `dead` holds are deleted: every
@@ -607,6 +671,8 @@ pub struct Scan {
     /// This round's results not yet yielded, farthest first.
     pending: Vec<Hit>,
     done: bool,
+    /// The query's Euclidean norm, when hits carry bounds ([`Scan::with_bounds`]).
+    query_norm: Option<f64>,
 }
 
 impl Scan {
@@ -620,7 +686,16 @@ impl Scan {
             yielded: IdSet::default(),
             pending: Vec::new(),
             done: false,
+            query_norm: None,
         }
+    }
+
+    /// Gives every hit the bound of its exact distance a store with rounded vectors reports
+    /// ([`Hit::bound`]), and orders each round by it: rows come in ascending bound, which the
+    /// executor's re-ranking needs. `query_norm` is the query's Euclidean norm.
+    pub fn with_bounds(mut self, query_norm: f64) -> Scan {
+        self.query_norm = Some(query_norm);
+        self
     }
 
     /// The next node, or `None` when the graph is exhausted or the work bound is reached.
@@ -636,11 +711,12 @@ impl Scan {
             let mut found = Vec::new();
             let mut exhausted = true;
             for &tenant in &self.tenants {
-                let part = hnsw.search_hits(&self.query, tenant, self.ef, self.ef);
+                let part =
+                    hnsw.search_bounded(&self.query, tenant, self.ef, self.ef, self.query_norm);
                 exhausted &= part.len() < self.ef;
                 found.extend(part);
             }
-            found.sort();
+            found.sort_by(Hit::by_order);
             if exhausted || self.ef >= self.max_ef {
                 self.done = true; // every reachable node was considered, or the bound
             } else {
@@ -707,7 +783,7 @@ impl<S: GraphStore> Merge<S> {
             .parts
             .iter()
             .enumerate()
-            .filter_map(|(i, p)| Some((i, p.head.as_ref()?.dist)))
+            .filter_map(|(i, p)| Some((i, p.head.as_ref()?.order_key())))
             .min_by(|a, b| a.1.total_cmp(&b.1))?
             .0;
         let part = &mut self.parts[best];

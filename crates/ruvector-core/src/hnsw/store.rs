@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 
+use super::rounding::Rounding;
+
 /// A node's position in the store (the page store packs a block number and a line pointer
 /// offset into it, as `block << 16 | offset`).
 pub type NodeId = u64;
@@ -70,13 +72,22 @@ pub trait GraphStore {
     fn set_entry(&mut self, tenant: TenantOrd, entry: Option<(NodeId, u8)>);
     /// Marks the node deleted, overwrites its vector with zeros and drops its links.
     fn delete(&mut self, id: NodeId);
-    /// Calls `f` with every live node of `tenant`, its vector and its payload (an exact
-    /// scan; a paged store reads each of the tenant's pages once).
-    fn for_each_tenant_vector(&self, tenant: TenantOrd, mut f: impl FnMut(NodeId, &[f32], u64)) {
+    /// Calls `f` with every live node of `tenant`, its vector, its payload and its
+    /// rounding (an exact scan; a paged store reads each of the tenant's pages once).
+    fn for_each_tenant_vector(
+        &self,
+        tenant: TenantOrd,
+        mut f: impl FnMut(NodeId, &[f32], u64, Rounding),
+    ) {
         for id in self.tenant_nodes(tenant) {
-            let payload = self.payload(id);
-            self.with_vector(id, |v| f(id, v, payload));
+            let (payload, rounding) = (self.payload(id), self.rounding(id));
+            self.with_vector(id, |v| f(id, v, payload, rounding));
         }
+    }
+    /// How far node `id`'s stored vector is from the vector inserted: zero unless the store
+    /// keeps vectors rounded (see [`super::rounding`]).
+    fn rounding(&self, _id: NodeId) -> Rounding {
+        Rounding::default()
     }
     /// Every live node of `tenant` (for exact scans of small tenants).
     fn tenant_nodes(&self, tenant: TenantOrd) -> Vec<NodeId>;

@@ -18,7 +18,7 @@
 
 use pgrx::pg_sys;
 use pgrx::{IntoDatum, PgSqlErrorCode};
-use ruvector_core::hnsw::{Merge, Scan};
+use ruvector_core::hnsw::{GraphStore, Merge, Scan};
 use ruvector_core::VectorError;
 use ruvector_tenancy::decide::{self, Search};
 
@@ -35,10 +35,8 @@ struct ScanState {
     opened: Vec<Place>,
     /// The index was empty (no dimensions yet): nothing to return.
     empty: bool,
-    /// The distance of the row returned last, under `strict_order`.
-    last: Option<f32>,
-    /// The query's Euclidean norm; `None` for a NULL query (no order to re-rank by).
-    query_norm: Option<f64>,
+    /// The order key of the row returned last, under `strict_order`.
+    last: Option<f64>,
 }
 
 impl ScanState {
@@ -179,7 +177,7 @@ fn start(scan: pg_sys::IndexScanDesc) {
             (key_elements(index, key.sk_argument).into_owned(), false)
         }
     };
-    s.query_norm = (!null).then(|| ruvector_core::distance::inner_product(&query, &query).sqrt());
+    let query_norm = (!null).then(|| ruvector_core::distance::inner_product(&query, &query).sqrt());
     if query.len() != dims {
         errors::vector_error(
             VectorError::DifferentDimensions {
@@ -217,15 +215,19 @@ fn start(scan: pg_sys::IndexScanDesc) {
                 .filter_map(|p| Some((p.tenant, p.entry.as_ref()?))),
         );
         let tenants = here.iter().map(|p| p.tenant).collect();
-        merge.push(
-            graph,
-            Scan::new(
-                query.clone(),
-                tenants,
-                gucs::ef_search(),
-                gucs::max_scan_tuples(),
-            ),
+        let mut part = Scan::new(
+            query.clone(),
+            tenants,
+            gucs::ef_search(),
+            gucs::max_scan_tuples(),
         );
+        // Rows of a graph stored in half precision come with bounds to re-rank by.
+        if let Some(norm) = query_norm
+            .filter(|_| graph.store().layout().half && graph.params().metric.rounds_halves())
+        {
+            part = part.with_bounds(norm);
+        }
+        merge.push(graph, part);
     }
     s.opened = places.into_iter().filter(Place::dedicated).collect();
     s.merge = Some(merge);
@@ -331,28 +333,25 @@ pub unsafe extern "C-unwind" fn amgettuple(
                 // strict_order: a row closer than one already returned came from a later
                 // round, and is skipped (as pgvector does).
                 if strict {
-                    if s.last.is_some_and(|last| found.dist < last) {
+                    if s.last.is_some_and(|last| found.order_key() < last) {
                         continue;
                     }
-                    s.last = Some(found.dist);
+                    s.last = Some(found.order_key());
                 }
                 break (graph, found);
             };
-            // An exact scan had the payload at hand; a graph search's is read now, with the
-            // node's rounding when the executor is to re-rank.
-            let (layout, metric) = (graph.store().layout(), graph.params().metric);
-            let rerank = s
-                .query_norm
-                .filter(|_| layout.half && metric.rounds_halves());
-            let (tid, rounding) = match (found.payload, rerank) {
-                (Some(tid), None) => (tid, Default::default()),
-                _ => graph.store().returned(found.id),
-            };
-            set_heap_tid(&mut (*scan).xs_heaptid, tid);
+            // An exact scan had the payload at hand; a graph search's is read now.
+            set_heap_tid(
+                &mut (*scan).xs_heaptid,
+                found
+                    .payload
+                    .unwrap_or_else(|| graph.store().payload(found.id)),
+            );
             (*scan).xs_recheck = false;
-            (*scan).xs_recheckorderby = rerank.is_some();
-            if let Some(query_norm) = rerank {
-                let bound = metric.order_bound(found.dist, rounding, layout.dims, query_norm);
+            // A row of a half-precision index comes with a bound of its distance: the
+            // executor re-ranks by the table's vector.
+            (*scan).xs_recheckorderby = found.bound.is_some();
+            if let Some(bound) = found.bound {
                 *(*scan).xs_orderbyvals = bound.into_datum().expect("a float8 datum");
                 *(*scan).xs_orderbynulls = false;
             }

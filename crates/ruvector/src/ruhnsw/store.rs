@@ -354,12 +354,6 @@ impl PageStore {
             Err(_) => f(node.vector(&mut Vec::new())),
         })
     }
-
-    /// The heap TID of node `id` and how far its stored vector is from the row's (what a
-    /// scan reports a row with).
-    pub fn returned(&self, id: NodeId) -> (u64, Rounding) {
-        self.with_node(id, |node| (node.heap_tid(), node.rounding()))
-    }
 }
 
 impl GraphStore for PageStore {
@@ -453,10 +447,18 @@ impl GraphStore for PageStore {
         self.delete_on_page(block, &[offset]);
     }
 
-    fn for_each_tenant_vector(&self, tenant: TenantOrd, mut f: impl FnMut(NodeId, &[f32], u64)) {
+    fn for_each_tenant_vector(
+        &self,
+        tenant: TenantOrd,
+        mut f: impl FnMut(NodeId, &[f32], u64, Rounding),
+    ) {
         self.for_each_tenant_node(tenant, |id, node| {
-            self.live_vector(&node, |v| f(id, v, node.heap_tid()));
+            self.live_vector(&node, |v| f(id, v, node.heap_tid(), node.rounding()));
         });
+    }
+
+    fn rounding(&self, id: NodeId) -> Rounding {
+        self.with_node(id, |node| node.rounding())
     }
 
     fn tenant_nodes(&self, tenant: TenantOrd) -> Vec<NodeId> {

@@ -320,7 +320,7 @@ fn measure(id: &str) -> Option<(f64, ruvector_core::hnsw::contract::Contraction)
             let snapshot = Snapshot::of_tenant(store, place.tenant);
             let heap = Visibility::new(index);
             let mut dead = IdSet::default();
-            store.for_each_tenant_vector(place.tenant, |node, _, payload| {
+            store.for_each_tenant_vector(place.tenant, |node, _, payload, _| {
                 if !heap.visible(payload) {
                     dead.insert(node);
                 }

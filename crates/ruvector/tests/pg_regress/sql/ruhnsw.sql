@@ -92,8 +92,14 @@ CREATE INDEX ON hnsw_items USING ruhnsw (v) WITH (ef_construction = 1001);
 CREATE INDEX ON hnsw_items USING ruhnsw (v) WITH (m = 40, ef_construction = 64);
 CREATE INDEX ON hnsw_items USING ruhnsw (v) WITH (exact_threshold = -1);
 CREATE INDEX ON hnsw_items USING ruhnsw (v) WITH (lists = 4);
-CREATE TABLE hnsw_wide (v vector(2000));
-CREATE INDEX ON hnsw_wide USING ruhnsw (v);
+CREATE INDEX ON hnsw_items USING ruhnsw (v) WITH (storage = quarter);
+-- Up to 1,984 dimensions in full precision at m = 16, 3,962 in half precision.
+CREATE TABLE hnsw_wide (v vector(2000), w vector(3963));
+CREATE INDEX ON hnsw_wide USING ruhnsw (v) WITH (storage = full);
+CREATE INDEX ON hnsw_wide USING ruhnsw (w);
+CREATE INDEX hnsw_wide_v ON hnsw_wide USING ruhnsw (v);
+SELECT detail FROM ruvector_index_check('hnsw_wide_v') WHERE "check" = 'metapage';
+INSERT INTO hnsw_wide (v) VALUES (array_fill(70000, ARRAY[2000])::vector);
 CREATE INDEX ON hnsw_items USING ruhnsw (id);
 CREATE INDEX ON hnsw_items USING ruhnsw (v, id);
 CREATE INDEX ON hnsw_items USING ruhnsw (v, (id::text), (id::text || 'x'));

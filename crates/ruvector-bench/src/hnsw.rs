@@ -1,8 +1,9 @@
 //! `ruhnsw` against pgvector's `hnsw` in one PostgreSQL server: the same rows, the same `m`
 //! and `ef_construction`, one database per extension. Build time (single process and, for
 //! pgvector, with its parallel workers), index size, and a sweep of `ef_search` giving
-//! recall@10, QPS and latency quantiles; passes of the two engines alternate so the machine's
-//! noise falls on both.
+//! recall@10, QPS and latency quantiles; passes of the engines rotate so the machine's noise
+//! falls on all. With several `ruhnsw` storages (`--ruhnsw-storage full,half`), each is an
+//! engine of its own, on its own copy of the table in the ruvector database.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -29,21 +30,34 @@ pub struct Config {
     pub passes: usize,
     /// Also time pgvector's build with this many parallel maintenance workers (0: skip).
     pub pgvector_workers: u32,
+    /// The `storage` reloption of each `ruhnsw` index to measure (`auto`, `full`, `half`).
+    pub storages: Vec<String>,
     pub out: PathBuf,
 }
 
 const K: usize = 10;
-const TABLE: &str = "bench_items";
-const INDEX: &str = "bench_items_vec";
-const QUERY: &str = "SELECT id FROM bench_items ORDER BY vec <=> $1 LIMIT 10";
 const TARGETS: [f64; 2] = [0.95, 0.99];
+const PGVECTOR: &str = "pgvector hnsw";
 
 struct Engine {
-    name: &'static str,
+    name: String,
     client: Client,
     extension: &'static str,
     access_method: &'static str,
     ef_search_guc: &'static str,
+    table: String,
+    /// Reloptions beyond `m` and `ef_construction`.
+    options: String,
+}
+
+impl Engine {
+    fn index(&self) -> String {
+        format!("{}_vec", self.table)
+    }
+
+    fn query(&self) -> String {
+        format!("SELECT id FROM {} ORDER BY vec <=> $1 LIMIT 10", self.table)
+    }
 }
 
 /// Recall and QPS of each pass at one ef_search, and the latencies of all its queries.
@@ -52,7 +66,7 @@ struct Runs(Vec<f64>, Vec<f64>, Vec<f64>);
 
 #[derive(Serialize)]
 struct Build {
-    engine: &'static str,
+    engine: String,
     workers: u32,
     seconds: f64,
     index_bytes: i64,
@@ -60,7 +74,7 @@ struct Build {
 
 #[derive(Serialize, Clone)]
 struct Point {
-    engine: &'static str,
+    engine: String,
     ef_search: u32,
     recall: f64,
     qps: f64,
@@ -110,24 +124,25 @@ async fn pass(
 
 async fn build(engine: &Engine, cfg: &Config, workers: u32) -> Result<Build> {
     let c = &engine.client;
-    c.batch_execute(&format!("DROP INDEX IF EXISTS {INDEX}; CHECKPOINT"))
+    let (table, index) = (&engine.table, engine.index());
+    c.batch_execute(&format!("DROP INDEX IF EXISTS {index}; CHECKPOINT"))
         .await?;
     pg::set(c, "max_parallel_maintenance_workers", workers).await?;
     let sql = format!(
-        "CREATE INDEX {INDEX} ON {TABLE} USING {} (vec vector_cosine_ops) WITH (m = {}, ef_construction = {})",
-        engine.access_method, cfg.m, cfg.ef_construction
+        "CREATE INDEX {index} ON {table} USING {} (vec vector_cosine_ops) WITH (m = {}, ef_construction = {}{})",
+        engine.access_method, cfg.m, cfg.ef_construction, engine.options
     );
     let start = Instant::now();
     c.batch_execute(&sql).await?;
     let seconds = start.elapsed().as_secs_f64();
-    let index_bytes = pg::relation_size(c, INDEX).await?;
+    let index_bytes = pg::relation_size(c, &index).await?;
     eprintln!(
         "  {} build, {workers} workers: {seconds:.1} s, {} MB",
         engine.name,
         index_bytes >> 20
     );
     Ok(Build {
-        engine: engine.name,
+        engine: engine.name.clone(),
         workers,
         seconds,
         index_bytes,
@@ -147,22 +162,37 @@ pub async fn run(cfg: Config) -> Result<()> {
         .map(|ids| ids.into_iter().map(|i| i as i64 + 1).collect())
         .collect();
 
-    let engines = [
-        Engine {
-            name: "ruvector ruhnsw",
+    // The ruhnsw engines, then pgvector last.
+    let mut engines = Vec::new();
+    for storage in &cfg.storages {
+        let (name, table, options) = match storage.as_str() {
+            "auto" => ("ruvector ruhnsw".to_string(), "bench_items".to_string(), String::new()),
+            s => (
+                format!("ruvector ruhnsw, {s}"),
+                format!("bench_items_{s}"),
+                format!(", storage = {s}"),
+            ),
+        };
+        engines.push(Engine {
+            name,
             client: pg::connect(&cfg.ruvector_dsn).await?,
             extension: "ruvector",
             access_method: "ruhnsw",
             ef_search_guc: "ruvector.ef_search",
-        },
-        Engine {
-            name: "pgvector hnsw",
-            client: pg::connect(&cfg.pgvector_dsn).await?,
-            extension: "vector",
-            access_method: "hnsw",
-            ef_search_guc: "hnsw.ef_search",
-        },
-    ];
+            table,
+            options,
+        });
+    }
+    engines.push(Engine {
+        name: PGVECTOR.into(),
+        client: pg::connect(&cfg.pgvector_dsn).await?,
+        extension: "vector",
+        access_method: "hnsw",
+        ef_search_guc: "hnsw.ef_search",
+        table: "bench_items".into(),
+        options: String::new(),
+    });
+    let pgvector = engines.len() - 1;
     let server_version: String = engines[0]
         .client
         .query_one("SELECT version()", &[])
@@ -175,16 +205,17 @@ pub async fn run(cfg: Config) -> Result<()> {
             .batch_execute(&format!(
                 "SET client_min_messages = warning;
                  CREATE EXTENSION IF NOT EXISTS {ext};
-                 DROP TABLE IF EXISTS {TABLE};
-                 CREATE TABLE {TABLE} (id bigint PRIMARY KEY, vec vector({dims}))
+                 DROP TABLE IF EXISTS {table};
+                 CREATE TABLE {table} (id bigint PRIMARY KEY, vec vector({dims}))
                      WITH (autovacuum_enabled = off);",
                 ext = e.extension,
+                table = e.table,
                 dims = cfg.dims
             ))
             .await?;
-        pg::copy_vectors(&e.client, TABLE, 1, &data, None).await?;
+        pg::copy_vectors(&e.client, &e.table, 1, &data, None).await?;
         e.client
-            .batch_execute(&format!("VACUUM ANALYZE {TABLE}"))
+            .batch_execute(&format!("VACUUM ANALYZE {}", e.table))
             .await?;
         // Both builds get all the memory they want: the comparison is of the algorithms.
         pg::set(&e.client, "maintenance_work_mem", "4GB").await?;
@@ -196,7 +227,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     );
     let mut builds = Vec::new();
     if cfg.pgvector_workers > 0 {
-        builds.push(build(&engines[1], &cfg, cfg.pgvector_workers).await?);
+        builds.push(build(&engines[pgvector], &cfg, cfg.pgvector_workers).await?);
     }
     for e in &engines {
         builds.push(build(e, &cfg, 0).await?);
@@ -208,11 +239,11 @@ pub async fn run(cfg: Config) -> Result<()> {
         .collect();
     let mut statements = Vec::new();
     for e in &engines {
-        let plan = pg::explain(&e.client, QUERY, &query_vectors[0]).await?;
-        if !plan.contains(&format!("Index Scan using {INDEX}")) {
+        let plan = pg::explain(&e.client, &e.query(), &query_vectors[0]).await?;
+        if !plan.contains(&format!("Index Scan using {}", e.index())) {
             return Err(format!("{}: the planner does not use the index:\n{plan}", e.name).into());
         }
-        statements.push(e.client.prepare(QUERY).await?);
+        statements.push(e.client.prepare(&e.query()).await?);
         // Warm the caches: one pass at the widest search.
         let widest = cfg.ef_search.iter().copied().max().unwrap_or(40);
         pg::set(&e.client, e.ef_search_guc, widest).await?;
@@ -227,13 +258,9 @@ pub async fn run(cfg: Config) -> Result<()> {
     let mut runs: Vec<Vec<Runs>> = vec![vec![Runs::default(); cfg.ef_search.len()]; engines.len()];
     for p in 0..cfg.passes {
         for (j, &ef) in cfg.ef_search.iter().enumerate() {
-            // Alternate which engine goes first.
-            let order: Vec<usize> = if (p + j) % 2 == 0 {
-                vec![0, 1]
-            } else {
-                vec![1, 0]
-            };
-            for i in order {
+            // Rotate which engine goes first.
+            let n = engines.len();
+            for i in (0..n).map(|k| (k + p + j) % n) {
                 let e = &engines[i];
                 pg::set(&e.client, e.ef_search_guc, ef).await?;
                 let (r, secs, lat) = pass(e, &statements[i], &queries, &truth).await?;
@@ -251,7 +278,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         for (j, &ef) in cfg.ef_search.iter().enumerate() {
             let Runs(recalls, qps, lat) = &runs[i][j];
             sweep.push(Point {
-                engine: e.name,
+                engine: e.name.clone(),
                 ef_search: ef,
                 recall: report::mean(recalls),
                 qps: report::median(qps),
@@ -287,7 +314,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     let series: Vec<Series> = engines
         .iter()
         .map(|e| Series {
-            label: e.name.to_string(),
+            label: e.name.clone(),
             points: sweep
                 .iter()
                 .filter(|p| p.engine == e.name)
@@ -308,6 +335,46 @@ pub async fn run(cfg: Config) -> Result<()> {
     std::fs::write(cfg.out.join("ruhnsw.md"), &markdown)?;
     println!("{markdown}");
     Ok(())
+}
+
+/// With a full- and a half-precision ruhnsw index: recall@10 of each at every ef_search and
+/// their difference.
+fn precision(engines: &[Engine], sweep: &[Point]) -> String {
+    let named = |storage: &str| engines.iter().find(|e| e.options.contains(storage));
+    let (Some(full), Some(half)) = (named("storage = full"), named("storage = half")) else {
+        return String::new();
+    };
+    let of = |e: &Engine| -> Vec<&Point> { sweep.iter().filter(|p| p.engine == e.name).collect() };
+    let rows: Vec<Vec<String>> = of(full)
+        .iter()
+        .zip(of(half))
+        .map(|(f, h)| {
+            vec![
+                f.ef_search.to_string(),
+                format!("{:.4}", f.recall),
+                format!("{:.4}", h.recall),
+                format!("{:+.4}", h.recall - f.recall),
+                format!("{:.2}x", h.qps / f.qps),
+            ]
+        })
+        .collect();
+    let worst = of(full)
+        .iter()
+        .zip(of(half))
+        .map(|(f, h)| f.recall - h.recall)
+        .fold(f64::NEG_INFINITY, f64::max);
+    let mut out = String::from("\n## Half precision\n\n");
+    out.push_str(&format!(
+        "The same rows in a `storage = half` index (2-byte elements, rows re-ranked by the \
+         table's vectors) beside `storage = full`: recall@10 is at most {worst:.4} lower at any \
+         ef_search.\n\n"
+    ));
+    out.push_str(&report::table(
+        &["ef_search", "recall, full", "recall, half", "half − full", "QPS half / full"],
+        &[true, true, true, true, true],
+        &rows,
+    ));
+    out
 }
 
 fn thousands(n: usize) -> String {
@@ -338,7 +405,7 @@ fn at_recall(sweep: &[Point], engine: &str, target: f64) -> Option<(Point, Strin
     let t = (target - l.recall) / (h.recall - l.recall);
     let lerp = |a: f64, b: f64| a + t * (b - a);
     let p = Point {
-        engine: h.engine,
+        engine: h.engine.clone(),
         ef_search: h.ef_search,
         recall: target,
         qps: lerp(l.qps, h.qps),
@@ -389,12 +456,16 @@ fn markdown(
         &rows,
     ));
     let single = |name: &str| builds.iter().find(|b| b.engine == name && b.workers == 0);
-    if let (Some(r), Some(p)) = (single(engines[0].name), single(engines[1].name)) {
-        out.push_str(&format!(
-            "\nSingle-process build: ruhnsw takes {:.2}x pgvector's time; its index is {:.2}x pgvector's size.\n",
-            r.seconds / p.seconds,
-            r.index_bytes as f64 / p.index_bytes as f64
-        ));
+    let ours = &engines[..engines.len() - 1];
+    for e in ours {
+        if let (Some(r), Some(p)) = (single(&e.name), single(PGVECTOR)) {
+            out.push_str(&format!(
+                "\nSingle-process build: {} takes {:.2}x pgvector's time; its index is {:.2}x pgvector's size.\n",
+                e.name,
+                r.seconds / p.seconds,
+                r.index_bytes as f64 / p.index_bytes as f64
+            ));
+        }
     }
 
     out.push_str("\n## At equal recall\n\n");
@@ -402,7 +473,7 @@ fn markdown(
     for target in TARGETS {
         let found: Vec<Option<(Point, String)>> = engines
             .iter()
-            .map(|e| at_recall(sweep, e.name, target))
+            .map(|e| at_recall(sweep, &e.name, target))
             .collect();
         for (e, p) in engines.iter().zip(&found) {
             rows.push(match p {
@@ -424,15 +495,20 @@ fn markdown(
                 ],
             });
         }
-        if let [Some((r, _)), Some((p, _))] = &found[..] {
-            rows.push(vec![
-                format!("{target:.2}"),
-                "**ruhnsw / pgvector**".into(),
-                String::new(),
-                format!("**{:.2}x**", r.qps / p.qps),
-                format!("{:.2}x", r.p50_ms / p.p50_ms),
-                format!("{:.2}x", r.p99_ms / p.p99_ms),
-            ]);
+        let Some(Some((p, _))) = found.last() else {
+            continue;
+        };
+        for (e, r) in ours.iter().zip(&found) {
+            if let Some((r, _)) = r {
+                rows.push(vec![
+                    format!("{target:.2}"),
+                    format!("**{} / pgvector**", e.name),
+                    String::new(),
+                    format!("**{:.2}x**", r.qps / p.qps),
+                    format!("{:.2}x", r.p50_ms / p.p50_ms),
+                    format!("{:.2}x", r.p99_ms / p.p99_ms),
+                ]);
+            }
         }
     }
     out.push_str(&report::table(
@@ -444,6 +520,8 @@ fn markdown(
         "\nFigures at exactly the target recall, interpolated linearly between the two swept \
          ef_search values around it (see the sweep below for the measured points).\n",
     );
+
+    out.push_str(&precision(engines, sweep));
 
     out.push_str("\n## Sweep\n\n");
     let rows: Vec<Vec<String>> = sweep
@@ -474,7 +552,7 @@ mod tests {
 
     fn point(ef: u32, recall: f64, qps: f64) -> Point {
         Point {
-            engine: "e",
+            engine: "e".into(),
             ef_search: ef,
             recall,
             qps,

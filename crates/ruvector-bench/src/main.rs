@@ -20,7 +20,8 @@ use pg::Result;
 
 const USAGE: &str = "usage: ruvector-bench hnsw --ruvector-dsn URI --pgvector-dsn URI
     [--rows 100000] [--dims 384] [--latent 32] [--queries 500] [--m 16] [--ef-construction 64]
-    [--ef-search 10,20,...] [--passes 3] [--pgvector-workers 2] [--out target/bench]
+    [--ef-search 10,20,...] [--passes 3] [--pgvector-workers 2] [--ruhnsw-storage auto|full,half]
+    [--out target/bench]
        ruvector-bench graph [--rows 100000] [--dims 384] [--latent 32] [--queries 500] [--m 16]
     [--ef-construction 64] [--ef-search 10,20,...]    (in-memory graph only, no server)
        ruvector-bench tenants --ruvector-dsn URI --pgvector-dsn URI [--tenants 1000]
@@ -64,7 +65,7 @@ impl Args {
         }
     }
 
-    fn list(&mut self, name: &str, default: &[u32]) -> Result<Vec<u32>> {
+    fn list<T: std::str::FromStr + Clone>(&mut self, name: &str, default: &[T]) -> Result<Vec<T>> {
         match self.0.remove(name) {
             None => Ok(default.to_vec()),
             Some(v) => v
@@ -72,7 +73,7 @@ impl Args {
                 .map(|x| {
                     x.trim()
                         .parse()
-                        .map_err(|_| format!("--{name}: not a number: {x:?}").into())
+                        .map_err(|_| format!("--{name}: not a valid value: {x:?}").into())
                 })
                 .collect(),
         }
@@ -110,6 +111,7 @@ async fn main_with(mut argv: impl Iterator<Item = String>) -> Result<()> {
                 )?,
                 passes: a.get("passes", 3)?,
                 pgvector_workers: a.get("pgvector-workers", 2)?,
+                storages: a.list("ruhnsw-storage", &["auto".to_string()])?,
                 out: a.get("out", "target/bench".into())?,
             };
             a.done()?;

@@ -932,6 +932,17 @@ mod tests {
     fn half_precision_doubles_the_dimensions_a_page_holds() {
         assert_eq!(NodeLayout::max_dims(16, false), 1984);
         assert_eq!(NodeLayout::max_dims(16, true), 3962);
+        // The table in docs/sql-reference.md.
+        let limits: Vec<_> = [8, 32]
+            .iter()
+            .map(|&m| {
+                (
+                    NodeLayout::max_dims(m, false),
+                    NodeLayout::max_dims(m, true),
+                )
+            })
+            .collect();
+        assert_eq!(limits, vec![(2008, 4010), (1936, 3866)]);
         for half in [false, true] {
             let most = NodeLayout::max_dims(16, half);
             let fits = |dims| NodeLayout { dims, m: 16, half }.max_level().is_some();

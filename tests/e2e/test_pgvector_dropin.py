@@ -100,6 +100,36 @@ def test_using_hnsw_builds_a_ruhnsw_index_with_pgvectors_options(ruv_any, pgv):
         conn.execute("DROP TABLE dropin_items")
 
 
+def test_pgvectors_widest_indexable_column_indexes_at_the_default_m(ruv_any, pgv):
+    """pgvector indexes vector(2000) at m = 16; so does ruhnsw (in half precision, the rows
+    re-ranked by the table's vectors), with the same statement and the same answers."""
+    rng = random.Random(11)
+    rows = ["[" + ",".join("%.5f" % rng.gauss(0, 1) for _ in range(2000)) + "]" for _ in range(400)]
+    query = "[" + ",".join("%.5f" % rng.gauss(0, 1) for _ in range(2000)) + "]"
+    sql = "SELECT id FROM wide_items ORDER BY embedding <-> %s LIMIT 10"
+    answers = []
+    for conn in (ruv_any, pgv):
+        conn.execute("DROP TABLE IF EXISTS wide_items")
+        conn.execute("CREATE TABLE wide_items (id bigserial PRIMARY KEY, embedding vector(2000))")
+        with conn.cursor().copy("COPY wide_items (embedding) FROM STDIN") as copy:
+            for r in rows:
+                copy.write_row([r])
+        with conn.transaction():
+            conn.execute("SET LOCAL enable_indexscan = off")
+            exact_ids = [r[0] for r in conn.execute(sql, (query,))]
+        conn.execute("CREATE INDEX wide_hnsw ON wide_items USING hnsw (embedding vector_l2_ops)")
+        with conn.transaction():
+            conn.execute("SET LOCAL enable_seqscan = off")
+            plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + sql, (query,)))
+            assert "Index Scan using wide_hnsw" in plan, plan
+            answers.append(([r[0] for r in conn.execute(sql, (query,))], exact_ids))
+        conn.execute("DROP TABLE wide_items")
+    (ours, ours_exact), (theirs, theirs_exact) = answers
+    assert ours_exact == theirs_exact
+    assert ours == ours_exact  # 400 rows: below exact_threshold, answered exactly
+    assert len(set(theirs) & set(theirs_exact)) >= 9
+
+
 def test_using_ivfflat_builds_a_ruhnsw_index_and_says_so(ruv_any, pgv):
     fill(ruv_any, "dropin_ivf")
     fill(pgv, "dropin_ivf")

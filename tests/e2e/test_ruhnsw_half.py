@@ -10,22 +10,20 @@ import psycopg
 import pytest
 from pgvector.psycopg import register_vector
 
-from tenancy_fixtures import admin_dsn, dsn, fresh_database
+from tenancy_fixtures import dsn, fresh_database
+from tenant_vectors import superuser
 from test_ruhnsw import OPS, embeddings, exact_top, load
 
 DB = "ruvector_hnsw_half"
 
 
 def connect():
-    c = psycopg.connect(admin_dsn(DB), autocommit=True)
-    register_vector(c)
-    return c
+    return superuser(DB)
 
 
 @pytest.fixture(scope="module")
 def db():
     fresh_database(DB).close()
-    yield
 
 
 def operator(data, q, op):

@@ -166,7 +166,11 @@ pub async fn run(cfg: Config) -> Result<()> {
     let mut engines = Vec::new();
     for storage in &cfg.storages {
         let (name, table, options) = match storage.as_str() {
-            "auto" => ("ruvector ruhnsw".to_string(), "bench_items".to_string(), String::new()),
+            "auto" => (
+                "ruvector ruhnsw".to_string(),
+                "bench_items".to_string(),
+                String::new(),
+            ),
             s => (
                 format!("ruvector ruhnsw, {s}"),
                 format!("bench_items_{s}"),
@@ -370,7 +374,13 @@ fn precision(engines: &[Engine], sweep: &[Point]) -> String {
          ef_search.\n\n"
     ));
     out.push_str(&report::table(
-        &["ef_search", "recall, full", "recall, half", "half − full", "QPS half / full"],
+        &[
+            "ef_search",
+            "recall, full",
+            "recall, half",
+            "half − full",
+            "QPS half / full",
+        ],
         &[true, true, true, true, true],
         &rows,
     ));

@@ -93,6 +93,13 @@ pub mod scalar {
         sum
     }
 
+    /// Little-endian halves to `f32`, one by one.
+    pub fn halves_to_f32(src: &[u8], dst: &mut [f32]) {
+        for (x, b) in dst.iter_mut().zip(src.chunks_exact(2)) {
+            *x = half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32();
+        }
+    }
+
     /// (Σ aᵢ·bᵢ, Σ aᵢ², Σ bᵢ²), each summed left to right.
     pub fn cosine_parts(a: &[f32], b: &[f32]) -> (f32, f32, f32) {
         let (mut ab, mut aa, mut bb) = (0.0f32, 0.0f32, 0.0f32);
@@ -148,6 +155,14 @@ pub fn l1_distance(a: &[f32], b: &[f32]) -> f64 {
     f64::from((Kernels::best().l1)(a, b))
 }
 
+/// Decodes little-endian IEEE half-precision floats (`2 × dst.len()` bytes of `src`) into
+/// `dst`: with F16C where the CPU has it (chosen once per process), else one by one.
+pub fn halves_to_f32(src: &[u8], dst: &mut [f32]) {
+    static DECODE: std::sync::OnceLock<fn(&[u8], &mut [f32])> = std::sync::OnceLock::new();
+    let decode = DECODE.get_or_init(|| simd::f16c_decoder().unwrap_or(scalar::halves_to_f32));
+    decode(src, dst)
+}
+
 /// A bound on the rounding error of a sum of `n` products (or squared differences) whose
 /// absolute values add up to `magnitude`, as the kernels [`Kernels::best`] picks compute it.
 /// Each term is rounded once and each addition once; an addition chain of the scalar loop is
@@ -175,6 +190,24 @@ pub fn tolerance(n: usize, magnitude: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn halves_decode_alike_with_and_without_f16c() {
+        // Every bit pattern: zeros, subnormals, normals, infinities, NaNs; then a tail.
+        let src: Vec<u8> = (0..=u16::MAX).flat_map(|b| b.to_le_bytes()).collect();
+        for n in [65536usize, 13, 7, 0] {
+            let (mut fast, mut slow) = (vec![0f32; n], vec![0f32; n]);
+            halves_to_f32(&src, &mut fast);
+            scalar::halves_to_f32(&src, &mut slow);
+            assert!(fast
+                .iter()
+                .zip(&slow)
+                .all(|(a, b)| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())));
+        }
+        let mut one = [0f32; 2];
+        halves_to_f32(&[0x00, 0x3c, 0x00, 0xc0], &mut one);
+        assert_eq!(one, [1.0, -2.0]);
+    }
     use proptest::prelude::*;
     use rand::{Rng, SeedableRng};
 

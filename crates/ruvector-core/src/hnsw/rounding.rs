@@ -86,9 +86,7 @@ pub fn encode(v: &[f32], out: &mut [u8]) -> Rounding {
 
 /// Decodes little-endian halves (`2 × out.len()` bytes) into `out`.
 pub fn decode(bytes: &[u8], out: &mut [f32]) {
-    for (x, chunk) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-        *x = f16::from_bits(u16::from_le_bytes([chunk[0], chunk[1]])).to_f32();
-    }
+    crate::distance::halves_to_f32(bytes, out)
 }
 
 /// The first element of `v` that half precision cannot hold (beyond ±[`HALF_MAX`], or not

@@ -12,6 +12,9 @@
 /// A kernel over two equally long slices.
 pub type Kernel = fn(&[f32], &[f32]) -> f32;
 
+/// Decodes little-endian half-precision floats into `f32` ([`halves_to_f32`]).
+pub type Decoder = fn(&[u8], &mut [f32]);
+
 /// The cosine kernel: (Σ aᵢ·bᵢ, Σ aᵢ², Σ bᵢ²).
 pub type CosineKernel = fn(&[f32], &[f32]) -> (f32, f32, f32);
 
@@ -158,7 +161,7 @@ pub fn l1_distance(a: &[f32], b: &[f32]) -> f64 {
 /// Decodes little-endian IEEE half-precision floats (`2 × dst.len()` bytes of `src`) into
 /// `dst`: with F16C where the CPU has it (chosen once per process), else one by one.
 pub fn halves_to_f32(src: &[u8], dst: &mut [f32]) {
-    static DECODE: std::sync::OnceLock<fn(&[u8], &mut [f32])> = std::sync::OnceLock::new();
+    static DECODE: std::sync::OnceLock<Decoder> = std::sync::OnceLock::new();
     let decode = DECODE.get_or_init(|| simd::f16c_decoder().unwrap_or(scalar::halves_to_f32));
     decode(src, dst)
 }

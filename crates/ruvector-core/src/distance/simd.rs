@@ -26,7 +26,7 @@ pub(super) fn prefetch(v: &[f32]) {
 
 /// Decodes little-endian IEEE half-precision floats with F16C, when the CPU has it: 8 per
 /// instruction. `None` when it does not.
-pub(super) fn f16c_decoder() -> Option<fn(&[u8], &mut [f32])> {
+pub(super) fn f16c_decoder() -> Option<super::Decoder> {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx") && std::arch::is_x86_feature_detected!("f16c") {
         return Some(|src, dst| {

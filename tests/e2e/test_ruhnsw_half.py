@@ -5,6 +5,8 @@ with filters that make the scan continue, under a tenant context and beside larg
 recall stays within a hair of full-precision storage; values half precision cannot hold are
 refused; the choice is recorded in the metapage."""
 
+import time
+
 import numpy as np
 import psycopg
 import pytest
@@ -230,3 +232,23 @@ def test_tenant_confined_search_over_wide_vectors(db):
             app.execute("SET ruvector.tenant_id = 'wa'")
             got = ordered_search(app, "wide_docs", q, "<=>", 10)
             assert len(got) == 10 and all(i < 10_000 for i in got), got
+    # A dedicated index for a tenant takes the shared index's storage.
+    with connect() as c:
+        c.execute("ALTER INDEX wide_docs_idx SET (storage = half)")
+        c.execute("SELECT ruvector_tenant_isolate('wb')")
+        deadline = time.monotonic() + 180
+        while (row := c.execute("SELECT phase, error FROM ruvector_tenant_migration_status('wb')").fetchone())[0] not in ("done", "failed"):
+            assert time.monotonic() < deadline, row
+            time.sleep(0.1)
+        assert row == ("done", None), row
+        index = c.execute("SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid = 'wide_docs'::regclass "
+                          "AND indpred IS NOT NULL").fetchone()[0]
+        assert "storage=half" in c.execute("SELECT array_to_string(reloptions, ',') FROM pg_class WHERE oid = %s::regclass", (index,)).fetchone()[0]
+        assert "(half precision)" in metapage(c, index)
+    with psycopg.connect(dsn("rv_app", DB), autocommit=True) as app:
+        register_vector(app)
+        app.execute("SET enable_seqscan = off")
+        app.execute("SET ruvector.tenant_id = 'wb'")
+        for q in rng.standard_normal((4, dims)).astype(np.float32):
+            got = ordered_search(app, "wide_docs", q, "<=>", 10)
+            assert got == b_ids[np.argsort(operator(b, q, "<=>"), kind="stable")[:10]].tolist()

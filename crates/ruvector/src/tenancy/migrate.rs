@@ -376,8 +376,8 @@ fn quote(ident: &str) -> String {
 
 /// The shared `ruhnsw` indexes of every tenant table, with the statement that creates the
 /// tenant's dedicated index beside each: the same column and operator class, `m` and
-/// `ef_construction` from the migration's options or else the shared index's, the
-/// migration's tablespace if it names one.
+/// `ef_construction` from the migration's options or else the shared index's, the shared
+/// index's `storage`, the migration's tablespace if it names one.
 fn shared_indexes(m: &Migration) -> Vec<Shared> {
     Spi::connect(|client| {
         client
@@ -388,6 +388,7 @@ fn shared_indexes(m: &Migration) -> Vec<Shared> {
                           quote_ident(on_.nspname) || '.' || quote_ident(oc.opcname) AS opclass, \
                           coalesce(mo.options->>'m', (SELECT split_part(o, '=', 2) FROM unnest(ic.reloptions) o WHERE o LIKE 'm=%'), '16') AS m, \
                           coalesce(mo.options->>'ef_construction', (SELECT split_part(o, '=', 2) FROM unnest(ic.reloptions) o WHERE o LIKE 'ef_construction=%'), '64') AS ef, \
+                          coalesce((SELECT split_part(o, '=', 2) FROM unnest(ic.reloptions) o WHERE o LIKE 'storage=%'), 'auto') AS storage, \
                           mo.options->>'tablespace' AS ts, \
                           left(ic.relname, 40) || '_' || left(regexp_replace($2, '[^A-Za-z0-9_]', '_', 'g'), 16) \
                             || '_' || substr(md5($2), 1, 4) AS dedicated_name \
@@ -404,8 +405,8 @@ fn shared_indexes(m: &Migration) -> Vec<Shared> {
                    WHERE i.indnkeyatts = 2 AND i.indpred IS NULL AND i.indisvalid \
                  ) \
                  SELECT s.indexrelid, s.indexrelid::regclass::text, s.nspname::text, s.dedicated_name, \
-                        format('CREATE INDEX CONCURRENTLY %I ON %s USING ruhnsw (%I %s) WITH (m = %s, ef_construction = %s) %s WHERE %I = %L', \
-                               s.dedicated_name, s.indrelid::regclass, s.vec, s.opclass, s.m::int, s.ef::int, \
+                        format('CREATE INDEX CONCURRENTLY %I ON %s USING ruhnsw (%I %s) WITH (m = %s, ef_construction = %s, storage = %L) %s WHERE %I = %L', \
+                               s.dedicated_name, s.indrelid::regclass, s.vec, s.opclass, s.m::int, s.ef::int, s.storage, \
                                CASE WHEN s.ts IS NOT NULL THEN format('TABLESPACE %I', s.ts) ELSE '' END, \
                                s.tenant_col, $2) \
                  FROM s ORDER BY s.indexrelid",

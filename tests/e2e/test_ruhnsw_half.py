@@ -75,7 +75,7 @@ def test_pgvector_sized_embeddings_index_at_the_default_m_and_come_back_in_exact
         for opclass, op in OPS.items():
             # No option: pgvector's statement, verbatim but for the access method's name.
             c.execute(f"CREATE INDEX {table}_idx ON {table} USING ruhnsw (v {opclass})")
-            assert f"{dims} dimensions (half precision), m 16" in metapage(c, f"{table}_idx")
+            assert f"format 5, {dims} dimensions (half precision), m 16" in metapage(c, f"{table}_idx")
             c.execute(f"ANALYZE {table}")
             index_scan(c, table, op, queries[0])
             hits = 0
@@ -188,10 +188,14 @@ def test_values_half_precision_cannot_hold_are_refused_unless_the_index_normalis
         assert e.value.sqlstate == "22003", e.value
         assert "out of range for a ruhnsw index that stores half-precision elements" in str(e.value)
         c.execute("DROP INDEX big_l2")
-        # A cosine index stores unit vectors: any finite value fits.
+        # A cosine index stores unit vectors: any value fits whose vector's length is finite
+        # in single precision.
         c.execute("CREATE INDEX big_cos ON big_values USING ruhnsw (v vector_cosine_ops)")
         c.execute("INSERT INTO big_values VALUES (1, array_fill(1e5::real, ARRAY[2500])::vector)")
-        c.execute("INSERT INTO big_values VALUES (2, array_fill(-3e30::real, ARRAY[2500])::vector)")
+        c.execute("INSERT INTO big_values VALUES (2, array_fill(-3e15::real, ARRAY[2500])::vector)")
+        with pytest.raises(psycopg.Error) as e:
+            c.execute("INSERT INTO big_values VALUES (3, array_fill(1e20::real, ARRAY[2500])::vector)")
+        assert e.value.sqlstate == "22003", e.value
         c.execute("SET enable_seqscan = off")
         got = c.execute("SELECT id FROM big_values ORDER BY v <=> array_fill(1::real, ARRAY[2500])::vector LIMIT 2").fetchall()
         assert [r[0] for r in got] == [1, 2]
@@ -252,3 +256,33 @@ def test_tenant_confined_search_over_wide_vectors(db):
         for q in rng.standard_normal((4, dims)).astype(np.float32):
             got = ordered_search(app, "wide_docs", q, "<=>", 10)
             assert got == b_ids[np.argsort(operator(b, q, "<=>"), kind="stable")[:10]].tolist()
+
+
+def test_queries_single_precision_cannot_scale_and_two_order_keys_never_stop_the_scan(db):
+    """A query too short or too long for single precision (its squared length underflows or
+    overflows), a row equal to the query, and ORDER BY with a second distance: the bound
+    each row is reported with stays below the exact distance (PostgreSQL would stop the
+    query otherwise), and rows still come back in order."""
+    dims = 2100
+    rng = np.random.default_rng(31)
+    data = rng.uniform(-1, 1, (400, dims)).astype(np.float32)
+    queries = {
+        "tiny": np.full(dims, 1e-23, dtype=np.float32),
+        "huge": np.full(dims, 1e18, dtype=np.float32),
+        "row": data[5],
+    }
+    with connect() as c:
+        c.execute("SET enable_seqscan = off")
+        c.execute("DROP TABLE IF EXISTS degenerate")
+        load(c, "degenerate", data)
+        for opclass, op in OPS.items():
+            c.execute(f"CREATE INDEX degenerate_idx ON degenerate USING ruhnsw (v {opclass}) WITH (exact_threshold = 0)")
+            for name, q in queries.items():
+                got = ordered_search(c, "degenerate", q, op, 20, ordered=name == "row")
+                assert len(got) == 20, (opclass, name)
+            rows = c.execute(
+                f"SELECT id FROM degenerate ORDER BY v {op} %s, v {op} %s LIMIT 5", (data[5], data[6])
+            ).fetchall()
+            assert rows[0][0] == 5 or op in ("<#>",), (opclass, rows)
+            c.execute("DROP INDEX degenerate_idx")
+        c.execute("DROP TABLE degenerate")

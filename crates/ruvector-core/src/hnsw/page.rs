@@ -498,6 +498,9 @@ pub const META_MAGIC: u32 = 0x5256_4857; // "RVHW"
 /// Version 4: shared tenants' nodes are packed onto common pages, each tenant's packed nodes
 /// linked newest to oldest.
 pub const META_VERSION: u32 = 4;
+/// Version 5: version 4 with half-precision vectors (byte 18 set), which builds that read
+/// only version 4 refuse rather than misread.
+pub const META_VERSION_HALF: u32 = 5;
 /// Bytes of the metapage record.
 pub const META_SIZE: usize = 32;
 const NO_ENTRY: u64 = u64::MAX;
@@ -511,10 +514,19 @@ impl Meta {
         }
     }
 
+    /// The format version the index is written in.
+    pub fn version(&self) -> u32 {
+        if self.half {
+            META_VERSION_HALF
+        } else {
+            META_VERSION
+        }
+    }
+
     pub fn to_bytes(&self) -> [u8; META_SIZE] {
         let mut b = [0u8; META_SIZE];
         b[0..4].copy_from_slice(&META_MAGIC.to_le_bytes());
-        b[4..8].copy_from_slice(&META_VERSION.to_le_bytes());
+        b[4..8].copy_from_slice(&self.version().to_le_bytes());
         b[8..12].copy_from_slice(&self.dims.to_le_bytes());
         b[12..14].copy_from_slice(&self.m.to_le_bytes());
         b[14..16].copy_from_slice(&self.ef_construction.to_le_bytes());
@@ -536,9 +548,16 @@ impl Meta {
         if u32_at(0) != META_MAGIC {
             return Err(format!("bad metapage magic {:#x}", u32_at(0)));
         }
-        if u32_at(4) != META_VERSION {
+        let half = b[18] != 0;
+        let version = if half {
+            META_VERSION_HALF
+        } else {
+            META_VERSION
+        };
+        if u32_at(4) != version {
             return Err(format!(
-                "index format version {} (this build reads {META_VERSION}); REINDEX it",
+                "index format version {} (this build reads {META_VERSION} and, with \
+                 half-precision vectors, {META_VERSION_HALF}); REINDEX it",
                 u32_at(4)
             ));
         }
@@ -549,7 +568,7 @@ impl Meta {
             ef_construction: u16_at(14),
             metric,
             tenant_key: b[17] != 0,
-            half: b[18] != 0,
+            half,
             directory: u32_at(20),
             tenants: u32_at(24),
             shared_page: u32_at(28),
@@ -1049,6 +1068,11 @@ mod tests {
             tenants: 1000,
         };
         assert_eq!(Meta::from_bytes(&m.to_bytes()).unwrap(), m);
+        assert_eq!(
+            &m.to_bytes()[4..8],
+            &5u32.to_le_bytes(),
+            "half precision is format 5"
+        );
         let plain = Meta {
             shared_page: 0,
             tenant_key: false,

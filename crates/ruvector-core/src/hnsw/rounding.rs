@@ -109,14 +109,26 @@ impl Metric {
     /// `<=>`, `<#>`, `<+>` of the query and the row), from `approx`, the distance the
     /// index computed ([`Metric::prepared_distance`] of the prepared query and the stored
     /// vector), the stored vector's [`Rounding`], the dimensions and the query's Euclidean
-    /// norm. See the module documentation.
+    /// norm (computed in `f64`). See the module documentation.
+    ///
+    /// Where single precision overflows or underflows (a distance that is not finite, a
+    /// cosine query or row too short or too long to be scaled to unit length), the bound is
+    /// the bottom of the operator's range: 0, or −∞ for inner product. It is never NaN.
     pub fn order_bound(self, approx: f32, r: Rounding, dims: usize, query_norm: f64) -> f64 {
         use crate::distance::rounding;
+        let floor = if self == Metric::InnerProduct {
+            f64::NEG_INFINITY
+        } else {
+            0.0
+        };
+        if !approx.is_finite() || !query_norm.is_finite() {
+            return floor;
+        }
         let approx = f64::from(approx);
         let (l1, l2, norm) = (f64::from(r.l1), f64::from(r.l2), f64::from(r.norm));
         // The operator's own sums are off by at most this, relative to their magnitude.
         let relative = rounding(dims, 1.0);
-        match self {
+        let bound = match self {
             // ‖q − x‖ ≥ ‖q − x̃‖ − ‖x − x̃‖
             Metric::L2 => {
                 let stored = (approx - rounding(dims, approx)).max(0.0).sqrt();
@@ -134,8 +146,21 @@ impl Metric {
             }
             // Unit query and unit stored vector before rounding: cos θ ≤ q̂·x̃ + ‖x̂ − x̃‖,
             // less the rounding of the normalisations and of the operator's three sums.
+            // Both must have been scaled to unit length (Metric::prepare leaves a vector
+            // whose squared length is 0 or infinite in f32 as it is): the query's length
+            // within 1e-18..1e18, the stored vector's within its rounding of 1.
+            Metric::Cosine
+                if !(1e-18..=1e18).contains(&query_norm) || (norm - 1.0).abs() > l2 + 1e-3 =>
+            {
+                floor
+            }
             Metric::Cosine => approx - l2 * (1.0 + relative) - 8.0 * rounding(dims, 1.0 + norm),
             Metric::Jaccard => approx,
+        };
+        if bound.is_nan() {
+            floor
+        } else {
+            bound
         }
     }
 }
@@ -234,6 +259,45 @@ mod tests {
             }
         }
         assert_eq!(checked, 8 * 3 * 6 * 4);
+    }
+
+    /// Queries and rows whose squared length underflows or overflows in single precision
+    /// (cosine cannot scale them to unit length) and distances that overflow: the bound
+    /// falls to the bottom of the operator's range, never above the operator, never NaN.
+    #[test]
+    fn degenerate_lengths_give_the_floor_of_the_range() {
+        let dims = 3;
+        let cases: [(&[f32], &[f32]); 5] = [
+            (&[1e-23, 1e-23, 1e-23], &[0.1, 0.1, 0.1]),
+            (&[1e20, 0.0, 0.0], &[-1.0, 0.0, 0.0]),
+            (&[0.5, 0.1, 0.2], &[1e-23, 1e-23, 1e-23]),
+            (&[3e19, 3e19, 3e19], &[1.0, 2.0, 3.0]),
+            (&[0.0, 0.0, 0.0], &[1.0, 2.0, 3.0]),
+        ];
+        for (q, x) in cases {
+            let qn = q.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>().sqrt();
+            for metric in [Metric::L2, Metric::Cosine, Metric::InnerProduct, Metric::L1] {
+                let (qp, xp) = (metric.prepare(q), metric.prepare(x));
+                let (xs, r) = stored(&xp);
+                let approx = metric.prepared_distance(&qp, &xs);
+                let bound = metric.order_bound(approx, r, dims, qn);
+                let exact = operator(metric, q, x);
+                assert!(!bound.is_nan(), "{metric:?} {q:?} {x:?}");
+                // NaN sorts above every value in PostgreSQL.
+                assert!(
+                    exact.is_nan() || bound <= exact,
+                    "{metric:?} {q:?} {x:?}: bound {bound} > exact {exact}"
+                );
+            }
+        }
+        assert_eq!(
+            Metric::InnerProduct.order_bound(f32::INFINITY, Rounding::default(), 3, 1.0),
+            f64::NEG_INFINITY
+        );
+        assert_eq!(
+            Metric::L2.order_bound(f32::NAN, Rounding::default(), 3, 1.0),
+            0.0
+        );
     }
 
     #[test]

@@ -92,13 +92,15 @@ fn no_room(layout: NodeLayout) -> ! {
     )
 }
 
-/// Refuses (22003) a vector whose elements half-precision storage cannot hold. Vectors of a
-/// cosine index are stored scaled to unit length, and always fit.
+/// Refuses (22003) a vector whose elements half-precision storage cannot hold, as the index
+/// stores it: a cosine index scales vectors to unit length (all fit, unless the length
+/// itself overflows single precision).
 pub fn check_storable(layout: NodeLayout, metric: ruvector_core::hnsw::Metric, vector: &[f32]) {
-    if !layout.half || metric == ruvector_core::hnsw::Metric::Cosine {
+    if !layout.half {
         return;
     }
-    if let Some((i, x)) = rounding::first_unstorable(vector) {
+    if let Some((i, _)) = rounding::first_unstorable(&metric.prepare(vector)) {
+        let x = vector[i];
         errors::index_error(
             PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
             format!(

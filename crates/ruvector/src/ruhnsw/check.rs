@@ -74,7 +74,7 @@ fn check(index: pg_sys::Relation) -> Findings {
         &meta_problems,
         format!(
             "format {}, {} dimensions ({} precision), m {}, ef_construction {}, {:?}",
-            layout::META_VERSION,
+            meta.version(),
             meta.dims,
             if meta.half { "half" } else { "full" },
             meta.m,

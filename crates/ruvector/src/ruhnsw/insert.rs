@@ -56,7 +56,12 @@ pub unsafe extern "C-unwind" fn aminsert(
                 Some(g) => g,
                 None => {
                     // The first vector of an index without declared dimensions sets them.
-                    let half = super::build::params_for(index, vector.len()).1.half;
+                    // With the metapage's m (the pages' layout), not the reloption's: ALTER
+                    // INDEX ... SET (m) takes effect only at a rebuild.
+                    let m = page::read_meta(index).m as usize;
+                    let half =
+                        super::build::layout_for(vector.len(), m, super::options::storage(index))
+                            .half;
                     page::update_meta(index, |meta| {
                         if meta.dims == 0 {
                             meta.dims = vector.len() as u32;

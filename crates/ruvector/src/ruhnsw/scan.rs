@@ -177,7 +177,14 @@ fn start(scan: pg_sys::IndexScanDesc) {
             (key_elements(index, key.sk_argument).into_owned(), false)
         }
     };
-    let query_norm = (!null).then(|| ruvector_core::distance::inner_product(&query, &query).sqrt());
+    // In f64: the squared length of a float4 vector can underflow or overflow in f32.
+    let query_norm = (!null).then(|| {
+        query
+            .iter()
+            .map(|&x| f64::from(x).powi(2))
+            .sum::<f64>()
+            .sqrt()
+    });
     if query.len() != dims {
         errors::vector_error(
             VectorError::DifferentDimensions {
@@ -193,6 +200,7 @@ fn start(scan: pg_sys::IndexScanDesc) {
     // One part per relation, with the tenants whose graphs it holds.
     let mut rels: Vec<pg_sys::Relation> = places.iter().map(|p| p.rel).collect();
     rels.dedup();
+    let mut parts = Vec::new();
     for rel in rels {
         let here: Vec<&Place> = places.iter().filter(|p| p.rel == rel).collect();
         let mut graph = if rel == index {
@@ -215,19 +223,25 @@ fn start(scan: pg_sys::IndexScanDesc) {
                 .filter_map(|p| Some((p.tenant, p.entry.as_ref()?))),
         );
         let tenants = here.iter().map(|p| p.tenant).collect();
-        let mut part = Scan::new(
+        let scan = Scan::new(
             query.clone(),
             tenants,
             gucs::ef_search(),
             gucs::max_scan_tuples(),
         );
-        // Rows of a graph stored in half precision come with bounds to re-rank by.
-        if let Some(norm) = query_norm
-            .filter(|_| graph.store().layout().half && graph.params().metric.rounds_halves())
-        {
-            part = part.with_bounds(norm);
+        parts.push((graph, scan));
+    }
+    // Rows of a graph stored in half precision come with bounds to re-rank by; then every
+    // part's rows do (a dedicated index may store its tenant's vectors in full precision),
+    // so that the merge compares like with like.
+    let rerank = parts
+        .iter()
+        .any(|(g, _)| g.store().layout().half && g.params().metric.rounds_halves());
+    for (graph, scan) in parts {
+        match query_norm.filter(|_| rerank) {
+            Some(norm) => merge.push(graph, scan.with_bounds(norm)),
+            None => merge.push(graph, scan),
         }
-        merge.push(graph, part);
     }
     s.opened = places.into_iter().filter(Place::dedicated).collect();
     s.merge = Some(merge);
@@ -352,8 +366,13 @@ pub unsafe extern "C-unwind" fn amgettuple(
             // executor re-ranks by the table's vector.
             (*scan).xs_recheckorderby = found.bound.is_some();
             if let Some(bound) = found.bound {
-                *(*scan).xs_orderbyvals = bound.into_datum().expect("a float8 datum");
-                *(*scan).xs_orderbynulls = false;
+                // The first ORDER BY key is the one searched; any further key (ORDER BY
+                // v <-> a, v <-> b) is left to the executor's exact values: −∞ is below them.
+                for i in 0..(*scan).numberOfOrderBys as usize {
+                    let value = if i == 0 { bound } else { f64::NEG_INFINITY };
+                    *(*scan).xs_orderbyvals.add(i) = value.into_datum().expect("a float8 datum");
+                    *(*scan).xs_orderbynulls.add(i) = false;
+                }
             }
             true
         })

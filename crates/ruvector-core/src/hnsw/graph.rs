@@ -547,12 +547,23 @@ impl<S: GraphStore> Hnsw<S> {
         found.truncate(k);
         found
             .into_iter()
-            .map(|s| Hit {
-                dist: s.dist,
-                id: s.id,
-                payload: None,
-                bound: query_norm
-                    .map(|n| metric.order_bound(s.dist, self.store.rounding(s.id), q.len(), n)),
+            .map(|s| match query_norm {
+                // The node is read for its rounding; its payload comes with it.
+                Some(n) => {
+                    let (payload, rounding) = self.store.payload_and_rounding(s.id);
+                    Hit {
+                        dist: s.dist,
+                        id: s.id,
+                        payload: Some(payload),
+                        bound: Some(metric.order_bound(s.dist, rounding, q.len(), n)),
+                    }
+                }
+                None => Hit {
+                    dist: s.dist,
+                    id: s.id,
+                    payload: None,
+                    bound: None,
+                },
             })
             .collect()
     }

@@ -89,6 +89,10 @@ pub trait GraphStore {
     fn rounding(&self, _id: NodeId) -> Rounding {
         Rounding::default()
     }
+    /// Node `id`'s payload and rounding (a paged store reads the node once for both).
+    fn payload_and_rounding(&self, id: NodeId) -> (u64, Rounding) {
+        (self.payload(id), self.rounding(id))
+    }
     /// Every live node of `tenant` (for exact scans of small tenants).
     fn tenant_nodes(&self, tenant: TenantOrd) -> Vec<NodeId>;
     /// Number of live nodes of `tenant`.

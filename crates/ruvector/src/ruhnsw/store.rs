@@ -461,6 +461,10 @@ impl GraphStore for PageStore {
         self.with_node(id, |node| node.rounding())
     }
 
+    fn payload_and_rounding(&self, id: NodeId) -> (u64, Rounding) {
+        self.with_node(id, |node| (node.heap_tid(), node.rounding()))
+    }
+
     fn tenant_nodes(&self, tenant: TenantOrd) -> Vec<NodeId> {
         let mut ids = Vec::new();
         self.for_each_tenant_node(tenant, |id, node| {

@@ -547,23 +547,22 @@ impl<S: GraphStore> Hnsw<S> {
         found.truncate(k);
         found
             .into_iter()
-            .map(|s| match query_norm {
-                // The node is read for its rounding; its payload comes with it.
-                Some(n) => {
-                    let (payload, rounding) = self.store.payload_and_rounding(s.id);
-                    Hit {
-                        dist: s.dist,
-                        id: s.id,
-                        payload: Some(payload),
-                        bound: Some(metric.order_bound(s.dist, rounding, q.len(), n)),
+            .map(|s| {
+                // With bounds, the node is read for its rounding; its payload comes with it.
+                let (payload, bound) = match query_norm {
+                    Some(n) => {
+                        let (payload, rounding) = self.store.payload_and_rounding(s.id);
+                        let bound = metric.order_bound(s.dist, rounding, q.len(), n);
+                        (Some(payload), Some(bound))
                     }
-                }
-                None => Hit {
+                    None => (None, None),
+                };
+                Hit {
                     dist: s.dist,
                     id: s.id,
-                    payload: None,
-                    bound: None,
-                },
+                    payload,
+                    bound,
+                }
             })
             .collect()
     }

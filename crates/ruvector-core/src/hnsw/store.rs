@@ -80,18 +80,14 @@ pub trait GraphStore {
         mut f: impl FnMut(NodeId, &[f32], u64, Rounding),
     ) {
         for id in self.tenant_nodes(tenant) {
-            let (payload, rounding) = (self.payload(id), self.rounding(id));
+            let (payload, rounding) = self.payload_and_rounding(id);
             self.with_vector(id, |v| f(id, v, payload, rounding));
         }
     }
-    /// How far node `id`'s stored vector is from the vector inserted: zero unless the store
-    /// keeps vectors rounded (see [`super::rounding`]).
-    fn rounding(&self, _id: NodeId) -> Rounding {
-        Rounding::default()
-    }
-    /// Node `id`'s payload and rounding (a paged store reads the node once for both).
+    /// Node `id`'s payload, and how far its stored vector is from the vector inserted:
+    /// zero unless the store keeps vectors rounded (see [`super::rounding`]).
     fn payload_and_rounding(&self, id: NodeId) -> (u64, Rounding) {
-        (self.payload(id), self.rounding(id))
+        (self.payload(id), Rounding::default())
     }
     /// Every live node of `tenant` (for exact scans of small tenants).
     fn tenant_nodes(&self, tenant: TenantOrd) -> Vec<NodeId>;

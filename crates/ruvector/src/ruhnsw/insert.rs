@@ -55,17 +55,16 @@ pub unsafe extern "C-unwind" fn aminsert(
             let mut graph = match route::open(index) {
                 Some(g) => g,
                 None => {
-                    // The first vector of an index without declared dimensions sets them.
-                    // With the metapage's m (the pages' layout), not the reloption's: ALTER
-                    // INDEX ... SET (m) takes effect only at a rebuild.
-                    let m = page::read_meta(index).m as usize;
-                    let half =
-                        super::build::layout_for(vector.len(), m, super::options::storage(index))
-                            .half;
+                    // The first vector of an index without declared dimensions sets them,
+                    // and the storage with the metapage's m (the pages' layout), not the
+                    // reloption's: ALTER INDEX ... SET (m) takes effect only at a rebuild.
+                    let storage = super::options::storage(index);
                     page::update_meta(index, |meta| {
                         if meta.dims == 0 {
+                            let layout =
+                                super::build::layout_for(vector.len(), meta.m as usize, storage);
                             meta.dims = vector.len() as u32;
-                            meta.half = half;
+                            meta.half = layout.half;
                         }
                     });
                     route::open(index).expect("dimensions are set")

@@ -457,10 +457,6 @@ impl GraphStore for PageStore {
         });
     }
 
-    fn rounding(&self, id: NodeId) -> Rounding {
-        self.with_node(id, |node| node.rounding())
-    }
-
     fn payload_and_rounding(&self, id: NodeId) -> (u64, Rounding) {
         self.with_node(id, |node| (node.heap_tid(), node.rounding()))
     }

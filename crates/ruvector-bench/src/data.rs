@@ -49,6 +49,10 @@ impl Space {
         }
     }
 
+    pub fn dims(&self) -> usize {
+        self.dims
+    }
+
     /// `n` vectors from the stream `seed`; topic `t` of each drawn by `topic(rng)`.
     pub fn sample_with(
         &self,

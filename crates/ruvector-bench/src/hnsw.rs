@@ -3,15 +3,18 @@
 //! pgvector, with its parallel workers), index size, and a sweep of `ef_search` giving
 //! recall@10, QPS and latency quantiles; passes of the engines rotate so the machine's noise
 //! falls on all. With several `ruhnsw` storages (`--ruhnsw-storage full,half`), each is an
-//! engine of its own, on its own copy of the table in the ruvector database.
+//! engine of its own, on its own copy of the table in the ruvector database. With `--clients`,
+//! QPS of several sessions at once at the ef_search each engine needs for recall 0.95 and 0.99.
+//! The rows are synthetic embedding-like vectors, or a real corpus (`--corpus`).
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use pgvector::Vector;
 use serde::Serialize;
 use tokio_postgres::Client;
 
+use crate::corpus::Corpus;
 use crate::data::{ground_truth, recall, Space};
 use crate::pg::{self, Result};
 use crate::report::{self, Series};
@@ -32,6 +35,16 @@ pub struct Config {
     pub pgvector_workers: u32,
     /// The `storage` reloption of each `ruhnsw` index to measure (`auto`, `full`, `half`).
     pub storages: Vec<String>,
+    /// Numbers of concurrent sessions to measure QPS with (empty: none).
+    pub clients: Vec<usize>,
+    /// Length of each concurrent measurement.
+    pub client_seconds: f64,
+    /// A corpus directory (`corpus::Corpus`): its documents are the rows (`rows`, `dims` and
+    /// `latent` do not apply) and the query texts of `queries` of them, evenly spread, the
+    /// queries.
+    pub corpus: Option<PathBuf>,
+    /// Base name of the output files.
+    pub name: String,
     pub out: PathBuf,
 }
 
@@ -41,6 +54,7 @@ const PGVECTOR: &str = "pgvector hnsw";
 
 struct Engine {
     name: String,
+    dsn: String,
     client: Client,
     extension: &'static str,
     access_method: &'static str,
@@ -84,8 +98,21 @@ struct Point {
     pass_qps: Vec<f64>,
 }
 
+/// QPS of several sessions at once, at the smallest swept ef_search reaching a recall target.
+#[derive(Serialize)]
+struct Concurrent {
+    engine: String,
+    target: f64,
+    ef_search: u32,
+    recall: f64,
+    clients: usize,
+    qps: f64,
+    pass_qps: Vec<f64>,
+}
+
 #[derive(Serialize)]
 struct Report<'a> {
+    data: String,
     rows: usize,
     dims: usize,
     latent: usize,
@@ -96,6 +123,9 @@ struct Report<'a> {
     server_version: String,
     builds: &'a [Build],
     sweep: &'a [Point],
+    /// Each engine at exactly each recall target (`at_recall`); absent when not reached.
+    equal_recall: Vec<Point>,
+    concurrent: &'a [Concurrent],
 }
 
 /// One pass of every query at the current `ef_search`: (recall, seconds, latencies in ms).
@@ -120,6 +150,42 @@ async fn pass(
         start.elapsed().as_secs_f64(),
         latencies,
     ))
+}
+
+/// Queries per second of `clients` sessions searching `engine` together for `seconds` at
+/// `ef_search`; each session runs the queries in turn from its own starting point.
+async fn concurrent_qps(
+    engine: &Engine,
+    clients: usize,
+    ef_search: u32,
+    queries: &[Vector],
+    seconds: f64,
+) -> Result<f64> {
+    let mut sessions = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let client = pg::connect(&engine.dsn).await?;
+        pg::set(&client, engine.ef_search_guc, ef_search).await?;
+        let statement = client.prepare(&engine.query()).await?;
+        sessions.push((client, statement));
+    }
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(seconds);
+    let done = futures_util::future::try_join_all(sessions.iter().enumerate().map(
+        |(i, (client, statement))| async move {
+            let mut n = 0;
+            let mut q = i * queries.len() / clients;
+            while Instant::now() < deadline {
+                client
+                    .query(statement, &[&queries[q % queries.len()]])
+                    .await?;
+                n += 1;
+                q += 1;
+            }
+            Ok::<usize, tokio_postgres::Error>(n)
+        },
+    ))
+    .await?;
+    Ok(done.iter().sum::<usize>() as f64 / start.elapsed().as_secs_f64())
 }
 
 async fn build(engine: &Engine, cfg: &Config, workers: u32) -> Result<Build> {
@@ -150,13 +216,37 @@ async fn build(engine: &Engine, cfg: &Config, workers: u32) -> Result<Build> {
 }
 
 pub async fn run(cfg: Config) -> Result<()> {
-    let space = Space::new(cfg.dims, cfg.latent);
-    eprintln!(
-        "generating {} x {} vectors and {} queries",
-        cfg.rows, cfg.dims, cfg.queries
-    );
-    let data = space.sample(cfg.rows, 1);
-    let query_vectors = space.sample(cfg.queries, 2);
+    let (data, query_vectors, about) = match &cfg.corpus {
+        Some(dir) => {
+            let c = Corpus::load(dir)?;
+            let all = 0..c.len();
+            let queries = c.queries(all.clone(), cfg.queries);
+            let about = format!(
+                "{}; queries: the one-line synopses of {} of its documents, evenly spread",
+                c.description,
+                queries.len()
+            );
+            (c.docs(all), queries, about)
+        }
+        None => {
+            eprintln!(
+                "generating {} x {} vectors and {} queries",
+                cfg.rows, cfg.dims, cfg.queries
+            );
+            let space = Space::new(cfg.dims, cfg.latent);
+            let about = format!(
+                "deterministic embedding-like vectors ({} intrinsic dimensions around shared \
+                 topics); {} queries from the data's distribution",
+                cfg.latent, cfg.queries
+            );
+            (
+                space.sample(cfg.rows, 1),
+                space.sample(cfg.queries, 2),
+                about,
+            )
+        }
+    };
+    let (rows, dims) = (data.len(), data.first().map_or(0, Vec::len));
     let truth: Vec<Vec<i64>> = ground_truth(&data, &query_vectors, K)
         .into_iter()
         .map(|ids| ids.into_iter().map(|i| i as i64 + 1).collect())
@@ -179,6 +269,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         };
         engines.push(Engine {
             name,
+            dsn: cfg.ruvector_dsn.clone(),
             client: pg::connect(&cfg.ruvector_dsn).await?,
             extension: "ruvector",
             access_method: "ruhnsw",
@@ -189,6 +280,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     }
     engines.push(Engine {
         name: PGVECTOR.into(),
+        dsn: cfg.pgvector_dsn.clone(),
         client: pg::connect(&cfg.pgvector_dsn).await?,
         extension: "vector",
         access_method: "hnsw",
@@ -204,7 +296,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         .get(0);
 
     for e in &engines {
-        eprintln!("loading {} rows for {}", cfg.rows, e.name);
+        eprintln!("loading {rows} rows for {}", e.name);
         e.client
             .batch_execute(&format!(
                 "SET client_min_messages = warning;
@@ -214,7 +306,7 @@ pub async fn run(cfg: Config) -> Result<()> {
                      WITH (autovacuum_enabled = off);",
                 ext = e.extension,
                 table = e.table,
-                dims = cfg.dims
+                dims = dims
             ))
             .await?;
         pg::copy_vectors(&e.client, &e.table, 1, &data, None).await?;
@@ -293,25 +385,79 @@ pub async fn run(cfg: Config) -> Result<()> {
         }
     }
 
+    let mut concurrent = Vec::new();
+    if !cfg.clients.is_empty() {
+        eprintln!(
+            "concurrent sessions {:?} at recall {TARGETS:?}, {} passes of {} s",
+            cfg.clients, cfg.passes, cfg.client_seconds
+        );
+    }
+    for target in TARGETS {
+        for &clients in &cfg.clients {
+            let mut at: Vec<Concurrent> = engines
+                .iter()
+                .filter_map(|e| {
+                    let p = first_reaching(&sweep, &e.name, target)?;
+                    Some(Concurrent {
+                        engine: e.name.clone(),
+                        target,
+                        ef_search: p.ef_search,
+                        recall: p.recall,
+                        clients,
+                        qps: 0.0,
+                        pass_qps: Vec::new(),
+                    })
+                })
+                .collect();
+            for p in 0..cfg.passes {
+                let n = at.len();
+                for i in (0..n).map(|k| (k + p) % n) {
+                    let e = engines.iter().find(|e| e.name == at[i].engine).unwrap();
+                    let qps =
+                        concurrent_qps(e, clients, at[i].ef_search, &queries, cfg.client_seconds)
+                            .await?;
+                    at[i].pass_qps.push(qps);
+                }
+            }
+            for c in &mut at {
+                c.qps = report::median(&c.pass_qps);
+            }
+            concurrent.extend(at);
+        }
+    }
+
     std::fs::create_dir_all(&cfg.out)?;
+    let name = &cfg.name;
     let json = serde_json::to_string_pretty(&Report {
-        rows: cfg.rows,
-        dims: cfg.dims,
+        data: about.clone(),
+        rows,
+        dims,
         latent: cfg.latent,
-        queries: cfg.queries,
+        queries: query_vectors.len(),
         m: cfg.m,
         ef_construction: cfg.ef_construction,
         passes: cfg.passes,
         server_version: server_version.clone(),
         builds: &builds,
         sweep: &sweep,
+        equal_recall: TARGETS
+            .iter()
+            .flat_map(|&t| engines.iter().map(move |e| (t, e)))
+            .filter_map(|(t, e)| Some(at_recall(&sweep, &e.name, t)?.0))
+            .collect(),
+        concurrent: &concurrent,
     })?;
-    std::fs::write(cfg.out.join("ruhnsw.json"), json)?;
+    std::fs::write(cfg.out.join(format!("{name}.json")), json)?;
 
     let title = format!(
-        "{} x {}, cosine, m = {}, ef_construction = {}",
-        thousands(cfg.rows),
-        cfg.dims,
+        "{}{} x {}, cosine, m = {}, ef_construction = {}",
+        if cfg.corpus.is_some() {
+            "real corpus, "
+        } else {
+            ""
+        },
+        thousands(rows),
+        dims,
         cfg.m,
         cfg.ef_construction
     );
@@ -327,7 +473,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         })
         .collect();
     report::plot(
-        &cfg.out.join("ruhnsw.png"),
+        &cfg.out.join(format!("{name}.png")),
         &format!("recall@10 vs QPS (1 client): {title}"),
         ("recall@10", "queries per second"),
         &series,
@@ -335,8 +481,20 @@ pub async fn run(cfg: Config) -> Result<()> {
         report::Draw::Lines,
     )?;
 
-    let markdown = markdown(&cfg, &title, &server_version, &engines, &builds, &sweep);
-    std::fs::write(cfg.out.join("ruhnsw.md"), &markdown)?;
+    let mut markdown = markdown(
+        &cfg,
+        &title,
+        &about,
+        &server_version,
+        &engines,
+        &builds,
+        &sweep,
+    );
+    markdown.push_str(&concurrency(&cfg, &concurrent));
+    markdown.push_str(&format!(
+        "\nPlot: `{name}.png`; raw figures: `{name}.json`.\n"
+    ));
+    std::fs::write(cfg.out.join(format!("{name}.md")), &markdown)?;
     println!("{markdown}");
     Ok(())
 }
@@ -426,9 +584,80 @@ fn at_recall(sweep: &[Point], engine: &str, target: f64) -> Option<(Point, Strin
     Some((p, format!("{}–{}", l.ef_search, h.ef_search)))
 }
 
+/// The swept point of `engine` with the smallest ef_search reaching `target` recall.
+fn first_reaching<'a>(sweep: &'a [Point], engine: &str, target: f64) -> Option<&'a Point> {
+    sweep
+        .iter()
+        .filter(|p| p.engine == engine && p.recall >= target)
+        .min_by_key(|p| p.ef_search)
+}
+
+/// The concurrent-sessions table: QPS per engine and number of sessions, and ours / pgvector.
+fn concurrency(cfg: &Config, concurrent: &[Concurrent]) -> String {
+    if concurrent.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "\n## Concurrent sessions\n\nQPS of 1 to {} sessions searching at once for {} s, each \
+         with its own connection and prepared statement, at the smallest swept ef_search that \
+         reaches the recall target; the median of {} passes (engines alternating), with the \
+         lowest and highest pass.\n\n",
+        cfg.clients.iter().max().unwrap_or(&1),
+        cfg.client_seconds,
+        cfg.passes
+    );
+    let mut rows = Vec::new();
+    for target in TARGETS {
+        for &clients in &cfg.clients {
+            let here: Vec<&Concurrent> = concurrent
+                .iter()
+                .filter(|c| c.target == target && c.clients == clients)
+                .collect();
+            for c in &here {
+                let lo = c.pass_qps.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = c.pass_qps.iter().copied().fold(0.0, f64::max);
+                rows.push(vec![
+                    format!("{target:.2}"),
+                    clients.to_string(),
+                    c.engine.clone(),
+                    format!("{} ({:.4})", c.ef_search, c.recall),
+                    format!("{:.0}", c.qps),
+                    format!("{lo:.0}–{hi:.0}"),
+                ]);
+            }
+            if let Some(p) = here.iter().find(|c| c.engine == PGVECTOR) {
+                for c in here.iter().filter(|c| c.engine != PGVECTOR) {
+                    rows.push(vec![
+                        format!("{target:.2}"),
+                        clients.to_string(),
+                        format!("**{} / pgvector**", c.engine),
+                        String::new(),
+                        format!("**{:.2}x**", c.qps / p.qps),
+                        String::new(),
+                    ]);
+                }
+            }
+        }
+    }
+    out.push_str(&report::table(
+        &[
+            "recall@10",
+            "sessions",
+            "index",
+            "ef_search (recall)",
+            "QPS",
+            "QPS range",
+        ],
+        &[true, true, false, false, true, true],
+        &rows,
+    ));
+    out
+}
+
 fn markdown(
     cfg: &Config,
     title: &str,
+    about: &str,
     server_version: &str,
     engines: &[Engine],
     builds: &[Build],
@@ -436,15 +665,14 @@ fn markdown(
 ) -> String {
     let mut out = format!("# ruhnsw vs pgvector HNSW: {title}\n\n");
     out.push_str(&format!(
-        "{}; one database per extension in the same server; {} queries from the data's \
-         distribution, recall@10 against exact cosine results; one client, prepared statement, \
+        "{}; one database per extension in the same server. Data: {about}; \
+         recall@10 against exact cosine results; one client, prepared statement, \
          `ORDER BY vec <=> $1 LIMIT 10`; {} alternating passes per ef_search, QPS is the median \
-         pass, latency quantiles over all passes.\n\n",
+         pass (the range: the lowest and highest pass), latency quantiles over all passes.\n\n",
         server_version
             .split(" on ")
             .next()
             .unwrap_or(server_version),
-        cfg.queries,
         cfg.passes
     ));
 
@@ -542,17 +770,29 @@ fn markdown(
                 p.ef_search.to_string(),
                 format!("{:.4}", p.recall),
                 format!("{:.0}", p.qps),
+                format!(
+                    "{:.0}–{:.0}",
+                    p.pass_qps.iter().copied().fold(f64::INFINITY, f64::min),
+                    p.pass_qps.iter().copied().fold(0.0, f64::max)
+                ),
                 format!("{:.2}", p.p50_ms),
                 format!("{:.2}", p.p99_ms),
             ]
         })
         .collect();
     out.push_str(&report::table(
-        &["index", "ef_search", "recall@10", "QPS", "p50 ms", "p99 ms"],
-        &[false, true, true, true, true, true],
+        &[
+            "index",
+            "ef_search",
+            "recall@10",
+            "QPS",
+            "QPS range",
+            "p50 ms",
+            "p99 ms",
+        ],
+        &[false, true, true, true, true, true, true],
         &rows,
     ));
-    out.push_str("\nPlot: `ruhnsw.png`; raw figures: `ruhnsw.json`.\n");
     out
 }
 

@@ -2,7 +2,9 @@
 //! dedicated index after `ruvector_tenant_isolate`, and alone in a table of its own (the
 //! specification's "dedicated vs single tenant: equivalent"); and the migration itself: its
 //! throughput, and the migrating tenant's and a bystander's latency during it against
-//! before.
+//! before; then many more tenants isolated one after another (the specification's "100+
+//! tenants with dedicated isolation"): the time each takes, and the first tenant's search
+//! again with all those dedicated indexes beside its own.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,6 +26,8 @@ pub struct Config {
     /// Other tenants sharing the table, and their vectors each.
     pub others: usize,
     pub other_size: usize,
+    /// Other tenants isolated after the first (at most `others`).
+    pub dedicated: usize,
     pub dims: usize,
     pub latent: usize,
     pub queries: usize,
@@ -135,6 +139,45 @@ async fn compare(
     Ok(recall.into_iter().zip(latencies).collect())
 }
 
+fn table(searches: &[Search]) -> String {
+    report::table(
+        &["search", "recall@10", "p50 ms", "p99 ms"],
+        &[false, true, true, true],
+        &searches
+            .iter()
+            .map(|s| {
+                vec![
+                    s.search.to_string(),
+                    format!("{:.3}", s.recall),
+                    format!("{:.3}", s.p50_ms),
+                    format!("{:.3}", s.p99_ms),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// Waits until `tenant`'s latest migration is done; an error if it failed.
+async fn migration_done(status: &Client, tenant: &str) -> Result<()> {
+    loop {
+        let row = status
+            .query_one(
+                "SELECT phase, coalesce(error, '') FROM ruvector_tenant_migration_status($1)",
+                &[&tenant],
+            )
+            .await?;
+        let phase: String = row.get(0);
+        if phase == "done" {
+            return Ok(());
+        }
+        if phase == "failed" {
+            let error: String = row.get(1);
+            return Err(format!("the migration of {tenant} failed: {error}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 pub async fn run(cfg: Config) -> Result<()> {
     let space = Space::new(cfg.dims, cfg.latent);
     let d = cfg.dims;
@@ -241,26 +284,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         .batch_execute("SELECT ruvector_tenant_isolate('t0')")
         .await?;
     let status = pg::connect(&cfg.ruvector_dsn).await?;
-    let during = measure_both(&cfg.ruvector_dsn, &loops, async {
-        loop {
-            let row = status
-                .query_one(
-                    "SELECT phase, coalesce(error, '') FROM ruvector_tenant_migration_status('t0')",
-                    &[],
-                )
-                .await?;
-            let phase: String = row.get(0);
-            if phase == "done" {
-                return Ok(());
-            }
-            if phase == "failed" {
-                let error: String = row.get(1);
-                return Err(format!("the migration failed: {error}").into());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await?;
+    let during = measure_both(&cfg.ruvector_dsn, &loops, migration_done(&status, "t0")).await?;
     let row = status
         .query_one(
             "SELECT rows_total, extract(epoch FROM finished_at - started_at)::float8 \
@@ -276,12 +300,45 @@ pub async fn run(cfg: Config) -> Result<()> {
         .batch_execute("SET ruvector.tenant_id = 't0'")
         .await?;
     let after = compare(
-        &[(&dedicated, docs_sql.clone()), (&own, own_sql)],
+        &[(&dedicated, docs_sql.clone()), (&own, own_sql.clone())],
         &qv0,
         &truth,
         cfg.passes,
     )
     .await?;
+
+    let many = cfg.dedicated.min(cfg.others);
+    eprintln!("isolating {many} more tenants");
+    let mut isolate_seconds = Vec::new();
+    for t in 1..=many {
+        let began = Instant::now();
+        admin
+            .execute("SELECT ruvector_tenant_isolate($1)", &[&format!("t{t}")])
+            .await?;
+        migration_done(&status, &format!("t{t}")).await?;
+        isolate_seconds.push(began.elapsed().as_secs_f64());
+    }
+    let crowded = if many > 0 {
+        eprintln!(
+            "dedicated index vs own table, {} dedicated tenants",
+            many + 1
+        );
+        // New sessions: plans made before the other indexes existed would not see them.
+        let dedicated = pg::connect(&app(&cfg.ruvector_dsn)).await?;
+        let own = pg::connect(&app(&cfg.ruvector_dsn)).await?;
+        for c in [&dedicated, &own] {
+            c.batch_execute("SET ruvector.tenant_id = 't0'").await?;
+        }
+        compare(
+            &[(&dedicated, docs_sql.clone()), (&own, own_sql)],
+            &qv0,
+            &truth,
+            cfg.passes,
+        )
+        .await?
+    } else {
+        Vec::new()
+    };
 
     let search = |label, (recall, lat): &(f64, Vec<f64>)| Search {
         search: label,
@@ -295,6 +352,11 @@ pub async fn run(cfg: Config) -> Result<()> {
         search("dedicated index", &after[0]),
         search("own table (with dedicated)", &after[1]),
     ];
+    let crowded: Vec<Search> = crowded
+        .iter()
+        .zip(["dedicated index", "own table"])
+        .map(|(r, label)| search(label, r))
+        .collect();
     let who = ["migrating tenant", "bystander"];
     let durings: Vec<During> = (0..2)
         .map(|i| During {
@@ -314,6 +376,8 @@ pub async fn run(cfg: Config) -> Result<()> {
             "dims": cfg.dims, "queries": cfg.queries, "passes": cfg.passes,
             "searches": searches, "during_migration": durings,
             "migration": {"rows": rows_total, "seconds": seconds},
+            "dedicated_tenants": many + 1, "isolate_seconds": isolate_seconds,
+            "with_all_dedicated": crowded,
         }))?,
     )?;
     let mut md = format!(
@@ -324,21 +388,7 @@ pub async fn run(cfg: Config) -> Result<()> {
          statements, as a role without BYPASSRLS.\n\n",
         cfg.size, cfg.dims, cfg.others, cfg.other_size, cfg.queries, cfg.passes
     );
-    md.push_str(&report::table(
-        &["search", "recall@10", "p50 ms", "p99 ms"],
-        &[false, true, true, true],
-        &searches
-            .iter()
-            .map(|s| {
-                vec![
-                    s.search.to_string(),
-                    format!("{:.3}", s.recall),
-                    format!("{:.3}", s.p50_ms),
-                    format!("{:.3}", s.p99_ms),
-                ]
-            })
-            .collect::<Vec<_>>(),
-    ));
+    md.push_str(&table(&searches));
     md.push_str(&format!(
         "\nDedicated / own table, same run: p50 {:.3}, p99 {:.3}. Shared / own table: p50 {:.3}.\n\n",
         searches[2].p50_ms / searches[3].p50_ms,
@@ -373,6 +423,29 @@ pub async fn run(cfg: Config) -> Result<()> {
             })
             .collect::<Vec<_>>(),
     ));
+    if !crowded.is_empty() {
+        md.push_str(&format!(
+            "\n## {} dedicated tenants\n\nTenants t1 to t{many} ({} vectors each) isolated one \
+             after another: {:.2} s each (median; {:.2}–{:.2} s). Then t0's search again, through \
+             its dedicated index among {} and in its own table:\n\n",
+            many + 1,
+            cfg.other_size,
+            report::median(&isolate_seconds),
+            isolate_seconds
+                .iter()
+                .copied()
+                .fold(f64::INFINITY, f64::min),
+            isolate_seconds.iter().copied().fold(0.0, f64::max),
+            many + 1,
+        ));
+        md.push_str(&table(&crowded));
+        md.push_str(&format!(
+            "\nDedicated / own table with {} dedicated tenants: p50 {:.3}, p99 {:.3}.\n",
+            many + 1,
+            crowded[0].p50_ms / crowded[1].p50_ms,
+            crowded[0].p99_ms / crowded[1].p99_ms,
+        ));
+    }
     std::fs::write(cfg.out.join("levels.md"), &md)?;
     println!("{md}");
     Ok(())

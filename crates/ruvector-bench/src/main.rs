@@ -5,6 +5,7 @@
 //! ```
 //! Results go to `--out` (default `target/bench`) as JSON, markdown and PNG.
 
+mod corpus;
 mod data;
 mod graph;
 mod hnsw;
@@ -21,14 +22,14 @@ use pg::Result;
 const USAGE: &str = "usage: ruvector-bench hnsw --ruvector-dsn URI --pgvector-dsn URI
     [--rows 100000] [--dims 384] [--latent 32] [--queries 500] [--m 16] [--ef-construction 64]
     [--ef-search 10,20,...] [--passes 3] [--pgvector-workers 2] [--ruhnsw-storage auto|full,half]
-    [--out target/bench]
+    [--clients 1,8,32] [--client-seconds 5] [--corpus DIR] [--name ruhnsw] [--out target/bench]
        ruvector-bench graph [--rows 100000] [--dims 384] [--latent 32] [--queries 500] [--m 16]
     [--ef-construction 64] [--ef-search 10,20,...]    (in-memory graph only, no server)
        ruvector-bench tenants --ruvector-dsn URI --pgvector-dsn URI [--tenants 1000]
     [--min-size 10] [--max-size 100000] [--dims 384] [--latent 32] [--per-band 5]
-    [--queries 50] [--passes 3] [--out target/bench]
-       ruvector-bench levels --ruvector-dsn URI [--size 50000] [--others 50]
-    [--other-size 2000] [--dims 384] [--latent 32] [--queries 200] [--passes 5]
+    [--queries 50] [--passes 3] [--corpus DIR] [--name tenants] [--out target/bench]
+       ruvector-bench levels --ruvector-dsn URI [--size 50000] [--others 120]
+    [--other-size 2000] [--dedicated 100] [--dims 384] [--latent 32] [--queries 200] [--passes 5]
     [--out target/bench]";
 
 /// `--name value` pairs.
@@ -112,6 +113,10 @@ async fn main_with(mut argv: impl Iterator<Item = String>) -> Result<()> {
                 passes: a.get("passes", 3)?,
                 pgvector_workers: a.get("pgvector-workers", 2)?,
                 storages: a.list("ruhnsw-storage", &["auto".to_string()])?,
+                clients: a.list("clients", &[])?,
+                client_seconds: a.get("client-seconds", 5.0)?,
+                corpus: a.0.remove("corpus").map(Into::into),
+                name: a.get("name", "ruhnsw".into())?,
                 out: a.get("out", "target/bench".into())?,
             };
             a.done()?;
@@ -142,6 +147,8 @@ async fn main_with(mut argv: impl Iterator<Item = String>) -> Result<()> {
                 per_band: a.get("per-band", 5)?,
                 queries: a.get("queries", 50)?,
                 passes: a.get("passes", 3)?,
+                corpus: a.0.remove("corpus").map(Into::into),
+                name: a.get("name", "tenants".into())?,
                 out: a.get("out", "target/bench".into())?,
             };
             a.done()?;
@@ -151,8 +158,9 @@ async fn main_with(mut argv: impl Iterator<Item = String>) -> Result<()> {
             let cfg = levels::Config {
                 ruvector_dsn: a.text("ruvector-dsn")?,
                 size: a.get("size", 50_000)?,
-                others: a.get("others", 50)?,
+                others: a.get("others", 120)?,
                 other_size: a.get("other-size", 2_000)?,
+                dedicated: a.get("dedicated", 100)?,
                 dims: a.get("dims", 384)?,
                 latent: a.get("latent", 32)?,
                 queries: a.get("queries", 200)?,
@@ -174,7 +182,14 @@ fn main() -> ExitCode {
     match runtime.block_on(main_with(std::env::args().skip(1))) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("ruvector-bench: {e}");
+            // A server error's own message ("db error" alone says nothing).
+            match e
+                .downcast_ref::<tokio_postgres::Error>()
+                .and_then(|e| e.as_db_error())
+            {
+                Some(db) => eprintln!("ruvector-bench: {}: {}", db.code().code(), db.message()),
+                None => eprintln!("ruvector-bench: {e}"),
+            }
             ExitCode::FAILURE
         }
     }

@@ -1,8 +1,8 @@
 //! Tenant-confined search in one shared `ruhnsw` index against (a) the same tenant alone in
 //! its own table and index and (b) post-filtering: pgvector 0.8.2 HNSW with row-level
 //! security, iterative scan off and on, in the same PostgreSQL 18 server. Tenants have
-//! Zipf-distributed sizes and draw from shared topics. Per size band: recall@10, rows
-//! returned, p50/p99 latency.
+//! Zipf-distributed sizes and draw from shared topics, or are the owners of a real corpus
+//! (`--corpus`). Per size band: recall@10, rows returned, p50/p99 latency.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -12,6 +12,7 @@ use rand::Rng;
 use serde::Serialize;
 use tokio_postgres::Client;
 
+use crate::corpus::Corpus;
 use crate::data::{ground_truth, Space};
 use crate::pg::{self, Result};
 use crate::report::{self, Series};
@@ -29,6 +30,11 @@ pub struct Config {
     /// Queries per measured tenant.
     pub queries: usize,
     pub passes: usize,
+    /// A corpus directory (`corpus::Corpus`): its owners are the tenants, and it sets the
+    /// number of tenants, their sizes and the dimensions.
+    pub corpus: Option<PathBuf>,
+    /// Base name of the output files.
+    pub name: String,
     pub out: PathBuf,
 }
 
@@ -50,6 +56,84 @@ pub fn sizes(tenants: usize, min: usize, max: usize) -> Vec<usize> {
 /// Each tenant draws from 6 of the space's topics; neighbouring tenants share some.
 fn topic_of(tenant: usize, rng: &mut rand::rngs::StdRng) -> usize {
     3 * tenant + rng.gen_range(0..6)
+}
+
+/// The tenants and their rows.
+enum Source {
+    /// Zipf-sized tenants drawing from shared topics of a synthetic space.
+    Synthetic { space: Space, sizes: Vec<usize> },
+    /// The owners of a real corpus, largest first.
+    Corpus(Corpus),
+}
+
+impl Source {
+    fn new(cfg: &Config) -> Result<Self> {
+        Ok(match &cfg.corpus {
+            Some(dir) => Self::Corpus(Corpus::load(dir)?),
+            None => Self::Synthetic {
+                space: Space::new(cfg.dims, cfg.latent),
+                sizes: sizes(cfg.tenants, cfg.min_size, cfg.max_size),
+            },
+        })
+    }
+
+    fn dims(&self) -> usize {
+        match self {
+            Self::Synthetic { space, .. } => space.dims(),
+            Self::Corpus(c) => c.dims,
+        }
+    }
+
+    /// Tenant sizes, largest first.
+    fn sizes(&self) -> Vec<usize> {
+        match self {
+            Self::Synthetic { sizes, .. } => sizes.clone(),
+            Self::Corpus(c) => c.owners.iter().map(|o| o.rows.len()).collect(),
+        }
+    }
+
+    fn vectors(&self, t: usize) -> Vec<Vec<f32>> {
+        match self {
+            Self::Synthetic { space, sizes } => {
+                space.sample_with(sizes[t], 1000 + t as u64, |rng| topic_of(t, rng))
+            }
+            Self::Corpus(c) => c.docs(c.owners[t].rows.clone()),
+        }
+    }
+
+    /// Up to `n` queries of tenant `t`: from its own topics, or the query texts of its own
+    /// documents.
+    fn queries(&self, t: usize, n: usize) -> Vec<Vec<f32>> {
+        match self {
+            Self::Synthetic { space, .. } => {
+                space.sample_with(n, 500_000 + t as u64, |rng| topic_of(t, rng))
+            }
+            Self::Corpus(c) => c.queries(c.owners[t].rows.clone(), n),
+        }
+    }
+
+    /// What the data is, for the report.
+    fn describe(&self, cfg: &Config, total: usize) -> String {
+        match self {
+            Self::Synthetic { sizes, .. } => format!(
+                "{} tenants, {} vectors of {} dimensions (Zipf sizes {}–{}, tenants drawing from \
+                 shared topics); queries from the tenant's own topics",
+                sizes.len(),
+                total,
+                cfg.dims,
+                cfg.min_size,
+                cfg.max_size
+            ),
+            Self::Corpus(c) => format!(
+                "a real corpus: {}; {} dimensions, each owner a tenant (sizes {}–{}); queries \
+                 are the one-line synopses of the tenant's own documents",
+                c.description,
+                c.dims,
+                c.owners.last().map_or(0, |o| o.rows.len()),
+                c.owners.first().map_or(0, |o| o.rows.len()),
+            ),
+        }
+    }
 }
 
 struct Target {
@@ -83,17 +167,19 @@ struct BandRow {
 }
 
 pub async fn run(cfg: Config) -> Result<()> {
-    let space = Space::new(cfg.dims, cfg.latent);
-    let sizes = sizes(cfg.tenants, cfg.min_size, cfg.max_size);
+    let source = Source::new(&cfg)?;
+    let sizes = source.sizes();
+    let tenants = sizes.len();
     let total: usize = sizes.iter().sum();
     eprintln!(
-        "{} tenants, {} vectors in all ({} to {} per tenant)",
-        cfg.tenants, total, cfg.min_size, cfg.max_size
+        "{tenants} tenants, {total} vectors in all ({} to {} per tenant)",
+        sizes.last().unwrap_or(&0),
+        sizes.first().unwrap_or(&0)
     );
 
     let ruv = pg::connect(&cfg.ruvector_dsn).await?;
     let pgv = pg::connect(&cfg.pgvector_dsn).await?;
-    let d = cfg.dims;
+    let d = source.dims();
     ruv.batch_execute(&format!(
         "SET client_min_messages = warning;
          CREATE EXTENSION IF NOT EXISTS ruvector;
@@ -126,7 +212,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     // Which tenants are measured: evenly spread over each band.
     let mut measured: Vec<(usize, &'static str)> = Vec::new();
     for (band, lo, hi) in BANDS {
-        let members: Vec<usize> = (0..cfg.tenants)
+        let members: Vec<usize> = (0..tenants)
             .filter(|&t| sizes[t] >= lo && sizes[t] <= hi)
             .collect();
         let step = (members.len() / cfg.per_band.max(1)).max(1);
@@ -143,7 +229,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     let mut next_id = 1i64;
     let mut tenant_data: Vec<(i64, Vec<Vec<f32>>)> = Vec::new();
     for (t, &n) in sizes.iter().enumerate() {
-        let vecs = space.sample_with(n, 1000 + t as u64, |rng| topic_of(t, rng));
+        let vecs = source.vectors(t);
         let name = format!("t{t}");
         if t > 0 && t % 100 == 0 {
             eprintln!("  {t} tenants");
@@ -186,6 +272,18 @@ pub async fn run(cfg: Config) -> Result<()> {
         .await?;
     let pgv_build = start.elapsed().as_secs_f64();
     eprintln!("  shared ruhnsw {ruv_build:.1} s, pgvector hnsw {pgv_build:.1} s");
+    let ruv_index = pg::relation_size(&ruv, "docs_vec").await?;
+    let pgv_index = pg::relation_size(&pgv, "docs_vec").await?;
+    // The tenant catalog: every table of the extension's schema, with its indexes and TOAST.
+    let catalog: i64 = ruv
+        .query_one(
+            "SELECT sum(pg_total_relation_size(c.oid))::int8 FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = 'ruvector' AND c.relkind = 'r'",
+            &[],
+        )
+        .await?
+        .get(0);
 
     // Sessions as the application role (row-level security applies).
     let app_dsn = |dsn: &str| format!("{dsn} user=bench_app");
@@ -225,7 +323,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     let mut results: Vec<Measure> = Vec::new();
     for &(t, band) in &measured {
         let (first, vecs) = &tenant_data[t];
-        let queries = space.sample_with(cfg.queries, 500_000 + t as u64, |rng| topic_of(t, rng));
+        let queries = source.queries(t, cfg.queries);
         let truth: Vec<Vec<i64>> = ground_truth(vecs, &queries, K)
             .into_iter()
             .map(|ids| ids.into_iter().map(|i| first + i as i64).collect())
@@ -321,34 +419,43 @@ pub async fn run(cfg: Config) -> Result<()> {
 
     std::fs::create_dir_all(&cfg.out)?;
     std::fs::write(
-        cfg.out.join("tenants.json"),
+        cfg.out.join(format!("{}.json", cfg.name)),
         serde_json::to_string_pretty(&serde_json::json!({
-            "tenants": cfg.tenants, "vectors": total, "dims": cfg.dims, "latent": cfg.latent,
+            "data": source.describe(&cfg, total),
+            "tenants": tenants, "vectors": total, "dims": d,
             "queries_per_tenant": cfg.queries, "passes": cfg.passes,
             "build_seconds": {"ruhnsw_shared": ruv_build, "pgvector": pgv_build},
+            "index_bytes": {"ruhnsw_shared": ruv_index, "pgvector": pgv_index},
+            "catalog_bytes": catalog,
             "bands": bands, "tenants_measured": results,
         }))?,
     )?;
 
     let mut md = format!(
         "# Tenant-confined search: shared ruhnsw index vs own table vs pgvector + RLS\n\n\
-         {} tenants, {} vectors of {} dimensions (Zipf sizes {}–{}, tenants drawing from shared \
-         topics), cosine, m = 16, ef_construction = 64, default ef_search (40) for both \
-         extensions; {} measured tenants per band, {} queries each from the tenant's own topics, \
+         {}; cosine, m = 16, ef_construction = 64, default ef_search (40) for both \
+         extensions; {} measured tenants per band, up to {} queries each, \
          {} timed passes after an untimed one, alternating between the searches; one client \
          connection per search, prepared statements, as a role without BYPASSRLS. Recall@10 is \
          against the exact top 10 of the tenant's own rows; rows = rows returned per query \
-         (10 expected). Build: shared ruhnsw {:.1} s, pgvector {:.1} s.\n\n",
-        cfg.tenants,
-        total,
-        cfg.dims,
-        cfg.min_size,
-        cfg.max_size,
+         (10 expected, or the tenant's size when smaller). Build: shared ruhnsw {:.1} s, \
+         pgvector {:.1} s ({:.0} and {:.0} vectors/s). Index size: shared ruhnsw {:.1} MiB \
+         ({:.0} bytes per vector), pgvector {:.1} MiB ({:.0} bytes per vector). Tenant catalog \
+         (the tables of schema `ruvector`): {:.0} bytes per tenant on disk, besides 714 bytes \
+         of shared memory per tenant slot.\n\n",
+        source.describe(&cfg, total),
         cfg.per_band,
         cfg.queries,
         cfg.passes,
         ruv_build,
-        pgv_build
+        pgv_build,
+        total as f64 / ruv_build,
+        total as f64 / pgv_build,
+        ruv_index as f64 / (1 << 20) as f64,
+        ruv_index as f64 / total as f64,
+        pgv_index as f64 / (1 << 20) as f64,
+        pgv_index as f64 / total as f64,
+        catalog as f64 / tenants as f64,
     );
     let rows: Vec<Vec<String>> = bands
         .iter()
@@ -400,12 +507,19 @@ pub async fn run(cfg: Config) -> Result<()> {
         &[false, true, true, true],
         &rows,
     ));
-    md.push_str(
-        "\nPlots per band (a point per measured tenant and search): `tenants-band1.png` (≤1k), \
-         `tenants-band2.png` (1k–10k), `tenants-band3.png` (10k–100k); raw figures: \
-         `tenants.json`.\n",
-    );
-    std::fs::write(cfg.out.join("tenants.md"), &md)?;
+    let name = &cfg.name;
+    let plots: Vec<String> = BANDS
+        .iter()
+        .enumerate()
+        .filter(|(_, (band, _, _))| bands.iter().any(|b| b.band == *band))
+        .map(|(n, (band, _, _))| format!("`{name}-band{}.png` ({band})", n + 1))
+        .collect();
+    md.push_str(&format!(
+        "\nPlots per band (a point per measured tenant and search): {}; raw figures: \
+         `{name}.json`.\n",
+        plots.join(", ")
+    ));
+    std::fs::write(cfg.out.join(format!("{name}.md")), &md)?;
 
     // A plot per band: each measured tenant's recall and p50 for each search.
     for (n, (band, _, _)) in BANDS.iter().enumerate() {
@@ -424,7 +538,7 @@ pub async fn run(cfg: Config) -> Result<()> {
             continue;
         }
         report::plot(
-            &cfg.out.join(format!("tenants-band{}.png", n + 1)),
+            &cfg.out.join(format!("{name}-band{}.png", n + 1)),
             &format!("tenants of {band} vectors: recall@10 vs p50, a point per tenant"),
             ("recall@10", "p50 ms"),
             &series,

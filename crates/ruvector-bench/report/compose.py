@@ -110,7 +110,8 @@ def summary():
         pg1 = builds.get(("pgvector hnsw", 0))
         pgn = [b for (e, w), b in builds.items() if e == "pgvector hnsw" and w > 0]
         if ours and pg1:
-            text = f"{ours['seconds']:.1f} s; pgvector {pg1['seconds']:.1f} s single-process"
+            text = (f"{ours['seconds']:.1f} s in one process; pgvector {pg1['seconds']:.1f} s "
+                    "in one process")
             if pgn:
                 text += f", {pgn[0]['seconds']:.1f} s with {pgn[0]['workers']} workers"
             rows.append((f"index build, {label}", "as fast as pgvector with the same workers", text))
@@ -144,6 +145,30 @@ def summary():
         for x in r["during_migration"]:
             rows.append((f"{x['who']} during a migration, p99", "unaffected",
                          f"{x['p99_during_ms']:.2f} ms vs {x['p99_before_ms']:.2f} ms before"))
+    tenancy = BENCH / "tenancy.md"
+    if tenancy.exists():
+        # The admission-control table: | clients | ... | added p50 | added p99 |
+        for line in tenancy.read_text().splitlines():
+            m = re.fullmatch(r"\| (\d+) \|.*\| ([+-]\d+) µs \| ([+-]\d+) µs \|", line)
+            if m:
+                rows.append((f"rate limit and fair scheduler on vs off, {m.group(1)} client(s)",
+                             "< 1 ms (spec)", f"{m.group(2)} µs p50, {m.group(3)} µs p99"))
+    noisy = BENCH / "noisy.md"
+    if noisy.exists():
+        text = noisy.read_text()
+        worst = {}
+        for m in re.finditer(r"^\| (\w+) \| (\d+) \| (\d+) \| (\w+) \|.*\| ([\d.]+)x \| ([\d.]+)x \|$",
+                             text, flags=re.M):
+            w, sessions, tenants, mode, r50, r99 = m.groups()
+            for q, r in (("p50", float(r50)), ("p99", float(r99))):
+                if r > worst.get((mode, q), (0, ""))[0]:
+                    worst[(mode, q)] = (r, f"{w}, {sessions} noisy sessions, {tenants} quiet tenants")
+        for q, goal in (("p50", "≤ 1.2x alone"), ("p99", "≤ 2x alone")):
+            if ("on", q) in worst:
+                r, where = worst[("on", q)]
+                off = worst.get(("off", q), (float("nan"), ""))[0]
+                rows.append((f"quiet tenant's {q} beside a noisy one, worst case (default settings)",
+                             goal, f"{r:.2f}x ({where}); {off:.2f}x at worst without admission control"))
     if not rows:
         return ""
     return "## Summary\n\n" + table(["figure", "goal", "measured"], rows)

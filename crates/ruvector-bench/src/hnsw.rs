@@ -394,35 +394,45 @@ pub async fn run(cfg: Config) -> Result<()> {
     }
     for target in TARGETS {
         for &clients in &cfg.clients {
-            let mut at: Vec<Concurrent> = engines
+            // (engine, its figures); an engine whose two targets need the same ef_search is
+            // measured once and reported for both.
+            let mut at: Vec<(&Engine, Concurrent)> = engines
                 .iter()
                 .filter_map(|e| {
                     let p = first_reaching(&sweep, &e.name, target)?;
-                    Some(Concurrent {
-                        engine: e.name.clone(),
-                        target,
-                        ef_search: p.ef_search,
-                        recall: p.recall,
-                        clients,
-                        qps: 0.0,
-                        pass_qps: Vec::new(),
-                    })
+                    let same = concurrent.iter().find(|c: &&Concurrent| {
+                        c.engine == e.name && c.ef_search == p.ef_search && c.clients == clients
+                    });
+                    let pass_qps = same.map_or(Vec::new(), |c| c.pass_qps.clone());
+                    Some((
+                        e,
+                        Concurrent {
+                            engine: e.name.clone(),
+                            target,
+                            ef_search: p.ef_search,
+                            recall: p.recall,
+                            clients,
+                            qps: 0.0,
+                            pass_qps,
+                        },
+                    ))
                 })
                 .collect();
+            let fresh: Vec<usize> = (0..at.len())
+                .filter(|&i| at[i].1.pass_qps.is_empty())
+                .collect();
             for p in 0..cfg.passes {
-                let n = at.len();
-                for i in (0..n).map(|k| (k + p) % n) {
-                    let e = engines.iter().find(|e| e.name == at[i].engine).unwrap();
-                    let qps =
-                        concurrent_qps(e, clients, at[i].ef_search, &queries, cfg.client_seconds)
-                            .await?;
-                    at[i].pass_qps.push(qps);
+                for k in 0..fresh.len() {
+                    let (e, c) = &mut at[fresh[(k + p) % fresh.len()]];
+                    let qps = concurrent_qps(e, clients, c.ef_search, &queries, cfg.client_seconds)
+                        .await?;
+                    c.pass_qps.push(qps);
                 }
             }
-            for c in &mut at {
+            for (_, mut c) in at {
                 c.qps = report::median(&c.pass_qps);
+                concurrent.push(c);
             }
-            concurrent.extend(at);
         }
     }
 
@@ -600,8 +610,8 @@ fn concurrency(cfg: &Config, concurrent: &[Concurrent]) -> String {
     let mut out = format!(
         "\n## Concurrent sessions\n\nQPS of 1 to {} sessions searching at once for {} s, each \
          with its own connection and prepared statement, at the smallest swept ef_search that \
-         reaches the recall target; the median of {} passes (engines alternating), with the \
-         lowest and highest pass.\n\n",
+         reaches the recall target (measured once when both targets need the same one); the \
+         median of {} passes (engines alternating), with the lowest and highest pass.\n\n",
         cfg.clients.iter().max().unwrap_or(&1),
         cfg.client_seconds,
         cfg.passes
@@ -614,8 +624,7 @@ fn concurrency(cfg: &Config, concurrent: &[Concurrent]) -> String {
                 .filter(|c| c.target == target && c.clients == clients)
                 .collect();
             for c in &here {
-                let lo = c.pass_qps.iter().copied().fold(f64::INFINITY, f64::min);
-                let hi = c.pass_qps.iter().copied().fold(0.0, f64::max);
+                let (lo, hi) = report::range(&c.pass_qps);
                 rows.push(vec![
                     format!("{target:.2}"),
                     clients.to_string(),
@@ -770,11 +779,10 @@ fn markdown(
                 p.ef_search.to_string(),
                 format!("{:.4}", p.recall),
                 format!("{:.0}", p.qps),
-                format!(
-                    "{:.0}–{:.0}",
-                    p.pass_qps.iter().copied().fold(f64::INFINITY, f64::min),
-                    p.pass_qps.iter().copied().fold(0.0, f64::max)
-                ),
+                {
+                    let (lo, hi) = report::range(&p.pass_qps);
+                    format!("{lo:.0}–{hi:.0}")
+                },
                 format!("{:.2}", p.p50_ms),
                 format!("{:.2}", p.p99_ms),
             ]

@@ -431,11 +431,8 @@ pub async fn run(cfg: Config) -> Result<()> {
             many + 1,
             cfg.other_size,
             report::median(&isolate_seconds),
-            isolate_seconds
-                .iter()
-                .copied()
-                .fold(f64::INFINITY, f64::min),
-            isolate_seconds.iter().copied().fold(0.0, f64::max),
+            report::range(&isolate_seconds).0,
+            report::range(&isolate_seconds).1,
             many + 1,
         ));
         md.push_str(&table(&crowded));

@@ -21,6 +21,15 @@ pub fn median(values: &[f64]) -> f64 {
     quantile(values, 0.5)
 }
 
+/// The lowest and highest of `values` (the spread of repeated runs).
+pub fn range(values: &[f64]) -> (f64, f64) {
+    values
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        })
+}
+
 pub fn mean(values: &[f64]) -> f64 {
     values.iter().sum::<f64>() / values.len() as f64
 }
@@ -173,6 +182,12 @@ mod tests {
         assert_eq!(median(&v), 50.0);
         assert_eq!(median(&[3.0]), 3.0);
         assert!(quantile(&[], 0.5).is_nan());
+    }
+
+    #[test]
+    fn range_is_the_lowest_and_highest_value() {
+        assert_eq!(range(&[3.0, -1.5, 2.0]), (-1.5, 3.0));
+        assert_eq!(range(&[7.0]), (7.0, 7.0));
     }
 
     #[test]

@@ -510,14 +510,11 @@ pub async fn run(cfg: Config) -> Result<()> {
                 .zip(&o.pass_p50_ms)
                 .map(|(s, o)| 100.0 * (s / o - 1.0))
                 .collect();
+            let (lo, hi) = report::range(&each);
             rows.push(vec![
                 band.to_string(),
                 format!("{:+.1}%", 100.0 * (s.p50_ms / o.p50_ms - 1.0)),
-                format!(
-                    "{:+.1}% to {:+.1}%",
-                    each.iter().copied().fold(f64::INFINITY, f64::min),
-                    each.iter().copied().fold(f64::NEG_INFINITY, f64::max)
-                ),
+                format!("{lo:+.1}% to {hi:+.1}%"),
                 format!("{:+.1}%", 100.0 * (s.p99_ms / o.p99_ms - 1.0)),
                 format!("{:.3} / {:.3}", s.recall, o.recall),
             ]);

@@ -144,6 +144,14 @@ def test_a_partial_index_per_tenant_answers_that_tenants_searches(db):
     level = "SELECT isolation_level FROM ruvector.tenants WHERE id = %s"
     assert su.execute(level, ("small",)).fetchone()[0] == "dedicated"
     assert su.execute(level, ("other",)).fetchone()[0] == "shared"
+    # The index is an operator's decision: the policy, whose default would move a dedicated
+    # tenant of 1,500 rows back to shared, leaves it alone whenever it runs.
+    assert su.execute(
+        "SELECT reason, pinned, phase, options FROM ruvector.tenant_migrations WHERE tenant_id = 'small'"
+    ).fetchall() == [("operator", True, "done", {"ddl": True})]
+    su.execute("UPDATE ruvector.isolation_policy SET last_check = NULL")
+    assert su.execute("SELECT ruvector._apply_isolation_policy()").fetchone()[0] == 0
+    assert su.execute(level, ("small",)).fetchone()[0] == "dedicated"
     queries = clustered(20, seed=99)
     before = idx_scan(su, "docs_small")
     with app("small") as a:

@@ -261,7 +261,9 @@ fn key_by_tenant(rel: pg_sys::Oid, col: &str) {
 }
 
 /// Records the level of tenants that a new partial index made dedicated (the DDL form of a
-/// dedicated index) in `ruvector.tenants`.
+/// dedicated index) in `ruvector.tenants`. Outside a migration (whose worker builds such
+/// indexes itself) the index is an operator's decision: it is recorded as a finished, pinned
+/// move, which the isolation policy leaves alone, as it does every operator's move.
 pub fn record_dedicated(table: pg_sys::Oid) {
     let tenants = crate::ruhnsw::dedicated::tenants_of_table(table);
     if tenants.is_empty() {
@@ -269,7 +271,21 @@ pub fn record_dedicated(table: pg_sys::Oid) {
     }
     catalog::as_superuser(|| {
         Spi::run_with_args(
-            "UPDATE ruvector.tenants SET isolation_level = 'dedicated'              WHERE id = ANY ($1) AND isolation_level <> 'dedicated'",
+            "WITH moved AS ( \
+                 UPDATE ruvector.tenants t SET isolation_level = 'dedicated' \
+                 FROM (SELECT id, isolation_level FROM ruvector.tenants \
+                       WHERE id = ANY ($1) AND isolation_level <> 'dedicated' FOR UPDATE) before \
+                 WHERE t.id = before.id \
+                 RETURNING t.id, before.isolation_level AS from_level), \
+             recorded AS ( \
+                 INSERT INTO ruvector.tenant_migrations \
+                     (tenant_id, from_level, to_level, reason, pinned, options, phase, finished_at) \
+                 SELECT id, from_level, 'dedicated', 'operator', true, '{\"ddl\": true}', 'done', now() \
+                 FROM moved WHERE NOT EXISTS (SELECT 1 FROM ruvector.tenant_migrations m \
+                     WHERE m.tenant_id = moved.id AND m.phase NOT IN ('done', 'failed')) \
+                 RETURNING tenant_id, from_level) \
+             SELECT ruvector._audit(tenant_id, 'migrate', jsonb_build_object( \
+                 'from', from_level, 'to', 'dedicated', 'reason', 'ddl')::text) FROM recorded",
             &[tenants.into()],
         )
         .expect("recording the tenants' level")

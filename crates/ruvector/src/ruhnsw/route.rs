@@ -209,6 +209,7 @@ pub fn open(rel: pg_sys::Relation) -> Option<Hnsw<PageStore>> {
     let params = build::graph_params(layout, meta.ef_construction as usize, meta.metric);
     let params = Params {
         exact_threshold: options::exact_threshold(rel),
+        widen_above: crate::gucs::widen_above(),
         ..params
     };
     Some(Hnsw::new(PageStore::new(rel, layout), params))

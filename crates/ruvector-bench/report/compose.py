@@ -207,8 +207,10 @@ def main():
             body.append(f"Not run yet: `scripts/bench-report {name}` runs `{command}`.\n")
             continue
         meta = json.loads(meta_path.read_text())
+        idle = ("idle CPUs kept polling" if meta.get("cpus_awake") else
+                "idle CPUs halting (sub-millisecond latencies include the wake-up of a halted CPU)")
         body.append(f"`{meta['command']}`: commit {meta['commit']}, {meta['started']}, "
-                    f"{meta['seconds'] / 60:.0f} min.\n")
+                    f"{meta['seconds'] / 60:.0f} min, {idle}.\n")
         text = md_path.read_text()
         text = re.sub(r"\A# [^\n]*\n+", "", text)  # the section title replaces the file's
         body.append(demote(text).rstrip() + "\n")

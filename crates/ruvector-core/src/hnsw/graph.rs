@@ -18,7 +18,7 @@ pub struct Params {
     /// Tenants with at most this many nodes are searched exactly.
     pub exact_threshold: usize,
     /// Tenant graphs of more than this many nodes are searched wider than the `ef` asked
-    /// for ([`Params::search_width`]); 0 searches every graph with `ef` as given.
+    /// for ([`search_width`]); 0 searches every graph with `ef` as given.
     pub widen_above: usize,
     /// Seed of the level generator (deterministic builds).
     pub seed: u64,
@@ -40,23 +40,28 @@ impl Default for Params {
     }
 }
 
-/// The most a graph search widens the `ef` asked for ([`Params::search_width`]).
+/// The most a graph search widens the `ef` asked for ([`search_width`]).
 pub const MAX_WIDENING: usize = 4;
 
+/// The candidate list size that searching a tenant graph of `nodes` nodes with `ef` takes:
+/// `ef` up to `widen_above` nodes (0: always), then `ef × √(nodes / widen_above)`, at most
+/// [`MAX_WIDENING`] × `ef`. A fixed `ef` loses recall as a graph grows (on 384-dimension
+/// embedding-like data, recall@10 at `ef` 40 falls from 0.990 at 10,000 nodes to 0.912 at
+/// 100,000, measured with `ruvector-bench graph`); the width needed for the same recall grew
+/// as about the square root of the size there (`ef` 40, 60, 80 and 105 for 0.99 at 10,000,
+/// 25,000, 50,000 and 100,000 nodes).
+pub fn search_width(ef: usize, nodes: usize, widen_above: usize) -> usize {
+    if widen_above == 0 || nodes <= widen_above {
+        return ef;
+    }
+    let factor = (nodes as f64 / widen_above as f64).sqrt();
+    ((ef as f64 * factor).ceil() as usize).min(ef.saturating_mul(MAX_WIDENING))
+}
+
 impl Params {
-    /// The candidate list size that searching a tenant graph of `nodes` nodes with `ef`
-    /// takes: `ef` up to `widen_above` nodes, then `ef × √(nodes / widen_above)`, at most
-    /// [`MAX_WIDENING`] × `ef`. A fixed `ef` loses recall as a graph grows (on 384-dimension
-    /// embedding-like data, recall@10 at `ef` 40 falls from 0.990 at 10,000 nodes to 0.912
-    /// at 100,000, measured with `ruvector-bench graph`); the width needed for the same
-    /// recall grew as about the square root of the size there (`ef` 40, 60, 80 and 105 for
-    /// 0.99 at 10,000, 25,000, 50,000 and 100,000 nodes).
+    /// [`search_width`] with this index's `widen_above`.
     pub fn search_width(&self, ef: usize, nodes: usize) -> usize {
-        if self.widen_above == 0 || nodes <= self.widen_above {
-            return ef;
-        }
-        let factor = (nodes as f64 / self.widen_above as f64).sqrt();
-        ((ef as f64 * factor).ceil() as usize).min(ef.saturating_mul(MAX_WIDENING))
+        search_width(ef, nodes, self.widen_above)
     }
 }
 

@@ -14,7 +14,9 @@ pub mod page;
 pub mod rounding;
 mod store;
 
-pub use graph::{Hit, Hnsw, IdHasher, IdSet, Merge, Params, Scan, Scored, MAX_LEVEL};
+pub use graph::{
+    search_width, Hit, Hnsw, IdHasher, IdSet, Merge, Params, Scan, Scored, MAX_LEVEL, MAX_WIDENING,
+};
 pub use store::{GraphStore, MemoryStore, NodeId, TenantOrd};
 
 /// Distance functions the index orders by (smaller is closer).

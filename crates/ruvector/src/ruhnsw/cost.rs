@@ -2,7 +2,9 @@
 //!
 //! Without `ORDER BY vec <op> value` the index is useless (it has no searchable operators),
 //! so such paths cost `disable_cost`. With it, the startup cost is the first search round:
-//! about `ef_search × 2m` nodes visited, costed as the same share of a sequential scan;
+//! about `width × 2m` nodes visited, costed as the same share of a sequential scan, where
+//! the width is `ef_search` widened for the size of the graph searched (see
+//! `ruvector_core::hnsw::search_width`);
 //! fetching every row costs more than a sequential scan, so the planner takes the index for
 //! `ORDER BY … LIMIT k` and a sequential scan and sort when all rows are wanted (a scan stops
 //! after `ruvector.max_scan_tuples` candidates). A tenant-keyed index costs the current
@@ -11,6 +13,8 @@
 //! search is cheap and never loses to a sequential scan of every tenant's rows.
 
 use pgrx::pg_sys;
+
+use ruvector_core::hnsw::search_width;
 
 use super::options::M_DEFAULT;
 use crate::gucs;
@@ -49,21 +53,25 @@ pub unsafe extern "C-unwind" fn amcostestimate(
             let heap = &*info.rel;
             let scan_all = heap.pages as f64 * pg_sys::seq_page_cost
                 + heap.tuples.max(tuples) * (pg_sys::cpu_tuple_cost + pg_sys::cpu_operator_cost);
-            let search = gucs::ef_search() as f64 * 2.0 * M_DEFAULT as f64;
+            let search = |graph: f64| {
+                search_width(gucs::ef_search(), graph as usize, gucs::widen_above()) as f64
+                    * 2.0
+                    * M_DEFAULT as f64
+            };
             if info.nkeycolumns >= 2 {
                 // Keyed by tenant: a scan reads only the current tenant's graph, whose size
                 // is the rows the table's conditions leave (row-level security's tenant
                 // condition among them), and returns only those rows.
                 let rows = (*(*path).path.parent).rows.clamp(1.0, tuples);
                 let share = rows / tuples;
-                let visited = search.min(rows);
+                let visited = search(rows).min(rows);
                 *selectivity = share;
                 *startup = visited / tuples * scan_all;
                 *total = *startup + share * (scan_all + index_pages * pg_sys::random_page_cost);
                 *pages = (index_pages * visited / tuples).max(1.0);
                 return;
             }
-            let visited = search.min(tuples);
+            let visited = search(tuples).min(tuples);
             let ratio = visited / tuples;
             let pages_read = (index_pages * ratio).max(1.0);
             *startup = ratio * scan_all;

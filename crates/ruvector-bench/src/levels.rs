@@ -424,6 +424,7 @@ pub async fn run(cfg: Config) -> Result<()> {
             .collect::<Vec<_>>(),
     ));
     if !crowded.is_empty() {
+        let (fastest, slowest) = report::range(&isolate_seconds);
         md.push_str(&format!(
             "\n## {} dedicated tenants\n\nTenants t1 to t{many} ({} vectors each) isolated one \
              after another: {:.2} s each (median; {:.2}–{:.2} s). Then t0's search again, through \
@@ -431,8 +432,8 @@ pub async fn run(cfg: Config) -> Result<()> {
             many + 1,
             cfg.other_size,
             report::median(&isolate_seconds),
-            report::range(&isolate_seconds).0,
-            report::range(&isolate_seconds).1,
+            fastest,
+            slowest,
             many + 1,
         ));
         md.push_str(&table(&crowded));

@@ -45,12 +45,12 @@ pub const ADMISSION_TIMEOUT_DEFAULT_MS: i32 = 30_000;
 static ADMISSION_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(ADMISSION_TIMEOUT_DEFAULT_MS);
 
 /// `ruvector.scale_ef_search`: search tenant graphs of more than [`SCALE_EF_ABOVE`] vectors
-/// with a candidate list growing with their size (`ruvector_core::hnsw::Params::search_width`).
+/// with a candidate list growing with their size (`ruvector_core::hnsw::search_width`).
 static SCALE_EF_SEARCH: GucSetting<bool> = GucSetting::<bool>::new(true);
 
 /// The graph size up to which `ruvector.ef_search` is used as set. On 384-dimension
 /// embedding-like data, `ef_search` 40 gives recall@10 0.990 at 10,000 vectors; scaled from
-/// half that, a graph at the top of each size keeps 0.997 or more up to 100,000 vectors
+/// half that, graphs of 10,000 to 100,000 vectors keep about 0.997
 /// (measured with `ruvector-bench graph`).
 pub const SCALE_EF_ABOVE: usize = 5_000;
 

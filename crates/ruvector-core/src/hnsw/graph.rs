@@ -1131,16 +1131,11 @@ mod tests {
             recall(&widened, &queries, 10, 10),
         );
         assert!(
-            wide > narrow,
-            "recall@10 at ef 10: {narrow} as given, {wide} widened"
-        );
-        assert!(
             wide >= narrow + 0.05,
             "recall@10 at ef 10: {narrow} as given, {wide} widened"
         );
-        let small: Vec<_> = queries.iter().map(|(q, _)| (q.clone(), 1)).collect();
-        for (q, t) in &small {
-            assert_eq!(plain.search(q, *t, 10, 10), widened.search(q, *t, 10, 10));
+        for (q, _) in &queries {
+            assert_eq!(plain.search(q, 1, 10, 10), widened.search(q, 1, 10, 10));
         }
     }
 

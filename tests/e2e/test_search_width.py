@@ -2,7 +2,8 @@
 embedding-like vectors (32 intrinsic dimensions, the hard kind for a graph) searched through
 the shared index gets recall@10 >= 0.99 with the default ef_search, because its graph is
 searched wider than a small one's (ruvector.scale_ef_search, on by default); with it off, the
-same searches lose recall, as a fixed ef_search does on a growing graph."""
+same searches lose recall, as a fixed ef_search does on a growing graph. The table is large
+enough for a parallel build at default settings, so these graphs were linked by two threads."""
 
 import numpy as np
 import psycopg
@@ -15,6 +16,7 @@ DB = "ruvector_search_width"
 DIMS, LATENT = 64, 32
 SIZES = {"large": 30_000, "small": 600}
 QUERY = "SELECT id FROM docs ORDER BY vec <=> %s LIMIT 10"
+BUILD = {}
 
 SPACE = np.random.default_rng(5)
 PROJECTION = SPACE.normal(0, 1 / np.sqrt(LATENT), (LATENT, DIMS))
@@ -54,7 +56,13 @@ def data():
                 cp.set_types(["text", "vector"])
                 for v in rows:
                     cp.write_row([t, v])
+        notices = []
+        su.add_notice_handler(lambda d: notices.append(d.message_primary))
+        su.execute("SET client_min_messages = debug1")
         su.execute("CREATE INDEX docs_vec ON docs USING ruhnsw (vec vector_cosine_ops)")
+        su.execute("RESET client_min_messages")
+        BUILD["notices"] = notices
+        BUILD["checks"] = su.execute('SELECT "check", ok, detail FROM ruvector_index_check(\'docs_vec\')').fetchall()
         su.execute("ANALYZE docs")
     return vectors
 
@@ -74,6 +82,13 @@ def recall(c, queries):
 
 def plan(c, q):
     return "\n".join(r[0] for r in c.execute("EXPLAIN " + QUERY, (q,), prepare=False))
+
+
+def test_the_shared_index_was_linked_in_parallel_and_checks_clean(data):
+    """The table is over 8 MB: at default settings PostgreSQL plans one worker for its index
+    build, so two threads link the tenants' graphs; links stay within each tenant."""
+    assert any(f"linking {sum(SIZES.values())} nodes with 2 threads" in m for m in BUILD["notices"]), BUILD["notices"]
+    assert all(ok for check, ok, _ in BUILD["checks"] if check != "reachability"), BUILD["checks"]
 
 
 def test_a_large_tenant_gets_full_recall_at_default_settings(data):

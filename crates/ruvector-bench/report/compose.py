@@ -106,15 +106,15 @@ def summary():
                 rows.append((f"QPS at recall {c['target']}, {c['clients']} sessions, {label}",
                              "≥ 1.2x pgvector", f"{c['qps'] / pg[0]['qps']:.2f}x"))
         builds = {(b["engine"], b["workers"]): b for b in r["builds"]}
-        ours = builds.get(("ruvector ruhnsw", 0))
-        pg1 = builds.get(("pgvector hnsw", 0))
-        pgn = [b for (e, w), b in builds.items() if e == "pgvector hnsw" and w > 0]
-        if ours and pg1:
-            text = (f"{ours['seconds']:.1f} s in one process; pgvector {pg1['seconds']:.1f} s "
-                    "in one process")
-            if pgn:
-                text += f", {pgn[0]['seconds']:.1f} s with {pgn[0]['workers']} workers"
-            rows.append((f"index build, {label}", "as fast as pgvector with the same workers", text))
+        same = []
+        for (engine, workers), b in sorted(builds.items(), key=lambda kv: kv[0][1]):
+            pg = builds.get(("pgvector hnsw", workers))
+            if engine == "ruvector ruhnsw" and pg:
+                same.append(f"{workers} workers {b['seconds']:.1f} s vs {pg['seconds']:.1f} s "
+                            f"({b['seconds'] / pg['seconds']:.2f}x)")
+        if same:
+            rows.append((f"index build, {label}", "as fast as pgvector with the same workers",
+                         "; ".join(same)))
     for stem, label in [("tenants", "1,000 synthetic tenants"), ("tenants-10k", "10,000 synthetic tenants"),
                         ("corpus-tenants", "real corpus")]:
         r = load(stem)

@@ -1,6 +1,6 @@
 //! `ruhnsw` against pgvector's `hnsw` in one PostgreSQL server: the same rows, the same `m`
-//! and `ef_construction`, one database per extension. Build time (single process and, for
-//! pgvector, with its parallel workers), index size, and a sweep of `ef_search` giving
+//! and `ef_construction`, one database per extension. Build time (with each number of
+//! parallel maintenance workers asked for), index size, and a sweep of `ef_search` giving
 //! recall@10, QPS and latency quantiles; passes of the engines rotate so the machine's noise
 //! falls on all. With several `ruhnsw` storages (`--ruhnsw-storage full,half`), each is an
 //! engine of its own, on its own copy of the table in the ruvector database. With `--clients`,
@@ -31,8 +31,9 @@ pub struct Config {
     pub ef_construction: u32,
     pub ef_search: Vec<u32>,
     pub passes: usize,
-    /// Also time pgvector's build with this many parallel maintenance workers (0: skip).
-    pub pgvector_workers: u32,
+    /// Build each index with each of these numbers of parallel maintenance workers, in this
+    /// order; the sweep runs on the last build.
+    pub build_workers: Vec<u32>,
     /// The `storage` reloption of each `ruhnsw` index to measure (`auto`, `full`, `half`).
     pub storages: Vec<String>,
     /// Numbers of concurrent sessions to measure QPS with (empty: none).
@@ -194,6 +195,15 @@ async fn build(engine: &Engine, cfg: &Config, workers: u32) -> Result<Build> {
     c.batch_execute(&format!("DROP INDEX IF EXISTS {index}; CHECKPOINT"))
         .await?;
     pg::set(c, "max_parallel_maintenance_workers", workers).await?;
+    // The table's parallel_workers makes PostgreSQL plan exactly `workers` (its size would
+    // otherwise cap them).
+    let reloption = if workers > 0 {
+        format!("SET (parallel_workers = {workers})")
+    } else {
+        "RESET (parallel_workers)".into()
+    };
+    c.batch_execute(&format!("ALTER TABLE {table} {reloption}"))
+        .await?;
     let sql = format!(
         "CREATE INDEX {index} ON {table} USING {} (vec vector_cosine_ops) WITH (m = {}, ef_construction = {}{})",
         engine.access_method, cfg.m, cfg.ef_construction, engine.options
@@ -294,7 +304,6 @@ pub async fn run(cfg: Config) -> Result<()> {
         table: "bench_items".into(),
         options: String::new(),
     });
-    let pgvector = engines.len() - 1;
     let server_version: String = engines[0]
         .client
         .query_one("SELECT version()", &[])
@@ -328,11 +337,10 @@ pub async fn run(cfg: Config) -> Result<()> {
         cfg.m, cfg.ef_construction
     );
     let mut builds = Vec::new();
-    if cfg.pgvector_workers > 0 {
-        builds.push(build(&engines[pgvector], &cfg, cfg.pgvector_workers).await?);
-    }
-    for e in &engines {
-        builds.push(build(e, &cfg, 0).await?);
+    for &workers in &cfg.build_workers {
+        for e in &engines {
+            builds.push(build(e, &cfg, workers).await?);
+        }
     }
 
     let queries: Vec<Vector> = query_vectors
@@ -695,20 +703,45 @@ fn markdown(
     ));
 
     out.push_str("## Build and size\n\n");
+    out.push_str(
+        "Each index built with each number of parallel maintenance workers (the table's \
+         `parallel_workers` set to it), in the order listed; the sweeps run on the last build. \
+         Speed-up: the time without workers over this time.\n\n",
+    );
+    let find = |name: &str, workers: u32| {
+        builds
+            .iter()
+            .find(|b| b.engine == name && b.workers == workers)
+    };
     let rows: Vec<Vec<String>> = builds
         .iter()
         .map(|b| {
+            let speedup = find(&b.engine, 0)
+                .map_or(String::new(), |z| format!("{:.2}x", z.seconds / b.seconds));
+            let vs = match find(PGVECTOR, b.workers) {
+                Some(p) if b.engine != PGVECTOR => format!("{:.2}x", b.seconds / p.seconds),
+                _ => String::new(),
+            };
             vec![
                 b.engine.to_string(),
                 b.workers.to_string(),
                 format!("{:.1}", b.seconds),
+                speedup,
+                vs,
                 format!("{:.1}", b.index_bytes as f64 / (1 << 20) as f64),
             ]
         })
         .collect();
     out.push_str(&report::table(
-        &["index", "parallel workers", "build s", "size MiB"],
-        &[false, true, true, true],
+        &[
+            "index",
+            "parallel workers",
+            "build s",
+            "speed-up",
+            "time / pgvector's, same workers",
+            "size MiB",
+        ],
+        &[false, true, true, true, true, true],
         &rows,
     ));
     let single = |name: &str| builds.iter().find(|b| b.engine == name && b.workers == 0);

@@ -472,6 +472,24 @@ impl<S: GraphStore> Hnsw<S> {
         id
     }
 
+    /// Adds a vector of `tenant` to the store without links, with its level drawn as
+    /// [`Hnsw::insert`] draws it; [`Hnsw::link_node`] links it later (a parallel build adds
+    /// every node first, see [`super::ParallelLink`]).
+    pub fn push(&mut self, vector: &[f32], tenant: TenantOrd, payload: u64) -> NodeId {
+        let level = self.random_level();
+        let vector = self.params.metric.prepare(vector);
+        self.store.push(&vector, tenant, level, payload)
+    }
+
+    /// Links node `id`, added by [`Hnsw::push`], into its tenant's graph.
+    pub fn link_node(&mut self, id: NodeId) {
+        let Some(vector) = self.store.vector(id).map(Cow::into_owned) else {
+            return;
+        };
+        let (tenant, level) = (self.store.tenant(id), self.store.level(id));
+        self.link(id, &vector, tenant, level);
+    }
+
     /// Links node `id` (already in the store, without links) into its tenant's graph;
     /// `vector` is the node's vector as stored (prepared).
     fn link(&mut self, id: NodeId, vector: &[f32], tenant: TenantOrd, level: u8) {
@@ -843,37 +861,9 @@ impl<S: GraphStore> Merge<S> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testdata::{dataset, recall, Rng};
     use super::super::MemoryStore;
     use super::*;
-
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> f64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            ((self.0 >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-        }
-        fn gauss(&mut self) -> f32 {
-            ((-2.0 * self.next().ln()).sqrt() * (std::f64::consts::TAU * self.next()).cos()) as f32
-        }
-    }
-
-    /// Clustered vectors: tenants draw from shared topics (cluster centres), as real tenants'
-    /// embeddings do.
-    fn dataset(n: usize, dims: usize, tenants: u32, seed: u64) -> Vec<(Vec<f32>, TenantOrd)> {
-        let mut rng = Rng(seed);
-        let centres: Vec<Vec<f32>> = (0..20)
-            .map(|_| (0..dims).map(|_| rng.gauss() * 3.0).collect())
-            .collect();
-        (0..n)
-            .map(|i| {
-                let c = &centres[(rng.next() * 20.0) as usize % 20];
-                let v = c.iter().map(|x| x + rng.gauss()).collect();
-                (v, (i as u32) % tenants)
-            })
-            .collect()
-    }
 
     fn build(data: &[(Vec<f32>, TenantOrd)], params: Params) -> Hnsw<MemoryStore> {
         let mut h = Hnsw::new(MemoryStore::new(data[0].0.len()), params);
@@ -881,25 +871,6 @@ mod tests {
             h.insert(v, *t, 0);
         }
         h
-    }
-
-    fn recall(
-        h: &Hnsw<MemoryStore>,
-        queries: &[(Vec<f32>, TenantOrd)],
-        k: usize,
-        ef: usize,
-    ) -> f64 {
-        let mut hit = 0;
-        for (q, t) in queries {
-            let want: HashSet<NodeId> = h.exact(q, *t, k).into_iter().map(|s| s.id).collect();
-            let got = h.search(q, *t, k, ef);
-            assert!(
-                got.iter().all(|s| h.store().tenant(s.id) == *t),
-                "only the tenant's own nodes"
-            );
-            hit += got.iter().filter(|s| want.contains(&s.id)).count();
-        }
-        hit as f64 / (queries.len() * k) as f64
     }
 
     #[test]

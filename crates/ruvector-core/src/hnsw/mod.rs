@@ -11,13 +11,17 @@ pub mod contract;
 mod graph;
 pub mod inspect;
 pub mod page;
+mod parallel;
 pub mod rounding;
 mod store;
+#[cfg(test)]
+mod testdata;
 
 pub use graph::{
     search_width, Hit, Hnsw, IdHasher, IdSet, Merge, Params, Scan, Scored, MAX_LEVEL, MAX_WIDENING,
 };
-pub use store::{GraphStore, MemoryStore, NodeId, TenantOrd};
+pub use parallel::{link_all, ParallelLink};
+pub use store::{GraphStore, MemoryStore, NodeId, SharedStore, TenantOrd};
 
 /// Distance functions the index orders by (smaller is closer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

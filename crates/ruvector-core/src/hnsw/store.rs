@@ -2,6 +2,7 @@
 //! implements them on buffer pages, [`MemoryStore`] on vectors.
 
 use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
 
 use super::rounding::Rounding;
 
@@ -235,18 +236,11 @@ impl GraphStore for MemoryStore {
     }
 
     fn offer_entry(&mut self, tenant: TenantOrd, node: NodeId, level: u8) -> Option<(NodeId, u8)> {
-        let before = self.entries.get(&tenant).copied();
-        if before.is_none_or(|(_, l)| level > l) {
-            self.entries.insert(tenant, (node, level));
-        }
-        before
+        offer(&mut self.entries, tenant, node, level)
     }
 
     fn set_entry(&mut self, tenant: TenantOrd, entry: Option<(NodeId, u8)>) {
-        match entry {
-            Some(e) => self.entries.insert(tenant, e),
-            None => self.entries.remove(&tenant),
-        };
+        set(&mut self.entries, tenant, entry);
     }
 
     fn delete(&mut self, id: NodeId) {
@@ -270,5 +264,181 @@ impl GraphStore for MemoryStore {
 
     fn tenant_len(&self, tenant: TenantOrd) -> usize {
         self.by_tenant.get(&tenant).map_or(0, Vec::len)
+    }
+}
+
+/// [`GraphStore::offer_entry`] on a map of entry points.
+fn offer(
+    entries: &mut HashMap<TenantOrd, (NodeId, u8)>,
+    tenant: TenantOrd,
+    node: NodeId,
+    level: u8,
+) -> Option<(NodeId, u8)> {
+    let before = entries.get(&tenant).copied();
+    if before.is_none_or(|(_, l)| level > l) {
+        entries.insert(tenant, (node, level));
+    }
+    before
+}
+
+/// [`GraphStore::set_entry`] on a map of entry points.
+fn set(
+    entries: &mut HashMap<TenantOrd, (NodeId, u8)>,
+    tenant: TenantOrd,
+    entry: Option<(NodeId, u8)>,
+) {
+    match entry {
+        Some(e) => entries.insert(tenant, e),
+        None => entries.remove(&tenant),
+    };
+}
+
+/// A [`MemoryStore`] whose nodes several threads link at once (a parallel index build, see
+/// [`super::ParallelLink`]): the nodes are added first, then shared; each thread links
+/// through its own `&SharedStore`. Vectors, tenants and levels are read without locks; each
+/// node's neighbour lists sit behind a mutex of their own, the entry points behind one.
+#[derive(Debug)]
+pub struct SharedStore {
+    /// The nodes; their links are in `links`, their entry points in `entries`.
+    nodes: MemoryStore,
+    links: Vec<Mutex<Vec<Vec<NodeId>>>>,
+    entries: Mutex<HashMap<TenantOrd, (NodeId, u8)>>,
+}
+
+/// A lock whose holder panicked still guards a consistent value here (every change is one
+/// assignment), so poisoning is ignored.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl SharedStore {
+    pub fn new(mut nodes: MemoryStore) -> SharedStore {
+        let links = std::mem::take(&mut nodes.links)
+            .into_iter()
+            .map(Mutex::new)
+            .collect();
+        let entries = Mutex::new(std::mem::take(&mut nodes.entries));
+        SharedStore {
+            nodes,
+            links,
+            entries,
+        }
+    }
+
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// The store with its links, for writing out.
+    pub fn into_memory(self) -> MemoryStore {
+        let mut nodes = self.nodes;
+        nodes.links = self
+            .links
+            .into_iter()
+            .map(|m| {
+                m.into_inner()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+            })
+            .collect();
+        nodes.entries = self
+            .entries
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        nodes
+    }
+}
+
+impl GraphStore for &SharedStore {
+    fn with_vector<R>(&self, id: NodeId, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
+        self.nodes.with_vector(id, f)
+    }
+
+    fn prefetch(&self, id: NodeId) {
+        self.nodes.prefetch(id)
+    }
+
+    fn vector(&self, id: NodeId) -> Option<std::borrow::Cow<'_, [f32]>> {
+        self.nodes.vector(id)
+    }
+
+    fn with_vector_links<R>(
+        &self,
+        id: NodeId,
+        layer: u8,
+        links: &mut Vec<NodeId>,
+        f: impl FnOnce(&[f32]) -> (R, bool),
+    ) -> Option<R> {
+        let (r, want) = self.nodes.with_vector(id, f)?;
+        if want {
+            links.extend_from_slice(&lock(&self.links[id as usize])[layer as usize]);
+        }
+        Some(r)
+    }
+
+    fn tenant(&self, id: NodeId) -> TenantOrd {
+        self.nodes.tenant(id)
+    }
+
+    fn level(&self, id: NodeId) -> u8 {
+        self.nodes.level(id)
+    }
+
+    fn neighbors(&self, id: NodeId, layer: u8) -> Vec<NodeId> {
+        lock(&self.links[id as usize])[layer as usize].clone()
+    }
+
+    fn replace_neighbors(
+        &mut self,
+        id: NodeId,
+        layer: u8,
+        expected: &[NodeId],
+        new: &[NodeId],
+    ) -> bool {
+        let mut lists = lock(&self.links[id as usize]);
+        let list = &mut lists[layer as usize];
+        if list != expected {
+            return false;
+        }
+        *list = new.to_vec();
+        true
+    }
+
+    /// Nodes are added before the store is shared.
+    fn push(&mut self, _vector: &[f32], _tenant: TenantOrd, _level: u8, _payload: u64) -> NodeId {
+        panic!("a shared store's nodes are added before it is shared")
+    }
+
+    fn payload(&self, id: NodeId) -> u64 {
+        self.nodes.payload(id)
+    }
+
+    fn entry(&self, tenant: TenantOrd) -> Option<(NodeId, u8)> {
+        lock(&self.entries).get(&tenant).copied()
+    }
+
+    fn offer_entry(&mut self, tenant: TenantOrd, node: NodeId, level: u8) -> Option<(NodeId, u8)> {
+        offer(&mut lock(&self.entries), tenant, node, level)
+    }
+
+    fn set_entry(&mut self, tenant: TenantOrd, entry: Option<(NodeId, u8)>) {
+        set(&mut lock(&self.entries), tenant, entry);
+    }
+
+    /// A build deletes nothing.
+    fn delete(&mut self, _id: NodeId) {
+        panic!("nodes of a shared store are not deleted")
+    }
+
+    fn tenant_nodes(&self, tenant: TenantOrd) -> Vec<NodeId> {
+        self.nodes.tenant_nodes(tenant)
+    }
+
+    fn tenant_len(&self, tenant: TenantOrd) -> usize {
+        self.nodes.tenant_len(tenant)
     }
 }

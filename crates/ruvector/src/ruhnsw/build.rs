@@ -4,14 +4,23 @@
 //! `maintenance_work_mem`, then written out page by page in one pass and WAL-logged as full
 //! page images. If the table's vectors do not fit, the part built so far is written out and
 //! the rest is inserted through the page store, one WAL record per change, as `INSERT` does.
+//!
+//! The in-memory graph is linked in parallel when PostgreSQL plans parallel workers for the
+//! build (`plan_create_index_workers`: `max_parallel_maintenance_workers`, the table's size
+//! and its `parallel_workers` option, `maintenance_work_mem`): the table scan adds the
+//! nodes unlinked, then the backend and one thread per planned worker link them together
+//! ([`ParallelLink`]). The threads run the core's code only, never PostgreSQL's, with every
+//! signal blocked; the backend's own thread polls for interrupts and reports progress.
+//!
 //! Progress is reported in `pg_stat_progress_create_index`: the table scan's blocks, the
-//! tuples loaded, and the phase ("loading tuples", "writing index pages").
+//! tuples loaded (then linked), and the phase ("loading tuples", "linking the graph",
+//! "writing index pages").
 
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 use ruvector_core::hnsw::page::{self as layout, DirEntry, Meta, NodeLayout, NodeMut, Storage};
 use ruvector_core::hnsw::rounding;
-use ruvector_core::hnsw::{GraphStore, Hnsw, MemoryStore, NodeId, Params, TenantOrd};
+use ruvector_core::hnsw::{GraphStore, Hnsw, MemoryStore, NodeId, ParallelLink, Params, TenantOrd};
 
 use super::directory;
 use super::page::{self, Buf};
@@ -22,12 +31,14 @@ use crate::errors;
 /// Build subphases reported in `pg_stat_progress_create_index.phase`.
 pub const PHASE_LOAD: i64 = 2;
 pub const PHASE_WRITE: i64 = 3;
+pub const PHASE_LINK: i64 = 4;
 
 /// `ambuildphasename`.
 pub unsafe extern "C-unwind" fn phase_name(phase: i64) -> *mut std::ffi::c_char {
     let name: &'static std::ffi::CStr = match phase {
         PHASE_LOAD => c"loading tuples",
         PHASE_WRITE => c"writing index pages",
+        PHASE_LINK => c"linking the graph",
         _ => return std::ptr::null_mut(),
     };
     name.as_ptr() as *mut _
@@ -154,6 +165,8 @@ struct BuildState {
     budget: usize,
     used: usize,
     tuples: f64,
+    /// Threads that link the in-memory graph; with one, each node is linked as it is added.
+    threads: usize,
     /// Tenant keys by ordinal while the graph is in memory.
     keys: Vec<Vec<u8>>,
     ordinals: std::collections::HashMap<Vec<u8>, TenantOrd>,
@@ -223,7 +236,11 @@ impl BuildState {
         check_storable(layout, self.metric, vector);
         let tenant = self.ordinal(key);
         if let Some(h) = &mut self.memory {
-            let id = h.insert(vector, tenant, tid);
+            let id = if self.threads > 1 {
+                h.push(vector, tenant, tid)
+            } else {
+                h.insert(vector, tenant, tid)
+            };
             let m = h.params().m;
             self.used += MemoryStore::node_bytes(dims, m, h.store().level(id));
             if self.used > self.budget {
@@ -231,7 +248,7 @@ impl BuildState {
                 let params = *h.params();
                 write_graph(
                     self.index,
-                    h.into_store(),
+                    linked(h, self.threads),
                     layout,
                     &self.keys,
                     &self.stale,
@@ -280,6 +297,69 @@ unsafe extern "C-unwind" fn build_callback(
     }
 }
 
+/// The graph's store with every node linked: as it is when its nodes were inserted one by
+/// one (`threads` 1), else linked now by the backend and `threads - 1` more threads.
+fn linked(h: Hnsw<MemoryStore>, threads: usize) -> MemoryStore {
+    if threads <= 1 {
+        return h.into_store();
+    }
+    let params = *h.params();
+    let build = ParallelLink::new(h.into_store(), params);
+    pgrx::debug1!(
+        "ruhnsw: linking {} nodes with {threads} threads",
+        build.len()
+    );
+    progress(pg_sys::PROGRESS_CREATEIDX_SUBPHASE, PHASE_LINK);
+    progress(pg_sys::PROGRESS_CREATEIDX_TUPLES_TOTAL, build.len() as i64);
+    progress(pg_sys::PROGRESS_CREATEIDX_TUPLES_DONE, 0);
+    loop {
+        std::thread::scope(|s| {
+            for _ in 1..threads {
+                s.spawn(|| {
+                    block_signals();
+                    build.work(|_| true)
+                });
+            }
+            let mut reported = 0;
+            build.work(|done| {
+                if done >= reported + 1024 {
+                    progress(pg_sys::PROGRESS_CREATEIDX_TUPLES_DONE, done as i64);
+                    reported = done;
+                }
+                !interrupt_pending()
+            });
+        });
+        // Every thread has returned: a cancel may raise its error now.
+        pgrx::check_for_interrupts!();
+        if build.finished() {
+            break;
+        }
+        build.resume(); // the interrupt raised no error (a barrier, a config reload)
+    }
+    build.into_store()
+}
+
+/// Whether the backend has an interrupt to process (`CHECK_FOR_INTERRUPTS` would act).
+fn interrupt_pending() -> bool {
+    // SAFETY: plain reads of the backend's interrupt flags, on the backend's thread.
+    unsafe {
+        std::ptr::read_volatile(&raw const pg_sys::InterruptPending) != 0
+            && std::ptr::read_volatile(&raw const pg_sys::InterruptHoldoffCount) == 0
+            && std::ptr::read_volatile(&raw const pg_sys::CritSectionCount) == 0
+    }
+}
+
+/// Blocks every signal on the calling thread, so that the backend's signal handlers run on
+/// the backend's own thread only.
+fn block_signals() {
+    // SAFETY: sigfillset initializes the set; pthread_sigmask changes this thread's mask.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
+    }
+}
+
 /// `ambuild`.
 pub unsafe extern "C-unwind" fn ambuild(
     heap: pg_sys::Relation,
@@ -316,6 +396,9 @@ pub unsafe extern "C-unwind" fn ambuild(
                 budget: pg_sys::maintenance_work_mem as usize * 1024,
                 used: 0,
                 tuples: 0.0,
+                threads: pg_sys::plan_create_index_workers((*heap).rd_id, (*index).rd_id).max(0)
+                    as usize
+                    + 1,
                 keys: Vec::new(),
                 ordinals: Default::default(),
                 metric: options::metric(index),
@@ -342,10 +425,11 @@ pub unsafe extern "C-unwind" fn ambuild(
                 std::ptr::null_mut(),
             );
             if let Some(h) = state.memory.take() {
+                let store = linked(h, state.threads);
                 progress(pg_sys::PROGRESS_CREATEIDX_SUBPHASE, PHASE_WRITE);
                 write_graph(
                     index,
-                    h.into_store(),
+                    store,
                     state.layout.expect("set with the graph"),
                     &state.keys,
                     &state.stale,

@@ -122,7 +122,13 @@ mod simd;
 /// (the hardware prefetcher would find only the later ones, after the first miss). Graph
 /// searches wait on memory more than on arithmetic.
 pub fn prefetch(v: &[f32]) {
-    simd::prefetch(v)
+    prefetch_bytes(v.as_ptr().cast(), std::mem::size_of_val(v))
+}
+
+/// A hint that the `len` bytes from `start` are about to be read (see [`prefetch`]). Any
+/// address may be given: a prefetch never faults and changes nothing but the caches.
+pub fn prefetch_bytes(start: *const u8, len: usize) {
+    simd::prefetch_bytes(start, len)
 }
 
 /// Euclidean distance (`<->`).

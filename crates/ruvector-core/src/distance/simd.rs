@@ -8,20 +8,21 @@
 
 use super::Kernels;
 
-/// Asks the CPU to start loading every cache line of `v` (a no-op off x86_64).
-pub(super) fn prefetch(v: &[f32]) {
+/// Asks the CPU to start loading every cache line of the `len` bytes from `start` (a no-op
+/// off x86_64).
+pub(super) fn prefetch_bytes(start: *const u8, len: usize) {
     #[cfg(target_arch = "x86_64")]
-    for line in v.chunks(16) {
-        // SAFETY: SSE is part of x86_64; prefetching any address has no effect beyond the
-        // caches, and this one is valid.
+    for at in (0..len).step_by(64) {
+        // SAFETY: SSE is part of x86_64; a prefetch of any address, valid or not, never
+        // faults and has no effect beyond the caches.
         unsafe {
             std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                line.as_ptr() as *const i8
+                start.wrapping_add(at) as *const i8,
             )
         };
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = v;
+    let _ = (start, len);
 }
 
 /// Decodes little-endian IEEE half-precision floats with F16C, when the CPU has it: 8 per

@@ -295,9 +295,7 @@ impl<S: GraphStore> Hnsw<S> {
                     .copied()
                     .filter(|&n| visited.insert(n)),
             );
-            for &n in &unvisited {
-                self.store.prefetch(n);
-            }
+            self.store.prefetch_all(&unvisited);
             for &n in &unvisited {
                 let worst = results.peek().map_or(f32::INFINITY, |w| w.dist);
                 let full = results.len() >= ef;

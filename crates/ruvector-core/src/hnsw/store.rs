@@ -25,6 +25,13 @@ pub trait GraphStore {
     /// A hint that node `id`'s vector is about to be read (an in-memory store asks the CPU
     /// to start loading it).
     fn prefetch(&self, _id: NodeId) {}
+    /// [`GraphStore::prefetch`] for several nodes about to be read one after the other (a
+    /// paged store can then overlap the lookups each one needs).
+    fn prefetch_all(&self, ids: &[NodeId]) {
+        for &id in ids {
+            self.prefetch(id);
+        }
+    }
     /// Node `id`'s vector, borrowed when the store can (an in-memory store), else a copy;
     /// `None` when the node was deleted.
     fn vector(&self, id: NodeId) -> Option<std::borrow::Cow<'_, [f32]>> {

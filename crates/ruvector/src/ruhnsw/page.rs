@@ -8,6 +8,7 @@
 
 use pgrx::pg_sys;
 use ruvector_core::hnsw::page::{self as layout, Meta, KIND_META, KIND_NODES, META_SIZE};
+use ruvector_core::hnsw::NodeId;
 
 use crate::errors;
 
@@ -26,20 +27,70 @@ pub enum Lock {
 /// nodes; `ReadRecentBuffer` pins a block through such a hint without the shared buffer
 /// mapping table (its hash lookup and partition lock were a fifth of a search's time). The
 /// hint is checked against the buffer's tag, so a stale one (the block was evicted, the index
-/// rebuilt) only costs the fallback to a normal read.
+/// rebuilt) only costs the fallback to a normal read. Hints are kept per index file in an
+/// array indexed by block (4 bytes per block; a hash map's lookups missed the CPU caches).
 mod recent {
     use std::cell::RefCell;
-    use std::collections::HashMap;
 
     use pgrx::pg_sys;
-    use ruvector_core::hnsw::IdHasher;
 
-    /// Entries kept before the map starts over (16 bytes each).
-    const LIMIT: usize = 1 << 20;
+    /// Index files with hints kept; the oldest is dropped beyond this.
+    const FILES: usize = 8;
+    /// Blocks past this have no hints (16 MiB of hints, a 32 GiB index).
+    const BLOCKS: u32 = 1 << 22;
+
+    /// Hints of one index file: `buffers[block]`, 0 for none.
+    struct Hints {
+        file: u32,
+        buffers: Vec<pg_sys::Buffer>,
+    }
 
     thread_local! {
-        static HINTS: RefCell<HashMap<u64, pg_sys::Buffer, std::hash::BuildHasherDefault<IdHasher>>> =
-            RefCell::default();
+        static HINTS: RefCell<Vec<Hints>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// Runs `f` with a lookup of the hints of `index`'s file (`None`: no hint).
+    pub fn with_hints<R>(
+        index: pg_sys::Relation,
+        f: impl FnOnce(&dyn Fn(u32) -> Option<pg_sys::Buffer>) -> R,
+    ) -> R {
+        let file = super::file_number(index);
+        HINTS.with(|h| {
+            let h = h.borrow();
+            let buffers = h.iter().find(|x| x.file == file).map(|x| &x.buffers[..]);
+            f(&|block| {
+                buffers
+                    .and_then(|b| b.get(block as usize).copied())
+                    .filter(|&b| b > 0)
+            })
+        })
+    }
+
+    fn remember(file: u32, block: u32, buf: pg_sys::Buffer) {
+        if block >= BLOCKS {
+            return;
+        }
+        HINTS.with(|h| {
+            let mut h = h.borrow_mut();
+            let at = match h.iter().position(|x| x.file == file) {
+                Some(at) => at,
+                None => {
+                    if h.len() >= FILES {
+                        h.remove(0);
+                    }
+                    h.push(Hints {
+                        file,
+                        buffers: Vec::new(),
+                    });
+                    h.len() - 1
+                }
+            };
+            let buffers = &mut h[at].buffers;
+            if buffers.len() <= block as usize {
+                buffers.resize(block as usize + 1, 0);
+            }
+            buffers[block as usize] = buf;
+        });
     }
 
     /// Pins `block` of `index` (main fork).
@@ -50,8 +101,7 @@ mod recent {
         // SAFETY: as above.
         #[cfg(feature = "pg18")]
         let locator = unsafe { (*index).rd_locator };
-        let key = (super::file_number(index) as u64) << 32 | block as u64;
-        if let Some(hint) = HINTS.with(|h| h.borrow().get(&key).copied()) {
+        if let Some(hint) = with_hints(index, |hint| hint(block)) {
             // SAFETY: a shared buffer number (only those are kept); ReadRecentBuffer pins it
             // only if it holds this block of this relation.
             if unsafe {
@@ -73,15 +123,58 @@ mod recent {
         };
         // Local buffers (temporary indexes) are negative and not worth a hint.
         if buf > 0 {
-            HINTS.with(|h| {
-                let mut h = h.borrow_mut();
-                if h.len() >= LIMIT {
-                    h.clear();
-                }
-                h.insert(key, buf);
-            });
+            remember(super::file_number(index), block, buf);
         }
         buf
+    }
+}
+
+/// Asks the CPU to start loading the nodes `ids` of `index` (each up to `node_bytes` long)
+/// and what reading them takes: their buffers' descriptors and line pointers, then the node
+/// tuples the line pointers point to. Only blocks with a buffer hint are prefetched. Nothing
+/// is pinned or locked: the buffers may hold other pages by now, and then the wrong memory
+/// is loaded, which costs a little time and nothing else.
+pub fn prefetch_nodes(index: pg_sys::Relation, ids: &[NodeId], node_bytes: usize) {
+    const MAX: usize = 256;
+    let header = std::mem::offset_of!(pg_sys::PageHeaderData, pd_linp);
+    let item = std::mem::size_of::<pg_sys::ItemIdData>();
+    let page_size = pg_sys::BLCKSZ as usize;
+    let mut at: [(usize, *const u32); MAX] = [(0, std::ptr::null()); MAX];
+    let mut n = 0;
+    recent::with_hints(index, |hint| {
+        for &id in ids.iter().take(MAX) {
+            let (block, offset) = layout::node_position(id);
+            let Some(buf) = hint(block) else { continue };
+            let i = buf as usize - 1;
+            // SAFETY: `buf` is a shared buffer number (hints hold only those), so both
+            // addresses lie in the buffer pool's shared memory; nothing is read here.
+            let (desc, page) = unsafe {
+                (
+                    pg_sys::BufferDescriptors.add(i) as *const u8,
+                    pg_sys::BufferBlocks.add(i * page_size) as *const u8,
+                )
+            };
+            let line = page.wrapping_add(header + item * (offset as usize).saturating_sub(1));
+            ruvector_core::distance::prefetch_bytes(desc, 1);
+            ruvector_core::distance::prefetch_bytes(line, item);
+            if line as usize + item <= page as usize + page_size {
+                at[n] = (page as usize, line as *const u32);
+                n += 1;
+            }
+        }
+    });
+    for &(page, line) in &at[..n] {
+        // SAFETY: `line` is an aligned u32 inside a shared buffer page (checked above); it is
+        // read atomically, as other backends may change it.
+        let lp = unsafe { std::sync::atomic::AtomicU32::from_ptr(line as *mut u32) }
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let off = (lp & 0x7fff) as usize; // lp_off: the low 15 bits
+        if off < page_size {
+            ruvector_core::distance::prefetch_bytes(
+                (page + off) as *const u8,
+                node_bytes.min(page_size - off),
+            );
+        }
     }
 }
 

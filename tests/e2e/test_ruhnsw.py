@@ -180,19 +180,26 @@ def test_deleted_vectors_are_zeroed_in_the_index_pages(db):
 
 
 def test_build_larger_than_maintenance_work_mem(db):
+    """Serial, and linked in parallel up to maintenance_work_mem (a table's parallel_workers
+    option plans workers whatever the memory), then page by page."""
     n, dims = 20_000, 128
     vectors = embeddings(n + 100, dims, seed=5)
-    notices = []
     with connect() as c:
-        c.add_notice_handler(lambda d: notices.append(d.message_primary))
         c.execute("DROP TABLE IF EXISTS spill")
         load(c, "spill", vectors[:n])
-        c.execute("SET maintenance_work_mem = '2MB'")
-        c.execute("CREATE INDEX spill_idx ON spill USING ruhnsw (v)")
-        assert any("maintenance_work_mem" in m for m in notices), notices
-        r = recall(c, "spill", vectors[:n], np.arange(n), vectors[n:], "<->")
-        assert r >= 0.95, f"recall after a spilled build: {r:.3f}"
-        check_ok(c, "spill_idx")
+    for workers, want in [(0, 1), (1, 2)]:
+        notices = []
+        with connect() as c:
+            c.add_notice_handler(lambda d: notices.append(d.message_primary))
+            c.execute(f"ALTER TABLE spill SET (parallel_workers = {workers})")
+            c.execute("SET maintenance_work_mem = '2MB'")
+            assert linking_threads(c, "CREATE INDEX spill_idx ON spill USING ruhnsw (v)") == want
+            assert any("maintenance_work_mem" in m for m in notices), notices
+            r = recall(c, "spill", vectors[:n], np.arange(n), vectors[n:], "<->")
+            assert r >= 0.95, f"recall after a spilled build, {workers} workers: {r:.3f}"
+            check_ok(c, "spill_idx")
+            c.execute("DROP INDEX spill_idx")
+    with connect() as c:
         c.execute("DROP TABLE spill")
 
 

@@ -165,6 +165,8 @@ struct BuildState {
     budget: usize,
     used: usize,
     tuples: f64,
+    /// The table's estimated rows (the load phase's `tuples_total`).
+    estimate: i64,
     /// Threads that link the in-memory graph; with one, each node is linked as it is added.
     threads: usize,
     /// Tenant keys by ordinal while the graph is in memory.
@@ -257,6 +259,9 @@ impl BuildState {
                 let mut disk = Hnsw::new(PageStore::new(self.index, layout), params);
                 disk.reseed(params.seed ^ self.tuples as u64);
                 self.disk = Some(disk);
+                // Back to loading (a parallel build reported linking meanwhile).
+                progress(pg_sys::PROGRESS_CREATEIDX_SUBPHASE, PHASE_LOAD);
+                progress(pg_sys::PROGRESS_CREATEIDX_TUPLES_TOTAL, self.estimate);
                 pgrx::notice!(
                     "ruhnsw graph no longer fits in maintenance_work_mem after {} tuples; \
                      the rest is inserted page by page (slower)",
@@ -396,6 +401,7 @@ pub unsafe extern "C-unwind" fn ambuild(
                 budget: pg_sys::maintenance_work_mem as usize * 1024,
                 used: 0,
                 tuples: 0.0,
+                estimate: (*(*heap).rd_rel).reltuples.max(0.0) as i64,
                 threads: pg_sys::plan_create_index_workers((*heap).rd_id, (*index).rd_id).max(0)
                     as usize
                     + 1,
@@ -410,10 +416,7 @@ pub unsafe extern "C-unwind" fn ambuild(
                 crate::tenancy::catalog::ensure_loaded(); // the tenants' levels
             }
             progress(pg_sys::PROGRESS_CREATEIDX_SUBPHASE, PHASE_LOAD);
-            progress(
-                pg_sys::PROGRESS_CREATEIDX_TUPLES_TOTAL,
-                (*(*heap).rd_rel).reltuples.max(0.0) as i64,
-            );
+            progress(pg_sys::PROGRESS_CREATEIDX_TUPLES_TOTAL, state.estimate);
             pg_sys::table_index_build_scan(
                 heap,
                 index,

@@ -12,8 +12,10 @@
 //!   the tenant's new rows again, searches stay on the dedicated index), the shared index is
 //!   rebuilt by `REINDEX INDEX CONCURRENTLY` so that it holds every row of the tenant, and the
 //!   dedicated index is dropped concurrently (`switching`).
-//! - **Between `shared` and `partition`**: both keep a tenant's nodes on pages of its own
-//!   today, so only the level in `ruvector.tenants` changes.
+//! - **Between `shared` and `partition`**: the level in `ruvector.tenants` changes first (new
+//!   nodes go where it puts them at once), then `REINDEX INDEX CONCURRENTLY` of each shared
+//!   index moves the tenant's existing nodes: packed with other shared tenants' nodes, or on
+//!   pages of its own.
 //!
 //! Every step can run again: after a crash or a restart the worker takes the migration up
 //! at its recorded phase (an index build that was cut off leaves an invalid index, which is

@@ -157,12 +157,15 @@ def summary():
     if noisy.exists():
         text = noisy.read_text()
         worst = {}
-        for m in re.finditer(r"^\| (\w+) \| (\d+) \| (\d+) \| (\w+) \|.*\| ([\d.]+)x \| ([\d.]+)x \|$",
-                             text, flags=re.M):
-            w, sessions, tenants, mode, r50, r99 = m.groups()
+        for m in re.finditer(r"^\| (\w+) \| (\d+) \| (\d+) \| (\w+) \|.*\| ([\d.]+)x \| ([\d.]+)x \|"
+                             r"(?: [\d.]+% / ([\d.]+)% \|)?$", text, flags=re.M):
+            w, sessions, tenants, mode, r50, r99, steal = m.groups()
+            where = f"{w}, {sessions} noisy sessions, {tenants} quiet tenants"
+            if steal is not None:
+                where += f"; the host stole {steal}% of the CPU time meanwhile"
             for q, r in (("p50", float(r50)), ("p99", float(r99))):
                 if r > worst.get((mode, q), (0, ""))[0]:
-                    worst[(mode, q)] = (r, f"{w}, {sessions} noisy sessions, {tenants} quiet tenants")
+                    worst[(mode, q)] = (r, where)
         for q, goal in (("p50", "≤ 1.2x alone"), ("p99", "≤ 2x alone")):
             if ("on", q) in worst:
                 r, where = worst[("on", q)]

@@ -744,10 +744,9 @@ fn markdown(
         &[false, true, true, true, true, true],
         &rows,
     ));
-    let single = |name: &str| builds.iter().find(|b| b.engine == name && b.workers == 0);
     let ours = &engines[..engines.len() - 1];
     for e in ours {
-        if let (Some(r), Some(p)) = (single(&e.name), single(PGVECTOR)) {
+        if let (Some(r), Some(p)) = (find(&e.name, 0), find(PGVECTOR, 0)) {
             out.push_str(&format!(
                 "\nSingle-process build: {} takes {:.2}x pgvector's time; its index is {:.2}x pgvector's size.\n",
                 e.name,

@@ -64,6 +64,26 @@ impl ParallelLink {
         }
     }
 
+    /// Links on `threads` threads, the caller's included, and returns when every one has
+    /// returned: each spawned thread calls `on_start` first, then works to the end; the
+    /// caller's thread works with `keep_going` (see [`ParallelLink::work`]).
+    pub fn run(
+        &self,
+        threads: usize,
+        on_start: impl Fn() + Sync,
+        keep_going: impl FnMut(usize) -> bool,
+    ) {
+        std::thread::scope(|s| {
+            for _ in 1..threads {
+                s.spawn(|| {
+                    on_start();
+                    self.work(|_| true)
+                });
+            }
+            self.work(keep_going);
+        });
+    }
+
     /// Lets [`ParallelLink::work`] go on after it was stopped.
     pub fn resume(&self) {
         self.stopped.store(false, Ordering::Relaxed);
@@ -84,12 +104,7 @@ impl ParallelLink {
 /// caller's included.
 pub fn link_all(store: MemoryStore, params: Params, threads: usize) -> MemoryStore {
     let build = ParallelLink::new(store, params);
-    std::thread::scope(|s| {
-        for _ in 1..threads {
-            s.spawn(|| build.work(|_| true));
-        }
-        build.work(|_| true);
-    });
+    build.run(threads, || {}, |_| true);
     build.into_store()
 }
 
@@ -176,10 +191,7 @@ mod tests {
             "stopped: nothing more"
         );
         build.resume();
-        std::thread::scope(|s| {
-            s.spawn(|| build.work(|_| true));
-            build.work(|_| true);
-        });
+        build.run(2, || {}, |_| true);
         assert!(build.finished());
         let h = Hnsw::new(build.into_store(), params);
         assert!(recall(&h, &dataset(30, 16, 2, 6), 10, 40) >= 0.95);

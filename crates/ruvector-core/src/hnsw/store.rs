@@ -213,12 +213,7 @@ impl GraphStore for MemoryStore {
         expected: &[NodeId],
         new: &[NodeId],
     ) -> bool {
-        let list = &mut self.links[id as usize][layer as usize];
-        if list != expected {
-            return false;
-        }
-        *list = new.to_vec();
-        true
+        replace(&mut self.links[id as usize][layer as usize], expected, new)
     }
 
     fn push(&mut self, vector: &[f32], tenant: TenantOrd, level: u8, payload: u64) -> NodeId {
@@ -274,6 +269,15 @@ impl GraphStore for MemoryStore {
     }
 }
 
+/// [`GraphStore::replace_neighbors`] on one list.
+fn replace(list: &mut Vec<NodeId>, expected: &[NodeId], new: &[NodeId]) -> bool {
+    if list != expected {
+        return false;
+    }
+    *list = new.to_vec();
+    true
+}
+
 /// [`GraphStore::offer_entry`] on a map of entry points.
 fn offer(
     entries: &mut HashMap<TenantOrd, (NodeId, u8)>,
@@ -315,7 +319,11 @@ pub struct SharedStore {
 /// A lock whose holder panicked still guards a consistent value here (every change is one
 /// assignment), so poisoning is ignored.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    unpoisoned(m.lock())
+}
+
+fn unpoisoned<T>(r: std::sync::LockResult<T>) -> T {
+    r.unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl SharedStore {
@@ -347,15 +355,9 @@ impl SharedStore {
         nodes.links = self
             .links
             .into_iter()
-            .map(|m| {
-                m.into_inner()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-            })
+            .map(|m| unpoisoned(m.into_inner()))
             .collect();
-        nodes.entries = self
-            .entries
-            .into_inner()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        nodes.entries = unpoisoned(self.entries.into_inner());
         nodes
     }
 }
@@ -406,13 +408,11 @@ impl GraphStore for &SharedStore {
         expected: &[NodeId],
         new: &[NodeId],
     ) -> bool {
-        let mut lists = lock(&self.links[id as usize]);
-        let list = &mut lists[layer as usize];
-        if list != expected {
-            return false;
-        }
-        *list = new.to_vec();
-        true
+        replace(
+            &mut lock(&self.links[id as usize])[layer as usize],
+            expected,
+            new,
+        )
     }
 
     /// Nodes are added before the store is shared.

@@ -318,21 +318,13 @@ fn linked(h: Hnsw<MemoryStore>, threads: usize) -> MemoryStore {
     progress(pg_sys::PROGRESS_CREATEIDX_TUPLES_TOTAL, build.len() as i64);
     progress(pg_sys::PROGRESS_CREATEIDX_TUPLES_DONE, 0);
     loop {
-        std::thread::scope(|s| {
-            for _ in 1..threads {
-                s.spawn(|| {
-                    block_signals();
-                    build.work(|_| true)
-                });
+        let mut reported = 0;
+        build.run(threads, block_signals, |done| {
+            if done >= reported + 1024 {
+                progress(pg_sys::PROGRESS_CREATEIDX_TUPLES_DONE, done as i64);
+                reported = done;
             }
-            let mut reported = 0;
-            build.work(|done| {
-                if done >= reported + 1024 {
-                    progress(pg_sys::PROGRESS_CREATEIDX_TUPLES_DONE, done as i64);
-                    reported = done;
-                }
-                !interrupt_pending()
-            });
+            !interrupt_pending()
         });
         // Every thread has returned: a cancel may raise its error now.
         pgrx::check_for_interrupts!();

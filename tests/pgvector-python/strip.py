@@ -1,11 +1,11 @@
-"""Removes the halfvec and sparsevec parts of pgvector-python's published tests, and nothing
-else, so that they run against ruvector (which has neither type yet); points their pg8000
-connections at the test server's port (libpq and asyncpg read PGHOST / PGPORT / PGUSER).
+"""Removes the sparsevec parts of pgvector-python's published tests, and nothing else, so that
+they run against ruvector (which has no sparsevec type); points their pg8000 connections at
+the test server's port (libpq and asyncpg read PGHOST / PGPORT / PGUSER).
 
     strip.py SRC_TESTS_DIR OUT_DIR PORT
 
-- test_half_vector.py and test_sparse_vector.py are left out whole;
-- a test function (test_*) that mentions halfvec or sparsevec is left out;
+- test_sparse_vector.py is left out whole;
+- a test function (test_*) that mentions sparsevec is left out;
 - elsewhere (fixtures, model classes, setup code), the elements that mention them are left
   out: table columns, keyword arguments naming a field of those types, list and dict items,
   imported names, column definitions inside SQL strings, and statements that still mention
@@ -18,9 +18,9 @@ import pathlib
 import re
 import sys
 
-TOKENS = re.compile(r"(?i)halfvec|sparsevec|half_?vector|sparse_?vector|half_embedding|sparse_embedding|half_precision")
-SQL_COLUMN = re.compile(r"(?i),\s*(half|sparse)_embeddings?(\s+(halfvec|sparsevec)(\(\d+\))?(\[\])?)?")
-LEFT_OUT_FILES = {"test_half_vector.py", "test_sparse_vector.py"}
+TOKENS = re.compile(r"(?i)sparsevec|sparse_?vector|sparse_embedding")
+SQL_COLUMN = re.compile(r"(?i),\s*sparse_embeddings?(\s+sparsevec(\(\d+\))?(\[\])?)?")
+LEFT_OUT_FILES = {"test_sparse_vector.py"}
 
 
 def is_column(node):
@@ -50,7 +50,7 @@ class Strip(ast.NodeTransformer):
         if len(keep) != len(node.args):
             self.note("table columns", node)
             node.args = keep
-        # Fields of a model given by name (Item(half_embedding=...)).
+        # Fields of a model given by name (Item(sparse_embedding=...)).
         kw = [k for k in node.keywords if not TOKENS.search(k.arg or "")]
         if len(kw) != len(node.keywords):
             self.note("keyword arguments", node)
@@ -160,7 +160,7 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     for path in sorted(src.glob("*.py")):
         if path.name in LEFT_OUT_FILES:
-            print(f"{path.name}: left out (halfvec / sparsevec only)")
+            print(f"{path.name}: left out (sparsevec only)")
             continue
         strip = Strip(path.name, port)
         tree = ast.fix_missing_locations(strip.visit(ast.parse(path.read_text())))

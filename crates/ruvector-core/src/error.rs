@@ -15,7 +15,8 @@ pub enum VectorError {
     NoDimensions,
     /// More than [`VECTOR_MAX_DIM`] elements.
     TooManyDimensions { dims: usize },
-    /// An element literal whose magnitude does not fit a 4-byte float.
+    /// An element literal (or, in a cast to `halfvec`, a value) whose magnitude does not fit
+    /// the type's floats.
     OutOfRange { literal: String },
     /// A NaN element.
     NotANumber,
@@ -27,40 +28,47 @@ pub enum VectorError {
     DifferentDimensions { left: usize, right: usize },
     /// The two bit strings of a bit distance differ in length.
     DifferentBitLengths { left: u32, right: u32 },
-    /// An arithmetic result overflowed a 4-byte float.
+    /// An arithmetic result overflowed the type's floats.
     Overflow,
     /// A product of non-zero elements underflowed to zero.
     Underflow,
 }
 
-impl fmt::Display for VectorError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl VectorError {
+    /// The message for a value of SQL type `type_name` (`vector` or `halfvec`), in pgvector's
+    /// words for that type.
+    pub fn message(&self, type_name: &str) -> String {
         match self {
-            VectorError::InvalidSyntax { .. } => write!(f, "invalid input syntax for type vector"),
-            VectorError::NoDimensions => write!(f, "vector must have at least 1 dimension"),
+            VectorError::InvalidSyntax { .. } => {
+                format!("invalid input syntax for type {type_name}")
+            }
+            VectorError::NoDimensions => format!("{type_name} must have at least 1 dimension"),
             VectorError::TooManyDimensions { .. } => {
-                write!(
-                    f,
-                    "vector cannot have more than {VECTOR_MAX_DIM} dimensions"
-                )
+                format!("{type_name} cannot have more than {VECTOR_MAX_DIM} dimensions")
             }
             VectorError::OutOfRange { literal } => {
-                write!(f, "\"{literal}\" is out of range for type vector")
+                format!("\"{literal}\" is out of range for type {type_name}")
             }
-            VectorError::NotANumber => write!(f, "NaN not allowed in vector"),
-            VectorError::Infinite => write!(f, "infinite value not allowed in vector"),
+            VectorError::NotANumber => format!("NaN not allowed in {type_name}"),
+            VectorError::Infinite => format!("infinite value not allowed in {type_name}"),
             VectorError::DimensionMismatch { expected, actual } => {
-                write!(f, "expected {expected} dimensions, not {actual}")
+                format!("expected {expected} dimensions, not {actual}")
             }
             VectorError::DifferentDimensions { left, right } => {
-                write!(f, "different vector dimensions {left} and {right}")
+                format!("different {type_name} dimensions {left} and {right}")
             }
             VectorError::DifferentBitLengths { left, right } => {
-                write!(f, "different bit lengths {left} and {right}")
+                format!("different bit lengths {left} and {right}")
             }
-            VectorError::Overflow => write!(f, "value out of range: overflow"),
-            VectorError::Underflow => write!(f, "value out of range: underflow"),
+            VectorError::Overflow => "value out of range: overflow".to_string(),
+            VectorError::Underflow => "value out of range: underflow".to_string(),
         }
+    }
+}
+
+impl fmt::Display for VectorError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message("vector"))
     }
 }
 

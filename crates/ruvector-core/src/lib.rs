@@ -10,6 +10,7 @@
 
 pub mod distance;
 pub mod error;
+pub mod halfvec;
 pub mod hnsw;
 pub mod mincut;
 pub mod text;

@@ -1,4 +1,4 @@
-//! The text format of `vector`: `[1,2.5,3]`.
+//! The text format of `vector` and `halfvec`: `[1,2.5,3]`.
 //!
 //! Input follows pgvector: whitespace (space, tab, newline, carriage return, vertical tab,
 //! form feed) is allowed around the brackets and every element; elements are decimal
@@ -103,6 +103,16 @@ fn parse_element(s: &[u8]) -> Result<(f32, usize), VectorError> {
 
 /// Parses a vector literal, checking it against the column's dimensions (`typmod`).
 pub fn parse(input: &[u8], typmod: Option<usize>) -> Result<Vec<f32>, VectorError> {
+    parse_with(input, typmod, |value, _| Ok(value))
+}
+
+/// Parses a vector literal into elements made by `element` from each element's `f32` value
+/// (finite, checked) and its text: the same syntax for `vector` and `halfvec`.
+pub fn parse_with<T>(
+    input: &[u8],
+    typmod: Option<usize>,
+    mut element: impl FnMut(f32, &str) -> Result<T, VectorError>,
+) -> Result<Vec<T>, VectorError> {
     let mut i = skip_space(input, 0);
     if input.get(i) != Some(&b'[') {
         return Err(VectorError::InvalidSyntax {
@@ -122,7 +132,9 @@ pub fn parse(input: &[u8], typmod: Option<usize>) -> Result<Vec<f32>, VectorErro
         }
         i = skip_space(input, i);
         let (value, used) = parse_element(&input[i..])?;
-        values.push(value);
+        // The token is ASCII (parse_element read it).
+        let token = std::str::from_utf8(&input[i..i + used]).map_err(|_| SYNTAX)?;
+        values.push(element(value, token)?);
         i = skip_space(input, i + used);
         match input.get(i) {
             Some(b',') => i += 1,

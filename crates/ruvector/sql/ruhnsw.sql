@@ -19,6 +19,20 @@ CREATE OPERATOR CLASS vector_ip_ops FOR TYPE vector USING ruhnsw AS
 CREATE OPERATOR CLASS vector_l1_ops FOR TYPE vector USING ruhnsw AS
     OPERATOR 1 <+> (vector, vector) FOR ORDER BY float_ops,
     FUNCTION 1 l1_distance(vector, vector);
+-- Half-precision vectors: stored as halves (the storage option's auto), exactly, so up to
+-- about 3,900 dimensions with m = 16.
+CREATE OPERATOR CLASS halfvec_l2_ops FOR TYPE halfvec USING ruhnsw AS
+    OPERATOR 1 <-> (halfvec, halfvec) FOR ORDER BY float_ops,
+    FUNCTION 1 l2_distance(halfvec, halfvec);
+CREATE OPERATOR CLASS halfvec_cosine_ops FOR TYPE halfvec USING ruhnsw AS
+    OPERATOR 1 <=> (halfvec, halfvec) FOR ORDER BY float_ops,
+    FUNCTION 1 cosine_distance(halfvec, halfvec);
+CREATE OPERATOR CLASS halfvec_ip_ops FOR TYPE halfvec USING ruhnsw AS
+    OPERATOR 1 <#> (halfvec, halfvec) FOR ORDER BY float_ops,
+    FUNCTION 1 halfvec_negative_inner_product(halfvec, halfvec);
+CREATE OPERATOR CLASS halfvec_l1_ops FOR TYPE halfvec USING ruhnsw AS
+    OPERATOR 1 <+> (halfvec, halfvec) FOR ORDER BY float_ops,
+    FUNCTION 1 l1_distance(halfvec, halfvec);
 -- Bit strings (binary_quantize(embedding)::bit(n)): stored one bit per element, at most
 -- about 1,900 bits per node with m = 16.
 CREATE OPERATOR CLASS bit_hamming_ops FOR TYPE bit USING ruhnsw AS

@@ -32,11 +32,18 @@ pub fn sqlstate(err: &VectorError) -> PgSqlErrorCode {
 /// Raises a vector error. `literal` is the input text, for syntax errors.
 #[track_caller]
 pub fn vector_error(err: VectorError, literal: Option<&str>) -> ! {
+    type_error("vector", err, literal)
+}
+
+/// Raises an error of a value of SQL type `type_name` (`vector` or `halfvec`). `literal` is
+/// the input text, for syntax errors.
+#[track_caller]
+pub fn type_error(type_name: &str, err: VectorError, literal: Option<&str>) -> ! {
     let message = match (&err, literal) {
         (VectorError::InvalidSyntax { .. }, Some(lit)) => {
-            format!("invalid input syntax for type vector: \"{lit}\"")
+            format!("invalid input syntax for type {type_name}: \"{lit}\"")
         }
-        _ => err.to_string(),
+        _ => err.message(type_name),
     };
     let mut report = ErrorReport::new(sqlstate(&err), message, "ruvector");
     let (detail, hint): (Option<String>, Option<&str>) = match &err {
@@ -50,7 +57,11 @@ pub fn vector_error(err: VectorError, literal: Option<&str>) -> ! {
         ),
         VectorError::DimensionMismatch { .. } => (
             None,
-            Some("The value's dimensions must equal the column's vector(n) modifier."),
+            Some(if type_name == "halfvec" {
+                "The value's dimensions must equal the column's halfvec(n) modifier."
+            } else {
+                "The value's dimensions must equal the column's vector(n) modifier."
+            }),
         ),
         VectorError::DifferentDimensions { .. } => {
             (None, Some("Both operands must have the same number of dimensions."))
@@ -61,6 +72,10 @@ pub fn vector_error(err: VectorError, literal: Option<&str>) -> ! {
         VectorError::NotANumber | VectorError::Infinite => {
             (None, Some("Vector elements must be finite numbers."))
         }
+        VectorError::OutOfRange { .. } if type_name == "halfvec" => (
+            None,
+            Some("halfvec elements are 2-byte floats, at most 65504 in magnitude."),
+        ),
         VectorError::OutOfRange { .. } => (
             None,
             Some("Vector elements are 4-byte floats, at most 3.4028235e38 in magnitude."),
@@ -82,8 +97,14 @@ pub fn check<T>(r: Result<T, VectorError>) -> T {
     r.unwrap_or_else(|e| vector_error(e, None))
 }
 
+/// Raises a core result's error for a value of SQL type `type_name`, or returns its value.
+#[track_caller]
+pub fn check_as<T>(type_name: &str, r: Result<T, VectorError>) -> T {
+    r.unwrap_or_else(|e| type_error(type_name, e, None))
+}
+
 /// A typmod outside 1..=16000, or with more than one number.
-pub fn invalid_typmod(message: String) -> ! {
+pub fn invalid_typmod(type_name: &str, message: String) -> ! {
     raise(
         ErrorReport::new(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
@@ -91,7 +112,7 @@ pub fn invalid_typmod(message: String) -> ! {
             "ruvector",
         )
         .set_hint(format!(
-            "Declare the column as vector(n) with n from 1 to {VECTOR_MAX_DIM}."
+            "Declare the column as {type_name}(n) with n from 1 to {VECTOR_MAX_DIM}."
         )),
     )
 }

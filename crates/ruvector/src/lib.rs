@@ -19,9 +19,14 @@ mod vector;
 
 pgrx::extension_sql_file!("../sql/vector.sql", name = "vector", bootstrap);
 pgrx::extension_sql_file!(
+    "../sql/halfvec.sql",
+    name = "halfvec",
+    requires = ["vector"]
+);
+pgrx::extension_sql_file!(
     "../sql/tenancy.sql",
     name = "tenancy",
-    requires = ["vector"]
+    requires = ["halfvec"]
 );
 pgrx::extension_sql_file!("../sql/ruhnsw.sql", name = "ruhnsw", requires = ["tenancy"]);
 

@@ -52,8 +52,8 @@ pub fn set_heap_tid(tid: &mut pg_sys::ItemPointerData, payload: NodeId) {
 pub const MAX_BITS: usize = 64_000;
 
 /// The elements of an index key or search argument of `index` (detoasted in the current
-/// memory context): a `vector`'s, or for the bit operator classes the bits of a `bit`
-/// string as 0.0 and 1.0 (see `Metric::Hamming`).
+/// memory context): a `vector`'s, a `halfvec`'s widened to `f32`, or for the bit operator
+/// classes the bits of a `bit` string as 0.0 and 1.0 (see `Metric::Hamming`).
 ///
 /// # Safety
 /// `index` is open; `datum` is a non-null value of its first key column's operator class
@@ -62,10 +62,12 @@ pub unsafe fn key_elements<'a>(
     index: pg_sys::Relation,
     datum: pg_sys::Datum,
 ) -> std::borrow::Cow<'a, [f32]> {
+    // SAFETY: an open index has its operator classes' input types.
+    let input_type = unsafe { *(*index).rd_opcintype };
     // SAFETY: guaranteed by the caller; pg_detoast_datum returns a 4-byte header.
     unsafe {
-        if *(*index).rd_opcintype != pg_sys::BITOID {
-            return std::borrow::Cow::Borrowed(crate::vector::from_datum(datum));
+        if input_type != pg_sys::BITOID {
+            return crate::vector::elements(key_kind(index), datum);
         }
         let (bits, data) =
             crate::vector::bits_of(pg_sys::pg_detoast_datum(datum.cast_mut_ptr()) as *const u8);
@@ -80,6 +82,50 @@ pub unsafe fn key_elements<'a>(
             );
         }
         std::borrow::Cow::Owned(ruvector_core::vector::bits_as_elements(data, bits))
+    }
+}
+
+/// Which vector type the index's first key column is (`vector` for the bit operator
+/// classes too, whose keys are not vectors).
+pub fn key_kind(index: pg_sys::Relation) -> crate::vector::Kind {
+    // SAFETY: an open index has its operator classes' input types.
+    let input_type = unsafe { *(*index).rd_opcintype };
+    // One lookup per type per backend: the last answer is kept.
+    static mut LAST: (pg_sys::Oid, bool) = (pg_sys::InvalidOid, false);
+    // SAFETY: the backend's only thread reads and writes LAST.
+    let (oid, half) = unsafe { LAST };
+    let half = if oid == input_type {
+        half
+    } else {
+        let half = type_name(input_type).as_deref() == Some("halfvec");
+        // SAFETY: as above.
+        unsafe { LAST = (input_type, half) };
+        half
+    };
+    if half {
+        crate::vector::Kind::Halfvec
+    } else {
+        crate::vector::Kind::Vector
+    }
+}
+
+/// The name of type `oid` (without its schema), if it exists.
+fn type_name(oid: pg_sys::Oid) -> Option<String> {
+    // SAFETY: a syscache lookup by OID; the tuple is read while held, then released.
+    unsafe {
+        let tup = pg_sys::SearchSysCache1(
+            pg_sys::SysCacheIdentifier::TYPEOID as i32,
+            pg_sys::Datum::from(oid),
+        );
+        if tup.is_null() {
+            return None;
+        }
+        let form = pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_type>(tup);
+        let name = std::ffi::CStr::from_ptr((*form).typname.data.as_ptr())
+            .to_string_lossy()
+            .into_owned();
+        pg_sys::ReleaseSysCache(tup);
+        Some(name)
     }
 }
 

@@ -211,7 +211,7 @@ pub fn exact_threshold(index: pg_sys::Relation) -> usize {
     t.max(0) as usize
 }
 
-/// The `storage` option of an index.
+/// The `storage` option of an index; `auto` is `half` for a `halfvec` column.
 pub fn storage(index: pg_sys::Relation) -> Storage {
     // SAFETY: rd_options is NULL or the RelOptions amoptions returned.
     let n = unsafe {
@@ -222,7 +222,11 @@ pub fn storage(index: pg_sys::Relation) -> Storage {
             (*opts).storage
         }
     };
-    STORAGE.get(n as usize).map_or(Storage::Auto, |&(_, s)| s)
+    match STORAGE.get(n as usize).map_or(Storage::Auto, |&(_, s)| s) {
+        // A halfvec's elements are halves: stored as such, exactly, in half the room.
+        Storage::Auto if super::key_kind(index) == crate::vector::Kind::Halfvec => Storage::Half,
+        s => s,
+    }
 }
 
 /// The metric of the index's operator class, from its distance support function.
@@ -241,16 +245,18 @@ pub fn metric(index: pg_sys::Relation) -> Metric {
         }
     };
     match name.as_str() {
-        "l2_distance" | "vector_l2_squared_distance" => Metric::L2,
+        "l2_distance" | "vector_l2_squared_distance" | "halfvec_l2_squared_distance" => Metric::L2,
         "cosine_distance" => Metric::Cosine,
-        "vector_negative_inner_product" | "inner_product" => Metric::InnerProduct,
+        "vector_negative_inner_product" | "halfvec_negative_inner_product" | "inner_product" => {
+            Metric::InnerProduct
+        }
         "l1_distance" => Metric::L1,
         "hamming_distance" => Metric::Hamming,
         "jaccard_distance" => Metric::Jaccard,
         other => errors::index_error(
             PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
             format!("ruhnsw does not support the distance function \"{other}\""),
-            Some("Use one of the operator classes vector_l2_ops, vector_cosine_ops, vector_ip_ops, vector_l1_ops, bit_hamming_ops, bit_jaccard_ops."),
+            Some("Use one of the operator classes vector_l2_ops, vector_cosine_ops, vector_ip_ops, vector_l1_ops, halfvec_l2_ops, halfvec_cosine_ops, halfvec_ip_ops, halfvec_l1_ops, bit_hamming_ops, bit_jaccard_ops."),
         ),
     }
 }

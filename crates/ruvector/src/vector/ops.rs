@@ -1,125 +1,141 @@
-//! Distance functions, arithmetic, comparisons and the aggregate support functions.
+//! Distance functions, arithmetic, comparisons and the aggregate support functions of
+//! `vector` and `halfvec`, and the bit distances.
 
 use std::cmp::Ordering;
 
+use std::borrow::Cow;
+
 use pgrx::pg_sys;
+use ruvector_core::halfvec::Narrowing;
 use ruvector_core::{distance, vector as rules};
 
+use super::Kind;
 use crate::errors::check;
 
-/// Both vector arguments of a binary function.
+/// Both arguments of a binary function of `kind`, as `f32`.
 ///
 /// # Safety
-/// Arguments 0 and 1 of `fcinfo` are non-null vectors.
-unsafe fn two<'a>(fcinfo: pg_sys::FunctionCallInfo) -> (&'a [f32], &'a [f32]) {
+/// Arguments 0 and 1 of `fcinfo` are non-null values of `kind`.
+unsafe fn two<'a>(
+    fcinfo: pg_sys::FunctionCallInfo,
+    kind: Kind,
+) -> (Cow<'a, [f32]>, Cow<'a, [f32]>) {
     // SAFETY: guaranteed by the caller.
-    unsafe { (super::arg(fcinfo, 0), super::arg(fcinfo, 1)) }
+    unsafe {
+        (
+            super::arg_of(fcinfo, 0, kind),
+            super::arg_of(fcinfo, 1, kind),
+        )
+    }
 }
 
-/// Defines `name(vector, vector) -> float8` from a core distance function, checking that the
-/// operands have the same dimensions first.
+/// Defines `name(vector, vector) -> float8` and its `halfvec` twin from a core distance
+/// function, checking that the operands have the same dimensions first.
 macro_rules! distance_fn {
-    ($($name:ident => $f:path),* $(,)?) => {$(
-        pg_fn! {
-            fn $name(fcinfo) {
-                // SAFETY: the SQL declaration takes two vectors.
-                let (a, b) = unsafe { two(fcinfo) };
-                check(rules::check_same_dims(a, b));
-                pg_sys::Datum::from($f(a, b).to_bits())
+    ($($name:ident / $half:ident => $f:path),* $(,)?) => {$(
+        for_kinds! {
+            fn $name / $half(fcinfo, kind) {
+                // SAFETY: the SQL declaration takes two values of the kind.
+                let (a, b) = unsafe { two(fcinfo, kind) };
+                kind.check(rules::check_same_dims(&a, &b));
+                pg_sys::Datum::from($f(&a, &b).to_bits())
             }
         }
     )*};
 }
 
 distance_fn! {
-    l2_distance => distance::l2_distance,
-    vector_l2_squared_distance => distance::l2_squared_distance,
-    inner_product => distance::inner_product,
-    vector_negative_inner_product => distance::negative_inner_product,
-    cosine_distance => distance::cosine_distance,
-    l1_distance => distance::l1_distance,
+    l2_distance / halfvec_l2_distance => distance::l2_distance,
+    vector_l2_squared_distance / halfvec_l2_squared_distance => distance::l2_squared_distance,
+    inner_product / halfvec_inner_product => distance::inner_product,
+    vector_negative_inner_product / halfvec_negative_inner_product => distance::negative_inner_product,
+    cosine_distance / halfvec_cosine_distance => distance::cosine_distance,
+    l1_distance / halfvec_l1_distance => distance::l1_distance,
 }
 
-/// Defines `name(vector, vector) -> vector` from a core element-wise function.
+/// Defines `name(vector, vector) -> vector` and its `halfvec` twin from a core element-wise
+/// function; a `halfvec` result is narrowed as `$narrowing` says.
 macro_rules! elementwise_fn {
-    ($($name:ident => $f:path),* $(,)?) => {$(
-        pg_fn! {
-            fn $name(fcinfo) {
-                // SAFETY: the SQL declaration takes two vectors.
-                let (a, b) = unsafe { two(fcinfo) };
-                check(rules::check_same_dims(a, b));
-                let (datum, out) = super::alloc(a.len());
-                check($f(a, b, out));
-                datum
+    ($($name:ident / $half:ident => $f:path, $narrowing:ident),* $(,)?) => {$(
+        for_kinds! {
+            fn $name / $half(fcinfo, kind) {
+                // SAFETY: the SQL declaration takes two values of the kind.
+                let (a, b) = unsafe { two(fcinfo, kind) };
+                kind.check(rules::check_same_dims(&a, &b));
+                let mut out = vec![0.0; a.len()];
+                kind.check($f(&a, &b, &mut out));
+                kind.datum(&out, Narrowing::$narrowing)
             }
         }
     )*};
 }
 
 elementwise_fn! {
-    vector_add => rules::add,
-    vector_sub => rules::sub,
-    vector_mul => rules::mul,
+    vector_add / halfvec_add => rules::add, Sum,
+    vector_sub / halfvec_sub => rules::sub, Sum,
+    vector_mul / halfvec_mul => rules::mul, Product,
 }
 
-/// Defines `name(vector, vector) -> bool` from the btree order.
+/// Defines `name(vector, vector) -> bool` and its `halfvec` twin from the btree order.
 macro_rules! compare_fn {
-    ($($name:ident => $test:expr),* $(,)?) => {$(
-        pg_fn! {
-            fn $name(fcinfo) {
-                // SAFETY: the SQL declaration takes two vectors.
-                let (a, b) = unsafe { two(fcinfo) };
+    ($($name:ident / $half:ident => $test:expr),* $(,)?) => {$(
+        for_kinds! {
+            fn $name / $half(fcinfo, kind) {
+                // SAFETY: the SQL declaration takes two values of the kind.
+                let (a, b) = unsafe { two(fcinfo, kind) };
                 let test: fn(Ordering) -> bool = $test;
-                pg_sys::Datum::from(test(rules::compare(a, b)))
+                pg_sys::Datum::from(test(rules::compare(&a, &b)))
             }
         }
     )*};
 }
 
 compare_fn! {
-    vector_lt => Ordering::is_lt,
-    vector_le => Ordering::is_le,
-    vector_eq => Ordering::is_eq,
-    vector_ne => Ordering::is_ne,
-    vector_ge => Ordering::is_ge,
-    vector_gt => Ordering::is_gt,
+    vector_lt / halfvec_lt => Ordering::is_lt,
+    vector_le / halfvec_le => Ordering::is_le,
+    vector_eq / halfvec_eq => Ordering::is_eq,
+    vector_ne / halfvec_ne => Ordering::is_ne,
+    vector_ge / halfvec_ge => Ordering::is_ge,
+    vector_gt / halfvec_gt => Ordering::is_gt,
 }
 
-pg_fn! {
-    /// `vector_cmp(vector, vector) -> int4`: btree support function 1.
-    fn vector_cmp(fcinfo) {
-        // SAFETY: the SQL declaration takes two vectors.
-        let (a, b) = unsafe { two(fcinfo) };
-        pg_sys::Datum::from(rules::compare(a, b) as i32)
+for_kinds! {
+    /// `vector_cmp(vector, vector) -> int4` / `halfvec_cmp`: btree support function 1.
+    fn vector_cmp / halfvec_cmp(fcinfo, kind) {
+        // SAFETY: the SQL declaration takes two values of the kind.
+        let (a, b) = unsafe { two(fcinfo, kind) };
+        pg_sys::Datum::from(rules::compare(&a, &b) as i32)
     }
 }
 
-pg_fn! {
-    /// `vector_concat(vector, vector) -> vector`: the `||` operator.
-    fn vector_concat(fcinfo) {
-        // SAFETY: the SQL declaration takes two vectors.
-        let (a, b) = unsafe { two(fcinfo) };
-        super::from_slice(&check(rules::concat(a, b)))
+for_kinds! {
+    /// `vector_concat(vector, vector) -> vector` / `halfvec_concat`: the `||` operator.
+    fn vector_concat / halfvec_concat(fcinfo, kind) {
+        // SAFETY: the SQL declaration takes two values of the kind.
+        let (a, b) = unsafe { two(fcinfo, kind) };
+        kind.datum(&kind.check(rules::concat(&a, &b)), Narrowing::Value)
     }
 }
 
-pg_fn! {
-    /// `subvector(vector, int4, int4) -> vector`: `count` elements from `start` (1-based).
-    fn subvector(fcinfo) {
-        // SAFETY: a vector and two int4 arguments, none null (STRICT).
+for_kinds! {
+    /// `subvector(vector, int4, int4) -> vector` (and of a halfvec): `count` elements from
+    /// `start` (1-based).
+    fn subvector / halfvec_subvector(fcinfo, kind) {
+        // SAFETY: a value of the kind and two int4 arguments, none null (STRICT).
         let (x, start, count) = unsafe {
-            (super::arg(fcinfo, 0), crate::fmgr::arg_i32(fcinfo, 1), crate::fmgr::arg_i32(fcinfo, 2))
+            (super::arg_of(fcinfo, 0, kind), crate::fmgr::arg_i32(fcinfo, 1), crate::fmgr::arg_i32(fcinfo, 2))
         };
-        super::from_slice(check(rules::subvector(x, start, count)))
+        kind.datum(kind.check(rules::subvector(&x, start, count)), Narrowing::Value)
     }
 }
 
-pg_fn! {
-    /// `binary_quantize(vector) -> bit`: a bit per element, set when it is positive.
-    fn binary_quantize(fcinfo) {
-        // SAFETY: argument 0 is a vector.
-        let x = unsafe { super::arg(fcinfo, 0) };
-        let bits = rules::binary_quantize(x);
+for_kinds! {
+    /// `binary_quantize(vector) -> bit` (and of a halfvec): a bit per element, set when it is
+    /// positive.
+    fn binary_quantize / halfvec_binary_quantize(fcinfo, kind) {
+        // SAFETY: argument 0 is a value of the kind.
+        let x = unsafe { super::arg_of(fcinfo, 0, kind) };
+        let bits = rules::binary_quantize(&x);
         // A `bit(n)` value: varlena header, the bit count, then the bits (VarBit).
         let size = 8 + bits.len();
         // SAFETY: palloc0 returns `size` zeroed bytes; the header, bit count and bits are
@@ -163,32 +179,33 @@ bit_distance_fn! {
     jaccard_distance => rules::jaccard,
 }
 
-pg_fn! {
-    /// `vector_dims(vector) -> int4`.
-    fn vector_dims(fcinfo) {
-        // SAFETY: argument 0 is a vector.
-        let x = unsafe { super::arg(fcinfo, 0) };
+for_kinds! {
+    /// `vector_dims(vector) -> int4` (and of a halfvec).
+    fn vector_dims / halfvec_vector_dims(fcinfo, kind) {
+        // SAFETY: argument 0 is a value of the kind; the dimension count is in its header.
+        let x = unsafe { super::arg_of(fcinfo, 0, kind) };
         pg_sys::Datum::from(x.len() as i32)
     }
 }
 
-pg_fn! {
-    /// `vector_norm(vector) -> float8`: the Euclidean norm.
-    fn vector_norm(fcinfo) {
-        // SAFETY: argument 0 is a vector.
-        let x = unsafe { super::arg(fcinfo, 0) };
-        pg_sys::Datum::from(rules::norm(x).to_bits())
+for_kinds! {
+    /// `vector_norm(vector) -> float8` / `l2_norm(halfvec)`: the Euclidean norm.
+    fn vector_norm / halfvec_l2_norm(fcinfo, kind) {
+        // SAFETY: argument 0 is a value of the kind.
+        let x = unsafe { super::arg_of(fcinfo, 0, kind) };
+        pg_sys::Datum::from(rules::norm(&x).to_bits())
     }
 }
 
-pg_fn! {
-    /// `l2_normalize(vector) -> vector`: unit length (the zero vector stays zero).
-    fn l2_normalize(fcinfo) {
-        // SAFETY: argument 0 is a vector.
-        let x = unsafe { super::arg(fcinfo, 0) };
-        let (datum, out) = super::alloc(x.len());
-        check(rules::l2_normalize(x, out));
-        datum
+for_kinds! {
+    /// `l2_normalize(vector) -> vector` (and of a halfvec): unit length (the zero vector
+    /// stays zero).
+    fn l2_normalize / halfvec_l2_normalize(fcinfo, kind) {
+        // SAFETY: argument 0 is a value of the kind.
+        let x = unsafe { super::arg_of(fcinfo, 0, kind) };
+        let mut out = vec![0.0; x.len()];
+        kind.check(rules::l2_normalize(&x, &mut out));
+        kind.datum(&out, Narrowing::Sum)
     }
 }
 
@@ -244,29 +261,30 @@ unsafe fn in_aggregate(fcinfo: pg_sys::FunctionCallInfo) -> bool {
     unsafe { pg_sys::AggCheckCallContext(fcinfo, std::ptr::null_mut()) != 0 }
 }
 
-pg_fn! {
-    /// `vector_accum(float8[], vector) -> float8[]`: avg's transition function. Inside an
-    /// aggregate it adds into the state in place, so a row costs no allocation.
-    fn vector_accum(fcinfo) {
-        // SAFETY: argument 0 is the float8[] state, argument 1 a vector.
-        let (arr, x) = unsafe { (crate::fmgr::arg_varlena(fcinfo, 0) as *mut pg_sys::ArrayType, super::arg(fcinfo, 1)) };
+for_kinds! {
+    /// `vector_accum(float8[], vector) -> float8[]` / `halfvec_accum`: avg's transition
+    /// function. Inside an aggregate it adds into the state in place, so a `vector` row costs
+    /// no allocation.
+    fn vector_accum / halfvec_accum(fcinfo, kind) {
+        // SAFETY: argument 0 is the float8[] state, argument 1 a value of the kind.
+        let (arr, x) = unsafe { (crate::fmgr::arg_varlena(fcinfo, 0) as *mut pg_sys::ArrayType, super::arg_of(fcinfo, 1, kind)) };
         // SAFETY: the state is a float8[] built by this module or the '{0}' INITCOND.
         let state = unsafe { state_values(arr) };
         let (count, sums) = state.split_first_mut().expect("state has a count");
         if sums.is_empty() {
             let mut fresh = vec![0.0; x.len() + 1];
             fresh[0] = *count + 1.0;
-            check(rules::accumulate(&mut fresh[1..], x));
+            kind.check(rules::accumulate(&mut fresh[1..], &x));
             return new_state(&fresh);
         }
         // SAFETY: fcinfo is valid.
         if unsafe { in_aggregate(fcinfo) } {
-            check(rules::accumulate(sums, x));
+            kind.check(rules::accumulate(sums, &x));
             *count += 1.0;
             return pg_sys::Datum::from(arr);
         }
         let mut copy = state.to_vec();
-        check(rules::accumulate(&mut copy[1..], x));
+        kind.check(rules::accumulate(&mut copy[1..], &x));
         copy[0] += 1.0;
         new_state(&copy)
     }
@@ -292,9 +310,10 @@ pg_fn! {
     }
 }
 
-pg_fn! {
-    /// `vector_avg(float8[]) -> vector`: avg's final function; NULL over no rows.
-    fn vector_avg(fcinfo) {
+for_kinds! {
+    /// `vector_avg(float8[]) -> vector` / `halfvec_avg`: avg's final function; NULL over no
+    /// rows.
+    fn vector_avg / halfvec_avg(fcinfo, kind) {
         // SAFETY: argument 0 is a float8[] avg state.
         let state = unsafe { state_values(crate::fmgr::arg_varlena(fcinfo, 0) as *mut pg_sys::ArrayType) };
         let (count, sums) = state.split_first().expect("state has a count");
@@ -303,9 +322,9 @@ pg_fn! {
             return unsafe { pgrx::fcinfo::pg_return_null(fcinfo) };
         }
         // A state that counted rows has their dimensions ('{1}' has none: an error).
-        check(rules::check_dims(sums.len()));
-        let (datum, out) = super::alloc(sums.len());
-        check(rules::mean(sums, *count, out));
-        datum
+        kind.check(rules::check_dims(sums.len()));
+        let mut out = vec![0.0; sums.len()];
+        kind.check(rules::mean(sums, *count, &mut out));
+        kind.datum(&out, Narrowing::Sum)
     }
 }

@@ -63,7 +63,7 @@ CREATE TABLE bad_t (v vector(2, 3));
 -- dimension mismatch between operands and against the typmod: 22000
 SELECT '[1,2]'::vector <-> '[1,2,3]';
 \echo :SQLSTATE
-SELECT cosine_distance('[1,2]', '[1,2,3]');
+SELECT cosine_distance('[1,2]'::vector, '[1,2,3]');
 \echo :SQLSTATE
 SELECT '[1,2]'::vector + '[1]';
 \echo :SQLSTATE

@@ -4,12 +4,12 @@ SELECT '[1,2,3]'::vector <-> '[3,2,1]' AS l2,
        '[1,2,3]'::vector <=> '[3,2,1]' AS cosine,
        '[1,2,3]'::vector <#> '[3,2,1]' AS neg_ip,
        '[1,2,3]'::vector <+> '[3,2,1]' AS l1;
-SELECT l2_distance('[0,0]', '[3,4]'), inner_product('[1,2]', '[3,4]'),
-       cosine_distance('[1,0]', '[0,1]'), l1_distance('[0,0]', '[3,-4]');
-SELECT cosine_distance('[1,1]', '[2,2]') AS same_direction,
-       cosine_distance('[1,1]', '[-1,-1]') AS opposite,
-       cosine_distance('[0,0]', '[1,1]') AS zero_is_nan;
-SELECT vector_norm('[3,4]'), l2_normalize('[3,4]'), l2_normalize('[0,0]');
+SELECT l2_distance('[0,0]'::vector, '[3,4]'), inner_product('[1,2]'::vector, '[3,4]'),
+       cosine_distance('[1,0]'::vector, '[0,1]'), l1_distance('[0,0]'::vector, '[3,-4]');
+SELECT cosine_distance('[1,1]'::vector, '[2,2]') AS same_direction,
+       cosine_distance('[1,1]'::vector, '[-1,-1]') AS opposite,
+       cosine_distance('[0,0]'::vector, '[1,1]') AS zero_is_nan;
+SELECT vector_norm('[3,4]'), l2_normalize('[3,4]'::vector), l2_normalize('[0,0]'::vector);
 SELECT vector_l2_squared_distance('[1,2]', '[4,6]'), vector_negative_inner_product('[1,2]', '[3,4]');
 
 SELECT '[1,2,3]'::vector + '[4,5,6]' AS add, '[1,2,3]'::vector - '[4,5,6]' AS sub,

@@ -26,6 +26,8 @@ SECTIONS = {
     "hnsw": ("ruhnsw", "ruhnsw vs pgvector HNSW, 100,000 × 384"),
     "hnsw-1m": ("ruhnsw-1m", "The largest table: 1,000,000 × 128"),
     "hnsw-half": ("ruhnsw-half", "Half-precision index pages, 50,000 × 768"),
+    "hnsw-halfvec": ("ruhnsw-halfvec", "The halfvec type, 50,000 × 768"),
+    "hnsw-halfvec-3072": ("ruhnsw-halfvec-3072", "The halfvec type, 20,000 × 3,072"),
     "corpus-hnsw": ("corpus-hnsw", "Real corpus: one table"),
     "tenants": ("tenants", "Tenant-confined search: 1,000 tenants in one index"),
     "tenants-10k": ("tenants-10k", "Tenant-confined search: 10,000 tenants in one index"),
@@ -83,7 +85,8 @@ def summary():
     """Headline figures from the parts' JSON, each next to its goal."""
     rows = []
     for stem, label in [("ruhnsw", "100,000 × 384"), ("ruhnsw-1m", "1,000,000 × 128"),
-                        ("corpus-hnsw", "real corpus")]:
+                        ("corpus-hnsw", "real corpus"), ("ruhnsw-halfvec", "50,000 × 768 halfvec"),
+                        ("ruhnsw-halfvec-3072", "20,000 × 3,072 halfvec")]:
         r = load(stem)
         if not r or "equal_recall" not in r:
             continue

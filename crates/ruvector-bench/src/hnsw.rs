@@ -5,7 +5,10 @@
 //! falls on all. With several `ruhnsw` storages (`--ruhnsw-storage full,half`), each is an
 //! engine of its own, on its own copy of the table in the ruvector database. With `--clients`,
 //! QPS of several sessions at once at the ef_search each engine needs for recall 0.95 and 0.99.
-//! The rows are synthetic embedding-like vectors, or a real corpus (`--corpus`).
+//! The rows are synthetic embedding-like vectors, or a real corpus (`--corpus`). With
+//! `--column halfvec` both tables hold them as `halfvec` (each extension's own type) and the
+//! indexes use `halfvec_cosine_ops`; recall is still against the exact results over the
+//! original single-precision vectors.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -36,6 +39,8 @@ pub struct Config {
     pub build_workers: Vec<u32>,
     /// The `storage` reloption of each `ruhnsw` index to measure (`auto`, `full`, `half`).
     pub storages: Vec<String>,
+    /// The column's type: `vector` or `halfvec`.
+    pub column: String,
     /// Numbers of concurrent sessions to measure QPS with (empty: none).
     pub clients: Vec<usize>,
     /// Length of each concurrent measurement.
@@ -63,6 +68,8 @@ struct Engine {
     table: String,
     /// Reloptions beyond `m` and `ef_construction`.
     options: String,
+    /// The column's type (`vector` or `halfvec`).
+    column: String,
 }
 
 impl Engine {
@@ -70,8 +77,18 @@ impl Engine {
         format!("{}_vec", self.table)
     }
 
+    /// The search statement; its parameter is a `vector` either way (cast to the column's
+    /// type in the statement, as an application holding single-precision embeddings does).
     fn query(&self) -> String {
-        format!("SELECT id FROM {} ORDER BY vec <=> $1 LIMIT 10", self.table)
+        let cast = if self.column == "vector" {
+            ""
+        } else {
+            "::vector"
+        };
+        format!(
+            "SELECT id FROM {} ORDER BY vec <=> $1{cast} LIMIT 10",
+            self.table
+        )
     }
 }
 
@@ -205,8 +222,8 @@ async fn build(engine: &Engine, cfg: &Config, workers: u32) -> Result<Build> {
     c.batch_execute(&format!("ALTER TABLE {table} {reloption}"))
         .await?;
     let sql = format!(
-        "CREATE INDEX {index} ON {table} USING {} (vec vector_cosine_ops) WITH (m = {}, ef_construction = {}{})",
-        engine.access_method, cfg.m, cfg.ef_construction, engine.options
+        "CREATE INDEX {index} ON {table} USING {} (vec {}_cosine_ops) WITH (m = {}, ef_construction = {}{})",
+        engine.access_method, engine.column, cfg.m, cfg.ef_construction, engine.options
     );
     let start = Instant::now();
     c.batch_execute(&sql).await?;
@@ -226,6 +243,9 @@ async fn build(engine: &Engine, cfg: &Config, workers: u32) -> Result<Build> {
 }
 
 pub async fn run(cfg: Config) -> Result<()> {
+    if !["vector", "halfvec"].contains(&cfg.column.as_str()) {
+        return Err(format!("--column: vector or halfvec, not {:?}", cfg.column).into());
+    }
     let (data, query_vectors, about) = match &cfg.corpus {
         Some(dir) => {
             let c = Corpus::load(dir)?;
@@ -292,6 +312,7 @@ pub async fn run(cfg: Config) -> Result<()> {
             ef_search_guc: "ruvector.ef_search",
             table,
             options,
+            column: cfg.column.clone(),
         });
     }
     engines.push(Engine {
@@ -303,6 +324,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         ef_search_guc: "hnsw.ef_search",
         table: "bench_items".into(),
         options: String::new(),
+        column: cfg.column.clone(),
     });
     let server_version: String = engines[0]
         .client
@@ -325,6 +347,14 @@ pub async fn run(cfg: Config) -> Result<()> {
             ))
             .await?;
         pg::copy_vectors(&e.client, &e.table, 1, &data, None).await?;
+        if cfg.column != "vector" {
+            e.client
+                .batch_execute(&format!(
+                    "ALTER TABLE {} ALTER COLUMN vec TYPE {}({dims})",
+                    e.table, cfg.column
+                ))
+                .await?;
+        }
         e.client
             .batch_execute(&format!("VACUUM ANALYZE {}", e.table))
             .await?;
@@ -474,7 +504,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     std::fs::write(cfg.out.join(format!("{name}.json")), json)?;
 
     let title = format!(
-        "{}{} x {}, cosine, m = {}, ef_construction = {}",
+        "{}{} x {}{}, cosine, m = {}, ef_construction = {}",
         if cfg.corpus.is_some() {
             "real corpus, "
         } else {
@@ -482,6 +512,11 @@ pub async fn run(cfg: Config) -> Result<()> {
         },
         thousands(rows),
         dims,
+        if cfg.column == "vector" {
+            String::new()
+        } else {
+            format!(" {}", cfg.column)
+        },
         cfg.m,
         cfg.ef_construction
     );
@@ -690,7 +725,7 @@ fn markdown(
     out.push_str(&format!(
         "{}; one database per extension in the same server. Data: {about}; \
          recall@10 against exact cosine results; one client, prepared statement, \
-         `ORDER BY vec <=> $1 LIMIT 10`; {} alternating passes per ef_search, QPS is the median \
+         `ORDER BY vec <=> $1 LIMIT 10`{}; {} alternating passes per ef_search, QPS is the median \
          pass (the range: the lowest and highest pass), latency quantiles over all passes. \
          ruhnsw runs with `ruvector.scale_ef_search = off`, so that its ef_search is the width \
          searched, as pgvector's is (on, the default, widens it for graphs of more than 5,000 \
@@ -699,6 +734,15 @@ fn markdown(
             .split(" on ")
             .next()
             .unwrap_or(server_version),
+        if cfg.column == "vector" {
+            String::new()
+        } else {
+            format!(
+                " over a `{0}` column (`$1::vector`, cast to `{0}`), against the exact \
+                 results over the original single-precision vectors",
+                cfg.column
+            )
+        },
         cfg.passes
     ));
 

@@ -21,7 +21,7 @@ use pg::Result;
 
 const USAGE: &str = "usage: ruvector-bench hnsw --ruvector-dsn URI --pgvector-dsn URI
     [--rows 100000] [--dims 384] [--latent 32] [--queries 500] [--m 16] [--ef-construction 64]
-    [--ef-search 10,20,...] [--passes 3] [--build-workers 0,2] [--ruhnsw-storage auto|full,half]
+    [--ef-search 10,20,...] [--passes 3] [--build-workers 0,2] [--ruhnsw-storage auto|full,half] [--column vector|halfvec]
     [--clients 1,8,32] [--client-seconds 5] [--corpus DIR] [--name ruhnsw] [--out target/bench]
        ruvector-bench graph [--rows 100000] [--dims 384] [--latent 32] [--queries 500] [--m 16]
     [--ef-construction 64] [--ef-search 10,20,...]    (in-memory graph only, no server)
@@ -113,6 +113,7 @@ async fn main_with(mut argv: impl Iterator<Item = String>) -> Result<()> {
                 passes: a.get("passes", 3)?,
                 build_workers: a.list("build-workers", &[0, 2])?,
                 storages: a.list("ruhnsw-storage", &["auto".to_string()])?,
+                column: a.get("column", "vector".to_string())?,
                 clients: a.list("clients", &[])?,
                 client_seconds: a.get("client-seconds", 5.0)?,
                 corpus: a.0.remove("corpus").map(Into::into),

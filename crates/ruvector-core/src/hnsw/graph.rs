@@ -65,6 +65,63 @@ impl Params {
     }
 }
 
+/// The state of a search of one layer ([`Hnsw::search_layer`]). A resumable one also keeps
+/// the nodes it evaluated without keeping them, so that the next round of an iterative scan
+/// continues it with a larger `ef` ([`Hnsw::widen`]) instead of searching again from the
+/// entry point.
+#[derive(Debug, Clone)]
+struct LayerSearch {
+    layer: u8,
+    ef: usize,
+    resumable: bool,
+    visited: IdSet,
+    /// The neighbour lists of candidates, each a range of it.
+    arena: Vec<NodeId>,
+    /// Nodes to expand, nearest first, with their links in `arena`.
+    candidates: BinaryHeap<Reverse<(Scored, usize, usize)>>,
+    /// The `ef` nearest so far, farthest on top.
+    results: BinaryHeap<Scored>,
+    /// Evaluated but never a candidate: no nearer than the results when seen.
+    outside: Vec<Scored>,
+    /// Candidates that fell out of the results as nearer ones came.
+    dropped: Vec<Scored>,
+}
+
+impl LayerSearch {
+    /// A search of `layer` from `entry`, whose links are read now.
+    fn new<S: GraphStore>(
+        hnsw: &Hnsw<S>,
+        entry: &[Scored],
+        ef: usize,
+        layer: u8,
+        resumable: bool,
+    ) -> LayerSearch {
+        let mut arena: Vec<NodeId> = Vec::with_capacity(ef * 2 * hnsw.params.m);
+        let mut candidates = BinaryHeap::new();
+        for s in entry {
+            let start = arena.len();
+            arena.extend(hnsw.store.neighbors(s.id, layer));
+            candidates.push(Reverse((*s, start, arena.len())));
+        }
+        LayerSearch {
+            layer,
+            ef,
+            resumable,
+            visited: entry.iter().map(|s| s.id).collect(),
+            arena,
+            candidates,
+            results: entry.iter().copied().collect(),
+            outside: Vec::new(),
+            dropped: Vec::new(),
+        }
+    }
+
+    /// The results, nearest first.
+    fn sorted(&self) -> Vec<Scored> {
+        self.results.clone().into_sorted_vec()
+    }
+}
+
 /// A node and its distance to the query.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Scored {
@@ -270,20 +327,33 @@ impl<S: GraphStore> Hnsw<S> {
         ef: usize,
         layer: u8,
     ) -> Vec<Scored> {
-        let mut visited: IdSet = entry.iter().map(|s| s.id).collect();
-        let mut arena: Vec<NodeId> = Vec::with_capacity(ef * 2 * self.params.m);
-        // (candidate, start and end of its links in `arena`), nearest first.
-        let mut candidates: BinaryHeap<Reverse<(Scored, usize, usize)>> = BinaryHeap::new();
-        for s in entry {
-            let start = arena.len();
-            arena.extend(self.store.neighbors(s.id, layer));
-            candidates.push(Reverse((*s, start, arena.len())));
-        }
-        let mut results: BinaryHeap<Scored> = entry.iter().copied().collect();
+        let mut search = LayerSearch::new(self, entry, ef, layer, false);
+        self.run(&mut search, metric, q);
+        search.results.into_sorted_vec()
+    }
+
+    /// Runs `search` until no candidate can improve its results: the best-first expansion of
+    /// HNSW's layer search.
+    fn run(&self, search: &mut LayerSearch, metric: Metric, q: &[f32]) {
+        let LayerSearch {
+            layer,
+            ef,
+            resumable,
+            ref mut visited,
+            ref mut arena,
+            ref mut candidates,
+            ref mut results,
+            ref mut outside,
+            ref mut dropped,
+        } = *search;
         let mut unvisited: Vec<NodeId> = Vec::with_capacity(2 * self.params.m);
         while let Some(Reverse((c, start, end))) = candidates.pop() {
             let worst = results.peek().map_or(f32::INFINITY, |w| w.dist);
             if c.dist > worst && results.len() >= ef {
+                if resumable {
+                    // Not expanded: a wider round may still expand it.
+                    candidates.push(Reverse((c, start, end)));
+                }
                 break;
             }
             // The unvisited neighbours first, so the store can start fetching their vectors
@@ -300,23 +370,61 @@ impl<S: GraphStore> Hnsw<S> {
                 let worst = results.peek().map_or(f32::INFINITY, |w| w.dist);
                 let full = results.len() >= ef;
                 let links_start = arena.len();
-                let Some(dist) = self.store.with_vector_links(n, layer, &mut arena, |v| {
+                let Some(dist) = self.store.with_vector_links(n, layer, arena, |v| {
                     let d = metric.prepared_distance(q, v);
                     (d, !full || d < worst)
                 }) else {
                     continue;
                 };
+                let s = Scored { dist, id: n };
                 if !full || dist < worst {
-                    let s = Scored { dist, id: n };
                     candidates.push(Reverse((s, links_start, arena.len())));
                     results.push(s);
                     if results.len() > ef {
-                        results.pop();
+                        let out = results.pop().expect("more than ef results");
+                        if resumable {
+                            dropped.push(out);
+                        }
                     }
+                } else if resumable {
+                    outside.push(s);
                 }
             }
         }
-        results.into_sorted_vec()
+    }
+
+    /// Continues `search` with a larger `ef`: the nodes it evaluated without keeping come
+    /// back as results (and those never expanded as candidates, their links read now) while
+    /// they are among the `ef` nearest, then the search runs on from where it stopped. The
+    /// same nodes as a search started with `ef`, for a fraction of its work.
+    fn widen(&self, search: &mut LayerSearch, metric: Metric, q: &[f32], ef: usize) {
+        debug_assert!(search.resumable && ef >= search.ef);
+        search.ef = ef;
+        for s in std::mem::take(&mut search.dropped) {
+            search.results.push(s);
+        }
+        let mut outside = std::mem::take(&mut search.outside);
+        outside.sort_by(|a, b| a.dist.total_cmp(&b.dist));
+        for s in outside {
+            let worst = search.results.peek().map_or(f32::INFINITY, |w| w.dist);
+            if search.results.len() < ef || s.dist < worst {
+                let start = search.arena.len();
+                search
+                    .arena
+                    .extend(self.store.neighbors(s.id, search.layer));
+                search
+                    .candidates
+                    .push(Reverse((s, start, search.arena.len())));
+                search.results.push(s);
+            } else {
+                search.outside.push(s);
+            }
+        }
+        while search.results.len() > ef {
+            let out = search.results.pop().expect("more than ef results");
+            search.dropped.push(out);
+        }
+        self.run(search, metric, q);
     }
 
     /// The neighbour-selection heuristic: keep a candidate only if it is closer to the base
@@ -578,6 +686,21 @@ impl<S: GraphStore> Hnsw<S> {
         ef: usize,
         query_norm: Option<f64>,
     ) -> Vec<Hit> {
+        self.search_round(q, tenant, k, ef, query_norm, None)
+    }
+
+    /// [`Hnsw::search_bounded`] as a round of an iterative scan, given `resume`: the search
+    /// of the previous round (if any) continues with the larger `ef`, and this round's
+    /// search is left in it for the next.
+    fn search_round(
+        &self,
+        q: &[f32],
+        tenant: TenantOrd,
+        k: usize,
+        ef: usize,
+        query_norm: Option<f64>,
+        resume: Option<&mut Option<LayerSearch>>,
+    ) -> Vec<Hit> {
         let q = &*self.params.metric.prepare(q);
         let nodes = if self.params.exact_threshold > 0 || self.params.widen_above > 0 {
             self.store.tenant_len(tenant)
@@ -588,11 +711,29 @@ impl<S: GraphStore> Hnsw<S> {
             return self.exact_prepared(q, tenant, k, query_norm);
         }
         let metric = self.params.metric;
-        let Some((cur, _)) = self.descend(metric, q, tenant, 0) else {
-            return Vec::new();
-        };
         let ef = self.params.search_width(ef.max(k), nodes);
-        let mut found = self.search_layer(metric, q, &cur, ef, 0);
+        let mut found = match resume {
+            Some(Some(search)) => {
+                let ef = ef.max(search.ef);
+                self.widen(search, metric, q, ef);
+                search.sorted()
+            }
+            resume => {
+                let Some((cur, _)) = self.descend(metric, q, tenant, 0) else {
+                    return Vec::new();
+                };
+                let mut search = LayerSearch::new(self, &cur, ef, 0, resume.is_some());
+                self.run(&mut search, metric, q);
+                match resume {
+                    Some(slot) => {
+                        let found = search.sorted();
+                        *slot = Some(search);
+                        found
+                    }
+                    None => search.results.into_sorted_vec(),
+                }
+            }
+        };
         found.truncate(k);
         found
             .into_iter()
@@ -717,9 +858,11 @@ pub const MAX_LEVEL: u8 = 15;
 
 /// An iterative scan: nodes of one tenant (or, merged, of several: an administrator's search
 /// across tenants) in (approximately) ascending distance, for as long as the caller asks. The first round searches with `ef`; when the caller wants more
-/// (rows removed by other conditions), each further round searches again with twice the
-/// `ef`, up to `max_ef`, and yields only nodes not yielded before. Work is bounded by
-/// `max_ef`: about twice the cost of one search with that `ef`.
+/// (rows removed by other conditions), each further round continues the search with twice
+/// the `ef`, up to `max_ef` (the nodes the last round evaluated without keeping come back
+/// into play, see [`Hnsw::widen`]), and yields only nodes not yielded before. Work is
+/// bounded by `max_ef`: about the cost of one search with that `ef`. (An exact scan of a
+/// small tenant reads its vectors again each round.)
 #[derive(Debug, Clone)]
 pub struct Scan {
     query: Vec<f32>,
@@ -732,6 +875,8 @@ pub struct Scan {
     done: bool,
     /// The query's Euclidean norm, when hits carry bounds ([`Scan::with_bounds`]).
     query_norm: Option<f64>,
+    /// Each tenant's graph search, continued by the next round.
+    searches: Vec<Option<LayerSearch>>,
 }
 
 impl Scan {
@@ -746,6 +891,7 @@ impl Scan {
             pending: Vec::new(),
             done: false,
             query_norm: None,
+            searches: Vec::new(),
         }
     }
 
@@ -769,9 +915,16 @@ impl Scan {
             }
             let mut found = Vec::new();
             let mut exhausted = true;
-            for &tenant in &self.tenants {
-                let part =
-                    hnsw.search_bounded(&self.query, tenant, self.ef, self.ef, self.query_norm);
+            self.searches.resize_with(self.tenants.len(), || None);
+            for (&tenant, search) in self.tenants.iter().zip(&mut self.searches) {
+                let part = hnsw.search_round(
+                    &self.query,
+                    tenant,
+                    self.ef,
+                    self.ef,
+                    self.query_norm,
+                    Some(search),
+                );
                 exhausted &= part.len() < self.ef;
                 found.extend(part);
             }
@@ -1255,15 +1408,71 @@ mod tests {
         assert!(ids.len() >= 2990, "reachable: {}", ids.len());
     }
 
+    #[test]
+    fn a_further_round_continues_the_search_instead_of_starting_again() {
+        let all = dataset(2040, 16, 1, 47);
+        let (data, queries) = all.split_at(2000);
+        let mut h = Hnsw::new(Contended::new(16), Params::default());
+        for (v, t) in data {
+            h.insert(v, *t, 0);
+        }
+        let (mut resumed, mut fresh) = ((0, 0), (0, 0)); // (vectors read, hits)
+        for (q, _) in queries {
+            let exact: IdSet = h.exact(q, 0, 40).into_iter().map(|s| s.id).collect();
+            let reads = || h.store().reads.replace(0);
+            // Two rounds, ef 20 then 40: 40 nodes, each yielded once.
+            reads();
+            let mut scan = Scan::new(q.clone(), vec![0], 20, 40);
+            let mut got = IdSet::default();
+            while let Some(s) = scan.next(&h) {
+                assert!(got.insert(s.id), "a node is yielded once");
+            }
+            assert_eq!(got.len(), 40);
+            resumed.0 += reads();
+            resumed.1 += got.intersection(&exact).count();
+            // One search with ef 40.
+            let one = h.search(q, 0, 40, 40);
+            fresh.0 += reads();
+            fresh.1 += one.iter().filter(|s| exact.contains(&s.id)).count();
+        }
+        // The second round found what a search with its ef finds...
+        assert!(
+            resumed.1 + 20 >= fresh.1,
+            "hits: two rounds {}, one search {}",
+            resumed.1,
+            fresh.1
+        );
+        // ...for about its work (searching again from the entry point would add the first
+        // round's, about half of it).
+        assert!(
+            resumed.0 * 10 <= fresh.0 * 12,
+            "vectors read: two rounds {}, one search {}",
+            resumed.0,
+            fresh.0
+        );
+    }
+
     /// A store whose neighbour-list replacements lose every other race, as they do when
-    /// backends insert into one index at once.
+    /// backends insert into one index at once; it counts the vectors read.
     struct Contended {
         inner: MemoryStore,
         flip: std::cell::Cell<bool>,
+        reads: std::cell::Cell<usize>,
+    }
+
+    impl Contended {
+        fn new(dims: usize) -> Contended {
+            Contended {
+                inner: MemoryStore::new(dims),
+                flip: Default::default(),
+                reads: Default::default(),
+            }
+        }
     }
 
     impl GraphStore for Contended {
         fn with_vector<R>(&self, id: NodeId, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
+            self.reads.set(self.reads.get() + 1);
             self.inner.with_vector(id, f)
         }
         fn tenant(&self, id: NodeId) -> TenantOrd {
@@ -1317,10 +1526,7 @@ mod tests {
     fn lost_races_are_retried_without_breaking_invariants() {
         let all = dataset(1501, 8, 1, 41);
         let (data, query) = all.split_at(1500);
-        let store = Contended {
-            inner: MemoryStore::new(8),
-            flip: Default::default(),
-        };
+        let store = Contended::new(8);
         let mut h = Hnsw::new(
             store,
             Params {

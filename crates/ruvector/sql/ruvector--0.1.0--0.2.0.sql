@@ -21,6 +21,7 @@ CREATE OPERATOR CLASS bit_jaccard_ops FOR TYPE bit USING ruhnsw AS
     OPERATOR 1 <%> (bit, bit) FOR ORDER BY float_ops,
     FUNCTION 1 jaccard_distance(bit, bit);
 -- Metric codes 5 (Hamming) and 6 (Jaccard) are new in the metapage; earlier indexes keep theirs.
+-- (Code 7, the cosine of halfvec columns, comes with the halfvec type below.)
 
 -- ruvector_tenant_create with an isolation_level other than shared called
 -- ruvector_tenant_migrate without its schema, which its search_path does not hold.

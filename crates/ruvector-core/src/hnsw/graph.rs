@@ -1028,7 +1028,14 @@ mod tests {
     fn recall_at_10_for_each_metric() {
         let data = dataset(3000, 32, 3, 7);
         let queries = dataset(60, 32, 3, 99);
-        for metric in [Metric::L2, Metric::Cosine, Metric::InnerProduct, Metric::L1] {
+        let metrics = [
+            Metric::L2,
+            Metric::Cosine,
+            Metric::InnerProduct,
+            Metric::L1,
+            Metric::HalfCosine,
+        ];
+        for metric in metrics {
             let h = build(
                 &data,
                 Params {
@@ -1159,7 +1166,14 @@ mod tests {
     #[test]
     fn every_metric_reaches_every_node_with_recall_on_every_shape() {
         for (name, data, queries) in shapes() {
-            for metric in [Metric::L2, Metric::Cosine, Metric::InnerProduct, Metric::L1] {
+            let metrics = [
+                Metric::L2,
+                Metric::Cosine,
+                Metric::InnerProduct,
+                Metric::L1,
+                Metric::HalfCosine,
+            ];
+            for metric in metrics {
                 let h = graph_of(&data, metric);
                 let reached = super::super::inspect::Snapshot::of_tenant(h.store(), 0)
                     .reachable()

@@ -36,6 +36,12 @@ pub enum Metric {
     Hamming,
     /// Jaccard distance of bit strings, stored as for [`Metric::Hamming`].
     Jaccard,
+    /// Cosine distance of half-precision vectors (`halfvec_cosine_ops`), stored as given
+    /// rather than scaled to unit length ([`Metric::prepare`]): a `halfvec`'s halves are
+    /// stored exactly, so the index's distance is the operator's and its rows need no
+    /// re-ranking (scaled, they would be rounded again). A comparison computes three sums
+    /// instead of one.
+    HalfCosine,
 }
 
 impl Metric {
@@ -46,7 +52,7 @@ impl Metric {
         let k = crate::distance::Kernels::best();
         match self {
             Metric::L2 => (k.l2_squared)(a, b),
-            Metric::Cosine => {
+            Metric::Cosine | Metric::HalfCosine => {
                 let (ab, aa, bb) = (k.cosine_parts)(a, b);
                 let denom = (aa * bb).sqrt();
                 if denom > 0.0 {
@@ -117,7 +123,7 @@ impl Metric {
     /// Whether the index holds `v`: a zero vector has no direction, so a cosine index leaves
     /// it out (its distance to anything is undefined), as pgvector does.
     pub fn indexes(self, v: &[f32]) -> bool {
-        self != Metric::Cosine || v.iter().any(|&x| x != 0.0)
+        !matches!(self, Metric::Cosine | Metric::HalfCosine) || v.iter().any(|&x| x != 0.0)
     }
 
     /// The metric's code in the index metapage.
@@ -133,6 +139,7 @@ impl Metric {
             Metric::L1,
             Metric::Hamming,
             Metric::Jaccard,
+            Metric::HalfCosine,
         ]
         .into_iter()
         .find(|m| m.code() == code)

@@ -100,9 +100,11 @@ pub fn first_unstorable(v: &[f32]) -> Option<(usize, f32)> {
 
 impl Metric {
     /// Whether a vector stored in half precision compares differently from the original:
-    /// bit strings (elements 0 and 1) are stored exactly.
+    /// bit strings (elements 0 and 1) are stored exactly, and so are the halves of
+    /// [`Metric::HalfCosine`] (a `halfvec` index's other metrics are exact for the same
+    /// reason; the index knows its column's type).
     pub fn rounds_halves(self) -> bool {
-        !matches!(self, Metric::Hamming | Metric::Jaccard)
+        !matches!(self, Metric::Hamming | Metric::Jaccard | Metric::HalfCosine)
     }
 
     /// A lower bound of the distance operator's value on the original vectors (`<->`,
@@ -155,6 +157,8 @@ impl Metric {
                 floor
             }
             Metric::Cosine => approx - l2 * (1.0 + relative) - 8.0 * rounding(dims, 1.0 + norm),
+            // Exact elements: only the operator's three sums differ in their rounding.
+            Metric::HalfCosine => approx - 8.0 * rounding(dims, 2.0),
             Metric::Jaccard => approx,
         };
         if bound.is_nan() {
@@ -175,7 +179,7 @@ mod tests {
     fn operator(metric: Metric, q: &[f32], x: &[f32]) -> f64 {
         match metric {
             Metric::L2 => distance::l2_distance(q, x),
-            Metric::Cosine => distance::cosine_distance(q, x),
+            Metric::Cosine | Metric::HalfCosine => distance::cosine_distance(q, x),
             Metric::InnerProduct => distance::negative_inner_product(q, x),
             Metric::L1 | Metric::Hamming => distance::l1_distance(q, x),
             Metric::Jaccard => unreachable!(),

@@ -90,19 +90,8 @@ pub unsafe fn key_elements<'a>(
 pub fn key_kind(index: pg_sys::Relation) -> crate::vector::Kind {
     // SAFETY: an open index has its operator classes' input types.
     let input_type = unsafe { *(*index).rd_opcintype };
-    // One lookup per type per backend: the last answer is kept.
-    static mut LAST: (pg_sys::Oid, bool) = (pg_sys::InvalidOid, false);
-    // SAFETY: the backend's only thread reads and writes LAST.
-    let (oid, half) = unsafe { LAST };
-    let half = if oid == input_type {
-        half
-    } else {
-        let half = type_name(input_type).as_deref() == Some("halfvec");
-        // SAFETY: as above.
-        unsafe { LAST = (input_type, half) };
-        half
-    };
-    if half {
+    // A syscache lookup (a hash probe), per insert and per scan: cheap, and never stale.
+    if type_name(input_type).as_deref() == Some("halfvec") {
         crate::vector::Kind::Halfvec
     } else {
         crate::vector::Kind::Vector

@@ -246,6 +246,10 @@ pub fn metric(index: pg_sys::Relation) -> Metric {
     };
     match name.as_str() {
         "l2_distance" | "vector_l2_squared_distance" | "halfvec_l2_squared_distance" => Metric::L2,
+        // A halfvec's halves are stored as they are (see Metric::HalfCosine).
+        "cosine_distance" if super::key_kind(index) == crate::vector::Kind::Halfvec => {
+            Metric::HalfCosine
+        }
         "cosine_distance" => Metric::Cosine,
         "vector_negative_inner_product" | "halfvec_negative_inner_product" | "inner_product" => {
             Metric::InnerProduct

@@ -234,15 +234,12 @@ fn start(scan: pg_sys::IndexScanDesc) {
     // Rows of a graph stored in half precision come with bounds to re-rank by; then every
     // part's rows do (a dedicated index may store its tenant's vectors in full precision),
     // so that the merge compares like with like. A halfvec's halves are stored exactly, and
-    // the query is a halfvec too: its distances are exact, nothing to re-rank, except for
-    // cosine, whose graph stores each vector scaled to unit length.
-    let exact_halves = super::key_kind(index) == crate::vector::Kind::Halfvec;
-    let rerank = parts.iter().any(|(g, _)| {
-        let metric = g.params().metric;
-        g.store().layout().half
-            && metric.rounds_halves()
-            && !(exact_halves && metric != ruvector_core::hnsw::Metric::Cosine)
-    });
+    // the query is a halfvec too: its distances are exact, nothing to re-rank (cosine
+    // included: Metric::HalfCosine does not scale them).
+    let rerank = super::key_kind(index) != crate::vector::Kind::Halfvec
+        && parts
+            .iter()
+            .any(|(g, _)| g.store().layout().half && g.params().metric.rounds_halves());
     for (graph, scan) in parts {
         match query_norm.filter(|_| rerank) {
             Some(norm) => merge.push(graph, scan.with_bounds(norm)),

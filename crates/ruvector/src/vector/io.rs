@@ -137,8 +137,8 @@ for_kinds! {
     /// that enforces `vector(n)`.
     fn vector_typmod_cast / halfvec_typmod_cast(fcinfo, kind) {
         // SAFETY: argument 0 is a value of the kind, argument 1 the int4 typmod.
-        let (x, typmod) = unsafe { (super::arg_of(fcinfo, 0, kind), arg_i32(fcinfo, 1)) };
-        kind.check(rules::check_typmod(typmod_dims(typmod), x.len()));
+        let (dims, typmod) = unsafe { (super::dims(fmgr::arg(fcinfo, 0)), arg_i32(fcinfo, 1)) };
+        kind.check(rules::check_typmod(typmod_dims(typmod), dims));
         // SAFETY: returning argument 0 unchanged.
         unsafe { fmgr::arg(fcinfo, 0) }
     }

@@ -162,6 +162,19 @@ pub unsafe fn arg_of<'a>(fcinfo: pg_sys::FunctionCallInfo, n: usize, kind: Kind)
     unsafe { elements(kind, fmgr::arg(fcinfo, n)) }
 }
 
+/// The number of dimensions of a non-null datum (of either kind), from its header.
+///
+/// # Safety
+/// `datum` is a `vector` or `halfvec`.
+pub unsafe fn dims(datum: pg_sys::Datum) -> usize {
+    // SAFETY: guaranteed by the caller; the dimension count follows the 4-byte header of the
+    // detoasted value.
+    unsafe {
+        let p = pg_sys::pg_detoast_datum(datum.cast_mut_ptr()) as *const u8;
+        (p.add(4) as *const i16).read() as usize
+    }
+}
+
 /// The element bytes of a non-null `halfvec` datum (two per element).
 ///
 /// # Safety

@@ -181,10 +181,10 @@ bit_distance_fn! {
 
 for_kinds! {
     /// `vector_dims(vector) -> int4` (and of a halfvec).
-    fn vector_dims / halfvec_vector_dims(fcinfo, kind) {
-        // SAFETY: argument 0 is a value of the kind; the dimension count is in its header.
-        let x = unsafe { super::arg_of(fcinfo, 0, kind) };
-        pg_sys::Datum::from(x.len() as i32)
+    fn vector_dims / halfvec_vector_dims(fcinfo, _kind) {
+        // SAFETY: argument 0 is a value of the kind.
+        let dims = unsafe { super::dims(crate::fmgr::arg(fcinfo, 0)) };
+        pg_sys::Datum::from(dims as i32)
     }
 }
 

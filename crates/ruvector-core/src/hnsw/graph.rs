@@ -1024,18 +1024,20 @@ mod tests {
         h
     }
 
+    /// The metrics of vectors (not bit strings).
+    const FLOAT_METRICS: [Metric; 5] = [
+        Metric::L2,
+        Metric::Cosine,
+        Metric::InnerProduct,
+        Metric::L1,
+        Metric::HalfCosine,
+    ];
+
     #[test]
     fn recall_at_10_for_each_metric() {
         let data = dataset(3000, 32, 3, 7);
         let queries = dataset(60, 32, 3, 99);
-        let metrics = [
-            Metric::L2,
-            Metric::Cosine,
-            Metric::InnerProduct,
-            Metric::L1,
-            Metric::HalfCosine,
-        ];
-        for metric in metrics {
+        for metric in FLOAT_METRICS {
             let h = build(
                 &data,
                 Params {
@@ -1166,14 +1168,7 @@ mod tests {
     #[test]
     fn every_metric_reaches_every_node_with_recall_on_every_shape() {
         for (name, data, queries) in shapes() {
-            let metrics = [
-                Metric::L2,
-                Metric::Cosine,
-                Metric::InnerProduct,
-                Metric::L1,
-                Metric::HalfCosine,
-            ];
-            for metric in metrics {
+            for metric in FLOAT_METRICS {
                 let h = graph_of(&data, metric);
                 let reached = super::super::inspect::Snapshot::of_tenant(h.store(), 0)
                     .reachable()

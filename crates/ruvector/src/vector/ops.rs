@@ -272,9 +272,9 @@ for_kinds! {
         let state = unsafe { state_values(arr) };
         let (count, sums) = state.split_first_mut().expect("state has a count");
         if sums.is_empty() {
-            let mut fresh = vec![0.0; x.len() + 1];
-            fresh[0] = *count + 1.0;
-            kind.check(rules::accumulate(&mut fresh[1..], &x));
+            // The first row's elements are the sums (not 0 + them: -0 stays -0, as in
+            // pgvector).
+            let fresh: Vec<f64> = std::iter::once(*count + 1.0).chain(x.iter().map(|&v| f64::from(v))).collect();
             return new_state(&fresh);
         }
         // SAFETY: fcinfo is valid.

@@ -162,6 +162,48 @@ pub unsafe fn arg_of<'a>(fcinfo: pg_sys::FunctionCallInfo, n: usize, kind: Kind)
     unsafe { elements(kind, fmgr::arg(fcinfo, n)) }
 }
 
+thread_local! {
+    /// Two buffers the binary functions of `halfvec` widen their arguments into, kept for
+    /// the backend's life (a distance per row of a sequential scan allocates nothing).
+    static SCRATCH: std::cell::RefCell<[Vec<f32>; 2]> = const { std::cell::RefCell::new([Vec::new(), Vec::new()]) };
+}
+
+/// Runs `f` on the elements of arguments 0 and 1 as `f32`: a `vector`'s in place, a
+/// `halfvec`'s widened into this backend's scratch buffers.
+///
+/// # Safety
+/// `fcinfo` is valid and its arguments 0 and 1 are non-null values of `kind`.
+pub unsafe fn with_two<R>(
+    fcinfo: pg_sys::FunctionCallInfo,
+    kind: Kind,
+    f: impl FnOnce(&[f32], &[f32]) -> R,
+) -> R {
+    match kind {
+        // SAFETY: guaranteed by the caller.
+        Kind::Vector => unsafe { f(arg(fcinfo, 0), arg(fcinfo, 1)) },
+        Kind::Halfvec => {
+            // SAFETY: guaranteed by the caller.
+            let (a, b) = unsafe {
+                (
+                    half_bytes(fmgr::arg(fcinfo, 0)),
+                    half_bytes(fmgr::arg(fcinfo, 1)),
+                )
+            };
+            SCRATCH.with_borrow_mut(|[x, y]| f(widen_into(a, x), widen_into(b, y)))
+        }
+    }
+}
+
+/// `bytes` (halves) widened into `buf`, grown as needed; the widened elements.
+fn widen_into<'a>(bytes: &[u8], buf: &'a mut Vec<f32>) -> &'a [f32] {
+    let n = bytes.len() / 2;
+    if buf.len() < n {
+        buf.resize(n, 0.0);
+    }
+    ruvector_core::distance::halves_to_f32(bytes, &mut buf[..n]);
+    &buf[..n]
+}
+
 /// The number of dimensions of a non-null datum (of either kind), from its header.
 ///
 /// # Safety

@@ -36,9 +36,13 @@ macro_rules! distance_fn {
         for_kinds! {
             fn $name / $half(fcinfo, kind) {
                 // SAFETY: the SQL declaration takes two values of the kind.
-                let (a, b) = unsafe { two(fcinfo, kind) };
-                kind.check(rules::check_same_dims(&a, &b));
-                pg_sys::Datum::from($f(&a, &b).to_bits())
+                let d = unsafe {
+                    super::with_two(fcinfo, kind, |a, b| {
+                        kind.check(rules::check_same_dims(a, b));
+                        $f(a, b)
+                    })
+                };
+                pg_sys::Datum::from(d.to_bits())
             }
         }
     )*};
@@ -81,10 +85,10 @@ macro_rules! compare_fn {
     ($($name:ident / $half:ident => $test:expr),* $(,)?) => {$(
         for_kinds! {
             fn $name / $half(fcinfo, kind) {
-                // SAFETY: the SQL declaration takes two values of the kind.
-                let (a, b) = unsafe { two(fcinfo, kind) };
                 let test: fn(Ordering) -> bool = $test;
-                pg_sys::Datum::from(test(rules::compare(&a, &b)))
+                // SAFETY: the SQL declaration takes two values of the kind.
+                let order = unsafe { super::with_two(fcinfo, kind, rules::compare) };
+                pg_sys::Datum::from(test(order))
             }
         }
     )*};
@@ -103,8 +107,8 @@ for_kinds! {
     /// `vector_cmp(vector, vector) -> int4` / `halfvec_cmp`: btree support function 1.
     fn vector_cmp / halfvec_cmp(fcinfo, kind) {
         // SAFETY: the SQL declaration takes two values of the kind.
-        let (a, b) = unsafe { two(fcinfo, kind) };
-        pg_sys::Datum::from(rules::compare(&a, &b) as i32)
+        let order = unsafe { super::with_two(fcinfo, kind, rules::compare) };
+        pg_sys::Datum::from(order as i32)
     }
 }
 

@@ -57,11 +57,9 @@ pub fn type_error(type_name: &str, err: VectorError, literal: Option<&str>) -> !
         ),
         VectorError::DimensionMismatch { .. } => (
             None,
-            Some(if type_name == "halfvec" {
-                "The value's dimensions must equal the column's halfvec(n) modifier."
-            } else {
-                "The value's dimensions must equal the column's vector(n) modifier."
-            }),
+            Some(&format!(
+                "The value's dimensions must equal the column's {type_name}(n) modifier."
+            )),
         ),
         VectorError::DifferentDimensions { .. } => {
             (None, Some("Both operands must have the same number of dimensions."))

@@ -724,14 +724,11 @@ impl<S: GraphStore> Hnsw<S> {
                 };
                 let mut search = LayerSearch::new(self, &cur, ef, 0, resume.is_some());
                 self.run(&mut search, metric, q);
-                match resume {
-                    Some(slot) => {
-                        let found = search.sorted();
-                        *slot = Some(search);
-                        found
-                    }
-                    None => search.results.into_sorted_vec(),
+                let found = search.sorted();
+                if let Some(slot) = resume {
+                    *slot = Some(search);
                 }
+                found
             }
         };
         found.truncate(k);

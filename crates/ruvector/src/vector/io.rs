@@ -110,21 +110,30 @@ for_kinds! {
     /// pgvector's.
     fn vector_send / halfvec_send(fcinfo, kind) {
         // SAFETY: argument 0 is a value of the kind.
-        let x = unsafe { super::arg_of(fcinfo, 0, kind) };
-        let width = kind.width();
-        let size = 4 + 4 + width * x.len();
-        // SAFETY: a bytea of `size` bytes: 4-byte header, then the payload we write in full.
+        let (datum, dim) = unsafe {
+            let datum = fmgr::arg(fcinfo, 0);
+            (datum, super::dims(datum))
+        };
+        let size = 4 + 4 + kind.width() * dim;
+        // SAFETY: a bytea of `size` bytes: 4-byte header, then the payload we write in full;
+        // the datum's elements are read as its kind stores them.
         unsafe {
             let p = pg_sys::palloc(size) as *mut u8;
             pgrx::set_varsize_4b(p as *mut pg_sys::varlena, size as i32);
             let out = std::slice::from_raw_parts_mut(p.add(4), size - 4);
-            out[..2].copy_from_slice(&(x.len() as u16).to_be_bytes());
+            out[..2].copy_from_slice(&(dim as u16).to_be_bytes());
             out[2..4].copy_from_slice(&0u16.to_be_bytes());
-            for (chunk, v) in out[4..].chunks_exact_mut(width).zip(x.iter()) {
-                match kind {
-                    Kind::Vector => chunk.copy_from_slice(&v.to_be_bytes()),
-                    // A widened half narrows back to itself.
-                    Kind::Halfvec => chunk.copy_from_slice(&halfvec::to_half(*v).expect("a half").to_be_bytes()),
+            match kind {
+                Kind::Vector => {
+                    for (chunk, v) in out[4..].chunks_exact_mut(4).zip(super::from_datum(datum)) {
+                        chunk.copy_from_slice(&v.to_be_bytes());
+                    }
+                }
+                // The stored halves, each turned big-endian.
+                Kind::Halfvec => {
+                    for (chunk, h) in out[4..].chunks_exact_mut(2).zip(super::half_bytes(datum).chunks_exact(2)) {
+                        chunk.copy_from_slice(&u16::from_le_bytes([h[0], h[1]]).to_be_bytes());
+                    }
                 }
             }
             pg_sys::Datum::from(p)

@@ -144,10 +144,9 @@ pub unsafe fn elements<'a>(kind: Kind, datum: pg_sys::Datum) -> Cow<'a, [f32]> {
         // SAFETY: guaranteed by the caller.
         Kind::Vector => Cow::Borrowed(unsafe { from_datum(datum) }),
         Kind::Halfvec => {
+            let mut x = Vec::new();
             // SAFETY: guaranteed by the caller.
-            let bytes = unsafe { half_bytes(datum) };
-            let mut x = vec![0.0; bytes.len() / 2];
-            ruvector_core::distance::halves_to_f32(bytes, &mut x);
+            widen_into(unsafe { half_bytes(datum) }, &mut x);
             Cow::Owned(x)
         }
     }

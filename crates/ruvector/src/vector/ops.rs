@@ -3,31 +3,11 @@
 
 use std::cmp::Ordering;
 
-use std::borrow::Cow;
-
 use pgrx::pg_sys;
 use ruvector_core::halfvec::Narrowing;
 use ruvector_core::{distance, vector as rules};
 
-use super::Kind;
 use crate::errors::check;
-
-/// Both arguments of a binary function of `kind`, as `f32`.
-///
-/// # Safety
-/// Arguments 0 and 1 of `fcinfo` are non-null values of `kind`.
-unsafe fn two<'a>(
-    fcinfo: pg_sys::FunctionCallInfo,
-    kind: Kind,
-) -> (Cow<'a, [f32]>, Cow<'a, [f32]>) {
-    // SAFETY: guaranteed by the caller.
-    unsafe {
-        (
-            super::arg_of(fcinfo, 0, kind),
-            super::arg_of(fcinfo, 1, kind),
-        )
-    }
-}
 
 /// Defines `name(vector, vector) -> float8` and its `halfvec` twin from a core distance
 /// function, checking that the operands have the same dimensions first.
@@ -64,11 +44,14 @@ macro_rules! elementwise_fn {
         for_kinds! {
             fn $name / $half(fcinfo, kind) {
                 // SAFETY: the SQL declaration takes two values of the kind.
-                let (a, b) = unsafe { two(fcinfo, kind) };
-                kind.check(rules::check_same_dims(&a, &b));
-                let mut out = vec![0.0; a.len()];
-                kind.check($f(&a, &b, &mut out));
-                kind.datum(&out, Narrowing::$narrowing)
+                unsafe {
+                    super::with_two(fcinfo, kind, |a, b| {
+                        kind.check(rules::check_same_dims(a, b));
+                        let mut out = vec![0.0; a.len()];
+                        kind.check($f(a, b, &mut out));
+                        kind.datum(&out, Narrowing::$narrowing)
+                    })
+                }
             }
         }
     )*};
@@ -116,8 +99,8 @@ for_kinds! {
     /// `vector_concat(vector, vector) -> vector` / `halfvec_concat`: the `||` operator.
     fn vector_concat / halfvec_concat(fcinfo, kind) {
         // SAFETY: the SQL declaration takes two values of the kind.
-        let (a, b) = unsafe { two(fcinfo, kind) };
-        kind.datum(&kind.check(rules::concat(&a, &b)), Narrowing::Value)
+        let joined = unsafe { super::with_two(fcinfo, kind, rules::concat) };
+        kind.datum(&kind.check(joined), Narrowing::Value)
     }
 }
 

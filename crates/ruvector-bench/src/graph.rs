@@ -11,13 +11,24 @@ use crate::data::{ground_truth, Space};
 use crate::pg::Result;
 use crate::report;
 
+/// `ruvector-bench graph`: the in-memory graph alone.
+#[derive(clap::Args)]
 pub struct Config {
+    #[arg(long, default_value_t = 100_000)]
     pub rows: usize,
+    #[arg(long, default_value_t = 384)]
     pub dims: usize,
+    /// Intrinsic dimensions of the data (see `data::Space`).
+    #[arg(long, default_value_t = 32)]
     pub latent: usize,
+    #[arg(long, default_value_t = 500)]
     pub queries: usize,
+    #[arg(long, default_value_t = 16)]
     pub m: usize,
+    #[arg(long, default_value_t = 64)]
     pub ef_construction: usize,
+    /// The `ef_search` values to sweep (comma-separated).
+    #[arg(long, value_delimiter = ',', default_values_t = [10, 20, 40, 80, 160])]
     pub ef_search: Vec<u32>,
 }
 

@@ -22,35 +22,60 @@ use crate::data::{ground_truth, recall, Space};
 use crate::pg::{self, Result};
 use crate::report::{self, Series};
 
+/// `ruvector-bench hnsw`: build both extensions' indexes on the same data and sweep
+/// `ef_search`, single session and concurrent.
+#[derive(clap::Args)]
 pub struct Config {
+    /// Connection string of the server with ruvector.
+    #[arg(long)]
     pub ruvector_dsn: String,
+    /// Connection string of the server with pgvector (may be the same server).
+    #[arg(long)]
     pub pgvector_dsn: String,
+    #[arg(long, default_value_t = 100_000)]
     pub rows: usize,
+    #[arg(long, default_value_t = 384)]
     pub dims: usize,
     /// Intrinsic dimensions of the data (see `data::Space`).
+    #[arg(long, default_value_t = 32)]
     pub latent: usize,
+    #[arg(long, default_value_t = 500)]
     pub queries: usize,
+    #[arg(long, default_value_t = 16)]
     pub m: u32,
+    #[arg(long, default_value_t = 64)]
     pub ef_construction: u32,
+    /// The `ef_search` values to sweep (comma-separated).
+    #[arg(long, value_delimiter = ',', default_values_t = [10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 64, 80, 100, 128, 160, 200, 250, 320, 400])]
     pub ef_search: Vec<u32>,
+    #[arg(long, default_value_t = 3)]
     pub passes: usize,
     /// Build each index with each of these numbers of parallel maintenance workers, in this
     /// order; the sweep runs on the last build.
+    #[arg(long, value_delimiter = ',', default_values_t = [0, 2])]
     pub build_workers: Vec<u32>,
     /// The `storage` reloption of each `ruhnsw` index to measure (`auto`, `full`, `half`).
+    #[arg(long = "ruhnsw-storage", value_delimiter = ',', default_values_t = ["auto".to_string()])]
     pub storages: Vec<String>,
-    /// The column's type: `vector` or `halfvec`.
+    /// The column's type.
+    #[arg(long, default_value = "vector", value_parser = ["vector", "halfvec"])]
     pub column: String,
-    /// Numbers of concurrent sessions to measure QPS with (empty: none).
+    /// Numbers of concurrent sessions to measure QPS with (none by default).
+    #[arg(long, value_delimiter = ',')]
     pub clients: Vec<usize>,
-    /// Length of each concurrent measurement.
+    /// Length of each concurrent measurement, in seconds.
+    #[arg(long, default_value_t = 5.0)]
     pub client_seconds: f64,
     /// A corpus directory (`corpus::Corpus`): its documents are the rows (`rows`, `dims` and
     /// `latent` do not apply) and the query texts of `queries` of them, evenly spread, the
     /// queries.
+    #[arg(long)]
     pub corpus: Option<PathBuf>,
     /// Base name of the output files.
+    #[arg(long, default_value = "ruhnsw")]
     pub name: String,
+    /// Directory of the JSON, markdown and PNG results.
+    #[arg(long, default_value = "target/bench")]
     pub out: PathBuf,
 }
 
@@ -243,9 +268,6 @@ async fn build(engine: &Engine, cfg: &Config, workers: u32) -> Result<Build> {
 }
 
 pub async fn run(cfg: Config) -> Result<()> {
-    if !["vector", "halfvec"].contains(&cfg.column.as_str()) {
-        return Err(format!("--column: vector or halfvec, not {:?}", cfg.column).into());
-    }
     let (data, query_vectors, about) = match &cfg.corpus {
         Some(dir) => {
             let c = Corpus::load(dir)?;

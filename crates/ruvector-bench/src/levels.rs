@@ -19,19 +19,35 @@ use crate::data::{ground_truth, Space};
 use crate::pg::{self, Result};
 use crate::report;
 
+/// `ruvector-bench levels`: a tenant's search in the shared index, in a dedicated index and
+/// in its own table; its migration under load; many dedicated tenants.
+#[derive(clap::Args)]
 pub struct Config {
+    /// Connection string of the server with ruvector.
+    #[arg(long)]
     pub ruvector_dsn: String,
     /// Vectors of the tenant that is isolated.
+    #[arg(long, default_value_t = 50_000)]
     pub size: usize,
     /// Other tenants sharing the table, and their vectors each.
+    #[arg(long, default_value_t = 120)]
     pub others: usize,
+    #[arg(long, default_value_t = 2_000)]
     pub other_size: usize,
     /// Other tenants isolated after the first (at most `others`).
+    #[arg(long, default_value_t = 100)]
     pub dedicated: usize,
+    #[arg(long, default_value_t = 384)]
     pub dims: usize,
+    /// Intrinsic dimensions of the data (see `data::Space`).
+    #[arg(long, default_value_t = 32)]
     pub latent: usize,
+    #[arg(long, default_value_t = 200)]
     pub queries: usize,
+    #[arg(long, default_value_t = 5)]
     pub passes: usize,
+    /// Directory of the JSON, markdown and PNG results.
+    #[arg(long, default_value = "target/bench")]
     pub out: PathBuf,
 }
 

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! ruvector-bench hnsw --ruvector-dsn URI --pgvector-dsn URI [--rows N] [--dims D] ...
+//! ruvector-bench help hnsw
 //! ```
 //! Results go to `--out` (default `target/bench`) as JSON, markdown and PNG.
 
@@ -14,164 +15,37 @@ mod pg;
 mod report;
 mod tenants;
 
-use std::collections::HashMap;
 use std::process::ExitCode;
 
-use pg::Result;
+use clap::{Parser, Subcommand};
 
-const USAGE: &str = "usage: ruvector-bench hnsw --ruvector-dsn URI --pgvector-dsn URI
-    [--rows 100000] [--dims 384] [--latent 32] [--queries 500] [--m 16] [--ef-construction 64]
-    [--ef-search 10,20,...] [--passes 3] [--build-workers 0,2] [--ruhnsw-storage auto|full,half] [--column vector|halfvec]
-    [--clients 1,8,32] [--client-seconds 5] [--corpus DIR] [--name ruhnsw] [--out target/bench]
-       ruvector-bench graph [--rows 100000] [--dims 384] [--latent 32] [--queries 500] [--m 16]
-    [--ef-construction 64] [--ef-search 10,20,...]    (in-memory graph only, no server)
-       ruvector-bench tenants --ruvector-dsn URI --pgvector-dsn URI [--tenants 1000]
-    [--min-size 10] [--max-size 100000] [--dims 384] [--latent 32] [--per-band 5]
-    [--queries 50] [--passes 3] [--corpus DIR] [--name tenants] [--out target/bench]
-       ruvector-bench levels --ruvector-dsn URI [--size 50000] [--others 120]
-    [--other-size 2000] [--dedicated 100] [--dims 384] [--latent 32] [--queries 200] [--passes 5]
-    [--out target/bench]";
-
-/// `--name value` pairs.
-struct Args(HashMap<String, String>);
-
-impl Args {
-    fn parse(args: impl Iterator<Item = String>) -> Result<Self> {
-        let mut map = HashMap::new();
-        let mut args = args.peekable();
-        while let Some(flag) = args.next() {
-            let name = flag
-                .strip_prefix("--")
-                .ok_or_else(|| format!("unexpected argument {flag:?}"))?;
-            let value = args
-                .next()
-                .ok_or_else(|| format!("--{name} needs a value"))?;
-            map.insert(name.to_string(), value);
-        }
-        Ok(Self(map))
-    }
-
-    fn text(&mut self, name: &str) -> Result<String> {
-        self.0
-            .remove(name)
-            .ok_or_else(|| format!("--{name} is required").into())
-    }
-
-    fn get<T: std::str::FromStr>(&mut self, name: &str, default: T) -> Result<T> {
-        match self.0.remove(name) {
-            None => Ok(default),
-            Some(v) => v
-                .parse()
-                .map_err(|_| format!("--{name}: not a valid value: {v:?}").into()),
-        }
-    }
-
-    fn list<T: std::str::FromStr + Clone>(&mut self, name: &str, default: &[T]) -> Result<Vec<T>> {
-        match self.0.remove(name) {
-            None => Ok(default.to_vec()),
-            Some(v) => v
-                .split(',')
-                .map(|x| {
-                    x.trim()
-                        .parse()
-                        .map_err(|_| format!("--{name}: not a valid value: {x:?}").into())
-                })
-                .collect(),
-        }
-    }
-
-    /// Refuses flags nobody asked for (typos).
-    fn done(self) -> Result<()> {
-        match self.0.keys().next() {
-            Some(k) => Err(format!("unknown option --{k}").into()),
-            None => Ok(()),
-        }
-    }
+/// Benchmarks of RuVector Postgres against real PostgreSQL servers.
+#[derive(Parser)]
+#[command(name = "ruvector-bench", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
 }
 
-async fn main_with(mut argv: impl Iterator<Item = String>) -> Result<()> {
-    let command = argv.next().ok_or(USAGE)?;
-    let mut a = Args::parse(argv)?;
-    match command.as_str() {
-        "hnsw" => {
-            let cfg = hnsw::Config {
-                ruvector_dsn: a.text("ruvector-dsn")?,
-                pgvector_dsn: a.text("pgvector-dsn")?,
-                rows: a.get("rows", 100_000)?,
-                dims: a.get("dims", 384)?,
-                latent: a.get("latent", 32)?,
-                queries: a.get("queries", 500)?,
-                m: a.get("m", 16)?,
-                ef_construction: a.get("ef-construction", 64)?,
-                ef_search: a.list(
-                    "ef-search",
-                    &[
-                        10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 64, 80, 100, 128, 160, 200, 250,
-                        320, 400,
-                    ],
-                )?,
-                passes: a.get("passes", 3)?,
-                build_workers: a.list("build-workers", &[0, 2])?,
-                storages: a.list("ruhnsw-storage", &["auto".to_string()])?,
-                column: a.get("column", "vector".to_string())?,
-                clients: a.list("clients", &[])?,
-                client_seconds: a.get("client-seconds", 5.0)?,
-                corpus: a.0.remove("corpus").map(Into::into),
-                name: a.get("name", "ruhnsw".into())?,
-                out: a.get("out", "target/bench".into())?,
-            };
-            a.done()?;
-            hnsw::run(cfg).await
-        }
-        "graph" => {
-            let cfg = graph::Config {
-                rows: a.get("rows", 100_000)?,
-                dims: a.get("dims", 384)?,
-                latent: a.get("latent", 32)?,
-                queries: a.get("queries", 500)?,
-                m: a.get("m", 16)?,
-                ef_construction: a.get("ef-construction", 64)?,
-                ef_search: a.list("ef-search", &[10, 20, 40, 80, 160])?,
-            };
-            a.done()?;
-            graph::run(cfg)
-        }
-        "tenants" => {
-            let cfg = tenants::Config {
-                ruvector_dsn: a.text("ruvector-dsn")?,
-                pgvector_dsn: a.text("pgvector-dsn")?,
-                tenants: a.get("tenants", 1000)?,
-                min_size: a.get("min-size", 10)?,
-                max_size: a.get("max-size", 100_000)?,
-                dims: a.get("dims", 384)?,
-                latent: a.get("latent", 32)?,
-                per_band: a.get("per-band", 5)?,
-                queries: a.get("queries", 50)?,
-                passes: a.get("passes", 3)?,
-                corpus: a.0.remove("corpus").map(Into::into),
-                name: a.get("name", "tenants".into())?,
-                out: a.get("out", "target/bench".into())?,
-            };
-            a.done()?;
-            tenants::run(cfg).await
-        }
-        "levels" => {
-            let cfg = levels::Config {
-                ruvector_dsn: a.text("ruvector-dsn")?,
-                size: a.get("size", 50_000)?,
-                others: a.get("others", 120)?,
-                other_size: a.get("other-size", 2_000)?,
-                dedicated: a.get("dedicated", 100)?,
-                dims: a.get("dims", 384)?,
-                latent: a.get("latent", 32)?,
-                queries: a.get("queries", 200)?,
-                passes: a.get("passes", 5)?,
-                out: a.get("out", "target/bench".into())?,
-            };
-            a.done()?;
-            levels::run(cfg).await
-        }
-        _ => Err(USAGE.into()),
+#[derive(Subcommand)]
+enum Command {
+    /// ruhnsw against pgvector's hnsw on the same data and server: build time, recall and
+    /// QPS over an ef_search sweep.
+    Hnsw(hnsw::Config),
+    /// The in-memory graph alone (no server): build time, recall and vectors read per query.
+    Graph(graph::Config),
+    /// Tenant-confined search among many tenants, per tenant-size band.
+    Tenants(tenants::Config),
+    /// Isolation levels: shared, dedicated, own table; a migration under load.
+    Levels(levels::Config),
+}
+
+async fn run(command: Command) -> pg::Result<()> {
+    match command {
+        Command::Hnsw(cfg) => hnsw::run(cfg).await,
+        Command::Graph(cfg) => graph::run(cfg),
+        Command::Tenants(cfg) => tenants::run(cfg).await,
+        Command::Levels(cfg) => levels::run(cfg).await,
     }
 }
 
@@ -180,7 +54,7 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    match runtime.block_on(main_with(std::env::args().skip(1))) {
+    match runtime.block_on(run(Cli::parse().command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // A server error's own message ("db error" alone says nothing).

@@ -17,24 +17,45 @@ use crate::data::{ground_truth, Space};
 use crate::pg::{self, Result};
 use crate::report::{self, Series};
 
+/// `ruvector-bench tenants`: tenant-confined search in one shared index, against each
+/// tenant's own table and pgvector with row-level security.
+#[derive(clap::Args)]
 pub struct Config {
+    /// Connection string of the server with ruvector.
+    #[arg(long)]
     pub ruvector_dsn: String,
+    /// Connection string of the server with pgvector (may be the same server).
+    #[arg(long)]
     pub pgvector_dsn: String,
+    #[arg(long, default_value_t = 1000)]
     pub tenants: usize,
+    /// Smallest and largest tenant (Zipf-distributed sizes between them).
+    #[arg(long, default_value_t = 10)]
     pub min_size: usize,
+    #[arg(long, default_value_t = 100_000)]
     pub max_size: usize,
+    #[arg(long, default_value_t = 384)]
     pub dims: usize,
+    /// Intrinsic dimensions of the data (see `data::Space`).
+    #[arg(long, default_value_t = 32)]
     pub latent: usize,
     /// Tenants measured per size band.
+    #[arg(long, default_value_t = 5)]
     pub per_band: usize,
     /// Queries per measured tenant.
+    #[arg(long, default_value_t = 50)]
     pub queries: usize,
+    #[arg(long, default_value_t = 3)]
     pub passes: usize,
     /// A corpus directory (`corpus::Corpus`): its owners are the tenants, and it sets the
     /// number of tenants, their sizes and the dimensions.
+    #[arg(long)]
     pub corpus: Option<PathBuf>,
     /// Base name of the output files.
+    #[arg(long, default_value = "tenants")]
     pub name: String,
+    /// Directory of the JSON, markdown and PNG results.
+    #[arg(long, default_value = "target/bench")]
     pub out: PathBuf,
 }
 

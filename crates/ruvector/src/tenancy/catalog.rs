@@ -50,6 +50,10 @@ thread_local! {
     /// hears that `ruvector.tenants` changed; acted upon only during recovery (a primary's
     /// registry follows its commits).
     static REGISTRY_STALE: Cell<bool> = const { Cell::new(true) };
+    /// relid -> the tenant column's attribute number, looked up on first use; forgotten
+    /// when the table's relation cache entry is invalidated (ALTER TABLE) and when the
+    /// catalog cache reloads.
+    static ATTNUMS: RefCell<HashMap<pg_sys::Oid, i16>> = RefCell::new(HashMap::new());
 }
 
 static mut CALLBACK_REGISTERED: bool = false;
@@ -57,6 +61,14 @@ static mut CALLBACK_REGISTERED: bool = false;
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn relcache_callback(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
     CACHE.with(|c| {
+        ATTNUMS.with(|a| {
+            let mut a = a.borrow_mut();
+            if relid == pg_sys::InvalidOid {
+                a.clear();
+            } else {
+                a.remove(&relid);
+            }
+        });
         let mut c = c.borrow_mut();
         // InvalidOid: everything (the invalidation queue overflowed, or a reset).
         if relid == pg_sys::InvalidOid || relid == c.catalog_rel || relid == c.bindings_rel {
@@ -183,6 +195,7 @@ fn ensure_cache() {
             })
         });
     }
+    ATTNUMS.with(|a| a.borrow_mut().clear());
     CACHE.with(|c| {
         *c.borrow_mut() = Cache {
             valid: true,
@@ -206,6 +219,23 @@ pub fn is_tenant_table(relid: pg_sys::Oid) -> bool {
 pub fn tenant_column(relid: pg_sys::Oid) -> Option<String> {
     ensure_cache();
     CACHE.with(|c| c.borrow().tables.get(&relid).map(|(_, col)| col.clone()))
+}
+
+/// The attribute number of a registered tenant table's tenant column (`None` for another
+/// relation, or a column that no longer exists).
+pub fn tenant_attnum(relid: pg_sys::Oid) -> Option<i16> {
+    ensure_cache();
+    if let Some(n) = ATTNUMS.with(|a| a.borrow().get(&relid).copied()) {
+        return Some(n);
+    }
+    let name = std::ffi::CString::new(tenant_column(relid)?).ok()?;
+    // SAFETY: a syscache lookup in a transaction.
+    let n = unsafe { pg_sys::get_attnum(relid, name.as_ptr()) };
+    if n <= 0 {
+        return None;
+    }
+    ATTNUMS.with(|a| a.borrow_mut().insert(relid, n));
+    Some(n)
 }
 
 /// Whether any login role of this database is bound to a tenant.

@@ -116,11 +116,7 @@ impl Walk<'_> {
             if rte.is_null() || (*rte).rtekind != pg_sys::RTEKind::RTE_RELATION {
                 return None;
             }
-            let relid = (*rte).relid;
-            let col = catalog::tenant_column(relid)?;
-            let name = std::ffi::CString::new(col).ok()?;
-            let attnum = pg_sys::get_attnum(relid, name.as_ptr());
-            (attnum > 0).then_some(attnum)
+            catalog::tenant_attnum((*rte).relid)
         }
     }
 

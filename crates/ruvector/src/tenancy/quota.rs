@@ -116,18 +116,13 @@ pg_fn! {
             }
             let event = (*td).tg_event;
             let rel = (*td).tg_relation;
-            let column = catalog::tenant_column((*rel).rd_id);
             let row_after = event & pg_sys::TRIGGER_EVENT_ROW != 0
                 && event & pg_sys::TRIGGER_EVENT_TIMINGMASK == pg_sys::TRIGGER_EVENT_AFTER;
-            let Some(column) = column.filter(|_| row_after) else {
+            let Some(col) = catalog::tenant_attnum((*rel).rd_id).filter(|_| row_after) else {
                 crate::errors::not_a_tenant_table_trigger();
             };
+            let col = i32::from(col);
             let desc = (*rel).rd_att;
-            let name = std::ffi::CString::new(column).expect("a column name has no NUL");
-            let col = pg_sys::SPI_fnumber(desc, name.as_ptr());
-            if col <= 0 {
-                crate::errors::not_a_tenant_table_trigger();
-            }
             let r = context::current();
             let row = |tuple| {
                 let (tenant, bytes) = tenant_of(tuple, desc, col);

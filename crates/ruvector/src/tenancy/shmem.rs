@@ -4,6 +4,8 @@
 //! One named LWLock: shared for lookups, exclusive for allocating slots and loading a
 //! database's tenants. Counters inside slots are atomics and need no lock.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::*};
 
 use pgrx::pg_sys;
@@ -62,6 +64,7 @@ fn regions() -> impl Iterator<Item = Region> {
 }
 
 /// Where each part of the registry's block lives.
+#[derive(Clone, Copy)]
 struct Layout {
     header: usize,
     loaded: usize,
@@ -157,20 +160,20 @@ unsafe extern "C-unwind" fn shmem_startup() {
 /// # Safety
 /// `base` is the registry memory laid out by [`layout`].
 unsafe fn with_base<R>(base: *mut u8, f: impl FnOnce(&Registry<'_>) -> R, initialize: bool) -> R {
-    let Layout {
-        header: h,
-        index: i,
-        slots: s,
-        ..
-    } = layout();
+    // `ruvector.max_tenants` is fixed at server start: the layout is computed once per
+    // process (every statement reads the registry several times).
+    static LAYOUT: std::sync::OnceLock<(Layout, usize)> = std::sync::OnceLock::new();
+    let &(layout, index_bytes) = LAYOUT.get_or_init(|| {
+        let (_, index_bytes, _) = registry::layout(crate::gucs::max_tenants());
+        (layout(), index_bytes)
+    });
     let capacity = crate::gucs::max_tenants() as usize;
-    let (_, index_bytes, _) = registry::layout(capacity as u32);
     // SAFETY: guaranteed by the caller; all parts are atomics, so shared references are sound.
     let reg = unsafe {
         Registry::new(
-            &*(base.add(h) as *const Header),
-            std::slice::from_raw_parts(base.add(i) as *const AtomicU32, index_bytes / 4),
-            std::slice::from_raw_parts(base.add(s) as *const TenantSlot, capacity),
+            &*(base.add(layout.header) as *const Header),
+            std::slice::from_raw_parts(base.add(layout.index) as *const AtomicU32, index_bytes / 4),
+            std::slice::from_raw_parts(base.add(layout.slots) as *const TenantSlot, capacity),
             initialize,
         )
     };
@@ -232,16 +235,43 @@ pub fn fresh_slot(n: usize) {
 
 /// The registry slot and state of tenant `id` of this backend's database.
 pub fn find(id: &str) -> Option<(usize, registry::TenantState)> {
+    let slot = slot_of(id)?;
+    Some((slot, unlocked(|r| r.slot(slot).state())))
+}
+
+thread_local! {
+    /// Tenant id -> registry slot, of this backend's database: a slot once given to a
+    /// tenant stays its slot while the server runs (see `ruvector_tenancy::registry`), so
+    /// only the lookup under the lock is saved, never a state.
+    static SLOTS: RefCell<HashMap<String, usize>> = RefCell::new(HashMap::new());
+}
+
+/// Tenants a backend remembers the slot of, at most (a connection pool's backend serves
+/// many tenants; the memory stays bounded).
+const REMEMBERED_SLOTS: usize = 4096;
+
+/// The registry slot of tenant `id` of this database, in any state.
+fn slot_of(id: &str) -> Option<usize> {
+    if let Some(slot) = SLOTS.with(|s| s.borrow().get(id).copied()) {
+        return Some(slot);
+    }
     let db = crate::backend::db();
-    locked(false, |r| r.lookup(db, id).map(|(n, s)| (n, s.state())))
+    let slot = locked(false, |r| r.lookup(db, id).map(|(n, _)| n))?;
+    SLOTS.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() >= REMEMBERED_SLOTS {
+            s.clear();
+        }
+        s.insert(id.to_owned(), slot);
+    });
+    Some(slot)
 }
 
 /// Whether tenant `id`'s `ruhnsw` nodes go on pages of its own: its isolation level is
 /// `partition` or `dedicated`, or it is no registered tenant of this database (an index
 /// without a tenant column, rows of an unknown tenant). Shared tenants' nodes are packed.
 pub fn own_pages(id: &str) -> bool {
-    let db = crate::backend::db();
-    locked(false, |r| r.lookup(db, id).map(|(_, s)| s.own_pages())).unwrap_or(true)
+    slot_of(id).is_none_or(|n| unlocked(|r| r.slot(n).own_pages()))
 }
 
 /// Runs `f` holding lock `n` of the ruvector tranche (0: registry, 1: scheduler).

@@ -226,7 +226,22 @@ def main():
             shutil.copyfile(png, IMAGES / png.name)
             body.append(f"![{png.stem}](benchmarks/{png.name})\n")
     out.append("")
-    (DOCS / "benchmarks.md").write_text("\n".join(out + body))
+    report = DOCS / "benchmarks.md"
+    # A part without results here (a fresh clone, another machine) must not erase the
+    # figures the report already holds for it: then the new report goes next to the results.
+    missing = [name for name, _ in PARTS
+               if not (BENCH / "parts" / f"{name}.json").exists()
+               or not (BENCH / f"{SECTIONS[name][0]}.md").exists()]
+    current = report.read_text() if report.exists() else ""
+    kept = [name for name in missing
+            if f"## {SECTIONS[name][1]}\n" in current
+            and f"Not run yet: `scripts/bench-report {name}`" not in current]
+    if kept:
+        report = BENCH / "benchmarks.md"
+        print(f"bench-report: no results here for {', '.join(kept)}, which docs/benchmarks.md "
+              f"reports: it is left as it is; the report of this machine's results is {report}",
+              file=sys.stderr)
+    report.write_text("\n".join(out + body))
 
 
 main()

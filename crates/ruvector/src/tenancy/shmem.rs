@@ -71,6 +71,9 @@ struct Layout {
     index: usize,
     slots: usize,
     total: usize,
+    /// Tenant slots, and bytes of the hash index.
+    capacity: usize,
+    index_bytes: usize,
 }
 
 fn layout() -> Layout {
@@ -87,6 +90,8 @@ fn layout() -> Layout {
         index,
         slots,
         total: slots + s + a,
+        capacity: capacity as usize,
+        index_bytes: i,
     }
 }
 
@@ -162,18 +167,14 @@ unsafe extern "C-unwind" fn shmem_startup() {
 unsafe fn with_base<R>(base: *mut u8, f: impl FnOnce(&Registry<'_>) -> R, initialize: bool) -> R {
     // `ruvector.max_tenants` is fixed at server start: the layout is computed once per
     // process (every statement reads the registry several times).
-    static LAYOUT: std::sync::OnceLock<(Layout, usize)> = std::sync::OnceLock::new();
-    let &(layout, index_bytes) = LAYOUT.get_or_init(|| {
-        let (_, index_bytes, _) = registry::layout(crate::gucs::max_tenants());
-        (layout(), index_bytes)
-    });
-    let capacity = crate::gucs::max_tenants() as usize;
+    static LAYOUT: std::sync::OnceLock<Layout> = std::sync::OnceLock::new();
+    let l = *LAYOUT.get_or_init(layout);
     // SAFETY: guaranteed by the caller; all parts are atomics, so shared references are sound.
     let reg = unsafe {
         Registry::new(
-            &*(base.add(layout.header) as *const Header),
-            std::slice::from_raw_parts(base.add(layout.index) as *const AtomicU32, index_bytes / 4),
-            std::slice::from_raw_parts(base.add(layout.slots) as *const TenantSlot, capacity),
+            &*(base.add(l.header) as *const Header),
+            std::slice::from_raw_parts(base.add(l.index) as *const AtomicU32, l.index_bytes / 4),
+            std::slice::from_raw_parts(base.add(l.slots) as *const TenantSlot, l.capacity),
             initialize,
         )
     };

@@ -56,7 +56,9 @@ def test_a_tenant_moves_to_another_server_with_no_row_lost():
         src, dst = setup_server(source_dsn), setup_server(target_dsn)
 
         with psycopg.connect(src, autocommit=True) as c:
-            c.execute("""SELECT ruvector_tenant_create('acme', '{"display_name": "Acme", "max_vectors": 5000,
+            # A quota the live writes below cannot reach however long the copy takes (a writer
+            # inserts several hundred rows a second): only the suspension may refuse them.
+            c.execute("""SELECT ruvector_tenant_create('acme', '{"display_name": "Acme", "max_vectors": 500000,
                          "max_qps": 0, "weight": 2}')""")
             c.execute("""SELECT ruvector_tenant_create('beta', '{"max_qps": 0}')""")
             c.execute("SELECT ruvector_tenant_bind_role('app_acme', 'acme')")
@@ -72,7 +74,7 @@ def test_a_tenant_moves_to_another_server_with_no_row_lost():
                         copy.write_row([f"{tenant} {i}", vec(i)])
             c.execute("RESET ruvector.tenant_id")
             export = c.execute("SELECT ruvector_tenant_export('acme')").fetchone()[0]
-        assert export["tenant"]["max_vectors"] == 5000 and export["tenant"]["weight"] == 2
+        assert export["tenant"]["max_vectors"] == 500000 and export["tenant"]["weight"] == 2
         assert [x["name"] for x in export["collections"]] == ["kb"]
         assert [(p["name"], p["threshold_high"]) for p in export["integrity_policies"]] == [("strict", 0.6)]
         assert export["role_bindings"] == ["app_acme"]
@@ -80,7 +82,7 @@ def test_a_tenant_moves_to_another_server_with_no_row_lost():
         with psycopg.connect(dst, autocommit=True) as c:
             imported = c.execute("SELECT id, max_vectors, weight, suspended_at IS NOT NULL "
                                  "FROM ruvector_tenant_import(%s)", (psycopg.types.json.Jsonb(export),)).fetchone()
-            assert imported == ("acme", 5000, 2.0, True), "imported suspended, with its limits"
+            assert imported == ("acme", 500000, 2.0, True), "imported suspended, with its limits"
             with pytest.raises(psycopg.errors.DuplicateObject):
                 c.execute("SELECT ruvector_tenant_import(%s)", (psycopg.types.json.Jsonb(export),))
             assert c.execute("SELECT tenant_id FROM ruvector.tenant_role_bindings").fetchall() == [("acme",)]

@@ -388,6 +388,20 @@ def test_a_demotion_cut_off_by_kill_9_is_taken_up_at_restart(db, phase):
             (queries[0],)).fetchone()[0], "the shared index holds every row of the tenant again"
 
 
+def test_a_migration_asked_for_right_after_a_restart_runs_before_any_tenant_statement(db):
+    """The maintenance launcher serves databases whose tenants are loaded; asking for a
+    migration loads them, so it does not wait for the first tenant statement after a start."""
+    kill_9_server()
+    start_server()
+    with superuser() as su:
+        su.execute("SELECT ruvector_tenant_isolate('other')")
+        wait_done(su, "other", timeout=60)
+        assert len(dedicated(su, "other")) == 1
+        su.execute("SELECT ruvector_tenant_migrate('other', 'shared')")
+        wait_done(su, "other", timeout=60)
+        assert dedicated(su, "other") == []
+
+
 def test_a_migration_counts_against_its_tenants_execution_slots(db):
     """The migration's work takes one of the tenant's execution slots, as its statements do:
     a tenant limited to one statement at a time waits (here: is refused after a short wait)

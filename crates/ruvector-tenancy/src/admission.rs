@@ -16,8 +16,14 @@
 //! statements, and the extension keeps it off one CPU (see its `affinity` module). Alone, or
 //! among busy tenants only (whose shares the fair queue sets), it uses every slot and CPU.
 //!
-//! Everything is an atomic, so the queue can live in shared memory, one wait slot per
-//! process. The lock discipline is the caller's: [`Queue::enqueue`], [`Queue::dispatch`],
+//! Placement changes at statement boundaries, and one statement may run for seconds: when a
+//! quiet tenant becomes active, [`Queue::note_admission`] says so and [`Queue::to_move`]
+//! names the statements already running for tenants that are now crowded, from the
+//! [`Runner`] record each process keeps of the tenant it runs a statement for; the caller
+//! moves them at once instead of letting them run beside the quiet tenant until they end.
+//!
+//! Everything is an atomic, so the queue can live in shared memory, one wait slot and one
+//! runner record per process. The lock discipline is the caller's: [`Queue::enqueue`], [`Queue::dispatch`],
 //! [`Queue::finish_wait`] and [`Queue::leave`] run under one exclusive lock; the fast path
 //! ([`Queue::try_admit`], [`Queue::release`], [`Queue::is_admitted`]) runs without it. A
 //! waiter is told it was admitted through an opaque `wake` value it queued with (the
@@ -30,7 +36,7 @@
 //! holding the lock (that cost one scheduler tick, 4 ms, to about one statement in a
 //! hundred).
 
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering::*};
+use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU32, AtomicU64, Ordering::*};
 
 use crate::fair::{self, Waiter};
 use crate::registry::Registry;
@@ -85,9 +91,25 @@ pub struct WaitSlot {
     seq: AtomicU64,
 }
 
-/// Bytes of a queue with `waiters` wait slots: a [`Header`] followed by the slots.
-pub fn bytes(waiters: usize) -> usize {
-    std::mem::size_of::<Header>() + waiters * std::mem::size_of::<WaitSlot>()
+/// What one process runs, for others to see: the tenant whose statement it runs and its
+/// process id, so that a quiet tenant's admission can move a crowded tenant's running
+/// statements ([`Queue::to_move`]). Each record has its cache line: its process writes it at
+/// the start and end of every statement.
+#[repr(C, align(64))]
+#[derive(Default)]
+pub struct Runner {
+    pid: AtomicI32,
+    /// The tenant slot + 1; 0: no tenant statement.
+    tenant: AtomicU32,
+    /// Another process changed where this one runs since it last placed itself.
+    moved: AtomicU32,
+}
+
+/// Bytes of a queue for `processes` processes: a [`Header`] followed by a wait slot and a
+/// runner record per process.
+pub fn bytes(processes: usize) -> usize {
+    std::mem::size_of::<Header>()
+        + processes * (std::mem::size_of::<WaitSlot>() + std::mem::size_of::<Runner>())
 }
 
 /// Increments `counter` if it is below `limit` (`limit <= 0`: no limit).
@@ -118,15 +140,29 @@ fn try_increment_u32(counter: &AtomicU32, limit: u32) -> bool {
     }
 }
 
-/// The queue over a header and its wait slots.
+/// The queue over a header, its wait slots and the processes' runner records.
 pub struct Queue<'a> {
     header: &'a Header,
     slots: &'a [WaitSlot],
+    runners: &'a [Runner],
+}
+
+/// A running statement to move: its process, its tenant, and on how many CPUs it may run
+/// ([`Queue::crowding`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Move {
+    pub pid: i32,
+    pub tenant: usize,
+    pub cpus: u32,
 }
 
 impl<'a> Queue<'a> {
-    pub fn new(header: &'a Header, slots: &'a [WaitSlot]) -> Queue<'a> {
-        Queue { header, slots }
+    pub fn new(header: &'a Header, slots: &'a [WaitSlot], runners: &'a [Runner]) -> Queue<'a> {
+        Queue {
+            header,
+            slots,
+            runners,
+        }
     }
 
     /// The server-wide slots a statement of `tenant` may fill: all of them while the tenant
@@ -210,24 +246,106 @@ impl<'a> Queue<'a> {
     /// would halve the share of the busy tenants beside it ([`Queue::concurrency_of`]).
     /// Writes shared memory when that tenant is another than the last one, and otherwise
     /// at most every 10 ms.
-    pub fn note_admission(&self, reg: &Registry<'_>, tenant: usize, now_ms: i64) {
+    ///
+    /// Returns whether this admission made quiet tenants active for tenants that did not see
+    /// any a moment before: their statements already running should move
+    /// ([`Queue::to_move`]).
+    pub fn note_admission(&self, reg: &Registry<'_>, tenant: usize, now_ms: i64) -> bool {
         let t = reg.slot(tenant);
         if t.running.load(Relaxed) != 1 || t.waiting.load(Relaxed) != 0 {
-            return;
+            return false;
         }
         let h = self.header;
         let last = h.last_ms.load(Relaxed);
+        let lapsed = |at: i64| at <= 0 || now_ms - at >= ACTIVE_WINDOW_MS;
         if h.last_tenant.load(Relaxed) == tenant as u32 {
             if now_ms - last >= 10 {
                 h.last_ms.store(now_ms, Relaxed);
             }
+            // Tenants other than this one saw it as active until its window lapsed.
+            lapsed(last)
         } else {
             // Racing admissions may mix the three fields for a moment; the answer is a
             // placement hint, right again at the next admission.
-            h.others_ms.store(last, Relaxed);
+            let before = h.others_ms.swap(last, Relaxed);
             h.last_tenant.store(tenant as u32, Relaxed);
             h.last_ms.store(now_ms, Relaxed);
+            // Tenants other than the last quiet one saw it until its window lapsed; the last
+            // one saw the quiet tenant before it.
+            lapsed(last) || lapsed(before)
         }
+    }
+
+    /// Whether a statement of `tenant` runs crowded at `now_ms` (`queued`: it had to wait
+    /// for its slot): quiet tenants are active ([`Queue::others_active`]) and the tenant is
+    /// backlogged ([`Queue::backlogged`]) or the statement queued. Returns on how many CPUs
+    /// it may then run: as many as statements it may run ([`Queue::concurrency_of`]).
+    pub fn crowding(
+        &self,
+        reg: &Registry<'_>,
+        tenant: usize,
+        cap: u32,
+        now_ms: i64,
+        queued: bool,
+    ) -> Option<u32> {
+        let crowded = self.others_active(tenant, now_ms)
+            && (queued || self.backlogged(reg, tenant, cap, now_ms));
+        crowded.then(|| self.concurrency_of(reg, tenant, cap, now_ms))
+    }
+
+    /// Records that process `process` (`pid`) runs a statement of `tenant`, or none.
+    pub fn set_runner(&self, process: usize, pid: i32, tenant: Option<usize>) {
+        if let Some(r) = self.runners.get(process) {
+            r.tenant.store(0, Relaxed);
+            r.pid.store(pid, Relaxed);
+            r.tenant.store(tenant.map_or(0, |t| t as u32 + 1), Release);
+        }
+    }
+
+    /// The tenant whose statement process `process` runs, if any.
+    pub fn runner_tenant(&self, process: usize) -> Option<usize> {
+        let t = self.runners.get(process)?.tenant.load(Acquire);
+        (t > 0).then(|| t as usize - 1)
+    }
+
+    /// Whether another process moved process `process` since it last asked (it then places
+    /// itself anew rather than trust what it last set).
+    pub fn take_moved(&self, process: usize) -> bool {
+        self.runners
+            .get(process)
+            .is_some_and(|r| r.moved.swap(0, AcqRel) != 0)
+    }
+
+    /// The statements running for tenants other than `admitted` that run crowded at `now_ms`
+    /// ([`Queue::crowding`]), each marked as moved: called when [`Queue::note_admission`]
+    /// says quiet tenants just became active, so that statements admitted before do not run
+    /// where the quiet tenant's do until they end. A process that ends its statement
+    /// meanwhile may be moved for the one it starts next; it places itself again at the
+    /// statement after (a placement is a hint, never a limit).
+    pub fn to_move(&self, reg: &Registry<'_>, admitted: usize, cap: u32, now_ms: i64) -> Vec<Move> {
+        let mut crowded: Vec<(usize, Option<u32>)> = Vec::new();
+        let mut moves = Vec::new();
+        for r in self.runners {
+            let t = r.tenant.load(Acquire);
+            if t == 0 || t as usize - 1 == admitted {
+                continue;
+            }
+            let tenant = t as usize - 1;
+            let cpus = match crowded.iter().find(|(c, _)| *c == tenant) {
+                Some(&(_, cpus)) => cpus,
+                None => {
+                    let cpus = self.crowding(reg, tenant, cap, now_ms, false);
+                    crowded.push((tenant, cpus));
+                    cpus
+                }
+            };
+            let pid = r.pid.load(Relaxed);
+            if let (Some(cpus), true) = (cpus, pid > 0) {
+                r.moved.store(1, Release);
+                moves.push(Move { pid, tenant, cpus });
+            }
+        }
+        moves
     }
 
     /// Whether quiet tenants other than `tenant` were admitted within the last
@@ -399,6 +517,7 @@ mod tests {
         registry: crate::registry::tests::Owned,
         header: Header,
         slots: Vec<WaitSlot>,
+        runners: Vec<Runner>,
         /// The caller's lock.
         lock: Mutex<()>,
     }
@@ -408,6 +527,7 @@ mod tests {
             registry: owned(16),
             header: Header::default(),
             slots: (0..waiters).map(|_| WaitSlot::default()).collect(),
+            runners: (0..waiters).map(|_| Runner::default()).collect(),
             lock: Mutex::new(()),
         };
         {
@@ -430,7 +550,7 @@ mod tests {
 
     impl Mem {
         fn queue(&self) -> Queue<'_> {
-            Queue::new(&self.header, &self.slots)
+            Queue::new(&self.header, &self.slots, &self.runners)
         }
     }
 
@@ -619,6 +739,72 @@ mod tests {
         // A tenant's own max_concurrent below the halved share still holds.
         assert_eq!(q.concurrency_of(&reg, 2, 8, 1_100), 3);
         assert_eq!(q.concurrency_of(&reg, 2, 4, 1_100), 1);
+    }
+
+    #[test]
+    fn a_quiet_tenant_becoming_active_names_the_crowded_statements_to_move() {
+        let m = mem(&[(0, 1.0), (0, 1.0), (0, 1.0)], 10);
+        let (reg, q) = (m.registry.registry(false), m.queue());
+        // Tenant 0 alone runs 6 statements in processes 0..6; its first admission was a
+        // quiet one, with nobody else to move.
+        for p in 0..6 {
+            assert!(q.try_admit(&reg, 0, 8, 10_000));
+            assert_eq!(q.note_admission(&reg, 0, 10_000), p == 0);
+            q.set_runner(p, 100 + p as i32, Some(0));
+        }
+        assert_eq!(q.to_move(&reg, 0, 8, 10_000), vec![]);
+        assert_eq!(q.crowding(&reg, 0, 8, 10_000, false), None, "alone");
+        // Tenant 2 runs one statement (process 7): not backlogged.
+        assert!(q.try_admit(&reg, 2, 8, 10_000));
+        q.set_runner(7, 107, Some(2));
+        // Two seconds later tenant 1 starts a statement in process 6: a quiet tenant that
+        // nobody saw a moment before.
+        assert!(q.try_admit(&reg, 1, 8, 12_000));
+        q.set_runner(6, 106, Some(1));
+        assert_eq!(q.runner_tenant(6), Some(1));
+        assert!(q.note_admission(&reg, 1, 12_000));
+        let moves = q.to_move(&reg, 1, 8, 12_000);
+        assert_eq!(
+            moves,
+            (0..6)
+                .map(|p| Move {
+                    pid: 100 + p,
+                    tenant: 0,
+                    cpus: 3
+                })
+                .collect::<Vec<_>>(),
+            "tenant 0's statements, on as many CPUs as it may now run statements"
+        );
+        assert_eq!(q.crowding(&reg, 2, 8, 12_000, false), None);
+        assert_eq!(
+            q.crowding(&reg, 2, 8, 12_000, true),
+            Some(3),
+            "a statement that queued runs crowded"
+        );
+        assert!(q.take_moved(0) && !q.take_moved(0), "taken once");
+        assert!(!q.take_moved(6) && !q.take_moved(7));
+        assert!(!q.take_moved(1000), "no such process");
+        // Tenant 1 again within the window: nobody newly crowded.
+        assert!(!q.release(&reg, 1));
+        q.set_runner(6, 106, None);
+        assert_eq!(q.runner_tenant(6), None);
+        assert!(q.try_admit(&reg, 1, 8, 12_500));
+        assert!(!q.note_admission(&reg, 1, 12_500));
+        assert!(!q.release(&reg, 1));
+        // After the window lapsed, tenant 1's next statement crowds tenant 0 again.
+        assert!(q.try_admit(&reg, 1, 8, 12_500 + ACTIVE_WINDOW_MS));
+        assert!(q.note_admission(&reg, 1, 12_500 + ACTIVE_WINDOW_MS));
+        assert!(!q.release(&reg, 1));
+        // Tenant 2, quiet, after tenant 1 within the window: tenant 1 saw nobody before it
+        // (its own admissions do not count for itself), but tenant 1 runs nothing to move.
+        assert!(!q.release(&reg, 2));
+        assert!(q.try_admit(&reg, 2, 8, 12_600 + ACTIVE_WINDOW_MS));
+        assert!(q.note_admission(&reg, 2, 12_600 + ACTIVE_WINDOW_MS));
+        assert!(q.to_move(&reg, 2, 8, 12_600 + ACTIVE_WINDOW_MS).len() == 6);
+        // Tenants 1 and 2 taking turns within the window: nobody newly crowded.
+        assert!(!q.release(&reg, 2));
+        assert!(q.try_admit(&reg, 1, 8, 12_700 + ACTIVE_WINDOW_MS));
+        assert!(!q.note_admission(&reg, 1, 12_700 + ACTIVE_WINDOW_MS));
     }
 
     #[test]

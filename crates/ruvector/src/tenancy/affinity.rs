@@ -1,17 +1,34 @@
 //! Where a backend runs (Linux): its CPU scheduling policy and its CPU affinity, which
 //! admission control changes for backends of backlogged tenants (see `scheduler.rs`). Every
-//! call changes only this process, needs no privilege, and leaves it as it was on failure.
+//! call changes this process, or with [`move_other`] another backend (a process of the same
+//! user), needs no privilege, and leaves it as it was on failure.
 
 use std::cell::RefCell;
 
 thread_local! {
-    /// This backend runs as SCHED_BATCH (see `set_batch`).
-    static BATCH: RefCell<bool> = const { RefCell::new(false) };
+    /// This backend runs as SCHED_BATCH (see `set_batch`); `None`: not known (another
+    /// process changed it).
+    static BATCH: RefCell<Option<bool>> = const { RefCell::new(Some(false)) };
 }
 
-/// Whether this backend runs as SCHED_BATCH.
-fn is_batch() -> bool {
-    BATCH.with(|b| *b.borrow())
+const SCHED_OTHER: i32 = 0;
+const SCHED_BATCH: i32 = 3;
+
+/// Sets the scheduling policy of process `pid` (0: this one) to SCHED_BATCH or SCHED_OTHER.
+fn set_policy(pid: i32, batch: bool) {
+    #[repr(C)]
+    struct SchedParam {
+        priority: i32,
+    }
+    unsafe extern "C" {
+        fn sched_setscheduler(pid: i32, policy: i32, param: *const SchedParam) -> i32;
+    }
+    let param = SchedParam { priority: 0 };
+    // SAFETY: changes one process's policy between two normal ones, which needs no privilege
+    // for a process of the same user; failure leaves it as it was, harmlessly.
+    unsafe {
+        sched_setscheduler(pid, if batch { SCHED_BATCH } else { SCHED_OTHER }, &param);
+    }
 }
 
 /// Runs this process (a background worker: maintenance, or moving a tenant between
@@ -41,24 +58,11 @@ pub fn background() {
 /// bent a quiet tenant's p99 latency (2.2–3.5× on a 2-CPU machine). Switching between
 /// SCHED_OTHER and SCHED_BATCH needs no privilege.
 pub fn set_batch(batch: bool) {
-    if is_batch() == batch {
+    if BATCH.with(|b| *b.borrow()) == Some(batch) {
         return;
     }
-    #[repr(C)]
-    struct SchedParam {
-        priority: i32,
-    }
-    unsafe extern "C" {
-        fn sched_setscheduler(pid: i32, policy: i32, param: *const SchedParam) -> i32;
-    }
-    const SCHED_OTHER: i32 = 0;
-    const SCHED_BATCH: i32 = 3;
-    let param = SchedParam { priority: 0 };
-    // SAFETY: changes only this process's policy; failure leaves it as it was, harmlessly.
-    unsafe {
-        sched_setscheduler(0, if batch { SCHED_BATCH } else { SCHED_OTHER }, &param);
-    }
-    BATCH.with(|b| *b.borrow_mut() = batch);
+    set_policy(0, batch);
+    BATCH.with(|b| *b.borrow_mut() = Some(batch));
 }
 
 /// A Linux CPU set (1024 CPUs), as `sched_{get,set}affinity` take it.
@@ -93,15 +97,29 @@ fn allowed_cpus() -> Vec<usize> {
     })
 }
 
-fn set_affinity(cpus: &[usize]) {
+/// Sets the CPUs of process `pid` (0: this one); failure leaves it as it was.
+fn set_affinity(pid: i32, cpus: &[usize]) {
     let mut set: CpuSet = [0; 16];
     for &c in cpus {
         set[c / 64] |= 1u64 << (c % 64);
     }
-    // SAFETY: sets this process's own affinity to CPUs it was allowed; failure is harmless.
+    // SAFETY: sets one process's affinity to CPUs this process was allowed, which needs no
+    // privilege for a process of the same user; failure is harmless.
     unsafe {
-        sched_setaffinity(0, std::mem::size_of::<CpuSet>(), &set);
+        sched_setaffinity(pid, std::mem::size_of::<CpuSet>(), &set);
     }
+}
+
+/// The CPUs a confined backend of `tenant` may use when it may run `limit` statements at
+/// once (see [`confine`]); `None` with fewer than 2 CPUs (nothing to keep free).
+fn confined_cpus(tenant: usize, limit: usize) -> Option<Vec<usize>> {
+    let all = allowed_cpus();
+    if all.len() < 2 {
+        return None;
+    }
+    let shared = all.len() - 1;
+    let n = limit.clamp(1, shared);
+    Some((0..n).map(|i| all[(tenant + i) % shared]).collect())
 }
 
 /// Keeps this backend on `limit` of its allowed CPUs but the last one, chosen by the tenant
@@ -113,20 +131,36 @@ fn set_affinity(cpus: &[usize]) {
 /// quiet tenant's p99 5.8x its p99 alone floating, 0.9x confined). The tenant loses nothing
 /// it may have: it cannot run more than `limit` at once.
 pub fn confine(tenant: usize, limit: usize) {
-    let all = allowed_cpus();
-    if all.len() < 2 {
+    let Some(cpus) = confined_cpus(tenant, limit) else {
         return;
-    }
-    let shared = all.len() - 1;
-    let n = limit.clamp(1, shared);
-    let cpus: Vec<usize> = (0..n).map(|i| all[(tenant + i) % shared]).collect();
+    };
     CONFINED.with(|c| {
         let mut c = c.borrow_mut();
         if c.as_ref() != Some(&cpus) {
-            set_affinity(&cpus);
+            set_affinity(0, &cpus);
             *c = Some(cpus);
         }
     });
+}
+
+/// Confines another backend, `pid`, running a statement of `tenant` that may run `limit`
+/// at once, as [`confine`] and [`set_batch`] would from inside it: for a statement that
+/// started before quiet tenants became active. The backend learns it was moved through the
+/// admission queue and calls [`forget`] before it next places itself.
+pub fn move_other(pid: i32, tenant: usize, limit: usize) {
+    if let Some(cpus) = confined_cpus(tenant, limit) {
+        set_affinity(pid, &cpus);
+    }
+    set_policy(pid, true);
+}
+
+/// Forgets where this backend was placed (another process moved it, see [`move_other`]):
+/// the next [`confine`], [`unconfine`] and [`set_batch`] set their values whatever they
+/// last set.
+pub fn forget() {
+    BATCH.with(|b| *b.borrow_mut() = None);
+    // No confinement is empty: an empty set differs from every real one and is not `None`.
+    CONFINED.with(|c| *c.borrow_mut() = Some(Vec::new()));
 }
 
 /// Runs this process (a parallel worker) where process `leader` (its leader) runs: the same
@@ -137,7 +171,6 @@ pub fn follow(leader: i32) {
     unsafe extern "C" {
         fn sched_getscheduler(pid: i32) -> i32;
     }
-    const SCHED_BATCH: i32 = 3;
     let mut set: CpuSet = [0; 16];
     // SAFETY: reads the leader's affinity into a buffer of the size we pass, then sets this
     // process's own; failure leaves it as it was.
@@ -155,6 +188,6 @@ pub fn follow(leader: i32) {
 /// Lets this backend use all its CPUs again.
 pub fn unconfine() {
     if CONFINED.with(|c| c.borrow_mut().take()).is_some() {
-        set_affinity(&allowed_cpus());
+        set_affinity(0, &allowed_cpus());
     }
 }

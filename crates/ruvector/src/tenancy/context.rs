@@ -522,8 +522,7 @@ unsafe fn before_executor_start(
         // any part of the plan; both PGPROCs live in shared memory.
         let leader = unsafe { (*pg_sys::MyProc).lockGroupLeader };
         if !leader.is_null() {
-            // SAFETY: as above.
-            super::affinity::follow(unsafe { (*leader).pid });
+            super::scheduler::follow(leader);
         }
         return None;
     }

@@ -31,8 +31,11 @@ thread_local! {
 
 pg_fn! {
     /// `ruvector._wake_maintenance()`: the background worker runs when this transaction
-    /// commits (it starts the migrations asked for).
+    /// commits (it starts the migrations asked for). The launcher serves the databases whose
+    /// tenants are loaded: right after a server start, a migration asked for before any
+    /// tenant statement ran stayed pending until one did.
     fn wake_maintenance(_fcinfo) {
+        super::catalog::ensure_loaded();
         WAKE.with(|w| *w.borrow_mut() = true);
         pg_sys::Datum::from(0)
     }

@@ -221,6 +221,60 @@ def test_noisy_neighbour_cannot_blow_up_a_quiet_tenants_latency_at_default_setti
     assert p99(with8) <= 0.5 * p99(off), "admission control must protect, not hurt"
 
 
+def test_a_quiet_tenants_statement_moves_a_busy_tenants_running_statements_off_its_cpu():
+    """A backend places itself when its statement starts; a busy tenant's statements that
+    started while no quiet tenant was active are moved as soon as one becomes active, not
+    when they end (bulk inserts of seconds ran beside the quiet tenant until then)."""
+    import os
+
+    server_setting("ruvector.max_active_statements", None)
+    with su() as c:
+        server = c.execute("SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'").fetchone()[0]
+    cpus = sorted(os.sched_getaffinity(server))
+    if len(cpus) < 2:
+        pytest.skip("one CPU: there is no CPU to keep free for quiet tenants")
+    sessions = status_with_capacity()[2]  # more than the busy tenant may run: backlogged
+    statement = "SELECT pg_sleep(4) FROM items LIMIT 1"
+    errors = []
+
+    def hold():
+        try:
+            with app("hold") as c:
+                c.execute(statement)
+        except Exception as e:  # noqa: BLE001 - reported by the assertion below
+            errors.append(e)
+
+    threads = [threading.Thread(target=hold) for _ in range(sessions)]
+    for t in threads:
+        t.start()
+    try:
+        with su() as c:
+            def running():
+                return [r[0] for r in c.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE query = %s AND wait_event = 'PgSleep'",
+                    (statement,))]
+            deadline = time.monotonic() + 10
+            while len(running()) < sessions * 3 // 4 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            # The quiet tenant's last statement (earlier tests) is more than a second ago.
+            time.sleep(1.2)
+            pids = running()
+            assert len(pids) == sessions * 3 // 4, "the busy tenant runs as many as it may"
+            for pid in pids:
+                assert sorted(os.sched_getaffinity(pid)) == cpus, "alone, it may use every CPU"
+            with app("quiet") as q:
+                q.execute("SELECT count(*) FROM items").fetchone()
+            assert sorted(running()) == sorted(pids), "the busy statements still run"
+            for pid in pids:
+                placed = sorted(os.sched_getaffinity(pid))
+                assert cpus[-1] not in placed and set(placed) < set(cpus), (pid, placed)
+                assert os.sched_getscheduler(pid) == os.SCHED_BATCH, pid
+    finally:
+        for t in threads:
+            t.join()
+    assert not errors, errors
+
+
 @pytest.mark.parametrize("slots", [1, "default"])
 def test_weights_two_to_one_give_throughput_two_to_one(slots):
     if slots == "default":

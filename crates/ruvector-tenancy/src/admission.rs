@@ -105,11 +105,22 @@ pub struct Runner {
     moved: AtomicU32,
 }
 
-/// Bytes of a queue for `processes` processes: a [`Header`] followed by a wait slot and a
+/// Bytes of a queue for `processes` processes: a [`Header`] followed by a wait slot per
+/// process, then (at the next multiple of a [`Runner`]'s alignment: see [`runners_at`]) a
 /// runner record per process.
 pub fn bytes(processes: usize) -> usize {
     std::mem::size_of::<Header>()
-        + processes * (std::mem::size_of::<WaitSlot>() + std::mem::size_of::<Runner>())
+        + processes * std::mem::size_of::<WaitSlot>()
+        + (std::mem::align_of::<Runner>() - 1)
+        + processes * std::mem::size_of::<Runner>()
+}
+
+/// Where the runner records of a queue at `base` for `processes` processes start: the first
+/// address after the wait slots aligned for a [`Runner`] (a slice of them must be aligned).
+pub fn runners_at(base: *mut u8, processes: usize) -> *mut u8 {
+    let end = base
+        .wrapping_add(std::mem::size_of::<Header>() + processes * std::mem::size_of::<WaitSlot>());
+    end.wrapping_add(end.align_offset(std::mem::align_of::<Runner>()))
 }
 
 /// Increments `counter` if it is below `limit` (`limit <= 0`: no limit).
@@ -827,6 +838,23 @@ mod tests {
         q.dispatch(&reg, 4, 0, |w| woke.push(w));
         assert_eq!(woke, vec![5]);
         assert!(q.is_admitted(waiter));
+    }
+
+    #[test]
+    fn runner_records_are_aligned_within_the_bytes_asked_for() {
+        for processes in [1, 7, 100] {
+            let mut mem = vec![0u64; bytes(processes) / 8 + 1];
+            for shift in [0, 8, 24, 40] {
+                let base = (mem.as_mut_ptr() as *mut u8).wrapping_add(shift);
+                let at = runners_at(base, processes);
+                assert_eq!(at as usize % std::mem::align_of::<Runner>(), 0);
+                let end = at as usize + processes * std::mem::size_of::<Runner>();
+                assert!(
+                    end <= base as usize + bytes(processes),
+                    "{processes} {shift}"
+                );
+            }
+        }
     }
 
     #[test]

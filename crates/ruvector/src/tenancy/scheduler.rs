@@ -61,13 +61,14 @@ pub const REGION: super::shmem::Region = super::shmem::Region {
 
 fn queue() -> Queue<'static> {
     // SAFETY: attached at shared-memory startup before any backend runs: a Header followed
-    // by MaxBackends wait slots and MaxBackends runner records, all atomics.
+    // by MaxBackends wait slots and MaxBackends runner records (aligned by runners_at
+    // within admission::bytes), all atomics.
     unsafe {
         let header = &*(QUEUE as *const Header);
         let slots_at = QUEUE.add(std::mem::size_of::<Header>());
         let slots = std::slice::from_raw_parts(slots_at as *const WaitSlot, waiters_len());
         let runners = std::slice::from_raw_parts(
-            slots_at.add(waiters_len() * std::mem::size_of::<WaitSlot>()) as *const Runner,
+            admission::runners_at(QUEUE, waiters_len()) as *const Runner,
             waiters_len(),
         );
         Queue::new(header, slots, runners)

@@ -121,15 +121,24 @@ pub fn text_from_bytes(bytes: &[u8]) -> pg_sys::Datum {
 /// # Safety
 /// `list` is NULL or a valid pointer List.
 pub unsafe fn list_ptrs(list: *mut pg_sys::List) -> Vec<*mut std::ffi::c_void> {
-    if list.is_null() {
-        return Vec::new();
-    }
-    // SAFETY: guaranteed by the caller: `length` cells at `elements`.
-    unsafe {
-        (0..(*list).length as usize)
-            .map(|i| (*(*list).elements.add(i)).ptr_value)
-            .collect()
-    }
+    // SAFETY: guaranteed by the caller.
+    unsafe { list_iter(list) }.collect()
+}
+
+/// [`list_ptrs`] without collecting them: the list must not change while the iterator is
+/// used.
+///
+/// # Safety
+/// `list` is NULL or a valid pointer List that outlives the iterator, unchanged.
+pub unsafe fn list_iter(list: *mut pg_sys::List) -> impl Iterator<Item = *mut std::ffi::c_void> {
+    let len = if list.is_null() {
+        0
+    } else {
+        // SAFETY: guaranteed by the caller: a valid List, with `length` cells at `elements`.
+        unsafe { (*list).length as usize }
+    };
+    // SAFETY: i < length, read while the list is unchanged (the caller's guarantee).
+    (0..len).map(move |i| unsafe { (*(*list).elements.add(i)).ptr_value })
 }
 
 /// The members of a PostgreSQL OID List (NIL is empty).

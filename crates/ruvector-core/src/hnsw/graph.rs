@@ -866,7 +866,9 @@ pub struct Scan {
     tenants: Vec<TenantOrd>,
     ef: usize,
     max_ef: usize,
-    yielded: IdSet,
+    /// The nodes yielded so far, in order: a list, since most scans end in their first
+    /// round, which has nothing to compare with; a later round makes a set of it.
+    yielded: Vec<NodeId>,
     /// This round's results not yet yielded, farthest first.
     pending: Vec<Hit>,
     done: bool,
@@ -884,7 +886,7 @@ impl Scan {
             tenants,
             ef,
             max_ef: max_ef.max(ef),
-            yielded: IdSet::default(),
+            yielded: Vec::new(),
             pending: Vec::new(),
             done: false,
             query_norm: None,
@@ -904,7 +906,7 @@ impl Scan {
     pub fn next<S: GraphStore>(&mut self, hnsw: &Hnsw<S>) -> Option<Hit> {
         loop {
             if let Some(s) = self.pending.pop() {
-                self.yielded.insert(s.id);
+                self.yielded.push(s.id);
                 return Some(s);
             }
             if self.done {
@@ -931,10 +933,11 @@ impl Scan {
             } else {
                 self.ef = (self.ef * 2).min(self.max_ef);
             }
+            let yielded: IdSet = self.yielded.iter().copied().collect();
             self.pending = found
                 .into_iter()
                 .rev()
-                .filter(|s| !self.yielded.contains(&s.id))
+                .filter(|s| !yielded.contains(&s.id))
                 .collect();
         }
     }

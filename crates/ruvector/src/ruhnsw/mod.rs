@@ -91,30 +91,28 @@ pub fn key_kind(index: pg_sys::Relation) -> crate::vector::Kind {
     // SAFETY: an open index has its operator classes' input types.
     let input_type = unsafe { *(*index).rd_opcintype };
     // A syscache lookup (a hash probe), per insert and per scan: cheap, and never stale.
-    if type_name(input_type).as_deref() == Some("halfvec") {
+    if type_named(input_type, b"halfvec") {
         crate::vector::Kind::Halfvec
     } else {
         crate::vector::Kind::Vector
     }
 }
 
-/// The name of type `oid` (without its schema), if it exists.
-fn type_name(oid: pg_sys::Oid) -> Option<String> {
-    // SAFETY: a syscache lookup by OID; the tuple is read while held, then released.
+/// Whether type `oid` exists and is named `name` (without its schema).
+fn type_named(oid: pg_sys::Oid, name: &[u8]) -> bool {
+    // SAFETY: a syscache lookup by OID; the name is compared while the tuple is held.
     unsafe {
         let tup = pg_sys::SearchSysCache1(
             pg_sys::SysCacheIdentifier::TYPEOID as i32,
             pg_sys::Datum::from(oid),
         );
         if tup.is_null() {
-            return None;
+            return false;
         }
         let form = pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_type>(tup);
-        let name = std::ffi::CStr::from_ptr((*form).typname.data.as_ptr())
-            .to_string_lossy()
-            .into_owned();
+        let named = std::ffi::CStr::from_ptr((*form).typname.data.as_ptr()).to_bytes() == name;
         pg_sys::ReleaseSysCache(tup);
-        Some(name)
+        named
     }
 }
 

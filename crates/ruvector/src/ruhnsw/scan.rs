@@ -177,14 +177,6 @@ fn start(scan: pg_sys::IndexScanDesc) {
             (key_elements(index, key.sk_argument).into_owned(), false)
         }
     };
-    // In f64: the squared length of a float4 vector can underflow or overflow in f32.
-    let query_norm = (!null).then(|| {
-        query
-            .iter()
-            .map(|&x| f64::from(x).powi(2))
-            .sum::<f64>()
-            .sqrt()
-    });
     if query.len() != dims {
         errors::vector_error(
             VectorError::DifferentDimensions {
@@ -240,8 +232,16 @@ fn start(scan: pg_sys::IndexScanDesc) {
         && parts
             .iter()
             .any(|(g, _)| g.store().layout().half && g.params().metric.rounds_halves());
+    // In f64: the squared length of a float4 vector can underflow or overflow in f32.
+    let query_norm = (rerank && !null).then(|| {
+        query
+            .iter()
+            .map(|&x| f64::from(x).powi(2))
+            .sum::<f64>()
+            .sqrt()
+    });
     for (graph, scan) in parts {
-        match query_norm.filter(|_| rerank) {
+        match query_norm {
             Some(norm) => merge.push(graph, scan.with_bounds(norm)),
             None => merge.push(graph, scan),
         }

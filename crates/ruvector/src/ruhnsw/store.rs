@@ -202,10 +202,18 @@ impl PageStore {
         let mut next = t.packed_head;
         let mut buf: Option<Buf> = None;
         let mut steps: u64 = 0;
-        let bound = u64::from(page::nblocks(self.index)) * layout::PAGE_SIZE as u64;
+        // More steps than the index has bytes means a loop. The index's size is asked for (a
+        // system call) only once a walk gets long: small tenants' walks, most of them, never
+        // come near the smallest possible bound (one page).
+        let mut bound: Option<u64> = None;
         while let Some(id) = next {
             steps += 1;
-            if steps > bound {
+            if steps > layout::PAGE_SIZE as u64
+                && steps
+                    > *bound.get_or_insert_with(|| {
+                        u64::from(page::nblocks(self.index)) * layout::PAGE_SIZE as u64
+                    })
+            {
                 self.corrupted(format!("tenant {tenant}'s packed nodes loop"));
             }
             let (block, offset) = node_position(id);

@@ -13,7 +13,7 @@
 use pgrx::pg_sys;
 
 use super::catalog;
-use crate::fmgr::list_ptrs;
+use crate::fmgr::{list_iter, list_ptrs};
 
 /// `texteq`, the function of `text = text`.
 const F_TEXTEQ: u32 = 67;
@@ -31,7 +31,7 @@ pub unsafe fn other_tenant(stmt: *mut pg_sys::PlannedStmt, tenant: &str) -> Opti
             tenant,
         };
         std::iter::once((*stmt).planTree as *mut std::ffi::c_void)
-            .chain(list_ptrs((*stmt).subplans))
+            .chain(list_iter((*stmt).subplans))
             .find_map(|p| walk.plan(p as *mut pg_sys::Plan))
     }
 }
@@ -48,11 +48,13 @@ impl Walk<'_> {
         if plan.is_null() {
             return None;
         }
-        // SAFETY: guaranteed by the caller; each cast matches the node's tag.
+        // SAFETY: guaranteed by the caller; each cast matches the node's tag. Nothing is
+        // allocated per node: this runs for every statement of a tenant.
         unsafe {
-            let mut quals = vec![(*plan).qual];
-            let mut children = vec![(*plan).lefttree, (*plan).righttree];
             let mut scanrelid = 0;
+            let mut index_qual: *mut pg_sys::List = std::ptr::null_mut();
+            let mut child_plans: *mut pg_sys::List = std::ptr::null_mut();
+            let mut subplan: *mut pg_sys::Plan = std::ptr::null_mut();
             match (*plan).type_ {
                 pg_sys::NodeTag::T_SeqScan
                 | pg_sys::NodeTag::T_SampleScan
@@ -66,34 +68,34 @@ impl Walk<'_> {
                 pg_sys::NodeTag::T_IndexScan => {
                     let s = plan as *mut pg_sys::IndexScan;
                     scanrelid = (*s).scan.scanrelid;
-                    quals.push((*s).indexqualorig);
+                    index_qual = (*s).indexqualorig;
                 }
                 pg_sys::NodeTag::T_BitmapHeapScan => {
                     let s = plan as *mut pg_sys::BitmapHeapScan;
                     scanrelid = (*s).scan.scanrelid;
-                    quals.push((*s).bitmapqualorig);
+                    index_qual = (*s).bitmapqualorig;
                 }
                 pg_sys::NodeTag::T_Append => {
-                    children.extend(plans((*(plan as *mut pg_sys::Append)).appendplans));
+                    child_plans = (*(plan as *mut pg_sys::Append)).appendplans;
                 }
                 pg_sys::NodeTag::T_MergeAppend => {
-                    children.extend(plans((*(plan as *mut pg_sys::MergeAppend)).mergeplans));
+                    child_plans = (*(plan as *mut pg_sys::MergeAppend)).mergeplans;
                 }
                 pg_sys::NodeTag::T_BitmapAnd => {
-                    children.extend(plans((*(plan as *mut pg_sys::BitmapAnd)).bitmapplans));
+                    child_plans = (*(plan as *mut pg_sys::BitmapAnd)).bitmapplans;
                 }
                 pg_sys::NodeTag::T_BitmapOr => {
-                    children.extend(plans((*(plan as *mut pg_sys::BitmapOr)).bitmapplans));
+                    child_plans = (*(plan as *mut pg_sys::BitmapOr)).bitmapplans;
                 }
                 pg_sys::NodeTag::T_SubqueryScan => {
-                    children.push((*(plan as *mut pg_sys::SubqueryScan)).subplan);
+                    subplan = (*(plan as *mut pg_sys::SubqueryScan)).subplan;
                 }
                 _ => {}
             }
             if scanrelid > 0 {
                 if let Some(col) = self.tenant_attnum(scanrelid) {
-                    for q in quals {
-                        for e in list_ptrs(q) {
+                    for q in [(*plan).qual, index_qual] {
+                        for e in list_iter(q) {
                             if let Some(id) = self.expr(e as *mut pg_sys::Node, scanrelid, col) {
                                 return Some(id);
                             }
@@ -101,7 +103,10 @@ impl Walk<'_> {
                     }
                 }
             }
-            children.into_iter().find_map(|c| self.plan(c))
+            [(*plan).lefttree, (*plan).righttree, subplan]
+                .into_iter()
+                .find_map(|c| self.plan(c))
+                .or_else(|| plans(child_plans).find_map(|c| self.plan(c)))
         }
     }
 
@@ -184,9 +189,7 @@ unsafe fn text_equality(
 /// `list` is null or a List of Plans.
 unsafe fn plans(list: *mut pg_sys::List) -> impl Iterator<Item = *mut pg_sys::Plan> {
     // SAFETY: guaranteed by the caller.
-    unsafe { list_ptrs(list) }
-        .into_iter()
-        .map(|p| p as *mut pg_sys::Plan)
+    unsafe { list_iter(list) }.map(|p| p as *mut pg_sys::Plan)
 }
 
 /// Strips a RelabelType (a collation or binary-compatible cast) off `e`.

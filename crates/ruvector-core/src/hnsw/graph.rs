@@ -486,33 +486,49 @@ impl<S: GraphStore> Hnsw<S> {
         links
     }
 
-    /// Shrinks a list that overflowed to `max` links, one link at a time: the first
-    /// candidate (nearest first) that is closer to a nearer kept candidate than to the base
-    /// goes (a deleted one goes first), or the farthest when every candidate passes. Lists
-    /// stay full, and a node loses a link only to a neighbour that covers its direction;
-    /// re-running the whole heuristic instead cut lists to a few links at a time and left
-    /// nodes unreachable (recall@10 stopped at 0.990 on 100k x 384 with any ef_search;
-    /// with this, 0.998 at ef_search 100 and about 10% fewer distances at equal recall).
+    /// Shrinks a list that overflowed to `max` links, one link at a time. A candidate is
+    /// redundant when it is closer to a nearer kept candidate than to the base (that
+    /// neighbour covers its direction). A deleted candidate goes first; then the first
+    /// redundant one (nearest first) in the farther half of the list; then the first
+    /// redundant one in the nearer half; the farthest when none is redundant. Lists stay
+    /// full, and a node loses a link only to a neighbour that covers its direction.
+    ///
+    /// Measured with `ruvector-bench graph` (100k x 384, m 16, ef_construction 64):
+    /// - re-running the whole heuristic cut lists to a few links at a time and left nodes
+    ///   unreachable: recall@10 stopped at 0.990 with any ef_search;
+    /// - dropping the first redundant candidate anywhere: 0.802 / 0.930 / 0.997 at
+    ///   ef_search 10 / 20 / 80, 386 / 557 / 1274 distances per query;
+    /// - dropping the farthest redundant one (pgvector's rule) keeps the near neighbourhood
+    ///   dense, 0.818 at ef_search 10, but removes the long links: recall stopped at 0.986;
+    /// - the farther half first keeps both: 0.813 / 0.939 / 0.999 at 371 / 540 / 1235
+    ///   distances, and 1.000 at ef_search 160; the build was 10% faster.
     fn shrink(&self, mut candidates: Vec<Scored>, max: usize) -> Vec<NodeId> {
         let metric = self.params.metric.construction();
         while candidates.len() > max {
             let mut kept: Vec<Cow<[f32]>> = Vec::with_capacity(max);
-            let mut drop = candidates.len() - 1;
+            let half = candidates.len() / 2;
+            let mut near_redundant = None;
+            let mut drop = None;
             for (i, c) in candidates.iter().enumerate() {
                 let Some(cv) = self.store.vector(c.id) else {
-                    drop = i;
+                    drop = Some(i);
                     break;
                 };
                 if kept
                     .iter()
                     .any(|kv| metric.prepared_distance(&cv, kv) <= c.dist)
                 {
-                    drop = i;
-                    break;
+                    if i >= half {
+                        drop = Some(i);
+                        break;
+                    }
+                    near_redundant.get_or_insert(i);
+                    continue;
                 }
                 kept.push(cv);
             }
-            candidates.remove(drop);
+            let last = candidates.len() - 1;
+            candidates.remove(drop.or(near_redundant).unwrap_or(last));
         }
         candidates.into_iter().map(|s| s.id).collect()
     }

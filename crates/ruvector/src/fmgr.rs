@@ -131,14 +131,8 @@ pub unsafe fn list_ptrs(list: *mut pg_sys::List) -> Vec<*mut std::ffi::c_void> {
 /// # Safety
 /// `list` is NULL or a valid pointer List that outlives the iterator, unchanged.
 pub unsafe fn list_iter(list: *mut pg_sys::List) -> impl Iterator<Item = *mut std::ffi::c_void> {
-    let len = if list.is_null() {
-        0
-    } else {
-        // SAFETY: guaranteed by the caller: a valid List, with `length` cells at `elements`.
-        unsafe { (*list).length as usize }
-    };
-    // SAFETY: i < length, read while the list is unchanged (the caller's guarantee).
-    (0..len).map(move |i| unsafe { (*(*list).elements.add(i)).ptr_value })
+    // SAFETY: guaranteed by the caller; a pointer List's cells hold pointers.
+    unsafe { cells(list) }.map(|cell| unsafe { cell.ptr_value })
 }
 
 /// The members of a PostgreSQL OID List (NIL is empty).
@@ -146,13 +140,23 @@ pub unsafe fn list_iter(list: *mut pg_sys::List) -> impl Iterator<Item = *mut st
 /// # Safety
 /// `list` is NULL or a valid OID List.
 pub unsafe fn list_oids(list: *mut pg_sys::List) -> Vec<pg_sys::Oid> {
-    if list.is_null() {
-        return Vec::new();
-    }
-    // SAFETY: guaranteed by the caller: `length` cells at `elements`.
-    unsafe {
-        (0..(*list).length as usize)
-            .map(|i| (*(*list).elements.add(i)).oid_value)
-            .collect()
-    }
+    // SAFETY: guaranteed by the caller; an OID List's cells hold OIDs.
+    unsafe { cells(list) }
+        .map(|cell| unsafe { cell.oid_value })
+        .collect()
+}
+
+/// The cells of a PostgreSQL List (NIL has none), read one at a time.
+///
+/// # Safety
+/// `list` is NULL or a valid List that outlives the iterator, unchanged.
+unsafe fn cells(list: *mut pg_sys::List) -> impl Iterator<Item = pg_sys::ListCell> {
+    let len = if list.is_null() {
+        0
+    } else {
+        // SAFETY: guaranteed by the caller: a valid List, with `length` cells at `elements`.
+        unsafe { (*list).length as usize }
+    };
+    // SAFETY: i < length, read while the list is unchanged (the caller's guarantee).
+    (0..len).map(move |i| unsafe { *(*list).elements.add(i) })
 }

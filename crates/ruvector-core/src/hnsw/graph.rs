@@ -140,6 +140,7 @@ impl Ord for Scored {
 }
 
 impl PartialOrd for Scored {
+    #[inline]
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
@@ -168,11 +169,13 @@ impl Hit {
     }
 
     /// What a scan orders its rows by: the bound when there is one, else the distance.
+    #[inline]
     pub fn order_key(&self) -> f64 {
         self.bound.unwrap_or(f64::from(self.dist))
     }
 
     /// Compares by [`Hit::order_key`], then by id.
+    #[inline]
     fn by_order(&self, other: &Hit) -> Ordering {
         self.order_key()
             .total_cmp(&other.order_key())
@@ -192,12 +195,14 @@ impl PartialEq for ByOrder {
 impl Eq for ByOrder {}
 
 impl Ord for ByOrder {
+    #[inline]
     fn cmp(&self, other: &Self) -> Ordering {
         self.0.by_order(&other.0)
     }
 }
 
 impl PartialOrd for ByOrder {
+    #[inline]
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
@@ -218,6 +223,7 @@ impl Ord for Hit {
 }
 
 impl PartialOrd for Hit {
+    #[inline]
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
@@ -794,11 +800,18 @@ impl<S: GraphStore> Hnsw<S> {
         self.store
             .for_each_tenant_vector(tenant, |id, v, payload, rounding| {
                 let dist = metric.prepared_distance(q, v);
+                let bound = query_norm.map(|n| metric.order_bound(dist, rounding, q.len(), n));
+                let key = bound.unwrap_or(f64::from(dist));
+                // Most nodes of a large tenant are farther than the k-th best: they are
+                // turned away by their key alone.
+                if best.len() == k && best.peek().is_some_and(|w| key > w.0.order_key()) {
+                    return;
+                }
                 let h = ByOrder(Hit {
                     dist,
                     id,
                     payload: Some(payload),
-                    bound: query_norm.map(|n| metric.order_bound(dist, rounding, q.len(), n)),
+                    bound,
                 });
                 if best.len() < k || best.peek().is_some_and(|w| h < *w) {
                     best.push(h);

@@ -110,6 +110,7 @@ impl Metric {
 
     /// The distance between two prepared vectors ([`Metric::prepare`]); orders like
     /// [`Metric::distance`] on the original vectors.
+    #[inline]
     pub fn prepared_distance(self, a: &[f32], b: &[f32]) -> f32 {
         match self {
             Metric::Cosine => {

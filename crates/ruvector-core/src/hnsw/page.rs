@@ -119,6 +119,7 @@ impl NodeLayout {
     }
 
     /// Bytes of a node's vector.
+    #[inline]
     fn vector_size(&self) -> usize {
         if self.half {
             ROUNDING_BYTES + 2 * self.dims
@@ -127,6 +128,7 @@ impl NodeLayout {
         }
     }
 
+    #[inline]
     pub fn capacity(&self, layer: u8) -> usize {
         if layer == 0 {
             2 * self.m
@@ -135,10 +137,12 @@ impl NodeLayout {
         }
     }
 
+    #[inline]
     fn vector_offset(&self, level: u8) -> usize {
         NODE_HEADER + align4(level as usize + 1)
     }
 
+    #[inline]
     fn links_offset(&self, level: u8, layer: u8) -> usize {
         let before = if layer == 0 {
             0
@@ -149,6 +153,7 @@ impl NodeLayout {
     }
 
     /// Bytes of a node tuple of `level`.
+    #[inline]
     pub fn size(&self, level: u8) -> usize {
         self.links_offset(level, level) + LINK_BYTES * self.capacity(level)
     }
@@ -168,6 +173,7 @@ impl NodeLayout {
 
     /// Byte range of the vector in a tuple of `level` (4-byte aligned when the tuple is),
     /// with its [`Rounding`] under half precision.
+    #[inline]
     pub fn vector_range(&self, level: u8) -> std::ops::Range<usize> {
         let v = self.vector_offset(level);
         v..v + self.vector_size()
@@ -262,6 +268,7 @@ pub struct NodeRef<'a> {
 
 impl<'a> NodeRef<'a> {
     /// A view of `bytes`, or a description of why they are not a node tuple of this layout.
+    #[inline]
     pub fn new(bytes: &'a [u8], layout: NodeLayout) -> Result<NodeRef<'a>, String> {
         if bytes.len() < NODE_HEADER {
             return Err(format!(
@@ -293,38 +300,46 @@ impl<'a> NodeRef<'a> {
         Ok(node)
     }
 
+    #[inline]
     pub fn heap_tid(&self) -> NodeId {
         read_id(&self.bytes[0..6])
     }
 
+    #[inline]
     pub fn level(&self) -> u8 {
         self.bytes[6]
     }
 
+    #[inline]
     pub fn deleted(&self) -> bool {
         self.bytes[7] & FLAG_DELETED != 0
     }
 
+    #[inline]
     pub fn tenant(&self) -> TenantOrd {
         u32::from_le_bytes(self.bytes[8..12].try_into().expect("4 bytes"))
     }
 
     /// The tenant's previous packed node (packed nodes are linked newest to oldest).
+    #[inline]
     pub fn prev(&self) -> Option<NodeId> {
         Some(read_id(&self.bytes[12..18])).filter(|&id| id != 0)
     }
 
+    #[inline]
     fn count(&self, layer: u8) -> usize {
         self.bytes[NODE_HEADER + layer as usize] as usize
     }
 
     /// The vector's bytes, as stored (see [`NodeRef::vector`]).
+    #[inline]
     pub fn vector_bytes(&self) -> &'a [u8] {
         &self.bytes[self.layout.vector_range(self.level())]
     }
 
     /// The vector as floats: read in place when stored in full precision, decoded into
     /// `scratch` when stored in half precision.
+    #[inline]
     pub fn vector<'s>(&self, scratch: &'s mut Vec<f32>) -> &'s [f32]
     where
         'a: 's,
@@ -339,6 +354,7 @@ impl<'a> NodeRef<'a> {
     }
 
     /// How far the stored vector is from the one inserted (zero in full precision).
+    #[inline]
     pub fn rounding(&self) -> Rounding {
         if !self.layout.half {
             return Rounding::default();
@@ -361,6 +377,7 @@ impl<'a> NodeRef<'a> {
 
 /// The vector of a node as floats, when its bytes are 4-byte aligned (they are on a page,
 /// where tuples start MAXALIGNed).
+#[inline]
 pub fn vector_slice(bytes: &[u8]) -> Option<&[f32]> {
     if !(bytes.as_ptr() as usize).is_multiple_of(4) || !bytes.len().is_multiple_of(4) {
         return None;
@@ -371,6 +388,7 @@ pub fn vector_slice(bytes: &[u8]) -> Option<&[f32]> {
     Some(unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const f32, bytes.len() / 4) })
 }
 
+#[inline]
 fn read_id(b: &[u8]) -> NodeId {
     let block = u32::from_le_bytes(b[0..4].try_into().expect("4 bytes"));
     let offset = u16::from_le_bytes(b[4..6].try_into().expect("2 bytes"));

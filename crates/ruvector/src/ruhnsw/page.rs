@@ -15,6 +15,8 @@ use crate::errors;
 /// A pinned, locked buffer of an index.
 pub struct Buf {
     buf: pg_sys::Buffer,
+    /// The buffer's block, kept: a scan compares it once per node it reads.
+    block: u32,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -195,6 +197,7 @@ impl Buf {
         // The buffer is pinned until Drop.
         let b = Buf {
             buf: recent::read(index, block),
+            block,
         };
         b.lock(lock);
         b
@@ -216,7 +219,9 @@ impl Buf {
             pg_sys::UnlockRelationForExtension(index, pg_sys::ExclusiveLock as i32);
             buf
         };
-        let b = Buf { buf };
+        // SAFETY: the buffer is pinned.
+        let block = unsafe { pg_sys::BufferGetBlockNumber(buf) };
+        let b = Buf { buf, block };
         b.lock(Lock::Exclusive);
         b
     }
@@ -235,8 +240,7 @@ impl Buf {
     }
 
     pub fn block(&self) -> u32 {
-        // SAFETY: the buffer is pinned.
-        unsafe { pg_sys::BufferGetBlockNumber(self.buf) }
+        self.block
     }
 
     /// The page in the buffer (read it under the lock this value holds).

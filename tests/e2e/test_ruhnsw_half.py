@@ -139,12 +139,13 @@ def test_half_precision_recall_is_within_a_hair_of_full_precision(db):
 
 
 def test_a_small_table_is_answered_exactly_and_iterative_scans_stay_ordered(db):
-    """Below exact_threshold the scan reads every row: re-ranked, its top k is the exact
-    top k. With a filter that rejects most rows, the scan continues round after round and
+    """A table cheaper to read whole than to search through its graph (at the default
+    exact_threshold, 300 rows of 2,048 dimensions are) is read whole: re-ranked, its top k is
+    the exact top k. With a filter that rejects most rows, the scan continues round after round and
     every row it returns is still in order and passes the filter."""
     dims = 2048
     rng = np.random.default_rng(5)
-    small = rng.standard_normal((600, dims)).astype(np.float32)
+    small = rng.standard_normal((300, dims)).astype(np.float32)
     large = embeddings(3000, dims, seed=99)
     with connect() as c:
         c.execute("SET enable_seqscan = off")  # a table this small is otherwise read sequentially

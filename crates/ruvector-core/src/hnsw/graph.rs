@@ -15,8 +15,8 @@ pub struct Params {
     /// Candidate list size while inserting.
     pub ef_construction: usize,
     pub metric: Metric,
-    /// Tenants with at most this many nodes are searched exactly.
-    pub exact_threshold: usize,
+    /// Which tenants are searched exactly rather than through their graph.
+    pub exact: Exact,
     /// Tenant graphs of more than this many nodes are searched wider than the `ef` asked
     /// for ([`search_width`]); 0 searches every graph with `ef` as given.
     pub widen_above: usize,
@@ -32,7 +32,7 @@ impl Default for Params {
             m: 16,
             ef_construction: 64,
             metric: Metric::L2,
-            exact_threshold: 0,
+            exact: Exact::UpTo(0),
             widen_above: 0,
             seed: 0x5eed_1234_abcd_0001,
             max_level: MAX_LEVEL,
@@ -63,6 +63,51 @@ impl Params {
     pub fn search_width(&self, ef: usize, nodes: usize) -> usize {
         search_width(ef, nodes, self.widen_above)
     }
+
+    /// Whether a search of width `ef` in a tenant of `nodes` nodes of `dims` dimensions
+    /// reads all of them (and is exact) rather than walking the graph.
+    pub fn searches_exactly(&self, nodes: usize, dims: usize, ef: usize) -> bool {
+        match self.exact {
+            Exact::UpTo(limit) => limit > 0 && nodes <= limit,
+            Exact::ByCost => exact_is_cheaper(nodes, dims, self.search_width(ef, nodes)),
+        }
+    }
+}
+
+/// Which tenants a search reads whole ([`Params::searches_exactly`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exact {
+    /// Those whose exact scan is expected to cost no more than the graph search
+    /// ([`exact_is_cheaper`]).
+    ByCost,
+    /// Those of at most this many nodes (0: none).
+    UpTo(usize),
+}
+
+/// Nodes a graph search of width `ef` visits, per unit of `ef`, in graphs of up to tens of
+/// thousands of nodes (`ruvector-bench graph`: 210-290 distances per query at `ef` 40 for
+/// 1,000 to 8,000 nodes, upper layers included).
+const VISITS_PER_EF: f64 = 7.0;
+/// The fixed cost of reading a node in an exact scan, in units of one dimension of a
+/// distance: the scan reads a tenant's nodes one after the other, page by page.
+const EXACT_NODE_COST: f64 = 64.0;
+/// The fixed cost of a node a graph search visits, in the same units: a page found through
+/// a link, the visited set, the candidate queues and the node's neighbour list.
+const GRAPH_VISIT_COST: f64 = 314.0;
+
+/// Whether reading all `nodes` vectors of `dims` dimensions is expected to cost no more than
+/// a graph search of width `ef` (which also visits every node of a graph of fewer than
+/// about `7 × ef` nodes). An exact scan reads each vector in page order; a graph search reads
+/// fewer vectors but pays more for each, so the scan wins up to more nodes when vectors are
+/// small: measured in PostgreSQL 18 per node of a 4,000-node tenant, the scan took 32 ns at
+/// 16 dimensions and 143 ns at 384, and it matched the graph search (`ef` 40) at about
+/// 1,000 nodes of 16 or 128 dimensions and 300-600 of 384 or 1,024. The constants give
+/// 1,155, 644, 436 and 344 nodes there.
+pub fn exact_is_cheaper(nodes: usize, dims: usize, ef: usize) -> bool {
+    let d = dims as f64;
+    let exact = nodes as f64 * (d + EXACT_NODE_COST);
+    let visits = (VISITS_PER_EF * ef as f64).min(nodes as f64);
+    exact <= visits * (d + GRAPH_VISIT_COST)
 }
 
 /// The state of a search of one layer ([`Hnsw::search_layer`]). A resumable one also keeps
@@ -724,12 +769,12 @@ impl<S: GraphStore> Hnsw<S> {
         resume: Option<&mut Option<LayerSearch>>,
     ) -> Vec<Hit> {
         let q = &*self.params.metric.prepare(q);
-        let nodes = if self.params.exact_threshold > 0 || self.params.widen_above > 0 {
+        let nodes = if self.params.exact != Exact::UpTo(0) || self.params.widen_above > 0 {
             self.store.tenant_len(tenant)
         } else {
             0
         };
-        if self.params.exact_threshold > 0 && nodes <= self.params.exact_threshold {
+        if self.params.searches_exactly(nodes, q.len(), ef.max(k)) {
             return self.exact_prepared(q, tenant, k, query_norm);
         }
         let metric = self.params.metric;
@@ -1139,7 +1184,7 @@ mod tests {
             MemoryStore::new(data[0].len()),
             Params {
                 metric,
-                exact_threshold: 0,
+                exact: Exact::UpTo(0),
                 ..Params::default()
             },
         );
@@ -1306,7 +1351,7 @@ mod tests {
         let h = build(
             &data,
             Params {
-                exact_threshold: 50,
+                exact: Exact::UpTo(50),
                 ..Params::default()
             },
         );
@@ -1321,6 +1366,75 @@ mod tests {
             h.search(&q, 2, 10, 40).is_empty(),
             "an empty tenant has no rows"
         );
+    }
+
+    /// The largest tenant `exact_is_cheaper` reads whole at `dims` and `ef`.
+    fn exact_limit(dims: usize, ef: usize) -> usize {
+        let n = (1..100_000)
+            .find(|&n| !exact_is_cheaper(n, dims, ef))
+            .expect("a crossover");
+        assert!(
+            (n..n + 1000).all(|n| !exact_is_cheaper(n, dims, ef)),
+            "graph search stays cheaper beyond the crossover"
+        );
+        n - 1
+    }
+
+    #[test]
+    fn the_exact_scan_is_chosen_up_to_more_nodes_for_small_vectors_and_wide_searches() {
+        let limits: Vec<usize> = [16, 128, 384, 1024, 3072]
+            .iter()
+            .map(|&d| exact_limit(d, 40))
+            .collect();
+        assert_eq!(limits, vec![1155, 644, 436, 344, 302]);
+        assert!(limits.windows(2).all(|w| w[0] > w[1]), "{limits:?}");
+        // A graph this small is visited whole by a search of this width: reading it in page
+        // order is never the dearer way.
+        assert!(exact_is_cheaper(280, 3072, 40));
+        assert!(exact_limit(384, 80) > 2 * exact_limit(384, 40) - 2);
+        assert!(exact_limit(384, 10) < exact_limit(384, 40));
+    }
+
+    #[test]
+    fn a_fixed_limit_or_the_cost_chooses_the_exact_scan() {
+        let p = |exact| Params {
+            exact,
+            widen_above: 5000,
+            ..Params::default()
+        };
+        assert!(!p(Exact::UpTo(0)).searches_exactly(3, 384, 40), "0: never");
+        assert!(p(Exact::UpTo(1000)).searches_exactly(1000, 384, 40));
+        assert!(!p(Exact::UpTo(1000)).searches_exactly(1001, 16, 400));
+        assert!(p(Exact::ByCost).searches_exactly(436, 384, 40));
+        assert!(!p(Exact::ByCost).searches_exactly(437, 384, 40));
+        // Above widen_above the graph search is wider (here 2x) and so dearer.
+        let nodes = 20_000;
+        assert_eq!(p(Exact::ByCost).search_width(40, nodes), 80);
+        assert_eq!(
+            p(Exact::ByCost).searches_exactly(nodes, 2, 40),
+            exact_is_cheaper(nodes, 2, 80)
+        );
+    }
+
+    #[test]
+    fn by_cost_a_small_tenant_is_searched_exactly_and_a_large_one_through_its_graph() {
+        let mut data = dataset(3000, 8, 1, 5);
+        data.extend(dataset(40, 8, 1, 6).into_iter().map(|(v, _)| (v, 1)));
+        let h = build(
+            &data,
+            Params {
+                exact: Exact::ByCost,
+                ..Params::default()
+            },
+        );
+        assert!(h.params().searches_exactly(40, 8, 10));
+        assert!(!h.params().searches_exactly(3000, 8, 10));
+        let q = vec![0.5; 8];
+        assert_eq!(h.search(&q, 1, 10, 10), h.exact(&q, 1, 10));
+        let graph = h.search(&q, 0, 10, 10);
+        assert_eq!(graph.len(), 10);
+        let exact = h.exact(&q, 0, 10);
+        assert!(graph.iter().filter(|s| exact.contains(s)).count() >= 8);
     }
 
     #[test]
@@ -1603,7 +1717,7 @@ mod tests {
     #[test]
     fn a_merge_yields_every_graphs_hits_in_ascending_distance() {
         let params = Params {
-            exact_threshold: 1000,
+            exact: Exact::UpTo(1000),
             ..Params::default()
         };
         let a = build(&dataset(300, 8, 3, 7), params);

@@ -18,7 +18,8 @@ mod store;
 mod testdata;
 
 pub use graph::{
-    search_width, Hit, Hnsw, IdHasher, IdSet, Merge, Params, Scan, Scored, MAX_LEVEL, MAX_WIDENING,
+    exact_is_cheaper, search_width, Exact, Hit, Hnsw, IdHasher, IdSet, Merge, Params, Scan, Scored,
+    MAX_LEVEL, MAX_WIDENING,
 };
 pub use parallel::{link_all, ParallelLink};
 pub use store::{GraphStore, MemoryStore, NodeId, SharedStore, TenantOrd};

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 use ruvector_core::hnsw::page::Storage;
-use ruvector_core::hnsw::Metric;
+use ruvector_core::hnsw::{Exact, Metric};
 
 use crate::errors;
 
@@ -16,7 +16,9 @@ pub const M_MAX: i32 = 100;
 pub const EF_CONSTRUCTION_DEFAULT: i32 = 64;
 pub const EF_CONSTRUCTION_MIN: i32 = 4;
 pub const EF_CONSTRUCTION_MAX: i32 = 1000;
-pub const EXACT_THRESHOLD_DEFAULT: i32 = 1000;
+/// `exact_threshold = -1`: a tenant is searched exactly when that is expected to cost no
+/// more than its graph search (`ruvector_core::hnsw::exact_is_cheaper`).
+pub const EXACT_THRESHOLD_BY_COST: i32 = -1;
 pub const EXACT_THRESHOLD_MAX: i32 = 1_000_000;
 
 /// The parsed reloptions, as `build_reloptions` fills them.
@@ -67,9 +69,9 @@ pub fn init() {
         pg_sys::add_int_reloption(
             kind,
             c"exact_threshold".as_ptr(),
-            c"Tenants with at most this many vectors are searched exactly".as_ptr(),
-            EXACT_THRESHOLD_DEFAULT,
-            0,
+            c"Tenants with at most this many vectors are searched exactly (-1: when cheaper than the graph)".as_ptr(),
+            EXACT_THRESHOLD_BY_COST,
+            EXACT_THRESHOLD_BY_COST,
             EXACT_THRESHOLD_MAX,
             pg_sys::ShareUpdateExclusiveLock as pg_sys::LOCKMODE,
         );
@@ -196,19 +198,22 @@ pub fn of(index: pg_sys::Relation) -> (usize, usize) {
     (m as usize, ef as usize)
 }
 
-/// The `exact_threshold` of an index: tenants with at most this many live vectors are
-/// answered by an exact scan of their own pages.
-pub fn exact_threshold(index: pg_sys::Relation) -> usize {
+/// Which tenants of an index are searched exactly (the `exact_threshold` reloption): by
+/// cost (-1, the default), or those of at most that many live vectors (0: none).
+pub fn exact(index: pg_sys::Relation) -> Exact {
     // SAFETY: rd_options is NULL or the RelOptions amoptions returned.
     let t = unsafe {
         let opts = (*index).rd_options as *const RelOptions;
         if opts.is_null() {
-            EXACT_THRESHOLD_DEFAULT
+            EXACT_THRESHOLD_BY_COST
         } else {
             (*opts).exact_threshold
         }
     };
-    t.max(0) as usize
+    match usize::try_from(t) {
+        Ok(limit) => Exact::UpTo(limit),
+        Err(_) => Exact::ByCost,
+    }
 }
 
 /// The `storage` option of an index; `auto` is `half` for a `halfvec` column.

@@ -208,7 +208,7 @@ pub fn open(rel: pg_sys::Relation) -> Option<Hnsw<PageStore>> {
     let layout = meta.layout();
     let params = build::graph_params(layout, meta.ef_construction as usize, meta.metric);
     let params = Params {
-        exact_threshold: options::exact_threshold(rel),
+        exact: options::exact(rel),
         widen_above: crate::gucs::widen_above(),
         ..params
     };

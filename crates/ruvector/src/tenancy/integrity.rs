@@ -313,7 +313,11 @@ fn measure(id: &str) -> Option<(f64, ruvector_core::hnsw::contract::Contraction)
             }
             let graph = route::open(place.rel)?;
             let live = place.entry.as_ref().map_or(0, |e| e.nodes as usize);
-            if live <= graph.params().exact_threshold {
+            let dims = graph.store().layout().dims;
+            if graph
+                .params()
+                .searches_exactly(live, dims, crate::gucs::ef_search())
+            {
                 return None; // searched exactly: no graph to cut
             }
             let store = graph.store();
